@@ -1,0 +1,411 @@
+/**
+ * A real Kubernetes control plane (etcd + kube-apiserver) on loopback, the
+ * envtest approach: generated CA, serving and client certificates, RBAC
+ * authorization, a service-account issuer and signing key, an admin kubeconfig.
+ *
+ * Used by the integration tests and by `npm run dev`. Child processes are started
+ * with a parent-death signal (setpriv --pdeathsig) and killed on process exit, so
+ * a crashed or interrupted test run leaves no orphan API server behind.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { request as httpRequest } from "node:http";
+import { request as httpsRequest } from "node:https";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { CoreV1Api, KubeConfig, type KubernetesObject } from "@kubernetes/client-node";
+import { applyObjects, installCrds } from "../kube/apply.js";
+import { isAlreadyExists } from "../kube/errors.js";
+import { kubeConfigFromSpec, writeKubeconfig } from "../kube/kubeconfig.js";
+import {
+  type CertificateAuthority,
+  createCertificateAuthority,
+  createSigningKeyPair,
+  issueCertificate,
+} from "../pki/certificates.js";
+import { type ControlPlaneBinaries, controlPlaneBinaries, REPO_ROOT } from "./binaries.js";
+
+export const SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local";
+const READY_TIMEOUT_MS = 90_000;
+const STOP_TIMEOUT_MS = 10_000;
+
+export interface ControlPlaneOptions {
+  /** Where certs, kubeconfigs, data and logs go. Default: a fresh temp dir, removed on stop. */
+  dir?: string;
+  /** Install the CRDs from this directory once ready. Default: the repo's `crds/`. `false` skips. */
+  crdDir?: string | false;
+  /** Extra kube-apiserver flags (e.g. feature gates). */
+  extraApiServerArgs?: string[];
+  /** Progress messages (start-up steps); default: silent. */
+  log?: (message: string) => void;
+}
+
+export interface Identity {
+  /** Path of a kubeconfig file for this identity. */
+  kubeconfigPath: string;
+  kubeConfig: KubeConfig;
+  username: string;
+}
+
+const running = new Set<ChildProcess>();
+let exitHookInstalled = false;
+
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.once("exit", () => {
+    for (const child of running) child.kill("SIGKILL");
+  });
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const addr = srv.address();
+      srv.close(() => (addr && typeof addr === "object" ? resolvePort(addr.port) : reject(new Error("no port"))));
+    });
+  });
+}
+
+/** Fails with a clear message when something already listens on `port`. */
+async function assertPortFree(port: number): Promise<void> {
+  await new Promise<void>((resolveFree, reject) => {
+    const srv = createServer();
+    srv.once("error", (err: NodeJS.ErrnoException) =>
+      reject(
+        err.code === "EADDRINUSE"
+          ? new Error(`port 127.0.0.1:${port} is already in use; stop whatever listens there or pick another port`)
+          : err,
+      ),
+    );
+    srv.listen(port, "127.0.0.1", () => srv.close(() => resolveFree()));
+  });
+}
+
+function tail(path: string, lines = 25): string {
+  try {
+    return readFileSync(path, "utf8").trimEnd().split("\n").slice(-lines).join("\n");
+  } catch {
+    return "(no log)";
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export class ControlPlane {
+  private processes: { name: string; child: ChildProcess; log: string }[] = [];
+  private stopped = false;
+
+  private constructor(
+    readonly dir: string,
+    private readonly ownsDir: boolean,
+    readonly binaries: ControlPlaneBinaries,
+    readonly ca: CertificateAuthority,
+    readonly apiServerPort: number,
+    readonly etcdUrl: string,
+    readonly adminKubeconfigPath: string,
+    /** Milliseconds from start() to a ready API server with CRDs installed. */
+    public startupMs: number,
+  ) {}
+
+  get server(): string {
+    return `https://127.0.0.1:${this.apiServerPort}`;
+  }
+
+  get caPem(): string {
+    return this.ca.certPem;
+  }
+
+  /** API server audit log (JSON lines), with the auditAnnotations webhooks return. */
+  get auditLogPath(): string {
+    return join(this.dir, "audit.log");
+  }
+
+  adminKubeConfig(): KubeConfig {
+    return loadKubeConfigFile(this.adminKubeconfigPath);
+  }
+
+  static async start(options: ControlPlaneOptions = {}): Promise<ControlPlane> {
+    const log = options.log ?? (() => {});
+    const t0 = Date.now();
+    const binaries = await controlPlaneBinaries();
+    const ownsDir = options.dir === undefined;
+    const dir = options.dir ?? mkdtempSync(join(tmpdir(), "countersign-cp-"));
+    mkdirSync(dir, { recursive: true });
+    installExitHook();
+
+    // PKI: one CA signs the API server's serving cert and every client cert.
+    const ca = await createCertificateAuthority("countersign-controlplane-ca");
+    const serving = await issueCertificate(ca, {
+      commonName: "kube-apiserver",
+      dnsNames: ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"],
+      ipAddresses: ["127.0.0.1", "10.0.0.1"],
+      usage: "server",
+    });
+    const admin = await issueCertificate(ca, {
+      commonName: "countersign-admin",
+      organizations: ["system:masters"],
+      usage: "client",
+    });
+    const saKeys = await createSigningKeyPair();
+    const files = {
+      ca: join(dir, "ca.crt"),
+      servingCert: join(dir, "apiserver.crt"),
+      servingKey: join(dir, "apiserver.key"),
+      saPub: join(dir, "sa.pub"),
+      saKey: join(dir, "sa.key"),
+      auditPolicy: join(dir, "audit-policy.yaml"),
+    };
+    writeFileSync(files.ca, ca.certPem);
+    writeFileSync(files.servingCert, serving.certPem);
+    writeFileSync(files.servingKey, serving.keyPem, { mode: 0o600 });
+    writeFileSync(files.saPub, saKeys.publicKeyPem);
+    writeFileSync(files.saKey, saKeys.privateKeyPem, { mode: 0o600 });
+    // Metadata level for writes is enough to see who did what and the webhook's audit annotations.
+    writeFileSync(
+      files.auditPolicy,
+      [
+        "apiVersion: audit.k8s.io/v1",
+        "kind: Policy",
+        "omitStages: [RequestReceived]",
+        "rules:",
+        "  - level: None",
+        "    verbs: [get, list, watch]",
+        "  - level: Metadata",
+        "",
+      ].join("\n"),
+    );
+
+    const [etcdClientPort, etcdPeerPort, apiServerPort] = [await freePort(), await freePort(), await freePort()];
+    const etcdUrl = `http://127.0.0.1:${etcdClientPort}`;
+    const adminKubeconfigPath = writeKubeconfig(join(dir, "admin.kubeconfig"), {
+      server: `https://127.0.0.1:${apiServerPort}`,
+      caPem: ca.certPem,
+      user: "countersign-admin",
+      credentials: { clientCertificatePem: admin.certPem, clientKeyPem: admin.keyPem },
+    });
+
+    const cp = new ControlPlane(
+      dir,
+      ownsDir,
+      binaries,
+      ca,
+      apiServerPort,
+      etcdUrl,
+      adminKubeconfigPath,
+      0,
+    );
+    try {
+      log(`starting etcd on ${etcdUrl}`);
+      await assertPortFree(etcdClientPort);
+      cp.spawnChild("etcd", binaries.etcd, [
+        "--name=countersign",
+        `--data-dir=${join(dir, "etcd")}`,
+        `--listen-client-urls=${etcdUrl}`,
+        `--advertise-client-urls=${etcdUrl}`,
+        `--listen-peer-urls=http://127.0.0.1:${etcdPeerPort}`,
+        `--initial-advertise-peer-urls=http://127.0.0.1:${etcdPeerPort}`,
+        `--initial-cluster=countersign=http://127.0.0.1:${etcdPeerPort}`,
+        "--unsafe-no-fsync",
+        "--log-level=warn",
+      ]);
+      await cp.waitFor("etcd", () => httpGetOk(`${etcdUrl}/health`), 30_000);
+
+      log(`starting kube-apiserver on https://127.0.0.1:${apiServerPort}`);
+      await assertPortFree(apiServerPort);
+      cp.spawnChild("kube-apiserver", binaries.kubeApiserver, [
+        `--etcd-servers=${etcdUrl}`,
+        "--bind-address=127.0.0.1",
+        "--advertise-address=127.0.0.1",
+        `--secure-port=${apiServerPort}`,
+        `--cert-dir=${join(dir, "apiserver-certs")}`,
+        `--tls-cert-file=${files.servingCert}`,
+        `--tls-private-key-file=${files.servingKey}`,
+        `--client-ca-file=${files.ca}`,
+        "--authorization-mode=RBAC",
+        `--service-account-issuer=${SERVICE_ACCOUNT_ISSUER}`,
+        `--service-account-key-file=${files.saPub}`,
+        `--service-account-signing-key-file=${files.saKey}`,
+        "--service-cluster-ip-range=10.0.0.0/24",
+        "--allow-privileged=true",
+        // No controller-manager runs, so nothing would create the `default` service accounts.
+        "--disable-admission-plugins=ServiceAccount",
+        `--audit-policy-file=${files.auditPolicy}`,
+        `--audit-log-path=${join(dir, "audit.log")}`,
+        "--audit-log-format=json",
+        "--profiling=false",
+        ...(options.extraApiServerArgs ?? []),
+      ]);
+      await cp.waitFor(
+        "kube-apiserver",
+        () => httpsGetOk(`https://127.0.0.1:${apiServerPort}/readyz`, ca.certPem, admin),
+        READY_TIMEOUT_MS,
+      );
+      const crdDir = options.crdDir === undefined ? join(REPO_ROOT, "crds") : options.crdDir;
+      if (crdDir !== false && existsSync(crdDir)) {
+        const names = await installCrds(cp.adminKubeConfig(), crdDir);
+        log(`installed CRDs: ${names.join(", ")}`);
+      }
+      cp.startupMs = Date.now() - t0;
+      log(`control plane ready in ${cp.startupMs} ms`);
+      return cp;
+    } catch (err) {
+      await cp.stop();
+      throw err;
+    }
+  }
+
+  private spawnChild(name: string, bin: string, args: string[]): void {
+    const logPath = join(this.dir, `${name}.log`);
+    const fd = openSync(logPath, "a");
+    // setpriv --pdeathsig: the kernel kills the child if this process dies without cleaning up.
+    const useSetpriv = existsSync("/usr/bin/setpriv");
+    const child = useSetpriv
+      ? spawn("/usr/bin/setpriv", ["--pdeathsig", "SIGKILL", "--", bin, ...args], { stdio: ["ignore", fd, fd] })
+      : spawn(bin, args, { stdio: ["ignore", fd, fd] });
+    running.add(child);
+    child.once("exit", () => running.delete(child));
+    this.processes.push({ name, child, log: logPath });
+  }
+
+  private async waitFor(name: string, probe: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+    const entry = this.processes.find((p) => p.name === name);
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      if (entry && entry.child.exitCode !== null) {
+        throw new Error(
+          `${name} exited during start-up (exit code ${entry.child.exitCode}). Last lines of ${entry.log}:\n${tail(entry.log)}`,
+        );
+      }
+      if (await probe().catch(() => false)) return;
+      await sleep(100);
+    }
+    throw new Error(
+      `${name} was not ready within ${timeoutMs / 1000}s. Last lines of ${entry?.log}:\n${tail(entry?.log ?? "")}`,
+    );
+  }
+
+  /** Stops the API server, then etcd, and removes the temp dir it created. Safe to call twice. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    for (const { child } of [...this.processes].reverse()) {
+      if (child.exitCode !== null || child.signalCode !== null) continue;
+      const exited = new Promise<void>((r) => child.once("exit", () => r()));
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), STOP_TIMEOUT_MS);
+      await exited;
+      clearTimeout(timer);
+    }
+    if (this.ownsDir) rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  /** Applies objects with server-side apply as the admin. */
+  async apply(objects: KubernetesObject[]): Promise<KubernetesObject[]> {
+    return applyObjects(this.adminKubeConfig(), objects);
+  }
+
+  async ensureNamespace(name: string, labels: Record<string, string> = {}): Promise<void> {
+    const core = this.adminKubeConfig().makeApiClient(CoreV1Api);
+    try {
+      await core.createNamespace({ body: { metadata: { name, labels } } });
+    } catch (err) {
+      if (!isAlreadyExists(err)) throw err;
+    }
+  }
+
+  /**
+   * An identity of a service account (what an AI agent runs as): ensures the namespace and
+   * service account exist, requests a token through the TokenRequest API, writes a kubeconfig.
+   */
+  async serviceAccountIdentity(
+    namespace: string,
+    name: string,
+    options: { labels?: Record<string, string>; kubeconfigPath?: string; expirationSeconds?: number } = {},
+  ): Promise<Identity & { token: string }> {
+    await this.ensureNamespace(namespace);
+    const core = this.adminKubeConfig().makeApiClient(CoreV1Api);
+    try {
+      await core.createNamespacedServiceAccount({
+        namespace,
+        body: { metadata: { name, labels: options.labels ?? {} } },
+      });
+    } catch (err) {
+      if (!isAlreadyExists(err)) throw err;
+    }
+    const tr = await core.createNamespacedServiceAccountToken({
+      namespace,
+      name,
+      body: { spec: { audiences: [], expirationSeconds: options.expirationSeconds ?? 3600 } },
+    });
+    const token = tr.status?.token;
+    if (!token) throw new Error(`TokenRequest for ${namespace}/${name} returned no token`);
+    const username = `system:serviceaccount:${namespace}:${name}`;
+    const spec = {
+      server: this.server,
+      caPem: this.caPem,
+      user: username,
+      credentials: { token },
+      namespace,
+    };
+    const kubeconfigPath = writeKubeconfig(
+      options.kubeconfigPath ?? join(this.dir, "identities", `sa-${namespace}-${name}.kubeconfig`),
+      spec,
+    );
+    return { kubeconfigPath, kubeConfig: kubeConfigFromSpec(spec), username, token };
+  }
+
+  /** An identity of a user with a client certificate (CN=username, O=groups), e.g. a human approver. */
+  async userIdentity(
+    username: string,
+    groups: string[] = [],
+    options: { kubeconfigPath?: string } = {},
+  ): Promise<Identity> {
+    const cert = await issueCertificate(this.ca, { commonName: username, organizations: groups, usage: "client" });
+    const spec = {
+      server: this.server,
+      caPem: this.caPem,
+      user: username,
+      credentials: { clientCertificatePem: cert.certPem, clientKeyPem: cert.keyPem },
+    };
+    const kubeconfigPath = writeKubeconfig(
+      options.kubeconfigPath ?? join(this.dir, "identities", `user-${username.replace(/[^\w.-]/g, "_")}.kubeconfig`),
+      spec,
+    );
+    return { kubeconfigPath, kubeConfig: kubeConfigFromSpec(spec), username };
+  }
+}
+
+export function loadKubeConfigFile(path: string): KubeConfig {
+  const kc = new KubeConfig();
+  kc.loadFromFile(path);
+  return kc;
+}
+
+function httpGetOk(url: string): Promise<boolean> {
+  return new Promise((resolveOk) => {
+    const req = httpRequest(url, { timeout: 2000 }, (res) => {
+      res.resume();
+      resolveOk(res.statusCode === 200);
+    });
+    req.on("error", () => resolveOk(false));
+    req.on("timeout", () => req.destroy());
+    req.end();
+  });
+}
+
+function httpsGetOk(url: string, caPem: string, client: { certPem: string; keyPem: string }): Promise<boolean> {
+  return new Promise((resolveOk) => {
+    const req = httpsRequest(url, { ca: caPem, cert: client.certPem, key: client.keyPem, timeout: 2000 }, (res) => {
+      res.resume();
+      resolveOk(res.statusCode === 200);
+    });
+    req.on("error", () => resolveOk(false));
+    req.on("timeout", () => req.destroy());
+    req.end();
+  });
+}
