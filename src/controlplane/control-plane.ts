@@ -23,6 +23,7 @@ import {
   createCertificateAuthority,
   createSigningKeyPair,
   issueCertificate,
+  loadCertificateAuthority,
 } from "../pki/certificates.js";
 import { type ControlPlaneBinaries, controlPlaneBinaries, REPO_ROOT } from "./binaries.js";
 
@@ -39,6 +40,15 @@ export interface ControlPlaneOptions {
   extraApiServerArgs?: string[];
   /** Progress messages (start-up steps); default: silent. */
   log?: (message: string) => void;
+}
+
+const STATE_FILE = "state.json";
+
+interface ControlPlaneState {
+  apiServerPort: number;
+  etcdUrl: string;
+  startupMs: number;
+  pid: number;
 }
 
 export interface Identity {
@@ -99,6 +109,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export class ControlPlane {
   private processes: { name: string; child: ChildProcess; log: string }[] = [];
   private stopped = false;
+  private attached = false;
 
   private constructor(
     readonly dir: string,
@@ -251,12 +262,41 @@ export class ControlPlane {
         log(`installed CRDs: ${names.join(", ")}`);
       }
       cp.startupMs = Date.now() - t0;
+      writeFileSync(join(dir, "ca.key"), ca.keyPem, { mode: 0o600 });
+      const state: ControlPlaneState = { apiServerPort, etcdUrl, startupMs: cp.startupMs, pid: process.pid };
+      writeFileSync(join(dir, STATE_FILE), JSON.stringify(state, null, 2));
       log(`control plane ready in ${cp.startupMs} ms`);
       return cp;
     } catch (err) {
       await cp.stop();
       throw err;
     }
+  }
+
+  /**
+   * Attaches to a control plane another process started (its `dir`), e.g. the one the test
+   * run's global setup started. Identity helpers work; stop() leaves the processes alone.
+   */
+  static async attach(dir: string): Promise<ControlPlane> {
+    const statePath = join(dir, STATE_FILE);
+    if (!existsSync(statePath)) throw new Error(`no control plane state at ${statePath}; is it running?`);
+    const state = JSON.parse(readFileSync(statePath, "utf8")) as ControlPlaneState;
+    const ca = await loadCertificateAuthority(
+      readFileSync(join(dir, "ca.crt"), "utf8"),
+      readFileSync(join(dir, "ca.key"), "utf8"),
+    );
+    const cp = new ControlPlane(
+      dir,
+      false,
+      await controlPlaneBinaries(),
+      ca,
+      state.apiServerPort,
+      state.etcdUrl,
+      join(dir, "admin.kubeconfig"),
+      state.startupMs,
+    );
+    cp.attached = true;
+    return cp;
   }
 
   private spawnChild(name: string, bin: string, args: string[]): void {
@@ -291,7 +331,7 @@ export class ControlPlane {
 
   /** Stops the API server, then etcd, and removes the temp dir it created. Safe to call twice. */
   async stop(): Promise<void> {
-    if (this.stopped) return;
+    if (this.stopped || this.attached) return;
     this.stopped = true;
     for (const { child } of [...this.processes].reverse()) {
       if (child.exitCode !== null || child.signalCode !== null) continue;

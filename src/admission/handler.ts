@@ -1,0 +1,128 @@
+/**
+ * The admission handler chain: Countersign's own resources first (policies are validated
+ * at apply time), then the gate (pure decision → allow | deny | require approval).
+ */
+import { ApprovalGate, type GateOutcome } from "../approvals/gate.js";
+import type { Logger } from "../logging/logger.js";
+import { compilePolicy, formatCompileErrors } from "../policy/compile.js";
+import { type AdmissionRequest, decide } from "../policy/evaluate.js";
+import type { PolicyCache } from "../policy/policy-cache.js";
+import { API_GROUP, type ApprovalPolicy } from "../policy/types.js";
+import { type ReviewResponse, reviewResponse } from "./review.js";
+
+/** Keys of the auditAnnotations every response carries (the API server prefixes the webhook name). */
+export const AuditAnnotation = {
+  Decision: "decision",
+  Policy: "policy",
+  Rule: "rule",
+  ApprovalRequest: "approval-request",
+  Fingerprint: "fingerprint",
+} as const;
+
+export const DecisionValue = {
+  Allowed: "allowed",
+  Denied: "denied",
+  ApprovalRequired: "approval-required",
+  ApprovalConsumed: "approval-consumed",
+  PolicyRejected: "policy-rejected",
+  Error: "error",
+} as const;
+
+/** Per-request evaluation budget; past it the gate fails closed with a clear message. */
+export const EVALUATION_DEADLINE_MS = 200;
+
+export interface HandlerDeps {
+  policies: PolicyCache;
+  gate: ApprovalGate;
+  logger: Logger;
+}
+
+export async function handleAdmission(req: AdmissionRequest, deps: HandlerDeps): Promise<ReviewResponse> {
+  const log = deps.logger.child({
+    admissionUID: req.uid,
+    object: `${req.resource.resource}${req.subResource ? `/${req.subResource}` : ""} ${req.namespace ? `${req.namespace}/` : ""}${req.name ?? ""}`,
+    user: req.userInfo.username,
+    operation: req.operation,
+  });
+
+  if (req.resource.group === API_GROUP && req.resource.resource === "approvalpolicies") {
+    return validatePolicyWrite(req, log);
+  }
+
+  const started = performance.now();
+  const decision = decide(req, deps.policies.list(), {
+    ...deps.policies.inputs,
+    deadlineExceeded: () => performance.now() - started > EVALUATION_DEADLINE_MS,
+  });
+  switch (decision.kind) {
+    case "allow": {
+      const first = decision.matched[0];
+      return reviewResponse(req.uid, true, undefined, {
+        [AuditAnnotation.Decision]: DecisionValue.Allowed,
+        ...(first ? { [AuditAnnotation.Policy]: first.policy, [AuditAnnotation.Rule]: first.rule } : {}),
+      });
+    }
+    case "deny":
+      log.info("denied by policy", { policy: decision.rule.policy, rule: decision.rule.rule });
+      return reviewResponse(
+        req.uid,
+        false,
+        `Countersign: denied by ApprovalPolicy ${decision.rule.policy}, rule ${decision.rule.rule}: ${decision.message}`,
+        {
+          [AuditAnnotation.Decision]: DecisionValue.Denied,
+          [AuditAnnotation.Policy]: decision.rule.policy,
+          [AuditAnnotation.Rule]: decision.rule.rule,
+        },
+      );
+    case "error":
+      log.warn("policy evaluation failed; failing closed", { policy: decision.policy, error: decision.message });
+      return reviewResponse(
+        req.uid,
+        false,
+        `Countersign: ApprovalPolicy ${decision.policy} could not be evaluated for this request (${decision.message}), so it is denied. Nothing was changed. Ask a cluster admin to fix the policy.`,
+        { [AuditAnnotation.Decision]: DecisionValue.Error, [AuditAnnotation.Policy]: decision.policy },
+      );
+    case "require-approval": {
+      let outcome: GateOutcome;
+      try {
+        outcome = await deps.gate.handle(req, decision.rule, decision.approval, decision.message, log);
+      } catch (err) {
+        log.error("approval gate failed", { error: err instanceof Error ? err.message : String(err) });
+        return reviewResponse(
+          req.uid,
+          false,
+          "Countersign: this action needs approval, but the approval state could not be read or written right now. Nothing was changed; retry in a few seconds.",
+          { [AuditAnnotation.Decision]: DecisionValue.Error, [AuditAnnotation.Policy]: decision.rule.policy },
+        );
+      }
+      log.info("approval gate", {
+        state: outcome.state,
+        allowed: outcome.allowed,
+        approvalRequest: outcome.approvalRequest ? `${outcome.approvalRequest.namespace}/${outcome.approvalRequest.name}` : undefined,
+      });
+      return reviewResponse(req.uid, outcome.allowed, outcome.message, {
+        [AuditAnnotation.Decision]: outcome.state === "consumed" ? DecisionValue.ApprovalConsumed : outcome.allowed ? DecisionValue.Allowed : DecisionValue.ApprovalRequired,
+        [AuditAnnotation.Policy]: decision.rule.policy,
+        [AuditAnnotation.Rule]: decision.rule.rule,
+        ...(outcome.approvalRequest
+          ? { [AuditAnnotation.ApprovalRequest]: `${outcome.approvalRequest.namespace}/${outcome.approvalRequest.name}` }
+          : {}),
+      });
+    }
+  }
+}
+
+/** ApprovalPolicy CREATE/UPDATE: compile it; invalid CEL or settings are rejected naming the field. */
+function validatePolicyWrite(req: AdmissionRequest, log: Logger): ReviewResponse {
+  if (req.operation !== "CREATE" && req.operation !== "UPDATE") {
+    return reviewResponse(req.uid, true, undefined, { [AuditAnnotation.Decision]: DecisionValue.Allowed });
+  }
+  const policy = req.object as ApprovalPolicy | undefined;
+  const result = policy ? compilePolicy(policy) : { ok: false as const, errors: [{ path: "", message: "no object" }] };
+  if (result.ok) {
+    return reviewResponse(req.uid, true, undefined, { [AuditAnnotation.Decision]: DecisionValue.Allowed });
+  }
+  const message = formatCompileErrors(policy?.metadata?.name ?? req.name ?? "(unnamed)", result.errors);
+  log.info("rejected invalid policy", { error: message });
+  return reviewResponse(req.uid, false, message, { [AuditAnnotation.Decision]: DecisionValue.PolicyRejected });
+}

@@ -1,0 +1,97 @@
+/**
+ * The webhook's HTTPS server (express, TLS 1.2+): /validate for the gate, /healthz,
+ * /readyz (ready once the policy cache has synced). Bad input — wrong content type,
+ * malformed JSON, an oversized body, a review of the wrong shape — gets a clear 4xx;
+ * nothing is changed and the process keeps serving.
+ */
+import { createServer, type Server } from "node:https";
+import type { AddressInfo } from "node:net";
+import express, { type NextFunction, type Request, type Response } from "express";
+import type { Logger } from "../logging/logger.js";
+import { type HandlerDeps, handleAdmission } from "./handler.js";
+import { parseAdmissionReview, ReviewError } from "./review.js";
+
+export const VALIDATE_PATH = "/validate";
+/** Default body limit: an object and its old version can each approach the API server's 3 MiB limit. */
+export const DEFAULT_BODY_LIMIT_BYTES = 7 * 1024 * 1024;
+
+export interface WebhookServerOptions extends HandlerDeps {
+  tls: { certPem: string; keyPem: string };
+  port: number;
+  host?: string;
+  bodyLimitBytes?: number;
+  isReady: () => boolean;
+}
+
+function problem(res: Response, status: number, message: string): void {
+  res.status(status).type("application/json").send(JSON.stringify({ error: message }));
+}
+
+export function createWebhookApp(opts: WebhookServerOptions): express.Express {
+  const app = express();
+  app.disable("x-powered-by");
+  app.set("etag", false);
+  app.get("/healthz", (_req, res) => {
+    res.type("text/plain").send("ok");
+  });
+  app.get("/readyz", (_req, res) => {
+    if (opts.isReady()) res.type("text/plain").send("ok");
+    else res.status(503).type("text/plain").send("policy cache not synced yet");
+  });
+  app.post(
+    VALIDATE_PATH,
+    (req: Request, res: Response, next: NextFunction) => {
+      if (!req.is("application/json")) {
+        problem(res, 415, `content type must be application/json, got ${req.get("content-type") ?? "none"}`);
+        return;
+      }
+      next();
+    },
+    express.json({ limit: opts.bodyLimitBytes ?? DEFAULT_BODY_LIMIT_BYTES, strict: true }),
+    async (req: Request, res: Response) => {
+      let admission: ReturnType<typeof parseAdmissionReview>;
+      try {
+        admission = parseAdmissionReview(req.body);
+      } catch (err) {
+        const status = err instanceof ReviewError ? err.httpStatus : 400;
+        opts.logger.warn("rejected malformed AdmissionReview", { error: (err as Error).message });
+        problem(res, status, `invalid AdmissionReview: ${(err as Error).message}`);
+        return;
+      }
+      const response = await handleAdmission(admission, opts);
+      res.type("application/json").send(JSON.stringify(response));
+    },
+  );
+  app.use((_req, res) => problem(res, 404, "not found; the webhook serves POST /validate, GET /healthz, GET /readyz"));
+  // Body-parser errors (oversized, malformed JSON) and anything unexpected end here.
+  app.use((err: Error & { status?: number; type?: string; limit?: number }, _req: Request, res: Response, _next: NextFunction) => {
+    if (err.type === "entity.too.large") {
+      problem(res, 413, `request body is larger than the ${err.limit} byte limit`);
+    } else if (err.type === "entity.parse.failed") {
+      problem(res, 400, "request body is not valid JSON");
+    } else if (err.status && err.status >= 400 && err.status < 500) {
+      problem(res, err.status, err.message);
+    } else {
+      opts.logger.error("unexpected error in webhook", { error: err.message });
+      problem(res, 500, "internal error; nothing was changed");
+    }
+  });
+  return app;
+}
+
+export async function startWebhookServer(opts: WebhookServerOptions): Promise<{ server: Server; port: number }> {
+  const app = createWebhookApp(opts);
+  const server = createServer({ cert: opts.tls.certPem, key: opts.tls.keyPem, minVersion: "TLSv1.2" }, app);
+  server.keepAliveTimeout = 65_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", (err: NodeJS.ErrnoException) =>
+      reject(
+        err.code === "EADDRINUSE"
+          ? new Error(`webhook port ${opts.port} is already in use; pick another with --port`)
+          : err,
+      ),
+    );
+    server.listen(opts.port, opts.host ?? "0.0.0.0", () => resolve());
+  });
+  return { server, port: (server.address() as AddressInfo).port };
+}

@@ -1,0 +1,319 @@
+/**
+ * The require-approval path (I/O around the pure functions in request.ts / fingerprint.ts):
+ * find the ApprovalRequest for this exact action, consume an approval exactly once with a
+ * conditional update, or create the request (deterministic name, AlreadyExists = success),
+ * emit an Event, and tell the agent what to do next. The allow path never comes here.
+ */
+import { CoreV1Api, CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
+import { describeKubeError, isAlreadyExists, isConflict, isNotFound } from "../kube/errors.js";
+import type { Logger } from "../logging/logger.js";
+import type { CompiledApproval } from "../policy/compile.js";
+import type { AdmissionRequest, RuleRef } from "../policy/evaluate.js";
+import { API_GROUP, API_VERSION } from "../policy/types.js";
+import { actionIdentity, fingerprintOf } from "./fingerprint.js";
+import {
+  APPROVAL_REQUEST_PLURAL,
+  type ApprovalRequest,
+  buildApprovalRequest,
+  effectivePhase,
+  Phase,
+  usableApproval,
+} from "./request.js";
+
+export const EventReason = {
+  ApprovalRequested: "ApprovalRequested",
+  ApprovalConsumed: "ApprovalConsumed",
+} as const;
+
+/** Attempts (earlier finished requests for one fingerprint) looked at before giving up. */
+const MAX_ATTEMPTS = 50;
+const MAX_CONSUME_RETRIES = 5;
+const HOLD_POLL_MS = 250;
+
+export interface GateOutcome {
+  allowed: boolean;
+  message: string;
+  approvalRequest?: { namespace: string; name: string };
+  /** Short machine-readable state for audit annotations and metrics. */
+  state: "consumed" | "pending" | "created" | "denied" | "dry-run" | "error";
+}
+
+export interface GateOptions {
+  kubeConfig: KubeConfig;
+  /** Where requests for cluster-scoped targets go. */
+  installNamespace: string;
+  /** This replica's name, recorded when it consumes an approval. */
+  replica: string;
+  logger: Logger;
+  now?: () => Date;
+}
+
+export class ApprovalGate {
+  private readonly custom: CustomObjectsApi;
+  private readonly core: CoreV1Api;
+  private readonly now: () => Date;
+
+  constructor(private readonly opts: GateOptions) {
+    this.custom = opts.kubeConfig.makeApiClient(CustomObjectsApi);
+    this.core = opts.kubeConfig.makeApiClient(CoreV1Api);
+    this.now = opts.now ?? (() => new Date());
+  }
+
+  async handle(
+    req: AdmissionRequest,
+    rule: RuleRef,
+    approval: CompiledApproval,
+    ruleMessage: string | undefined,
+    log: Logger,
+  ): Promise<GateOutcome> {
+    const action = actionIdentity(req);
+    const fingerprint = fingerprintOf(action);
+    const namespace = req.namespace || this.opts.installNamespace;
+
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      const candidate = buildApprovalRequest({
+        req,
+        action,
+        fingerprint,
+        attempt,
+        namespace,
+        rule,
+        ...(ruleMessage ? { ruleMessage } : {}),
+        approval,
+        now: this.now(),
+      });
+      const name = candidate.metadata.name;
+      let existing = await this.get(namespace, name);
+      if (existing && existing.spec.fingerprint !== fingerprint) continue; // name collision: skip the slot
+
+      if (!existing) {
+        if (req.dryRun) {
+          return {
+            allowed: false,
+            state: "dry-run",
+            message: `Countersign: this action needs approval (ApprovalPolicy ${rule.policy}, rule ${rule.rule}). Dry run: no ApprovalRequest was created. Run it without --dry-run to request approval.`,
+          };
+        }
+        existing = await this.create(candidate, log);
+        if (approval.holdSeconds > 0) {
+          const held = await this.hold(existing, fingerprint, approval.holdSeconds, req, log);
+          if (held) return held;
+        }
+        return this.pendingOutcome(existing, "created");
+      }
+
+      for (let retry = 0; retry < MAX_CONSUME_RETRIES; retry++) {
+        const phase = effectivePhase(existing, this.now());
+        if (phase === Phase.Consumed || phase === Phase.Expired) break; // next attempt
+        if (phase === Phase.Denied) {
+          if (this.now().getTime() >= Date.parse(existing.spec.approval.expiresAt)) break;
+          return this.deniedOutcome(existing);
+        }
+        if (phase === Phase.Pending) {
+          if (approval.holdSeconds > 0 && !req.dryRun) {
+            const held = await this.hold(existing, fingerprint, approval.holdSeconds, req, log);
+            if (held) return held;
+          }
+          return this.pendingOutcome(existing, "pending");
+        }
+        // Approved.
+        const check = usableApproval(existing, fingerprint, this.now());
+        if (!check.usable) {
+          return {
+            allowed: false,
+            state: "denied",
+            approvalRequest: { namespace, name },
+            message: `Countersign: ApprovalRequest ${namespace}/${name} cannot be used: ${check.why}.`,
+          };
+        }
+        if (req.dryRun) {
+          return {
+            allowed: true,
+            state: "dry-run",
+            approvalRequest: { namespace, name },
+            message: `approved by ApprovalRequest ${namespace}/${name} (dry run: approval not used)`,
+          };
+        }
+        const consumed = await this.consume(existing, req, log);
+        if (consumed === "ok") {
+          return {
+            allowed: true,
+            state: "consumed",
+            approvalRequest: { namespace, name },
+            message: `approved by ApprovalRequest ${namespace}/${name}; this approval is now used`,
+          };
+        }
+        // Someone else changed it (a parallel retry consumed it, or a decision arrived): re-read.
+        existing = await this.get(namespace, name);
+        if (!existing) break;
+      }
+    }
+    return {
+      allowed: false,
+      state: "error",
+      message: `Countersign: could not settle an ApprovalRequest for this action (too many earlier requests or concurrent changes). Nothing was changed; retry shortly.`,
+    };
+  }
+
+  private async get(namespace: string, name: string): Promise<ApprovalRequest | undefined> {
+    try {
+      return (await this.custom.getNamespacedCustomObject({
+        group: API_GROUP,
+        version: API_VERSION,
+        namespace,
+        plural: APPROVAL_REQUEST_PLURAL,
+        name,
+      })) as ApprovalRequest;
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
+  private async create(ar: ApprovalRequest, log: Logger): Promise<ApprovalRequest> {
+    const { namespace, name } = ar.metadata;
+    try {
+      const created = (await this.custom.createNamespacedCustomObject({
+        group: API_GROUP,
+        version: API_VERSION,
+        namespace,
+        plural: APPROVAL_REQUEST_PLURAL,
+        body: ar,
+      })) as ApprovalRequest;
+      log.info("approval request created", { approvalRequest: `${namespace}/${name}`, policy: ar.spec.policy.name });
+      await this.event(created, EventReason.ApprovalRequested, `${ar.spec.action.summary} Approve: kubectl approve ${name} -n ${namespace}`, log);
+      return created;
+    } catch (err) {
+      if (!isAlreadyExists(err)) throw err;
+      // Another replica or a parallel retry created it first: that one is ours too.
+      return (await this.get(namespace, name)) ?? ar;
+    }
+  }
+
+  /** Marks the request Consumed with a conditional update: of parallel callers exactly one wins. */
+  private async consume(ar: ApprovalRequest, req: AdmissionRequest, log: Logger): Promise<"ok" | "conflict"> {
+    const body: ApprovalRequest = {
+      ...ar,
+      status: {
+        ...ar.status,
+        phase: Phase.Consumed,
+        consumed: { admissionUID: req.uid, time: this.now().toISOString(), replica: this.opts.replica },
+      },
+    };
+    try {
+      await this.custom.replaceNamespacedCustomObjectStatus({
+        group: API_GROUP,
+        version: API_VERSION,
+        namespace: ar.metadata.namespace,
+        plural: APPROVAL_REQUEST_PLURAL,
+        name: ar.metadata.name,
+        body,
+      });
+    } catch (err) {
+      if (isConflict(err) || isNotFound(err)) return "conflict";
+      throw err;
+    }
+    log.info("approval consumed", { approvalRequest: `${ar.metadata.namespace}/${ar.metadata.name}` });
+    await this.event(ar, EventReason.ApprovalConsumed, `Approved action admitted (admission uid ${req.uid}).`, log);
+    return "ok";
+  }
+
+  /** Waits up to holdSeconds for a decision on a pending request; consumes it if approved. */
+  private async hold(
+    ar: ApprovalRequest,
+    fingerprint: string,
+    holdSeconds: number,
+    req: AdmissionRequest,
+    log: Logger,
+  ): Promise<GateOutcome | undefined> {
+    const deadline = this.now().getTime() + holdSeconds * 1000;
+    const { namespace, name } = ar.metadata;
+    while (this.now().getTime() < deadline) {
+      await new Promise((r) => setTimeout(r, HOLD_POLL_MS));
+      const current = await this.get(namespace, name);
+      if (!current) return undefined;
+      const phase = effectivePhase(current, this.now());
+      if (phase === Phase.Denied) return this.deniedOutcome(current);
+      if (phase === Phase.Approved && usableApproval(current, fingerprint, this.now()).usable) {
+        if ((await this.consume(current, req, log)) === "ok") {
+          return {
+            allowed: true,
+            state: "consumed",
+            approvalRequest: { namespace, name },
+            message: `approved by ApprovalRequest ${namespace}/${name} while held; this approval is now used`,
+          };
+        }
+        return undefined;
+      }
+      if (phase !== Phase.Pending) return undefined;
+    }
+    return undefined;
+  }
+
+  private pendingOutcome(ar: ApprovalRequest, state: "created" | "pending"): GateOutcome {
+    const { namespace, name } = ar.metadata;
+    const a = ar.spec.approval;
+    const who = [
+      ...(a.approvers.users ?? []).map((u) => `user ${u}`),
+      ...(a.approvers.groups ?? []).map((g) => `group ${g}`),
+    ].join(", ");
+    const got = (ar.spec.decisions ?? []).filter((d) => d.decision === "Approve").length;
+    return {
+      allowed: false,
+      state,
+      approvalRequest: { namespace, name },
+      message:
+        `Countersign: this action needs a human approval (ApprovalPolicy ${ar.spec.policy.name}, rule ${ar.spec.policy.rule})` +
+        `${ar.spec.policy.message ? `: ${ar.spec.policy.message}` : ""}. ` +
+        `ApprovalRequest ${namespace}/${name} ${state === "created" ? "was created" : "is pending"} ` +
+        `(${got}/${a.requiredApprovals} approvals from ${who}; expires ${a.expiresAt}). ` +
+        `Ask an approver to run: kubectl approve ${name} -n ${namespace} — then retry this exact request unchanged; ` +
+        `it will be allowed once. Watch it: kubectl get approvalrequest ${name} -n ${namespace} -w`,
+    };
+  }
+
+  private deniedOutcome(ar: ApprovalRequest): GateOutcome {
+    const { namespace, name } = ar.metadata;
+    const d = (ar.spec.decisions ?? []).find((x) => x.decision === "Deny");
+    return {
+      allowed: false,
+      state: "denied",
+      approvalRequest: { namespace, name },
+      message:
+        `Countersign: this action was denied${d ? ` by ${d.approver}${d.reason ? `: ${d.reason}` : ""}` : ""} ` +
+        `(ApprovalRequest ${namespace}/${name}). Do not retry it unchanged before ${ar.spec.approval.expiresAt}; ` +
+        `change the plan or talk to the approver.`,
+    };
+  }
+
+  private async event(ar: ApprovalRequest, reason: string, message: string, log: Logger): Promise<void> {
+    const now = this.now();
+    try {
+      await this.core.createNamespacedEvent({
+        namespace: ar.metadata.namespace,
+        body: {
+          metadata: { generateName: `${ar.metadata.name}.`, namespace: ar.metadata.namespace },
+          involvedObject: {
+            apiVersion: ar.apiVersion,
+            kind: ar.kind,
+            name: ar.metadata.name,
+            namespace: ar.metadata.namespace,
+            ...(ar.metadata.uid ? { uid: ar.metadata.uid } : {}),
+          },
+          reason,
+          message: message.slice(0, 1024),
+          type: "Normal",
+          source: { component: "countersign-webhook" },
+          reportingComponent: "countersign.io/webhook",
+          reportingInstance: this.opts.replica,
+          firstTimestamp: now,
+          lastTimestamp: now,
+          count: 1,
+        },
+      });
+    } catch (err) {
+      // Events are best-effort; the ApprovalRequest itself is the record.
+      log.warn("could not emit event", { reason, error: describeKubeError(err) });
+    }
+  }
+}

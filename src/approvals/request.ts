@@ -1,0 +1,210 @@
+/**
+ * ApprovalRequest: types (following crds/approvalrequests.countersign.io.yaml), the
+ * deterministic name, the object the webhook creates, and the pure state function that
+ * says whether a request can be used. No I/O, no clock (callers pass `now`).
+ */
+import type { CompiledApproval } from "../policy/compile.js";
+import type { AdmissionRequest, RuleRef } from "../policy/evaluate.js";
+import { serviceAccountOf } from "../policy/evaluate.js";
+import { API_GROUP_VERSION, type Condition } from "../policy/types.js";
+import { type ActionIdentity, type AgentContext, actionDiff, actionSummary, agentContext } from "./fingerprint.js";
+
+export const APPROVAL_REQUEST_PLURAL = "approvalrequests";
+export const LABEL_FINGERPRINT = "countersign.io/fingerprint";
+export const LABEL_POLICY = "countersign.io/policy";
+export const LABEL_MANAGED_BY = "app.kubernetes.io/managed-by";
+
+export const Phase = {
+  Pending: "Pending",
+  Approved: "Approved",
+  Denied: "Denied",
+  Expired: "Expired",
+  Consumed: "Consumed",
+} as const;
+export type Phase = (typeof Phase)[keyof typeof Phase];
+
+export interface Decision {
+  approver: string;
+  uid?: string;
+  groups?: string[];
+  decision: "Approve" | "Deny";
+  reason?: string;
+  via?: "kubectl" | "slack" | "teams" | "api";
+  time?: string;
+}
+
+export interface ApprovalRequestSpec {
+  fingerprint: string;
+  attempt: number;
+  requester: {
+    username: string;
+    uid?: string;
+    groups?: string[];
+    serviceAccount?: { namespace: string; name: string };
+  };
+  action: Omit<ActionIdentity, "username"> & { kind?: string; summary: string };
+  admissionUID?: string;
+  diff?: string;
+  agentContext?: AgentContext;
+  policy: { name: string; rule: string; generation?: number; message?: string };
+  approval: {
+    approvers: { users?: string[]; groups?: string[] };
+    requiredApprovals: number;
+    ttl: string;
+    expiresAt: string;
+    holdSeconds?: number;
+    notify?: string[];
+  };
+  decisions?: Decision[];
+}
+
+export interface ApprovalRequestStatus {
+  phase?: Phase;
+  observedGeneration?: number;
+  approvals?: number;
+  decidedAt?: string;
+  consumed?: { admissionUID: string; time: string; replica?: string };
+  execution?: { result: "Executed" | "NotExecuted" | "Unknown"; message?: string; checkedAt?: string };
+  conditions?: Condition[];
+}
+
+export interface ApprovalRequest {
+  apiVersion: typeof API_GROUP_VERSION;
+  kind: "ApprovalRequest";
+  metadata: {
+    name: string;
+    namespace: string;
+    labels?: Record<string, string>;
+    resourceVersion?: string;
+    uid?: string;
+    creationTimestamp?: string;
+    generation?: number;
+  };
+  spec: ApprovalRequestSpec;
+  status?: ApprovalRequestStatus;
+}
+
+const DNS_LABEL_MAX = 63;
+
+/**
+ * Deterministic name from the fingerprint (and attempt), readable in `kubectl get`:
+ * `<operation>-<resource>-<name>-<hash12>[-<attempt>]`, at most 63 characters.
+ */
+export function approvalRequestName(action: ActionIdentity, fingerprint: string, attempt: number): string {
+  const suffix = `-${fingerprint.slice(0, 12)}${attempt > 0 ? `-${attempt + 1}` : ""}`;
+  const res = action.subResource ? `${action.resource}-${action.subResource}` : action.resource;
+  const stem = `${action.operation}-${res}-${action.name || "new"}`
+    .toLowerCase()
+    .replace(/[^a-z0-9-]+/g, "-")
+    .replace(/-+/g, "-")
+    .replace(/^-|-$/g, "");
+  return `${stem.slice(0, DNS_LABEL_MAX - suffix.length).replace(/-$/, "")}${suffix}`;
+}
+
+export function buildApprovalRequest(args: {
+  req: AdmissionRequest;
+  action: ActionIdentity;
+  fingerprint: string;
+  attempt: number;
+  namespace: string;
+  rule: RuleRef;
+  ruleMessage?: string;
+  approval: CompiledApproval;
+  now: Date;
+}): ApprovalRequest {
+  const { req, action, fingerprint, attempt, approval } = args;
+  const { username: _u, ...actionRest } = action;
+  const sa = serviceAccountOf(req.userInfo.username);
+  const spec: ApprovalRequestSpec = {
+    fingerprint,
+    attempt,
+    requester: {
+      username: req.userInfo.username ?? "",
+      ...(req.userInfo.uid ? { uid: req.userInfo.uid } : {}),
+      groups: req.userInfo.groups ?? [],
+      ...(sa ? { serviceAccount: sa } : {}),
+    },
+    action: { ...actionRest, kind: req.kind.kind, summary: actionSummary(req) },
+    admissionUID: req.uid,
+    policy: {
+      name: args.rule.policy,
+      rule: args.rule.rule,
+      generation: args.rule.generation,
+      ...(args.ruleMessage ? { message: args.ruleMessage } : {}),
+    },
+    approval: {
+      approvers: approval.approvers,
+      requiredApprovals: approval.requiredApprovals,
+      ttl: approval.ttl,
+      expiresAt: new Date(args.now.getTime() + approval.ttlSeconds * 1000).toISOString().replace(/\.\d{3}Z$/, "Z"),
+      holdSeconds: approval.holdSeconds,
+      notify: approval.notify,
+    },
+  };
+  const diff = actionDiff(req);
+  if (diff !== undefined) spec.diff = diff.slice(0, 32_000);
+  const ctx = agentContext(req);
+  if (ctx) spec.agentContext = ctx;
+  return {
+    apiVersion: API_GROUP_VERSION,
+    kind: "ApprovalRequest",
+    metadata: {
+      name: approvalRequestName(action, fingerprint, attempt),
+      namespace: args.namespace,
+      labels: {
+        [LABEL_FINGERPRINT]: fingerprint.slice(0, 63),
+        [LABEL_POLICY]: args.rule.policy.slice(0, 63),
+        [LABEL_MANAGED_BY]: "countersign",
+      },
+    },
+    spec,
+  };
+}
+
+/** Distinct approvers with an Approve decision, and whether anyone denied. */
+export function tallyDecisions(spec: ApprovalRequestSpec): { approvers: string[]; deniedBy?: Decision } {
+  const approvers = new Set<string>();
+  let deniedBy: Decision | undefined;
+  for (const d of spec.decisions ?? []) {
+    if (d.decision === "Deny") deniedBy ??= d;
+    else if (d.approver !== spec.requester.username) approvers.add(d.approver);
+  }
+  return deniedBy ? { approvers: [...approvers], deniedBy } : { approvers: [...approvers] };
+}
+
+/**
+ * The phase a request is effectively in at `now`: the recorded phase, except that a
+ * Pending or Approved request past its expiry is Expired even before the controller
+ * has written that down.
+ */
+export function effectivePhase(ar: ApprovalRequest, now: Date): Phase {
+  const phase = ar.status?.phase ?? Phase.Pending;
+  if (phase === Phase.Consumed || phase === Phase.Denied || phase === Phase.Expired) return phase;
+  if (now.getTime() >= Date.parse(ar.spec.approval.expiresAt)) return Phase.Expired;
+  return phase;
+}
+
+/**
+ * Whether the request may be consumed now: the controller recorded it Approved, it has
+ * not expired or been used, the decisions really hold enough distinct approvals (the
+ * requester's own never counts) and nobody denied, and it names exactly this action.
+ */
+export function usableApproval(
+  ar: ApprovalRequest,
+  fingerprint: string,
+  now: Date,
+): { usable: true } | { usable: false; why: string } {
+  if (ar.spec.fingerprint !== fingerprint) return { usable: false, why: "it approves a different action" };
+  const phase = effectivePhase(ar, now);
+  if (phase !== Phase.Approved) return { usable: false, why: `it is ${phase}` };
+  if (ar.status?.consumed) return { usable: false, why: "its approval was already used" };
+  const { approvers, deniedBy } = tallyDecisions(ar.spec);
+  if (deniedBy) return { usable: false, why: `it was denied by ${deniedBy.approver}` };
+  if (approvers.length < ar.spec.approval.requiredApprovals) {
+    return {
+      usable: false,
+      why: `it has ${approvers.length} of ${ar.spec.approval.requiredApprovals} required approvals`,
+    };
+  }
+  return { usable: true };
+}

@@ -1,0 +1,168 @@
+/**
+ * Compiles an ApprovalPolicy once (when it changes) into a form the request path
+ * evaluates from memory. Pure: no I/O, no clock, no logger.
+ */
+import { type CompiledExpression, type CompileError, compileExpression } from "./cel.js";
+import type {
+  ApprovalPolicy,
+  ApprovalSettings,
+  Operation,
+  PolicyRule,
+  ResourceMatch,
+  RuleAction,
+  Subjects,
+} from "./types.js";
+
+export const DEFAULT_TTL_SECONDS = 3600;
+export const MAX_TTL_SECONDS = 7 * 24 * 3600;
+export const DEFAULT_OPERATIONS: Operation[] = ["CREATE", "UPDATE", "DELETE"];
+
+export interface CompiledApproval {
+  approvers: { users: string[]; groups: string[] };
+  requiredApprovals: number;
+  ttl: string;
+  ttlSeconds: number;
+  holdSeconds: number;
+  notify: string[];
+}
+
+export interface CompiledRule {
+  name: string;
+  index: number;
+  action: RuleAction;
+  message?: string;
+  condition?: CompiledExpression;
+  approval?: CompiledApproval;
+}
+
+export interface CompiledPolicy {
+  name: string;
+  generation: number;
+  subjects: Subjects;
+  match: ResourceMatch[];
+  matchConditions: CompiledExpression[];
+  variables: { name: string; expression: CompiledExpression }[];
+  rules: CompiledRule[];
+  /** True when an expression reads namespaceObject (so the caller need not look it up otherwise). */
+  usesNamespaceObject: boolean;
+}
+
+export type CompileResult = { ok: true; policy: CompiledPolicy } | { ok: false; errors: CompileError[] };
+
+/** Parses a Go-style duration made of s/m/h parts ("90s", "1h30m"); undefined if malformed. */
+export function parseDurationSeconds(text: string): number | undefined {
+  if (!/^(\d+(s|m|h))+$/.test(text)) return undefined;
+  let total = 0;
+  for (const m of text.matchAll(/(\d+)(s|m|h)/g)) {
+    total += Number(m[1]) * (m[2] === "h" ? 3600 : m[2] === "m" ? 60 : 1);
+  }
+  return total;
+}
+
+function compileApproval(a: ApprovalSettings, path: string, errors: CompileError[]): CompiledApproval {
+  const ttl = a.ttl ?? "1h";
+  const ttlSeconds = parseDurationSeconds(ttl);
+  if (ttlSeconds === undefined || ttlSeconds <= 0) {
+    errors.push({ path: `${path}.ttl`, message: `invalid duration '${ttl}' (use e.g. 30m, 1h, 24h)` });
+  } else if (ttlSeconds > MAX_TTL_SECONDS) {
+    errors.push({ path: `${path}.ttl`, message: `ttl ${ttl} is longer than the maximum of 168h` });
+  }
+  const approvers = { users: a.approvers?.users ?? [], groups: a.approvers?.groups ?? [] };
+  if (approvers.users.length + approvers.groups.length === 0) {
+    errors.push({ path: `${path}.approvers`, message: "approvers must name at least one user or group" });
+  }
+  const requiredApprovals = a.requiredApprovals ?? 1;
+  if (approvers.groups.length === 0 && approvers.users.length < requiredApprovals) {
+    errors.push({
+      path: `${path}.requiredApprovals`,
+      message: `${requiredApprovals} approvals required but only ${approvers.users.length} approver users are named and no groups`,
+    });
+  }
+  return {
+    approvers,
+    requiredApprovals,
+    ttl,
+    ttlSeconds: ttlSeconds ?? DEFAULT_TTL_SECONDS,
+    holdSeconds: a.holdSeconds ?? 0,
+    notify: a.notify ?? [],
+  };
+}
+
+export function compilePolicy(policy: ApprovalPolicy): CompileResult {
+  const errors: CompileError[] = [];
+  const spec = policy.spec;
+  if (!spec || typeof spec !== "object") return { ok: false, errors: [{ path: "spec", message: "spec is required" }] };
+  if (!spec.subjects) errors.push({ path: "spec.subjects", message: "subjects is required" });
+  if (!Array.isArray(spec.rules) || spec.rules.length === 0) {
+    errors.push({ path: "spec.rules", message: "at least one rule is required" });
+  }
+  const declared = new Set<string>();
+  const variables: CompiledPolicy["variables"] = [];
+  let usesNamespaceObject = false;
+  const compile = (source: string, path: string): CompiledExpression | undefined => {
+    const r = compileExpression(source, path, new Set(declared));
+    if ("message" in r) {
+      errors.push(r);
+      return undefined;
+    }
+    if (source.includes("namespaceObject")) usesNamespaceObject = true;
+    return r;
+  };
+  (spec.variables ?? []).forEach((v, i) => {
+    if (declared.has(v.name)) {
+      errors.push({ path: `spec.variables[${i}].name`, message: `variable '${v.name}' is declared twice` });
+    }
+    const e = compile(v.expression, `spec.variables[${i}].expression`);
+    declared.add(v.name);
+    if (e) variables.push({ name: v.name, expression: e });
+  });
+  const matchConditions = (spec.matchConditions ?? [])
+    .map((m, i) => compile(m.expression, `spec.matchConditions[${i}].expression`))
+    .filter((e): e is CompiledExpression => e !== undefined);
+  const ruleNames = new Set<string>();
+  const rules: CompiledRule[] = (spec.rules ?? []).map((r: PolicyRule, i) => {
+    const path = `spec.rules[${i}]`;
+    if (ruleNames.has(r.name)) errors.push({ path: `${path}.name`, message: `rule name '${r.name}' is used twice` });
+    ruleNames.add(r.name);
+    if (!["Allow", "Deny", "RequireApproval"].includes(r.action)) {
+      errors.push({ path: `${path}.action`, message: `action must be Allow, Deny or RequireApproval, not '${r.action}'` });
+    }
+    if (r.action === "RequireApproval" && !r.approval) {
+      errors.push({ path: `${path}.approval`, message: "a RequireApproval rule needs an approval block" });
+    }
+    const rule: CompiledRule = { name: r.name, index: i, action: r.action };
+    if (r.message) rule.message = r.message;
+    if (r.condition) {
+      const c = compile(r.condition, `${path}.condition`);
+      if (c) rule.condition = c;
+    }
+    if (r.approval && r.action === "RequireApproval") rule.approval = compileApproval(r.approval, `${path}.approval`, errors);
+    return rule;
+  });
+  (spec.match ?? []).forEach((m, i) => {
+    for (const res of m.resources ?? []) {
+      if (res.split("/").length > 2) {
+        errors.push({ path: `spec.match[${i}].resources`, message: `'${res}' is not a resource or resource/subresource` });
+      }
+    }
+  });
+  if (errors.length > 0) return { ok: false, errors };
+  return {
+    ok: true,
+    policy: {
+      name: policy.metadata.name,
+      generation: policy.metadata.generation ?? 0,
+      subjects: spec.subjects,
+      match: spec.match ?? [],
+      matchConditions,
+      variables,
+      rules,
+      usesNamespaceObject,
+    },
+  };
+}
+
+/** One readable message for all compile errors, each naming its field. */
+export function formatCompileErrors(policyName: string, errors: CompileError[]): string {
+  return `ApprovalPolicy ${policyName} is invalid: ${errors.map((e) => `${e.path}: ${e.message}`).join("; ")}`;
+}

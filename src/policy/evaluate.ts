@@ -1,0 +1,219 @@
+/**
+ * The gate's decision: (admission request, compiled policies, lookups) → allow | deny |
+ * require approval. Pure: no I/O, no clock (a deadline check is passed in), no logger.
+ *
+ * Order and conflict resolution (docs/policies.md):
+ *  1. Policies are visited in name order; a policy applies when its subjects, match and
+ *     every matchCondition match.
+ *  2. Every rule of an applying policy whose condition is true is collected.
+ *  3. Deny wins over RequireApproval, which wins over Allow. A request no rule matches is
+ *     allowed. Among several RequireApproval rules the strictest wins (most required
+ *     approvals, then shortest TTL, then policy name and rule order).
+ *  4. An expression that fails to evaluate fails closed: the request is denied with a
+ *     message naming the policy and field, never the object's contents.
+ */
+import { type Activation, EvaluationError, toCel } from "./cel.js";
+import type { CompiledApproval, CompiledPolicy, CompiledRule } from "./compile.js";
+import type { ResourceMatch, Subjects } from "./types.js";
+
+export interface UserInfo {
+  username?: string;
+  uid?: string;
+  groups?: string[];
+  extra?: Record<string, string[]>;
+}
+
+export interface GroupVersionResource {
+  group: string;
+  version: string;
+  resource: string;
+}
+
+/** The parts of an AdmissionRequest (admission.k8s.io/v1) the gate reads. */
+export interface AdmissionRequest {
+  uid: string;
+  kind: { group: string; version: string; kind: string };
+  resource: GroupVersionResource;
+  subResource?: string;
+  requestKind?: { group: string; version: string; kind: string };
+  requestResource?: GroupVersionResource;
+  requestSubResource?: string;
+  name?: string;
+  namespace?: string;
+  operation: "CREATE" | "UPDATE" | "DELETE" | "CONNECT";
+  userInfo: UserInfo;
+  object?: unknown;
+  oldObject?: unknown;
+  dryRun?: boolean;
+  options?: unknown;
+}
+
+export interface RuleRef {
+  policy: string;
+  rule: string;
+  generation: number;
+}
+
+export type Decision =
+  | { kind: "allow"; matched: RuleRef[] }
+  | { kind: "deny"; rule: RuleRef; message: string }
+  | { kind: "require-approval"; rule: RuleRef; approval: CompiledApproval; message?: string }
+  | { kind: "error"; policy: string; message: string };
+
+export interface EvaluationInputs {
+  /** Labels of a ServiceAccount from the informer cache (undefined when unknown). */
+  serviceAccountLabels?: (namespace: string, name: string) => Record<string, string> | undefined;
+  /** The Namespace object from the informer cache, for namespaceObject. */
+  namespaceObject?: (name: string) => unknown;
+  /** Returns true when the evaluation deadline has passed. */
+  deadlineExceeded?: () => boolean;
+}
+
+const SA_PREFIX = "system:serviceaccount:";
+
+export function serviceAccountOf(username: string | undefined): { namespace: string; name: string } | undefined {
+  if (!username?.startsWith(SA_PREFIX)) return undefined;
+  const rest = username.slice(SA_PREFIX.length);
+  const i = rest.indexOf(":");
+  if (i <= 0 || i === rest.length - 1) return undefined;
+  return { namespace: rest.slice(0, i), name: rest.slice(i + 1) };
+}
+
+export function subjectMatches(subjects: Subjects, user: UserInfo, inputs: EvaluationInputs): boolean {
+  const username = user.username ?? "";
+  if (subjects.users?.includes(username)) return true;
+  if (subjects.groups && user.groups?.some((g) => subjects.groups!.includes(g))) return true;
+  const sa = serviceAccountOf(username);
+  if (!sa) return false;
+  if (
+    subjects.serviceAccounts?.some(
+      (ref) => ref.namespace === sa.namespace && (!ref.name || ref.name === "*" || ref.name === sa.name),
+    )
+  ) {
+    return true;
+  }
+  const selector = subjects.serviceAccountSelector?.matchLabels;
+  if (selector && Object.keys(selector).length > 0) {
+    const labels = inputs.serviceAccountLabels?.(sa.namespace, sa.name);
+    if (labels && Object.entries(selector).every(([k, v]) => labels[k] === v)) return true;
+  }
+  return false;
+}
+
+function resourceMatches(m: ResourceMatch, req: AdmissionRequest): boolean {
+  if (!m.operations.includes(req.operation) && !m.operations.includes("*")) return false;
+  if (m.apiGroups && !m.apiGroups.includes("*") && !m.apiGroups.includes(req.resource.group)) return false;
+  const resource = req.resource.resource;
+  const sub = req.subResource ?? "";
+  const ok = m.resources.some((r) => {
+    const [res, rsub] = r.split("/") as [string, string | undefined];
+    if (rsub === undefined) return sub === "" && (res === "*" || res === resource);
+    return (res === "*" || res === resource) && (rsub === "*" || rsub === sub) && sub !== "";
+  });
+  if (!ok) return false;
+  const ns = req.namespace ?? "";
+  if (m.namespaces && !m.namespaces.includes(ns)) return false;
+  if (m.excludedNamespaces?.includes(ns)) return false;
+  return true;
+}
+
+export function requestMatches(policy: CompiledPolicy, req: AdmissionRequest): boolean {
+  if (policy.match.length === 0) {
+    return (req.operation === "CREATE" || req.operation === "UPDATE" || req.operation === "DELETE") && !req.subResource;
+  }
+  return policy.match.some((m) => resourceMatches(m, req));
+}
+
+/** Builds the CEL activation lazily: once per request, only when a policy gets that far. */
+class ActivationBuilder {
+  private base: Activation | undefined;
+  constructor(
+    private readonly req: AdmissionRequest,
+    private readonly inputs: EvaluationInputs,
+  ) {}
+
+  get(policy: CompiledPolicy): Activation {
+    if (!this.base) {
+      const { object, oldObject, ...rest } = this.req;
+      this.base = {
+        request: toCel(rest),
+        object: object === undefined ? null : toCel(object),
+        oldObject: oldObject === undefined ? null : toCel(oldObject),
+        namespaceObject: null,
+        variables: {},
+      };
+    }
+    if (policy.usesNamespaceObject && this.req.namespace && this.base.namespaceObject === null) {
+      this.base.namespaceObject = toCel(this.inputs.namespaceObject?.(this.req.namespace) ?? null);
+    }
+    return { ...this.base, variables: {} };
+  }
+}
+
+function asBool(v: unknown, path: string): boolean | EvaluationError {
+  if (v instanceof EvaluationError) return v;
+  if (typeof v === "boolean") return v;
+  return new EvaluationError(path, `expression must return a bool, got ${v === null ? "null" : typeof v}`);
+}
+
+function strictness(a: CompiledApproval): [number, number] {
+  return [-a.requiredApprovals, a.ttlSeconds];
+}
+
+export function decide(req: AdmissionRequest, policies: readonly CompiledPolicy[], inputs: EvaluationInputs = {}): Decision {
+  const activation = new ActivationBuilder(req, inputs);
+  const allowed: RuleRef[] = [];
+  let approval: { rule: CompiledRule; ref: RuleRef } | undefined;
+  for (const policy of policies) {
+    if (!subjectMatches(policy.subjects, req.userInfo, inputs) || !requestMatches(policy, req)) continue;
+    if (inputs.deadlineExceeded?.()) {
+      return { kind: "error", policy: policy.name, message: "policy evaluation exceeded its deadline" };
+    }
+    const act = activation.get(policy);
+    let applies = true;
+    for (const mc of policy.matchConditions) {
+      const r = asBool(mc.evaluate(act), mc.path);
+      if (r instanceof EvaluationError) return { kind: "error", policy: policy.name, message: r.message };
+      if (!r) {
+        applies = false;
+        break;
+      }
+    }
+    if (!applies) continue;
+    const vars = act.variables as Record<string, unknown>;
+    for (const v of policy.variables) {
+      const value = v.expression.evaluate(act);
+      if (value instanceof EvaluationError) return { kind: "error", policy: policy.name, message: value.message };
+      vars[v.name] = value;
+    }
+    for (const rule of policy.rules) {
+      if (rule.condition) {
+        const r = asBool(rule.condition.evaluate(act), rule.condition.path);
+        if (r instanceof EvaluationError) return { kind: "error", policy: policy.name, message: r.message };
+        if (!r) continue;
+      }
+      const ref: RuleRef = { policy: policy.name, rule: rule.name, generation: policy.generation };
+      if (rule.action === "Deny") {
+        return {
+          kind: "deny",
+          rule: ref,
+          message: rule.message ?? `denied by ApprovalPolicy ${policy.name}, rule ${rule.name}`,
+        };
+      }
+      if (rule.action === "RequireApproval" && rule.approval) {
+        if (!approval) approval = { rule, ref };
+        else {
+          const [a1, a2] = strictness(rule.approval);
+          const [b1, b2] = strictness(approval.rule.approval!);
+          if (a1 < b1 || (a1 === b1 && a2 < b2)) approval = { rule, ref };
+        }
+      } else allowed.push(ref);
+    }
+  }
+  if (approval) {
+    const d: Decision = { kind: "require-approval", rule: approval.ref, approval: approval.rule.approval! };
+    if (approval.rule.message) d.message = approval.rule.message;
+    return d;
+  }
+  return { kind: "allow", matched: allowed };
+}

@@ -1,0 +1,167 @@
+/**
+ * Compile-once policy cache: an informer on ApprovalPolicies compiles each policy when
+ * its generation changes and serves the compiled, name-sorted list from memory. Informers
+ * on ServiceAccounts and Namespaces back the serviceAccountSelector and namespaceObject.
+ * Nothing here is called per admission request except the in-memory getters.
+ */
+import {
+  CoreV1Api,
+  CustomObjectsApi,
+  type Informer,
+  type KubeConfig,
+  type KubernetesObject,
+  makeInformer,
+  type ObjectCache,
+  PatchStrategy,
+  setHeaderOptions,
+  type V1Namespace,
+  type V1ServiceAccount,
+} from "@kubernetes/client-node";
+import { describeKubeError } from "../kube/errors.js";
+import type { Logger } from "../logging/logger.js";
+import { type CompiledPolicy, compilePolicy, formatCompileErrors } from "./compile.js";
+import type { EvaluationInputs } from "./evaluate.js";
+import { API_GROUP, API_VERSION, type ApprovalPolicy, type Condition } from "./types.js";
+
+export const POLICY_PLURAL = "approvalpolicies";
+export const ConditionType = { Ready: "Ready" } as const;
+export const ConditionReason = { Compiled: "Compiled", InvalidPolicy: "InvalidPolicy" } as const;
+
+const RESTART_DELAY_MS = 1000;
+
+function keepRunning<T extends KubernetesObject>(informer: Informer<T>, name: string, log: Logger): void {
+  informer.on("error", (err: unknown) => {
+    log.warn("informer stopped; restarting", { informer: name, error: describeKubeError(err) });
+    setTimeout(() => {
+      informer.start().catch((e: unknown) => log.error("informer restart failed", { informer: name, error: String(e) }));
+    }, RESTART_DELAY_MS);
+  });
+}
+
+export interface PolicyCacheOptions {
+  kubeConfig: KubeConfig;
+  logger: Logger;
+  /** Write the Ready condition to each policy's status (the controller does; webhook replicas need not). */
+  writeStatus?: boolean;
+}
+
+export class PolicyCache {
+  private compiled = new Map<string, { generation: number; policy?: CompiledPolicy; error?: string }>();
+  private sorted: CompiledPolicy[] = [];
+  private synced = false;
+  private policies: Informer<ApprovalPolicy> & ObjectCache<ApprovalPolicy>;
+  private serviceAccounts: Informer<V1ServiceAccount> & ObjectCache<V1ServiceAccount>;
+  private namespaces: Informer<V1Namespace> & ObjectCache<V1Namespace>;
+  private readonly custom: CustomObjectsApi;
+
+  /** The lookups the pure decision function needs, served from the informer caches. */
+  readonly inputs: EvaluationInputs;
+
+  constructor(private readonly opts: PolicyCacheOptions) {
+    const kc = opts.kubeConfig;
+    this.custom = kc.makeApiClient(CustomObjectsApi);
+    const core = kc.makeApiClient(CoreV1Api);
+    this.policies = makeInformer<ApprovalPolicy>(
+      kc,
+      `/apis/${API_GROUP}/${API_VERSION}/${POLICY_PLURAL}`,
+      () => this.custom.listClusterCustomObject({ group: API_GROUP, version: API_VERSION, plural: POLICY_PLURAL }),
+    );
+    this.serviceAccounts = makeInformer(kc, "/api/v1/serviceaccounts", () => core.listServiceAccountForAllNamespaces());
+    this.namespaces = makeInformer(kc, "/api/v1/namespaces", () => core.listNamespace());
+    const onChange = (p: ApprovalPolicy) => this.upsert(p);
+    this.policies.on("add", onChange);
+    this.policies.on("update", onChange);
+    this.policies.on("delete", (p) => {
+      this.compiled.delete(p.metadata.name);
+      this.rebuild();
+    });
+    keepRunning(this.policies, "approvalpolicies", opts.logger);
+    keepRunning(this.serviceAccounts, "serviceaccounts", opts.logger);
+    keepRunning(this.namespaces, "namespaces", opts.logger);
+    this.inputs = {
+      serviceAccountLabels: (namespace, name) => this.serviceAccounts.get(name, namespace)?.metadata?.labels ?? {},
+      namespaceObject: (name) => this.namespaces.get(name) ?? null,
+    };
+  }
+
+  async start(): Promise<void> {
+    await Promise.all([this.policies.start(), this.serviceAccounts.start(), this.namespaces.start()]);
+    this.synced = true;
+    this.opts.logger.info("policy cache synced", { policies: this.sorted.length, invalid: this.invalidCount() });
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([this.policies.stop(), this.serviceAccounts.stop(), this.namespaces.stop()]);
+  }
+
+  isSynced(): boolean {
+    return this.synced;
+  }
+
+  /** Valid compiled policies, sorted by name. Invalid ones are skipped (and reported in status). */
+  list(): readonly CompiledPolicy[] {
+    return this.sorted;
+  }
+
+  invalidCount(): number {
+    return [...this.compiled.values()].filter((c) => c.error).length;
+  }
+
+  private upsert(p: ApprovalPolicy): void {
+    const name = p.metadata.name;
+    const generation = p.metadata.generation ?? 0;
+    const prev = this.compiled.get(name);
+    if (prev && prev.generation === generation) return; // status-only change: nothing to recompile
+    const result = compilePolicy(p);
+    const log = this.opts.logger.child({ policy: name, generation });
+    if (result.ok) {
+      this.compiled.set(name, { generation, policy: result.policy });
+      log.info("policy compiled", { rules: result.policy.rules.length });
+    } else {
+      const error = formatCompileErrors(name, result.errors);
+      this.compiled.set(name, { generation, error });
+      log.warn("policy is invalid and is not enforced", { error });
+    }
+    this.rebuild();
+    if (this.opts.writeStatus) void this.writeStatus(p, result.ok ? undefined : this.compiled.get(name)?.error);
+  }
+
+  private rebuild(): void {
+    this.sorted = [...this.compiled.values()]
+      .flatMap((c) => (c.policy ? [c.policy] : []))
+      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  private async writeStatus(p: ApprovalPolicy, error: string | undefined): Promise<void> {
+    const generation = p.metadata.generation ?? 0;
+    const condition: Condition = {
+      type: ConditionType.Ready,
+      status: error ? "False" : "True",
+      reason: error ? ConditionReason.InvalidPolicy : ConditionReason.Compiled,
+      message: error ?? `compiled ${p.spec.rules?.length ?? 0} rules`,
+      observedGeneration: generation,
+      lastTransitionTime: new Date().toISOString().replace(/\.\d{3}Z$/, "Z"),
+    };
+    const old = p.status?.conditions?.find((c) => c.type === ConditionType.Ready);
+    if (old && old.status === condition.status && old.reason === condition.reason && old.message === condition.message) {
+      condition.lastTransitionTime = old.lastTransitionTime;
+      if (old.observedGeneration === generation) return;
+    }
+    try {
+      await this.custom.patchClusterCustomObjectStatus(
+        {
+          group: API_GROUP,
+          version: API_VERSION,
+          plural: POLICY_PLURAL,
+          name: p.metadata.name,
+          body: {
+            status: { observedGeneration: generation, ruleCount: p.spec.rules?.length ?? 0, conditions: [condition] },
+          },
+        },
+        setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+      );
+    } catch (err) {
+      this.opts.logger.warn("could not write policy status", { policy: p.metadata.name, error: describeKubeError(err) });
+    }
+  }
+}

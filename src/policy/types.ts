@@ -1,0 +1,79 @@
+/** TypeScript types that follow crds/approvalpolicies.countersign.io.yaml (the source of truth). */
+
+export const API_GROUP = "countersign.io";
+export const API_VERSION = "v1alpha1";
+export const API_GROUP_VERSION = `${API_GROUP}/${API_VERSION}`;
+
+export type Operation = "CREATE" | "UPDATE" | "DELETE" | "CONNECT";
+export type RuleAction = "Allow" | "Deny" | "RequireApproval";
+
+export interface ServiceAccountRef {
+  namespace: string;
+  name?: string;
+}
+
+export interface Subjects {
+  users?: string[];
+  groups?: string[];
+  serviceAccounts?: ServiceAccountRef[];
+  serviceAccountSelector?: { matchLabels?: Record<string, string> };
+}
+
+export interface ResourceMatch {
+  operations: (Operation | "*")[];
+  apiGroups?: string[];
+  resources: string[];
+  namespaces?: string[];
+  excludedNamespaces?: string[];
+}
+
+export interface NamedExpression {
+  name: string;
+  expression: string;
+}
+
+export interface Approvers {
+  users?: string[];
+  groups?: string[];
+}
+
+export interface ApprovalSettings {
+  approvers: Approvers;
+  requiredApprovals?: number;
+  ttl?: string;
+  holdSeconds?: number;
+  notify?: string[];
+}
+
+export interface PolicyRule {
+  name: string;
+  condition?: string;
+  action: RuleAction;
+  message?: string;
+  approval?: ApprovalSettings;
+}
+
+export interface ApprovalPolicySpec {
+  subjects: Subjects;
+  match?: ResourceMatch[];
+  matchConditions?: NamedExpression[];
+  variables?: NamedExpression[];
+  rules: PolicyRule[];
+}
+
+export interface Condition {
+  type: string;
+  status: "True" | "False" | "Unknown";
+  reason?: string;
+  message?: string;
+  observedGeneration?: number;
+  lastTransitionTime?: string;
+}
+
+export interface ApprovalPolicy {
+  apiVersion: typeof API_GROUP_VERSION;
+  kind: "ApprovalPolicy";
+  metadata: { name: string; generation?: number; resourceVersion?: string; uid?: string };
+  spec: ApprovalPolicySpec;
+  status?: { observedGeneration?: number; ruleCount?: number; conditions?: Condition[] };
+}
