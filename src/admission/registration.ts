@@ -77,7 +77,7 @@ export function webhookConfiguration(r: WebhookRegistration): V1ValidatingWebhoo
             operations: ["CREATE", "UPDATE", "DELETE", "CONNECT"],
             apiGroups: ["*"],
             apiVersions: ["*"],
-            resources: ["*", "*/*"],
+            resources: ["*/*"], // every resource and subresource
             scope: "*",
           },
         ],
