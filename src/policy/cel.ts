@@ -188,7 +188,9 @@ function walk(
     }
     case "callExpr": {
       const call = value as { target?: AstExpr; function: string; args: AstExpr[] };
-      if (!policyCelEnv().funcs.find(call.function)) problems.push(`unknown function '${call.function}'`);
+      // Operators (_&&_, _[_], @not_strictly_false, ...) are special forms the planner resolves itself.
+      const isOperator = call.function.startsWith("_") || call.function.startsWith("@");
+      if (!isOperator && !policyCelEnv().funcs.find(call.function)) problems.push(`unknown function '${call.function}'`);
       next(call.target);
       for (const a of call.args) next(a);
       return;
@@ -241,11 +243,28 @@ function firstLine(err: unknown): string {
   return (msg.split("\n")[0] ?? msg).slice(0, 300);
 }
 
-/** Cuts an evaluation error before any quoted text (which may be object data) and caps its length. */
+/**
+ * Maps an evaluation error to a fixed description. CEL error texts can quote the values
+ * they failed on (e.g. "Cannot convert <value> to int"), and values may be Secret data,
+ * so only known categories pass, never the library's own wording.
+ */
+const ERROR_CATEGORIES: [RegExp, string][] = [
+  [/no such (key|field|attribute)/i, "no such key or field (use has() to guard optional fields)"],
+  [/overload/i, "no matching overload for the operand types (check int vs double vs string)"],
+  [/convert|conversion|parse/i, "type conversion failed"],
+  [/divi(de|sion) by zero|modulus by zero/i, "division by zero"],
+  [/overflow|out of range|range/i, "value out of range"],
+  [/regex|regexp|pattern/i, "invalid regular expression"],
+  [/unbound|undeclared|unknown variable/i, "reference to an unbound variable"],
+  [/null/i, "operation on a null value"],
+  [/expression must return a bool/i, ""],
+];
+
 export function safeDetail(message: string): string {
-  const cut = message.search(/["'`]/);
-  const text = (cut >= 0 ? message.slice(0, cut) : message).trim().replace(/[:(,]\s*$/, "");
-  return (text || "evaluation failed").slice(0, 160);
+  for (const [re, text] of ERROR_CATEGORIES) {
+    if (re.test(message)) return text || message.slice(0, 80);
+  }
+  return "expression evaluation failed";
 }
 
 /**

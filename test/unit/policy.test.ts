@@ -1,0 +1,193 @@
+import { describe, expect, it } from "vitest";
+import { compileExpression, EvaluationError, safeDetail, toCel } from "../../src/policy/cel.js";
+import { compilePolicy, type CompiledPolicy, parseDurationSeconds } from "../../src/policy/compile.js";
+import { type AdmissionRequest, decide } from "../../src/policy/evaluate.js";
+import type { ApprovalPolicy, ApprovalPolicySpec } from "../../src/policy/types.js";
+
+const policy = (name: string, spec: Partial<ApprovalPolicySpec>): ApprovalPolicy => ({
+  apiVersion: "countersign.io/v1alpha1",
+  kind: "ApprovalPolicy",
+  metadata: { name, generation: 1 },
+  spec: { subjects: { serviceAccounts: [{ namespace: "ai-agents" }] }, rules: [], ...spec },
+});
+
+function compiled(p: ApprovalPolicy): CompiledPolicy {
+  const r = compilePolicy(p);
+  if (!r.ok) throw new Error(JSON.stringify(r.errors));
+  return r.policy;
+}
+
+const request = (over: Partial<AdmissionRequest> = {}): AdmissionRequest => ({
+  uid: "u1",
+  kind: { group: "", version: "v1", kind: "Secret" },
+  resource: { group: "", version: "v1", resource: "secrets" },
+  namespace: "prod",
+  name: "db-creds",
+  operation: "DELETE",
+  userInfo: { username: "system:serviceaccount:ai-agents:ops-bot", groups: ["system:serviceaccounts"] },
+  ...over,
+});
+
+const approval = { approvers: { groups: ["approvers"] } };
+
+describe("policy compilation (apply-time checks)", () => {
+  it("names the field of a syntax error, an unknown variable, a typo'd request field and an unknown function", () => {
+    const r = compilePolicy(
+      policy("p", {
+        matchConditions: [{ name: "a", expression: "request.operation ==" }],
+        rules: [
+          { name: "r1", action: "Deny", condition: "objekt.x == 1" },
+          { name: "r2", action: "Deny", condition: "request.operaton == 'DELETE'" },
+          { name: "r3", action: "Deny", condition: "frobnicate(request.name)" },
+          { name: "r4", action: "Deny", condition: "variables.missing" },
+        ],
+      }),
+    );
+    expect(r.ok).toBe(false);
+    const errors = r.ok ? [] : r.errors;
+    expect(errors.map((e) => e.path)).toEqual([
+      "spec.matchConditions[0].expression",
+      "spec.rules[0].condition",
+      "spec.rules[1].condition",
+      "spec.rules[2].condition",
+      "spec.rules[3].condition",
+    ]);
+    expect(errors[1]!.message).toMatch(/undeclared reference to 'objekt'/);
+    expect(errors[2]!.message).toMatch(/request has no field 'operaton'/);
+    expect(errors[3]!.message).toMatch(/unknown function 'frobnicate'/);
+    expect(errors[4]!.message).toMatch(/variables.missing is not declared/);
+  });
+
+  it("limits runaway expressions: AST size and comprehension nesting", () => {
+    const big = Array.from({ length: 300 }, (_, i) => `request.name == 'n${i}'`).join(" || ");
+    expect(compileExpression(big, "x", new Set())).toMatchObject({ message: expect.stringMatching(/too large/) });
+    const nested = "object.a.all(x, object.b.all(y, object.c.all(z, x == y && y == z)))";
+    expect(compileExpression(nested, "x", new Set())).toMatchObject({ message: expect.stringMatching(/nested 3 deep/) });
+  });
+
+  it("rejects a bad TTL and a RequireApproval rule that can never gather its approvals", () => {
+    const r = compilePolicy(
+      policy("p", {
+        rules: [
+          { name: "a", action: "RequireApproval", approval: { ...approval, ttl: "1 day" } },
+          { name: "b", action: "RequireApproval", approval: { approvers: { users: ["alice"] }, requiredApprovals: 2 } },
+        ],
+      }),
+    );
+    expect(r.ok ? [] : r.errors.map((e) => e.path)).toEqual(["spec.rules[0].approval.ttl", "spec.rules[1].approval.requiredApprovals"]);
+    expect(parseDurationSeconds("1h30m")).toBe(5400);
+  });
+});
+
+describe("CEL traps", () => {
+  const run = (expr: string, vars: Record<string, unknown>) => {
+    const c = compileExpression(expr, "t", new Set());
+    if ("message" in c) throw new Error(c.message);
+    return c.evaluate(vars);
+  };
+
+  it("has string methods", () => {
+    expect(run(`request.name.startsWith("db-") && request.name.endsWith("creds")`, { request: { name: "db-creds" } })).toBe(true);
+  });
+
+  it("runs matches() with RE2 semantics: the classic ReDoS input finishes in linear time", () => {
+    const t0 = performance.now();
+    expect(run(`request.name.matches('^(a+)+$')`, { request: { name: `${"a".repeat(30)}!` } })).toBe(false);
+    expect(run(`request.name.matches('^(a+)+$')`, { request: { name: `${"a".repeat(100_000)}!` } })).toBe(false);
+    expect(performance.now() - t0).toBeLessThan(2000);
+  });
+
+  it("treats integral JSON numbers as ints", () => {
+    expect(run("object.spec.replicas + 1 == 4", { object: toCel({ spec: { replicas: 3 } }) })).toBe(true);
+    expect(run("object.spec.ratio > 0.5", { object: toCel({ spec: { ratio: 0.75 } }) })).toBe(true);
+  });
+
+  it("never puts object data into an error message", () => {
+    const secret = { data: { token: "c2VjcmV0LXZhbHVl" } };
+    const out = run("object.data.password == 'x'", { object: secret });
+    expect(out).toBeInstanceOf(EvaluationError);
+    expect(String((out as Error).message)).not.toContain("c2VjcmV0");
+    const conv = run("int(object.data.token) > 0", { object: secret });
+    expect(String((conv as Error).message)).not.toContain("c2VjcmV0");
+    expect(safeDetail("Cannot convert s3cr3t to int")).toBe("type conversion failed");
+    expect(safeDetail("something nobody anticipated: s3cr3t")).toBe("expression evaluation failed");
+  });
+});
+
+describe("decide (pure)", () => {
+  const approvalPolicy = compiled(
+    policy("b-approve", { rules: [{ name: "deletes", action: "RequireApproval", condition: "request.operation == 'DELETE'", approval }] }),
+  );
+  const denyPolicy = compiled(
+    policy("c-deny", { rules: [{ name: "no-kube-system", action: "Deny", condition: "request.namespace == 'kube-system'", message: "never" }] }),
+  );
+  const allowPolicy = compiled(policy("a-allow", { rules: [{ name: "reads", action: "Allow" }] }));
+
+  it("allows a request no policy covers", () => {
+    expect(decide(request({ userInfo: { username: "alice" } }), [approvalPolicy, denyPolicy]).kind).toBe("allow");
+  });
+
+  it("deny wins over approval, approval over allow", () => {
+    expect(decide(request({ namespace: "kube-system" }), [allowPolicy, approvalPolicy, denyPolicy])).toMatchObject({
+      kind: "deny",
+      message: "never",
+    });
+    expect(decide(request(), [allowPolicy, approvalPolicy, denyPolicy])).toMatchObject({
+      kind: "require-approval",
+      rule: { policy: "b-approve", rule: "deletes" },
+    });
+    expect(decide(request({ operation: "CREATE" }), [allowPolicy, approvalPolicy]).kind).toBe("allow");
+  });
+
+  it("picks the strictest of several RequireApproval rules", () => {
+    const two = compiled(
+      policy("z-two", { rules: [{ name: "two", action: "RequireApproval", approval: { approvers: { groups: ["g"] }, requiredApprovals: 2 } }] }),
+    );
+    expect(decide(request(), [approvalPolicy, two])).toMatchObject({ rule: { policy: "z-two" } });
+  });
+
+  it("matches subjects by user, group, service account and service-account labels", () => {
+    const p = (subjects: ApprovalPolicySpec["subjects"]) =>
+      compiled({ ...policy("p", { rules: [{ name: "d", action: "Deny" }] }), spec: { subjects, rules: [{ name: "d", action: "Deny" }] } });
+    expect(decide(request({ userInfo: { username: "bot" } }), [p({ users: ["bot"] })]).kind).toBe("deny");
+    expect(decide(request({ userInfo: { username: "x", groups: ["bots"] } }), [p({ groups: ["bots"] })]).kind).toBe("deny");
+    expect(decide(request(), [p({ serviceAccounts: [{ namespace: "ai-agents", name: "other" }] })]).kind).toBe("allow");
+    const labelled = p({ serviceAccountSelector: { matchLabels: { "countersign.io/agent": "true" } } });
+    expect(decide(request(), [labelled], { serviceAccountLabels: () => ({ "countersign.io/agent": "true" }) }).kind).toBe("deny");
+    expect(decide(request(), [labelled], { serviceAccountLabels: () => ({}) }).kind).toBe("allow");
+  });
+
+  it("matches resources, subresources and namespaces", () => {
+    const p = compiled(
+      policy("p", {
+        match: [{ operations: ["CONNECT"], resources: ["pods/exec"], namespaces: ["prod"] }],
+        rules: [{ name: "exec", action: "RequireApproval", approval }],
+      }),
+    );
+    const exec = request({ operation: "CONNECT", resource: { group: "", version: "v1", resource: "pods" }, subResource: "exec" });
+    expect(decide(exec, [p]).kind).toBe("require-approval");
+    expect(decide({ ...exec, subResource: "log" }, [p]).kind).toBe("allow");
+    expect(decide({ ...exec, namespace: "dev" }, [p]).kind).toBe("allow");
+  });
+
+  it("uses variables, object and matchConditions, and fails closed on an evaluation error", () => {
+    const p = compiled(
+      policy("p", {
+        variables: [{ name: "critical", expression: "has(object.metadata.labels) && object.metadata.labels['tier'] == 'critical'" }],
+        matchConditions: [{ name: "updates", expression: "request.operation == 'UPDATE'" }],
+        rules: [{ name: "crit", action: "RequireApproval", condition: "variables.critical && object.spec.replicas > 2", approval }],
+      }),
+    );
+    const upd = (labels: Record<string, string>, spec: unknown) =>
+      request({ operation: "UPDATE", object: { metadata: { labels }, spec } });
+    expect(decide(upd({ tier: "critical" }, { replicas: 3 }), [p]).kind).toBe("require-approval");
+    expect(decide(upd({ tier: "low" }, { replicas: 3 }), [p]).kind).toBe("allow");
+    const err = decide(upd({ tier: "critical" }, {}), [p]);
+    expect(err).toMatchObject({ kind: "error", policy: "p" });
+    expect(decide(request(), [p]).kind).toBe("allow"); // matchCondition false: policy does not apply
+  });
+
+  it("fails closed when the deadline has passed", () => {
+    expect(decide(request(), [approvalPolicy], { deadlineExceeded: () => true })).toMatchObject({ kind: "error" });
+  });
+});
