@@ -7,7 +7,7 @@
  *
  * Run: npm run bench:cel   (results are recorded in docs/cel-library-choice.md)
  */
-import { celEnv, parse as bufParse, plan as bufPlan, run as bufRun } from "@bufbuild/cel";
+import { parse as bufParse, plan as bufPlan, run as bufRun, celEnv } from "@bufbuild/cel";
 import { strings as bufStrings } from "@bufbuild/cel/ext";
 import { getConformanceSuite, type IncrementalTestSuite } from "@bufbuild/cel-spec/testdata/tests.js";
 import { evaluate as marcEvaluate, parse as marcParse } from "@marcbachmann/cel-js";
@@ -27,7 +27,18 @@ const libraries: Record<string, Runner> = {
 
 // Suites whose tests need protobuf message types, enums or wrappers: no library here
 // takes those without a registry, so they are excluded for all three alike.
-const EXCLUDED_SUITES = new Set(["proto2", "proto2_ext", "proto3", "wrappers", "enums", "dynamic", "type_deductions", "unknowns", "block_ext", "namespace"]);
+const EXCLUDED_SUITES = new Set([
+  "proto2",
+  "proto2_ext",
+  "proto3",
+  "wrappers",
+  "enums",
+  "dynamic",
+  "type_deductions",
+  "unknowns",
+  "block_ext",
+  "namespace",
+]);
 
 interface ProtoValue {
   kind: { case: string; value: unknown };
@@ -198,7 +209,11 @@ export const admissionVars = {
       template: {
         spec: {
           containers: [
-            { name: "api", image: "registry.example.com/payments/api:1.42.0", ports: [{ containerPort: 8080 }] },
+            {
+              name: "api",
+              image: "registry.example.com/payments/api:1.42.0",
+              ports: [{ containerPort: 8080 }],
+            },
             { name: "sidecar", image: "registry.example.com/mesh/proxy:2.1.0" },
           ],
         },
@@ -261,8 +276,16 @@ function traps(): Record<string, Record<string, string>> {
   const cases: Record<string, { expr: string; vars?: Record<string, unknown>; want: unknown }> = {
     "startsWith()": { expr: `"ops-bot".startsWith("ops")`, want: true },
     "matches() RE2": { expr: `"abc123".matches("^[a-z]+[0-9]+$")`, want: true },
-    "int from JSON + 1": { expr: "object.spec.replicas + 1 == 4", vars: { object: { spec: { replicas: 3 } } }, want: true },
-    "missing field error leaks?": { expr: "object.data.password == 'x'", vars: { object: { data: { token: "c2VjcmV0LXZhbHVl" } } }, want: "error" },
+    "int from JSON + 1": {
+      expr: "object.spec.replicas + 1 == 4",
+      vars: { object: { spec: { replicas: 3 } } },
+      want: true,
+    },
+    "missing field error leaks?": {
+      expr: "object.data.password == 'x'",
+      vars: { object: { data: { token: "c2VjcmV0LXZhbHVl" } } },
+      want: "error",
+    },
   };
   const out: Record<string, Record<string, string>> = {};
   for (const [lib, runner] of Object.entries(libraries)) {
@@ -273,7 +296,8 @@ function traps(): Record<string, Record<string, string>> {
         out[lib][name] = got === c.want ? "ok" : `wrong (${String(got)})`;
       } catch (err) {
         const msg = String((err as Error).message);
-        if (c.want === "error") out[lib][name] = msg.includes("c2VjcmV0") ? "LEAKS object in error" : "ok (error, no leak)";
+        if (c.want === "error")
+          out[lib][name] = msg.includes("c2VjcmV0") ? "LEAKS object in error" : "ok (error, no leak)";
         else out[lib][name] = `error: ${msg.split("\n")[0]?.slice(0, 50)}`;
       }
     }
@@ -282,9 +306,11 @@ function traps(): Record<string, Record<string, string>> {
 }
 
 const conf = conformance();
-console.log(`CEL conformance (@bufbuild/cel-spec), ${conf.total} runnable tests, ${conf.skipped} skipped (need protobuf types, uint/bytes bindings or a container)`);
+console.log(
+  `CEL conformance (@bufbuild/cel-spec), ${conf.total} runnable tests, ${conf.skipped} skipped (need protobuf types, uint/bytes bindings or a container)`,
+);
 // Rows are suites, columns libraries (the table stays narrow enough for a terminal).
-const table: Record<string, Record<string, string>> = { "ALL": {} };
+const table: Record<string, Record<string, string>> = { ALL: {} };
 for (const [lib, t] of Object.entries(conf.tallies)) {
   table["ALL"]![lib] = `${t.pass}/${conf.total} (${((100 * t.pass) / conf.total).toFixed(1)}%)`;
   for (const [suite, s] of Object.entries(t.bySuite)) {

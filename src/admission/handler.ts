@@ -2,7 +2,7 @@
  * The admission handler chain: Countersign's own resources first (policies are validated
  * at apply time), then the gate (pure decision → allow | deny | require approval).
  */
-import { ApprovalGate, type GateOutcome } from "../approvals/gate.js";
+import type { ApprovalGate, GateOutcome } from "../approvals/gate.js";
 import type { Logger } from "../logging/logger.js";
 import { compilePolicy, formatCompileErrors } from "../policy/compile.js";
 import { type AdmissionRequest, decide } from "../policy/evaluate.js";
@@ -75,7 +75,10 @@ export async function handleAdmission(req: AdmissionRequest, deps: HandlerDeps):
         },
       );
     case "error":
-      log.warn("policy evaluation failed; failing closed", { policy: decision.policy, error: decision.message });
+      log.warn("policy evaluation failed; failing closed", {
+        policy: decision.policy,
+        error: decision.message,
+      });
       return reviewResponse(
         req.uid,
         false,
@@ -98,14 +101,23 @@ export async function handleAdmission(req: AdmissionRequest, deps: HandlerDeps):
       log.info("approval gate", {
         state: outcome.state,
         allowed: outcome.allowed,
-        approvalRequest: outcome.approvalRequest ? `${outcome.approvalRequest.namespace}/${outcome.approvalRequest.name}` : undefined,
+        approvalRequest: outcome.approvalRequest
+          ? `${outcome.approvalRequest.namespace}/${outcome.approvalRequest.name}`
+          : undefined,
       });
       return reviewResponse(req.uid, outcome.allowed, outcome.message, {
-        [AuditAnnotation.Decision]: outcome.state === "consumed" ? DecisionValue.ApprovalConsumed : outcome.allowed ? DecisionValue.Allowed : DecisionValue.ApprovalRequired,
+        [AuditAnnotation.Decision]:
+          outcome.state === "consumed"
+            ? DecisionValue.ApprovalConsumed
+            : outcome.allowed
+              ? DecisionValue.Allowed
+              : DecisionValue.ApprovalRequired,
         [AuditAnnotation.Policy]: decision.rule.policy,
         [AuditAnnotation.Rule]: decision.rule.rule,
         ...(outcome.approvalRequest
-          ? { [AuditAnnotation.ApprovalRequest]: `${outcome.approvalRequest.namespace}/${outcome.approvalRequest.name}` }
+          ? {
+              [AuditAnnotation.ApprovalRequest]: `${outcome.approvalRequest.namespace}/${outcome.approvalRequest.name}`,
+            }
           : {}),
       });
     }
@@ -118,11 +130,15 @@ function validatePolicyWrite(req: AdmissionRequest, log: Logger): ReviewResponse
     return reviewResponse(req.uid, true, undefined, { [AuditAnnotation.Decision]: DecisionValue.Allowed });
   }
   const policy = req.object as ApprovalPolicy | undefined;
-  const result = policy ? compilePolicy(policy) : { ok: false as const, errors: [{ path: "", message: "no object" }] };
+  const result = policy
+    ? compilePolicy(policy)
+    : { ok: false as const, errors: [{ path: "", message: "no object" }] };
   if (result.ok) {
     return reviewResponse(req.uid, true, undefined, { [AuditAnnotation.Decision]: DecisionValue.Allowed });
   }
   const message = formatCompileErrors(policy?.metadata?.name ?? req.name ?? "(unnamed)", result.errors);
   log.info("rejected invalid policy", { error: message });
-  return reviewResponse(req.uid, false, message, { [AuditAnnotation.Decision]: DecisionValue.PolicyRejected });
+  return reviewResponse(req.uid, false, message, {
+    [AuditAnnotation.Decision]: DecisionValue.PolicyRejected,
+  });
 }

@@ -44,7 +44,8 @@ export function subjectsMatchCondition(s: SelectedSubjects): string {
   for (const ns of s.serviceAccountNamespaces ?? []) {
     parts.push(`request.userInfo.username.startsWith(${celString(`system:serviceaccount:${ns}:`)})`);
   }
-  if (parts.length === 0) throw new Error("the webhook must select at least one user, group or service-account namespace");
+  if (parts.length === 0)
+    throw new Error("the webhook must select at least one user, group or service-account namespace");
   return parts.join(" || ");
 }
 
@@ -84,11 +85,15 @@ export function webhookConfiguration(r: WebhookRegistration): V1ValidatingWebhoo
         matchConditions: [
           { name: "selected-subjects", expression: subjectsMatchCondition(r.subjects) },
           // Countersign's own resources are guarded by dedicated webhooks, never gated.
-          { name: "not-countersign-resources", expression: `request.resource.group != ${celString(API_GROUP)}` },
+          {
+            name: "not-countersign-resources",
+            expression: `request.resource.group != ${celString(API_GROUP)}`,
+          },
           // Leases, events and token reviews are the cluster's heartbeat; never gate them.
           {
             name: "not-cluster-heartbeat",
-            expression: "!(request.resource.resource in ['leases', 'events', 'tokenreviews', 'subjectaccessreviews', 'selfsubjectreviews', 'selfsubjectaccessreviews'])",
+            expression:
+              "!(request.resource.resource in ['leases', 'events', 'tokenreviews', 'subjectaccessreviews', 'selfsubjectreviews', 'selfsubjectaccessreviews'])",
           },
         ],
       },

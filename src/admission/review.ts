@@ -32,7 +32,8 @@ export function parseAdmissionReview(body: unknown): AdmissionRequest {
   }
   const req = body.request;
   if (!isObject(req)) throw new ReviewError(400, "AdmissionReview.request is missing");
-  if (typeof req.uid !== "string" || req.uid === "") throw new ReviewError(400, "request.uid must be a non-empty string");
+  if (typeof req.uid !== "string" || req.uid === "")
+    throw new ReviewError(400, "request.uid must be a non-empty string");
   if (typeof req.operation !== "string" || !OPERATIONS.has(req.operation)) {
     throw new ReviewError(400, "request.operation must be one of CREATE, UPDATE, DELETE, CONNECT");
   }
@@ -41,14 +42,19 @@ export function parseAdmissionReview(body: unknown): AdmissionRequest {
     throw new ReviewError(400, "request.resource must have group, version and resource");
   }
   if (typeof res.group !== "string") res.group = "";
-  if (!isObject(req.kind) || typeof req.kind.kind !== "string") throw new ReviewError(400, "request.kind is missing");
+  if (!isObject(req.kind) || typeof req.kind.kind !== "string")
+    throw new ReviewError(400, "request.kind is missing");
   if (!isObject(req.userInfo)) throw new ReviewError(400, "request.userInfo is missing");
   const ui = req.userInfo;
-  if (ui.groups !== undefined && !(Array.isArray(ui.groups) && ui.groups.every((g) => typeof g === "string"))) {
+  if (
+    ui.groups !== undefined &&
+    !(Array.isArray(ui.groups) && ui.groups.every((g) => typeof g === "string"))
+  ) {
     throw new ReviewError(400, "request.userInfo.groups must be a list of strings");
   }
   for (const f of ["name", "namespace", "subResource"] as const) {
-    if (req[f] !== undefined && typeof req[f] !== "string") throw new ReviewError(400, `request.${f} must be a string`);
+    if (req[f] !== undefined && typeof req[f] !== "string")
+      throw new ReviewError(400, `request.${f} must be a string`);
   }
   return req as unknown as AdmissionRequest;
 }
@@ -82,7 +88,7 @@ export function reviewResponse(
         ? {}
         : { status: { code: 403, reason: "Forbidden", message: message ?? "denied by Countersign" } }),
       auditAnnotations,
-      ...(warnings && warnings.length ? { warnings } : {}),
+      ...(warnings?.length ? { warnings } : {}),
     },
   };
 }

@@ -7,7 +7,6 @@
 import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
 import express, { type NextFunction, type Request, type Response } from "express";
-import type { Logger } from "../logging/logger.js";
 import { type HandlerDeps, handleAdmission } from "./handler.js";
 import { parseAdmissionReview, ReviewError } from "./review.js";
 
@@ -24,7 +23,10 @@ export interface WebhookServerOptions extends HandlerDeps {
 }
 
 function problem(res: Response, status: number, message: string): void {
-  res.status(status).type("application/json").send(JSON.stringify({ error: message }));
+  res
+    .status(status)
+    .type("application/json")
+    .send(JSON.stringify({ error: message }));
 }
 
 export function createWebhookApp(opts: WebhookServerOptions): express.Express {
@@ -62,24 +64,35 @@ export function createWebhookApp(opts: WebhookServerOptions): express.Express {
       res.type("application/json").send(JSON.stringify(response));
     },
   );
-  app.use((_req, res) => problem(res, 404, "not found; the webhook serves POST /validate, GET /healthz, GET /readyz"));
+  app.use((_req, res) =>
+    problem(res, 404, "not found; the webhook serves POST /validate, GET /healthz, GET /readyz"),
+  );
   // Body-parser errors (oversized, malformed JSON) and anything unexpected end here.
-  app.use((err: Error & { status?: number; type?: string; limit?: number }, _req: Request, res: Response, _next: NextFunction) => {
-    if (err.type === "entity.too.large") {
-      problem(res, 413, `request body is larger than the ${err.limit} byte limit`);
-    } else if (err.type === "entity.parse.failed") {
-      problem(res, 400, "request body is not valid JSON");
-    } else if (err.status && err.status >= 400 && err.status < 500) {
-      problem(res, err.status, err.message);
-    } else {
-      opts.logger.error("unexpected error in webhook", { error: err.message });
-      problem(res, 500, "internal error; nothing was changed");
-    }
-  });
+  app.use(
+    (
+      err: Error & { status?: number; type?: string; limit?: number },
+      _req: Request,
+      res: Response,
+      _next: NextFunction,
+    ) => {
+      if (err.type === "entity.too.large") {
+        problem(res, 413, `request body is larger than the ${err.limit} byte limit`);
+      } else if (err.type === "entity.parse.failed") {
+        problem(res, 400, "request body is not valid JSON");
+      } else if (err.status && err.status >= 400 && err.status < 500) {
+        problem(res, err.status, err.message);
+      } else {
+        opts.logger.error("unexpected error in webhook", { error: err.message });
+        problem(res, 500, "internal error; nothing was changed");
+      }
+    },
+  );
   return app;
 }
 
-export async function startWebhookServer(opts: WebhookServerOptions): Promise<{ server: Server; port: number }> {
+export async function startWebhookServer(
+  opts: WebhookServerOptions,
+): Promise<{ server: Server; port: number }> {
   const app = createWebhookApp(opts);
   const server = createServer({ cert: opts.tls.certPem, key: opts.tls.keyPem, minVersion: "TLSv1.2" }, app);
   server.keepAliveTimeout = 65_000;

@@ -7,7 +7,7 @@
  * hold a Secret's data) is dropped.
  */
 import { createHash } from "node:crypto";
-import { serviceAccountOf, type AdmissionRequest } from "../policy/evaluate.js";
+import { type AdmissionRequest, serviceAccountOf } from "../policy/evaluate.js";
 
 export const REDACTED = "<redacted>";
 export const ANNOTATION_PREFIX = "countersign.io/";
@@ -46,7 +46,9 @@ export function canonicalObject(obj: unknown): Json {
     for (const k of VOLATILE_METADATA) delete md[k];
     if (isObject(md.annotations)) {
       const ann = Object.fromEntries(
-        Object.entries(md.annotations).filter(([k]) => !k.startsWith(ANNOTATION_PREFIX) && k !== LAST_APPLIED),
+        Object.entries(md.annotations).filter(
+          ([k]) => !k.startsWith(ANNOTATION_PREFIX) && k !== LAST_APPLIED,
+        ),
       );
       if (Object.keys(ann).length > 0) md.annotations = ann;
       else delete md.annotations;
@@ -76,7 +78,8 @@ const sha256 = (s: string) => createHash("sha256").update(s).digest("hex");
  */
 export function objectHash(req: AdmissionRequest): string {
   if (req.operation === "DELETE") {
-    const uid = isObject(req.oldObject) && isObject(req.oldObject.metadata) ? req.oldObject.metadata.uid : undefined;
+    const uid =
+      isObject(req.oldObject) && isObject(req.oldObject.metadata) ? req.oldObject.metadata.uid : undefined;
     return typeof uid === "string" ? sha256(`uid:${uid}`) : "";
   }
   if (req.object === undefined || req.object === null) return "";
@@ -111,7 +114,17 @@ export function actionIdentity(req: AdmissionRequest): ActionIdentity {
 
 export function fingerprintOf(a: ActionIdentity): string {
   return sha256(
-    canonicalJson([a.username, a.operation, a.group, a.version, a.resource, a.subResource, a.namespace, a.name, a.objectHash]),
+    canonicalJson([
+      a.username,
+      a.operation,
+      a.group,
+      a.version,
+      a.resource,
+      a.subResource,
+      a.namespace,
+      a.name,
+      a.objectHash,
+    ]),
   );
 }
 
@@ -150,10 +163,11 @@ export function fieldDiff(oldObj: Json, newObj: Json, maxLines = 200): string {
       return;
     }
     if (Array.isArray(a) && Array.isArray(b) && a.length === b.length) {
-      a.forEach((x, i) => visit(x, b[i], `${path}[${i}]`));
+      for (let i = 0; i < a.length; i++) visit(a[i], b[i], `${path}[${i}]`);
       return;
     }
-    if (canonicalJson(a) !== canonicalJson(b)) lines.push(`${path}: ${describeValue(a)} → ${describeValue(b)}`);
+    if (canonicalJson(a) !== canonicalJson(b))
+      lines.push(`${path}: ${describeValue(a)} → ${describeValue(b)}`);
   };
   visit(oldObj, newObj, "");
   if (lines.length >= maxLines) lines.push("... (more changes)");
@@ -173,7 +187,10 @@ export function actionSummary(req: AdmissionRequest): string {
   const where = req.namespace ? ` in namespace "${req.namespace}"` : " (cluster-scoped)";
   const extra: string[] = [];
   if (req.operation === "UPDATE" && isObject(req.object) && isObject(req.oldObject)) {
-    const n = fieldDiff(redactedObject(req.oldObject, isSecret(req)), redactedObject(req.object, isSecret(req)))
+    const n = fieldDiff(
+      redactedObject(req.oldObject, isSecret(req)),
+      redactedObject(req.object, isSecret(req)),
+    )
       .split("\n")
       .filter(Boolean).length;
     extra.push(`${n} field${n === 1 ? "" : "s"} changed`);
@@ -185,7 +202,10 @@ export function actionSummary(req: AdmissionRequest): string {
 export function actionDiff(req: AdmissionRequest): string | undefined {
   if (req.operation !== "UPDATE") return undefined;
   const secret = isSecret(req);
-  return fieldDiff(redactedObject(req.oldObject, secret), redactedObject(req.object, secret)) || "(no field changes)";
+  return (
+    fieldDiff(redactedObject(req.oldObject, secret), redactedObject(req.object, secret)) ||
+    "(no field changes)"
+  );
 }
 
 export interface AgentContext {
@@ -201,7 +221,10 @@ export function agentContext(req: AdmissionRequest): AgentContext | undefined {
   const ann = source && isObject(source.metadata) ? source.metadata.annotations : undefined;
   if (!isObject(ann)) return undefined;
   const out: AgentContext = {};
-  for (const [key, annotation] of Object.entries(AGENT_CONTEXT_ANNOTATIONS) as [keyof AgentContext, string][]) {
+  for (const [key, annotation] of Object.entries(AGENT_CONTEXT_ANNOTATIONS) as [
+    keyof AgentContext,
+    string,
+  ][]) {
     const v = ann[annotation];
     if (typeof v === "string" && v.trim()) out[key] = v.slice(0, CONTEXT_LIMITS[key]);
   }

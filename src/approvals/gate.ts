@@ -180,8 +180,16 @@ export class ApprovalGate {
         plural: APPROVAL_REQUEST_PLURAL,
         body: ar,
       })) as ApprovalRequest;
-      log.info("approval request created", { approvalRequest: `${namespace}/${name}`, policy: ar.spec.policy.name });
-      await this.event(created, EventReason.ApprovalRequested, `${ar.spec.action.summary} Approve: kubectl approve ${name} -n ${namespace}`, log);
+      log.info("approval request created", {
+        approvalRequest: `${namespace}/${name}`,
+        policy: ar.spec.policy.name,
+      });
+      await this.event(
+        created,
+        EventReason.ApprovalRequested,
+        `${ar.spec.action.summary} Approve: kubectl approve ${name} -n ${namespace}`,
+        log,
+      );
       return created;
     } catch (err) {
       if (!isAlreadyExists(err)) throw err;
@@ -214,7 +222,12 @@ export class ApprovalGate {
       throw err;
     }
     log.info("approval consumed", { approvalRequest: `${ar.metadata.namespace}/${ar.metadata.name}` });
-    await this.event(ar, EventReason.ApprovalConsumed, `Approved action admitted (admission uid ${req.uid}).`, log);
+    await this.event(
+      ar,
+      EventReason.ApprovalConsumed,
+      `Approved action admitted (admission uid ${req.uid}).`,
+      log,
+    );
     return "ok";
   }
 
@@ -264,7 +277,7 @@ export class ApprovalGate {
       approvalRequest: { namespace, name },
       message:
         `Countersign: this action needs a human approval (ApprovalPolicy ${ar.spec.policy.name}, rule ${ar.spec.policy.rule})` +
-        `${ar.spec.policy.message ? `: ${ar.spec.policy.message}` : ""}. ` +
+        `${ar.spec.policy.message ? `: ${ar.spec.policy.message.replace(/[.\s]+$/, "")}` : ""}. ` +
         `ApprovalRequest ${namespace}/${name} ${state === "created" ? "was created" : "is pending"} ` +
         `(${got}/${a.requiredApprovals} approvals from ${who}; expires ${a.expiresAt}). ` +
         `Ask an approver to run: kubectl approve ${name} -n ${namespace} — then retry this exact request unchanged; ` +

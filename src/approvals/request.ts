@@ -7,7 +7,13 @@ import type { CompiledApproval } from "../policy/compile.js";
 import type { AdmissionRequest, RuleRef } from "../policy/evaluate.js";
 import { serviceAccountOf } from "../policy/evaluate.js";
 import { API_GROUP_VERSION, type Condition } from "../policy/types.js";
-import { type ActionIdentity, type AgentContext, actionDiff, actionSummary, agentContext } from "./fingerprint.js";
+import {
+  type ActionIdentity,
+  type AgentContext,
+  actionDiff,
+  actionSummary,
+  agentContext,
+} from "./fingerprint.js";
 
 export const APPROVAL_REQUEST_PLURAL = "approvalrequests";
 export const LABEL_FINGERPRINT = "countersign.io/fingerprint";
@@ -136,7 +142,9 @@ export function buildApprovalRequest(args: {
       approvers: approval.approvers,
       requiredApprovals: approval.requiredApprovals,
       ttl: approval.ttl,
-      expiresAt: new Date(args.now.getTime() + approval.ttlSeconds * 1000).toISOString().replace(/\.\d{3}Z$/, "Z"),
+      expiresAt: new Date(args.now.getTime() + approval.ttlSeconds * 1000)
+        .toISOString()
+        .replace(/\.\d{3}Z$/, "Z"),
       holdSeconds: approval.holdSeconds,
       notify: approval.notify,
     },

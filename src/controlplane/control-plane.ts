@@ -76,7 +76,9 @@ export async function freePort(): Promise<number> {
     srv.on("error", reject);
     srv.listen(0, "127.0.0.1", () => {
       const addr = srv.address();
-      srv.close(() => (addr && typeof addr === "object" ? resolvePort(addr.port) : reject(new Error("no port"))));
+      srv.close(() =>
+        addr && typeof addr === "object" ? resolvePort(addr.port) : reject(new Error("no port")),
+      );
     });
   });
 }
@@ -88,7 +90,9 @@ async function assertPortFree(port: number): Promise<void> {
     srv.once("error", (err: NodeJS.ErrnoException) =>
       reject(
         err.code === "EADDRINUSE"
-          ? new Error(`port 127.0.0.1:${port} is already in use; stop whatever listens there or pick another port`)
+          ? new Error(
+              `port 127.0.0.1:${port} is already in use; stop whatever listens there or pick another port`,
+            )
           : err,
       ),
     );
@@ -191,7 +195,11 @@ export class ControlPlane {
       ].join("\n"),
     );
 
-    const [etcdClientPort, etcdPeerPort, apiServerPort] = [await freePort(), await freePort(), await freePort()];
+    const [etcdClientPort, etcdPeerPort, apiServerPort] = [
+      await freePort(),
+      await freePort(),
+      await freePort(),
+    ];
     const etcdUrl = `http://127.0.0.1:${etcdClientPort}`;
     const adminKubeconfigPath = writeKubeconfig(join(dir, "admin.kubeconfig"), {
       server: `https://127.0.0.1:${apiServerPort}`,
@@ -200,16 +208,7 @@ export class ControlPlane {
       credentials: { clientCertificatePem: admin.certPem, clientKeyPem: admin.keyPem },
     });
 
-    const cp = new ControlPlane(
-      dir,
-      ownsDir,
-      binaries,
-      ca,
-      apiServerPort,
-      etcdUrl,
-      adminKubeconfigPath,
-      0,
-    );
+    const cp = new ControlPlane(dir, ownsDir, binaries, ca, apiServerPort, etcdUrl, adminKubeconfigPath, 0);
     try {
       log(`starting etcd on ${etcdUrl}`);
       await assertPortFree(etcdClientPort);
@@ -305,7 +304,9 @@ export class ControlPlane {
     // setpriv --pdeathsig: the kernel kills the child if this process dies without cleaning up.
     const useSetpriv = existsSync("/usr/bin/setpriv");
     const child = useSetpriv
-      ? spawn("/usr/bin/setpriv", ["--pdeathsig", "SIGKILL", "--", bin, ...args], { stdio: ["ignore", fd, fd] })
+      ? spawn("/usr/bin/setpriv", ["--pdeathsig", "SIGKILL", "--", bin, ...args], {
+          stdio: ["ignore", fd, fd],
+        })
       : spawn(bin, args, { stdio: ["ignore", fd, fd] });
     running.add(child);
     child.once("exit", () => running.delete(child));
@@ -405,7 +406,11 @@ export class ControlPlane {
     groups: string[] = [],
     options: { kubeconfigPath?: string } = {},
   ): Promise<Identity> {
-    const cert = await issueCertificate(this.ca, { commonName: username, organizations: groups, usage: "client" });
+    const cert = await issueCertificate(this.ca, {
+      commonName: username,
+      organizations: groups,
+      usage: "client",
+    });
     const spec = {
       server: this.server,
       caPem: this.caPem,
@@ -413,7 +418,8 @@ export class ControlPlane {
       credentials: { clientCertificatePem: cert.certPem, clientKeyPem: cert.keyPem },
     };
     const kubeconfigPath = writeKubeconfig(
-      options.kubeconfigPath ?? join(this.dir, "identities", `user-${username.replace(/[^\w.-]/g, "_")}.kubeconfig`),
+      options.kubeconfigPath ??
+        join(this.dir, "identities", `user-${username.replace(/[^\w.-]/g, "_")}.kubeconfig`),
       spec,
     );
     return { kubeconfigPath, kubeConfig: kubeConfigFromSpec(spec), username };
@@ -438,12 +444,20 @@ function httpGetOk(url: string): Promise<boolean> {
   });
 }
 
-function httpsGetOk(url: string, caPem: string, client: { certPem: string; keyPem: string }): Promise<boolean> {
+function httpsGetOk(
+  url: string,
+  caPem: string,
+  client: { certPem: string; keyPem: string },
+): Promise<boolean> {
   return new Promise((resolveOk) => {
-    const req = httpsRequest(url, { ca: caPem, cert: client.certPem, key: client.keyPem, timeout: 2000 }, (res) => {
-      res.resume();
-      resolveOk(res.statusCode === 200);
-    });
+    const req = httpsRequest(
+      url,
+      { ca: caPem, cert: client.certPem, key: client.keyPem, timeout: 2000 },
+      (res) => {
+        res.resume();
+        resolveOk(res.statusCode === 200);
+      },
+    );
     req.on("error", () => resolveOk(false));
     req.on("timeout", () => req.destroy());
     req.end();

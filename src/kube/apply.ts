@@ -59,7 +59,9 @@ export async function installCrds(kc: KubeConfig, dir: string, timeoutMs = 30_00
   for (const name of names) {
     for (;;) {
       const crd = await api.readCustomResourceDefinition({ name });
-      const established = crd.status?.conditions?.some((c) => c.type === "Established" && c.status === "True");
+      const established = crd.status?.conditions?.some(
+        (c) => c.type === "Established" && c.status === "True",
+      );
       if (established) break;
       if (Date.now() > deadline) throw new Error(`CRD ${name} was not Established within ${timeoutMs} ms`);
       await new Promise((r) => setTimeout(r, 100));

@@ -30,12 +30,14 @@ export function isStatus(err: unknown, code: number): boolean {
 }
 
 export const isNotFound = (err: unknown) => isStatus(err, 404);
-export const isAlreadyExists = (err: unknown) => isStatus(err, 409) && kubeStatusOf(err)?.reason === "AlreadyExists";
+export const isAlreadyExists = (err: unknown) =>
+  isStatus(err, 409) && kubeStatusOf(err)?.reason === "AlreadyExists";
 export const isConflict = (err: unknown) => isStatus(err, 409) && kubeStatusOf(err)?.reason === "Conflict";
 
 /** A one-line description of a client error for logs and CLI output. */
 export function describeKubeError(err: unknown): string {
   const status = kubeStatusOf(err);
-  if (status) return `${status.code}${status.reason ? ` ${status.reason}` : ""}: ${status.message ?? "no message"}`;
+  if (status)
+    return `${status.code}${status.reason ? ` ${status.reason}` : ""}: ${status.message ?? "no message"}`;
   return err instanceof Error ? err.message : String(err);
 }

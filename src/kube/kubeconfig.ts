@@ -34,12 +34,18 @@ export function renderKubeconfig(spec: KubeconfigSpec): string {
   return stringify({
     apiVersion: "v1",
     kind: "Config",
-    clusters: [{ name: context, cluster: { server: spec.server, "certificate-authority-data": b64(spec.caPem) } }],
+    clusters: [
+      { name: context, cluster: { server: spec.server, "certificate-authority-data": b64(spec.caPem) } },
+    ],
     users: [{ name: spec.user, user }],
     contexts: [
       {
         name: context,
-        context: { cluster: context, user: spec.user, ...(spec.namespace ? { namespace: spec.namespace } : {}) },
+        context: {
+          cluster: context,
+          user: spec.user,
+          ...(spec.namespace ? { namespace: spec.namespace } : {}),
+        },
       },
     ],
     "current-context": context,

@@ -11,7 +11,11 @@ const level = process.env.COUNTERSIGN_LOG_LEVEL ?? (process.env.VITEST ? "error"
 
 export const rootLogger: Logger = winston.createLogger({
   level,
-  format: winston.format.combine(winston.format.timestamp(), winston.format.errors({ stack: false }), winston.format.json()),
+  format: winston.format.combine(
+    winston.format.timestamp(),
+    winston.format.errors({ stack: false }),
+    winston.format.json(),
+  ),
   defaultMeta: { app: "countersign" },
   transports: [new winston.transports.Console({ stderrLevels: ["error", "warn", "info", "debug"] })],
 });

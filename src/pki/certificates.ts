@@ -8,6 +8,7 @@ import { webcrypto } from "node:crypto";
 
 type CryptoKey = webcrypto.CryptoKey;
 type CryptoKeyPair = webcrypto.CryptoKeyPair;
+
 import * as x509 from "@peculiar/x509";
 
 x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
@@ -42,8 +43,8 @@ export interface CertRequest {
 }
 
 function subjectName(commonName: string, organizations: string[] = []): string {
-  const escape = (v: string) => v.replace(/([,+"\\<>;=])/g, "\\$1");
-  return [`CN=${escape(commonName)}`, ...organizations.map((o) => `O=${escape(o)}`)].join(", ");
+  const escapeRdn = (v: string) => v.replace(/([,+"\\<>;=])/g, "\\$1");
+  return [`CN=${escapeRdn(commonName)}`, ...organizations.map((o) => `O=${escapeRdn(o)}`)].join(", ");
 }
 
 function serialNumber(): string {
@@ -97,7 +98,10 @@ export async function issueCertificate(ca: CertificateAuthority, req: CertReques
   if (req.usage !== "server") ekus.push(x509.ExtendedKeyUsage.clientAuth);
   const extensions: x509.Extension[] = [
     new x509.BasicConstraintsExtension(false, undefined, true),
-    new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true),
+    new x509.KeyUsagesExtension(
+      x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment,
+      true,
+    ),
     new x509.ExtendedKeyUsageExtension(ekus, false),
     await x509.AuthorityKeyIdentifierExtension.create(ca.cert, false),
   ];
@@ -132,7 +136,10 @@ export async function createSigningKeyPair(): Promise<{ publicKeyPem: string; pr
 }
 
 /** Reloads a CA written earlier (certPem + PKCS#8 keyPem), e.g. by another process. */
-export async function loadCertificateAuthority(certPem: string, keyPem: string): Promise<CertificateAuthority> {
+export async function loadCertificateAuthority(
+  certPem: string,
+  keyPem: string,
+): Promise<CertificateAuthority> {
   const cert = new x509.X509Certificate(certPem);
   const der = Buffer.from(keyPem.replace(/-----[^-]+-----/g, "").replace(/\s+/g, ""), "base64");
   const privateKey = await webcrypto.subtle.importKey("pkcs8", der, KEY_ALGORITHM, true, ["sign"]);

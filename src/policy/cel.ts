@@ -20,7 +20,13 @@ export const MAX_COMPREHENSION_NESTING = 2;
 export const MAX_REGEX_CACHE = 512;
 
 /** The top-level variables an expression may use. */
-export const TOP_LEVEL_VARIABLES = ["request", "object", "oldObject", "namespaceObject", "variables"] as const;
+export const TOP_LEVEL_VARIABLES = [
+  "request",
+  "object",
+  "oldObject",
+  "namespaceObject",
+  "variables",
+] as const;
 
 /** Fields of `request` (the AdmissionRequest) that expressions may read. */
 export const REQUEST_FIELDS = new Set([
@@ -112,7 +118,14 @@ export function compileExpression(
   }
   const problems: string[] = [];
   const stats = { nodes: 0, maxDepth: 0 };
-  walk(parsed.expr as unknown as AstExpr, { locals: new Set(), variables: declaredVariables }, 1, 0, stats, problems);
+  walk(
+    parsed.expr as unknown as AstExpr,
+    { locals: new Set(), variables: declaredVariables },
+    1,
+    0,
+    stats,
+    problems,
+  );
   if (stats.nodes > MAX_AST_NODES) {
     problems.push(`expression is too large (${stats.nodes} nodes; the limit is ${MAX_AST_NODES})`);
   }
@@ -190,7 +203,8 @@ function walk(
       const call = value as { target?: AstExpr; function: string; args: AstExpr[] };
       // Operators (_&&_, _[_], @not_strictly_false, ...) are special forms the planner resolves itself.
       const isOperator = call.function.startsWith("_") || call.function.startsWith("@");
-      if (!isOperator && !policyCelEnv().funcs.find(call.function)) problems.push(`unknown function '${call.function}'`);
+      if (!isOperator && !policyCelEnv().funcs.find(call.function))
+        problems.push(`unknown function '${call.function}'`);
       next(call.target);
       for (const a of call.args) next(a);
       return;
@@ -199,8 +213,9 @@ function walk(
       for (const el of (value as { elements: AstExpr[] }).elements) next(el);
       return;
     case "structExpr":
-      for (const entry of (value as { entries: { keyKind: { case: string; value: unknown }; value: AstExpr }[] })
-        .entries) {
+      for (const entry of (
+        value as { entries: { keyKind: { case: string; value: unknown }; value: AstExpr }[] }
+      ).entries) {
         if (entry.keyKind.case === "mapKey") next(entry.keyKind.value);
         next(entry.value);
       }
@@ -249,7 +264,10 @@ function firstLine(err: unknown): string {
  * so only known categories pass, never the library's own wording.
  */
 const ERROR_CATEGORIES: [RegExp, string][] = [
-  [/no such (key|field|attribute)/i, "no such key or field (use has() to guard optional fields)"],
+  [
+    /no such (key|field|attribute)|not found|missing/i,
+    "no such key or field (use has() to guard optional fields)",
+  ],
   [/overload/i, "no matching overload for the operand types (check int vs double vs string)"],
   [/convert|conversion|parse/i, "type conversion failed"],
   [/divi(de|sion) by zero|modulus by zero/i, "division by zero"],

@@ -91,7 +91,8 @@ function compileApproval(a: ApprovalSettings, path: string, errors: CompileError
 export function compilePolicy(policy: ApprovalPolicy): CompileResult {
   const errors: CompileError[] = [];
   const spec = policy.spec;
-  if (!spec || typeof spec !== "object") return { ok: false, errors: [{ path: "spec", message: "spec is required" }] };
+  if (!spec || typeof spec !== "object")
+    return { ok: false, errors: [{ path: "spec", message: "spec is required" }] };
   if (!spec.subjects) errors.push({ path: "spec.subjects", message: "subjects is required" });
   if (!Array.isArray(spec.rules) || spec.rules.length === 0) {
     errors.push({ path: "spec.rules", message: "at least one rule is required" });
@@ -122,10 +123,14 @@ export function compilePolicy(policy: ApprovalPolicy): CompileResult {
   const ruleNames = new Set<string>();
   const rules: CompiledRule[] = (spec.rules ?? []).map((r: PolicyRule, i) => {
     const path = `spec.rules[${i}]`;
-    if (ruleNames.has(r.name)) errors.push({ path: `${path}.name`, message: `rule name '${r.name}' is used twice` });
+    if (ruleNames.has(r.name))
+      errors.push({ path: `${path}.name`, message: `rule name '${r.name}' is used twice` });
     ruleNames.add(r.name);
     if (!["Allow", "Deny", "RequireApproval"].includes(r.action)) {
-      errors.push({ path: `${path}.action`, message: `action must be Allow, Deny or RequireApproval, not '${r.action}'` });
+      errors.push({
+        path: `${path}.action`,
+        message: `action must be Allow, Deny or RequireApproval, not '${r.action}'`,
+      });
     }
     if (r.action === "RequireApproval" && !r.approval) {
       errors.push({ path: `${path}.approval`, message: "a RequireApproval rule needs an approval block" });
@@ -136,13 +141,17 @@ export function compilePolicy(policy: ApprovalPolicy): CompileResult {
       const c = compile(r.condition, `${path}.condition`);
       if (c) rule.condition = c;
     }
-    if (r.approval && r.action === "RequireApproval") rule.approval = compileApproval(r.approval, `${path}.approval`, errors);
+    if (r.approval && r.action === "RequireApproval")
+      rule.approval = compileApproval(r.approval, `${path}.approval`, errors);
     return rule;
   });
   (spec.match ?? []).forEach((m, i) => {
     for (const res of m.resources ?? []) {
       if (res.split("/").length > 2) {
-        errors.push({ path: `spec.match[${i}].resources`, message: `'${res}' is not a resource or resource/subresource` });
+        errors.push({
+          path: `spec.match[${i}].resources`,
+          message: `'${res}' is not a resource or resource/subresource`,
+        });
       }
     }
   });

@@ -71,7 +71,9 @@ export interface EvaluationInputs {
 
 const SA_PREFIX = "system:serviceaccount:";
 
-export function serviceAccountOf(username: string | undefined): { namespace: string; name: string } | undefined {
+export function serviceAccountOf(
+  username: string | undefined,
+): { namespace: string; name: string } | undefined {
   if (!username?.startsWith(SA_PREFIX)) return undefined;
   const rest = username.slice(SA_PREFIX.length);
   const i = rest.indexOf(":");
@@ -119,7 +121,10 @@ function resourceMatches(m: ResourceMatch, req: AdmissionRequest): boolean {
 
 export function requestMatches(policy: CompiledPolicy, req: AdmissionRequest): boolean {
   if (policy.match.length === 0) {
-    return (req.operation === "CREATE" || req.operation === "UPDATE" || req.operation === "DELETE") && !req.subResource;
+    return (
+      (req.operation === "CREATE" || req.operation === "UPDATE" || req.operation === "DELETE") &&
+      !req.subResource
+    );
   }
   return policy.match.some((m) => resourceMatches(m, req));
 }
@@ -135,8 +140,17 @@ class ActivationBuilder {
   get(policy: CompiledPolicy): Activation {
     if (!this.base) {
       const { object, oldObject, ...rest } = this.req;
+      // Like Kubernetes' own CEL `request`: optional strings are present as "" and dryRun as a bool.
+      const request = {
+        name: "",
+        namespace: "",
+        subResource: "",
+        requestSubResource: "",
+        dryRun: false,
+        ...rest,
+      };
       this.base = {
-        request: toCel(rest),
+        request: toCel(request),
         object: object === undefined ? null : toCel(object),
         oldObject: oldObject === undefined ? null : toCel(oldObject),
         namespaceObject: null,
@@ -160,7 +174,11 @@ function strictness(a: CompiledApproval): [number, number] {
   return [-a.requiredApprovals, a.ttlSeconds];
 }
 
-export function decide(req: AdmissionRequest, policies: readonly CompiledPolicy[], inputs: EvaluationInputs = {}): Decision {
+export function decide(
+  req: AdmissionRequest,
+  policies: readonly CompiledPolicy[],
+  inputs: EvaluationInputs = {},
+): Decision {
   const activation = new ActivationBuilder(req, inputs);
   const allowed: RuleRef[] = [];
   let approval: { rule: CompiledRule; ref: RuleRef } | undefined;
@@ -183,7 +201,8 @@ export function decide(req: AdmissionRequest, policies: readonly CompiledPolicy[
     const vars = act.variables as Record<string, unknown>;
     for (const v of policy.variables) {
       const value = v.expression.evaluate(act);
-      if (value instanceof EvaluationError) return { kind: "error", policy: policy.name, message: value.message };
+      if (value instanceof EvaluationError)
+        return { kind: "error", policy: policy.name, message: value.message };
       vars[v.name] = value;
     }
     for (const rule of policy.rules) {

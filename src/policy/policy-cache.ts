@@ -29,11 +29,20 @@ export const ConditionReason = { Compiled: "Compiled", InvalidPolicy: "InvalidPo
 
 const RESTART_DELAY_MS = 1000;
 
-function keepRunning<T extends KubernetesObject>(informer: Informer<T>, name: string, log: Logger): void {
+function keepRunning<T extends KubernetesObject>(
+  informer: Informer<T>,
+  name: string,
+  log: Logger,
+  stopped: () => boolean,
+): void {
   informer.on("error", (err: unknown) => {
+    if (stopped()) return;
     log.warn("informer stopped; restarting", { informer: name, error: describeKubeError(err) });
     setTimeout(() => {
-      informer.start().catch((e: unknown) => log.error("informer restart failed", { informer: name, error: String(e) }));
+      if (stopped()) return;
+      informer
+        .start()
+        .catch((e: unknown) => log.error("informer restart failed", { informer: name, error: String(e) }));
     }, RESTART_DELAY_MS);
   });
 }
@@ -49,6 +58,7 @@ export class PolicyCache {
   private compiled = new Map<string, { generation: number; policy?: CompiledPolicy; error?: string }>();
   private sorted: CompiledPolicy[] = [];
   private synced = false;
+  private stopped = false;
   private policies: Informer<ApprovalPolicy> & ObjectCache<ApprovalPolicy>;
   private serviceAccounts: Informer<V1ServiceAccount> & ObjectCache<V1ServiceAccount>;
   private namespaces: Informer<V1Namespace> & ObjectCache<V1Namespace>;
@@ -64,9 +74,16 @@ export class PolicyCache {
     this.policies = makeInformer<ApprovalPolicy>(
       kc,
       `/apis/${API_GROUP}/${API_VERSION}/${POLICY_PLURAL}`,
-      () => this.custom.listClusterCustomObject({ group: API_GROUP, version: API_VERSION, plural: POLICY_PLURAL }),
+      () =>
+        this.custom.listClusterCustomObject({
+          group: API_GROUP,
+          version: API_VERSION,
+          plural: POLICY_PLURAL,
+        }),
     );
-    this.serviceAccounts = makeInformer(kc, "/api/v1/serviceaccounts", () => core.listServiceAccountForAllNamespaces());
+    this.serviceAccounts = makeInformer(kc, "/api/v1/serviceaccounts", () =>
+      core.listServiceAccountForAllNamespaces(),
+    );
     this.namespaces = makeInformer(kc, "/api/v1/namespaces", () => core.listNamespace());
     const onChange = (p: ApprovalPolicy) => this.upsert(p);
     this.policies.on("add", onChange);
@@ -75,11 +92,12 @@ export class PolicyCache {
       this.compiled.delete(p.metadata.name);
       this.rebuild();
     });
-    keepRunning(this.policies, "approvalpolicies", opts.logger);
-    keepRunning(this.serviceAccounts, "serviceaccounts", opts.logger);
-    keepRunning(this.namespaces, "namespaces", opts.logger);
+    keepRunning(this.policies, "approvalpolicies", opts.logger, () => this.stopped);
+    keepRunning(this.serviceAccounts, "serviceaccounts", opts.logger, () => this.stopped);
+    keepRunning(this.namespaces, "namespaces", opts.logger, () => this.stopped);
     this.inputs = {
-      serviceAccountLabels: (namespace, name) => this.serviceAccounts.get(name, namespace)?.metadata?.labels ?? {},
+      serviceAccountLabels: (namespace, name) =>
+        this.serviceAccounts.get(name, namespace)?.metadata?.labels ?? {},
       namespaceObject: (name) => this.namespaces.get(name) ?? null,
     };
   }
@@ -87,10 +105,14 @@ export class PolicyCache {
   async start(): Promise<void> {
     await Promise.all([this.policies.start(), this.serviceAccounts.start(), this.namespaces.start()]);
     this.synced = true;
-    this.opts.logger.info("policy cache synced", { policies: this.sorted.length, invalid: this.invalidCount() });
+    this.opts.logger.info("policy cache synced", {
+      policies: this.sorted.length,
+      invalid: this.invalidCount(),
+    });
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     await Promise.all([this.policies.stop(), this.serviceAccounts.stop(), this.namespaces.stop()]);
   }
 
@@ -123,7 +145,8 @@ export class PolicyCache {
       log.warn("policy is invalid and is not enforced", { error });
     }
     this.rebuild();
-    if (this.opts.writeStatus) void this.writeStatus(p, result.ok ? undefined : this.compiled.get(name)?.error);
+    if (this.opts.writeStatus)
+      void this.writeStatus(p, result.ok ? undefined : this.compiled.get(name)?.error);
   }
 
   private rebuild(): void {
@@ -143,7 +166,12 @@ export class PolicyCache {
       lastTransitionTime: new Date().toISOString().replace(/\.\d{3}Z$/, "Z"),
     };
     const old = p.status?.conditions?.find((c) => c.type === ConditionType.Ready);
-    if (old && old.status === condition.status && old.reason === condition.reason && old.message === condition.message) {
+    if (
+      old &&
+      old.status === condition.status &&
+      old.reason === condition.reason &&
+      old.message === condition.message
+    ) {
       condition.lastTransitionTime = old.lastTransitionTime;
       if (old.observedGeneration === generation) return;
     }
@@ -155,13 +183,20 @@ export class PolicyCache {
           plural: POLICY_PLURAL,
           name: p.metadata.name,
           body: {
-            status: { observedGeneration: generation, ruleCount: p.spec.rules?.length ?? 0, conditions: [condition] },
+            status: {
+              observedGeneration: generation,
+              ruleCount: p.spec.rules?.length ?? 0,
+              conditions: [condition],
+            },
           },
         },
         setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
       );
     } catch (err) {
-      this.opts.logger.warn("could not write policy status", { policy: p.metadata.name, error: describeKubeError(err) });
+      this.opts.logger.warn("could not write policy status", {
+        policy: p.metadata.name,
+        error: describeKubeError(err),
+      });
     }
   }
 }

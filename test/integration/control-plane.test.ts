@@ -61,7 +61,12 @@ describe("control plane harness (real etcd + kube-apiserver)", () => {
       spec: { subjects: { users: ["bot"] }, rules: [{ name: "needs-approval", action: "RequireApproval" }] },
     };
     await expect(
-      custom.createClusterCustomObject({ group: "countersign.io", version: "v1alpha1", plural: "approvalpolicies", body: bad }),
+      custom.createClusterCustomObject({
+        group: "countersign.io",
+        version: "v1alpha1",
+        plural: "approvalpolicies",
+        body: bad,
+      }),
     ).rejects.toThrow(/spec\.rules\[0\].*RequireApproval rule needs an approval block/);
   });
 

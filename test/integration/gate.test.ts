@@ -27,10 +27,21 @@ const agentsNs = uniqueName("agents");
 const prod = uniqueName("prod");
 const policyName = uniqueName("prod-guard");
 
-function post(port: number, body: string, contentType = "application/json"): Promise<{ status: number; body: string }> {
+function post(
+  port: number,
+  body: string,
+  contentType = "application/json",
+): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const req = httpsRequest(
-      { host: "127.0.0.1", port, path: "/validate", method: "POST", rejectUnauthorized: false, headers: { "content-type": contentType } },
+      {
+        host: "127.0.0.1",
+        port,
+        path: "/validate",
+        method: "POST",
+        rejectUnauthorized: false,
+        headers: { "content-type": contentType },
+      },
       (res) => {
         let data = "";
         res.on("data", (c) => (data += c));
@@ -44,7 +55,11 @@ function post(port: number, body: string, contentType = "application/json"): Pro
 
 async function listRequests(): Promise<ApprovalRequest[]> {
   const custom = cp.adminKubeConfig().makeApiClient(CustomObjectsApi);
-  const list = (await custom.listNamespacedCustomObject({ ...G, namespace: prod, plural: "approvalrequests" })) as {
+  const list = (await custom.listNamespacedCustomObject({
+    ...G,
+    namespace: prod,
+    plural: "approvalrequests",
+  })) as {
     items: ApprovalRequest[];
   };
   return list.items;
@@ -53,7 +68,12 @@ async function listRequests(): Promise<ApprovalRequest[]> {
 async function approve(name: string, approver = "alice@example.com"): Promise<void> {
   // Until the decision guard and reconciler land, an admin records the decision and phase directly.
   const custom = cp.adminKubeConfig().makeApiClient(CustomObjectsApi);
-  const ar = (await custom.getNamespacedCustomObject({ ...G, namespace: prod, plural: "approvalrequests", name })) as ApprovalRequest;
+  const ar = (await custom.getNamespacedCustomObject({
+    ...G,
+    namespace: prod,
+    plural: "approvalrequests",
+    name,
+  })) as ApprovalRequest;
   ar.spec.decisions = [...(ar.spec.decisions ?? []), { approver, decision: "Approve", reason: "looks fine" }];
   const updated = (await custom.replaceNamespacedCustomObject({
     ...G,
@@ -63,7 +83,13 @@ async function approve(name: string, approver = "alice@example.com"): Promise<vo
     body: ar,
   })) as ApprovalRequest;
   updated.status = { ...updated.status, phase: "Approved", approvals: 1 };
-  await custom.replaceNamespacedCustomObjectStatus({ ...G, namespace: prod, plural: "approvalrequests", name, body: updated });
+  await custom.replaceNamespacedCustomObjectStatus({
+    ...G,
+    namespace: prod,
+    plural: "approvalrequests",
+    name,
+    body: updated,
+  });
 }
 
 const secretApi = () => agent.makeApiClient(CoreV1Api);
@@ -90,7 +116,13 @@ beforeAll(async () => {
     namespace: prod,
     body: {
       metadata: { name: "agent-edit" },
-      rules: [{ apiGroups: [""], resources: ["secrets", "configmaps"], verbs: ["get", "list", "create", "update", "patch", "delete"] }],
+      rules: [
+        {
+          apiGroups: [""],
+          resources: ["secrets", "configmaps"],
+          verbs: ["get", "list", "create", "update", "patch", "delete"],
+        },
+      ],
     },
   });
   await rbac.createNamespacedRoleBinding({
@@ -109,7 +141,14 @@ beforeAll(async () => {
       metadata: { name: policyName },
       spec: {
         subjects: { serviceAccounts: [{ namespace: agentsNs }] },
-        match: [{ operations: ["DELETE", "UPDATE"], apiGroups: [""], resources: ["secrets", "configmaps"], namespaces: [prod] }],
+        match: [
+          {
+            operations: ["DELETE", "UPDATE"],
+            apiGroups: [""],
+            resources: ["secrets", "configmaps"],
+            namespaces: [prod],
+          },
+        ],
         rules: [
           {
             name: "changes-in-prod",
@@ -121,10 +160,18 @@ beforeAll(async () => {
       },
     } as never,
   ]);
-  for (const r of cs.replicas) await eventually(async () => r.policies.list().some((p) => p.name === policyName), 10_000, "policy compiled");
+  for (const r of cs.replicas)
+    await eventually(
+      async () => r.policies.list().some((p) => p.name === policyName),
+      10_000,
+      "policy compiled",
+    );
   const core = cp.adminKubeConfig().makeApiClient(CoreV1Api);
   for (const name of ["db-creds", "other-creds", "canary"]) {
-    await core.createNamespacedSecret({ namespace: prod, body: { metadata: { name }, stringData: { password: "hunter2-super-secret" } } });
+    await core.createNamespacedSecret({
+      namespace: prod,
+      body: { metadata: { name }, stringData: { password: "hunter2-super-secret" } },
+    });
   }
   // The API server picks up a new webhook configuration asynchronously: wait until it gates.
   await eventually(async () => !(await agentDeleteSecret("canary", true)).ok, 15_000, "webhook active");
@@ -142,7 +189,10 @@ describe("the approval gate", () => {
     expect(first.message).toMatch(/kubectl approve delete-secrets-db-creds-[0-9a-f]{12} -n /);
 
     // 10 retries through the API server (replica 0) and 10 AdmissionReviews straight to replica 1.
-    const secret = await cp.adminKubeConfig().makeApiClient(CoreV1Api).readNamespacedSecret({ name: "db-creds", namespace: prod });
+    const secret = await cp
+      .adminKubeConfig()
+      .makeApiClient(CoreV1Api)
+      .readNamespacedSecret({ name: "db-creds", namespace: prod });
     const review = (uid: string) =>
       JSON.stringify({
         apiVersion: "admission.k8s.io/v1",
@@ -154,7 +204,10 @@ describe("the approval gate", () => {
           name: "db-creds",
           namespace: prod,
           operation: "DELETE",
-          userInfo: { username: agentUser, groups: ["system:serviceaccounts", `system:serviceaccounts:${agentsNs}`] },
+          userInfo: {
+            username: agentUser,
+            groups: ["system:serviceaccounts", `system:serviceaccounts:${agentsNs}`],
+          },
           oldObject: secret,
           dryRun: false,
         },
@@ -177,14 +230,24 @@ describe("the approval gate", () => {
     expect(JSON.stringify(ar)).not.toContain(Buffer.from("hunter2-super-secret").toString("base64"));
 
     // An Event names the request.
-    const events = await cp.adminKubeConfig().makeApiClient(CoreV1Api).listNamespacedEvent({ namespace: prod });
-    expect(events.items.some((e) => e.involvedObject.name === ar.metadata.name && e.reason === "ApprovalRequested")).toBe(true);
+    const events = await cp
+      .adminKubeConfig()
+      .makeApiClient(CoreV1Api)
+      .listNamespacedEvent({ namespace: prod });
+    expect(
+      events.items.some(
+        (e) => e.involvedObject.name === ar.metadata.name && e.reason === "ApprovalRequested",
+      ),
+    ).toBe(true);
   });
 
   it("after approval, exactly one of 20 parallel retries (2 replicas) goes through; a further retry is denied again", async () => {
     const ar = (await listRequests()).find((r) => r.spec.action.name === "db-creds")!;
     await approve(ar.metadata.name);
-    const secret = await cp.adminKubeConfig().makeApiClient(CoreV1Api).readNamespacedSecret({ name: "db-creds", namespace: prod });
+    const secret = await cp
+      .adminKubeConfig()
+      .makeApiClient(CoreV1Api)
+      .readNamespacedSecret({ name: "db-creds", namespace: prod });
     const review = (uid: string) =>
       JSON.stringify({
         apiVersion: "admission.k8s.io/v1",
@@ -228,7 +291,10 @@ describe("the approval gate", () => {
     expect(other.ok).toBe(false);
     const core = agent.makeApiClient(CoreV1Api);
     const admin = cp.adminKubeConfig().makeApiClient(CoreV1Api);
-    await admin.createNamespacedConfigMap({ namespace: prod, body: { metadata: { name: "flags" }, data: { mode: "safe" } } });
+    await admin.createNamespacedConfigMap({
+      namespace: prod,
+      body: { metadata: { name: "flags" }, data: { mode: "safe" } },
+    });
     const update = async (mode: string) => {
       const cm = await admin.readNamespacedConfigMap({ name: "flags", namespace: prod });
       cm.data = { mode };
@@ -287,12 +353,24 @@ describe("the approval gate", () => {
         rules: [{ name: "r", action: "Deny", condition: "request.operaton == 'DELETE'" }],
       },
     };
-    const err = await custom
-      .createClusterCustomObject({ ...G, plural: "approvalpolicies", body: bad })
-      .then(() => undefined, (e: unknown) => e);
-    expect(kubeStatusOf(err)?.message).toMatch(/spec\.rules\[0\]\.condition: request has no field 'operaton'/);
-    const syntax = { ...bad, metadata: { name: uniqueName("bad-syntax") }, spec: { ...bad.spec, rules: [{ name: "r", action: "Deny", condition: "request.operation ==" }] } };
-    const err2 = await custom.createClusterCustomObject({ ...G, plural: "approvalpolicies", body: syntax }).then(() => undefined, (e: unknown) => e);
+    const err = await custom.createClusterCustomObject({ ...G, plural: "approvalpolicies", body: bad }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(kubeStatusOf(err)?.message).toMatch(
+      /spec\.rules\[0\]\.condition: request has no field 'operaton'/,
+    );
+    const syntax = {
+      ...bad,
+      metadata: { name: uniqueName("bad-syntax") },
+      spec: { ...bad.spec, rules: [{ name: "r", action: "Deny", condition: "request.operation ==" }] },
+    };
+    const err2 = await custom
+      .createClusterCustomObject({ ...G, plural: "approvalpolicies", body: syntax })
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
     expect(kubeStatusOf(err2)?.message).toMatch(/spec\.rules\[0\]\.condition: invalid CEL syntax/);
   });
 
@@ -302,16 +380,28 @@ describe("the approval gate", () => {
     const malformed = await post(port, "{not json");
     expect(malformed.status).toBe(400);
     expect(malformed.body).toMatch(/not valid JSON/);
-    const wrong = await post(port, JSON.stringify({ apiVersion: "admission.k8s.io/v1beta1", kind: "AdmissionReview", request: {} }));
+    const wrong = await post(
+      port,
+      JSON.stringify({ apiVersion: "admission.k8s.io/v1beta1", kind: "AdmissionReview", request: {} }),
+    );
     expect(wrong.status).toBe(400);
     expect(wrong.body).toMatch(/expected apiVersion admission.k8s.io\/v1/);
     const huge = await post(port, JSON.stringify({ pad: "x".repeat(8 * 1024 * 1024) }));
     expect(huge.status).toBe(413);
-    const noUid = await post(port, JSON.stringify({ apiVersion: "admission.k8s.io/v1", kind: "AdmissionReview", request: { operation: "DELETE" } }));
+    const noUid = await post(
+      port,
+      JSON.stringify({
+        apiVersion: "admission.k8s.io/v1",
+        kind: "AdmissionReview",
+        request: { operation: "DELETE" },
+      }),
+    );
     expect(noUid.status).toBe(400);
     expect(noUid.body).toMatch(/request.uid/);
     const health = await new Promise<number>((resolve) =>
-      httpsRequest({ host: "127.0.0.1", port, path: "/readyz", rejectUnauthorized: false }, (res) => resolve(res.statusCode ?? 0)).end(),
+      httpsRequest({ host: "127.0.0.1", port, path: "/readyz", rejectUnauthorized: false }, (res) =>
+        resolve(res.statusCode ?? 0),
+      ).end(),
     );
     expect(health).toBe(200);
     // The real path still works after all that.

@@ -1,6 +1,6 @@
 /** Starts Countersign in-process against the test control plane and registers its webhook. */
 import { AdmissionregistrationV1Api } from "@kubernetes/client-node";
-import { webhookConfiguration, type SelectedSubjects } from "../../src/admission/registration.js";
+import { type SelectedSubjects, webhookConfiguration } from "../../src/admission/registration.js";
 import { type RunningCountersign, startCountersign } from "../../src/app.js";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
 import { isNotFound } from "../../src/kube/errors.js";
@@ -22,7 +22,12 @@ export async function startTestCountersign(
   opts: { subjects: SelectedSubjects; installNamespace?: string; replicas?: number; webhookName?: string },
 ): Promise<TestCountersign> {
   const ca = await createCertificateAuthority("countersign-test-webhook-ca");
-  const tls = await issueCertificate(ca, { commonName: "countersign", ipAddresses: ["127.0.0.1"], dnsNames: ["localhost"], usage: "server" });
+  const tls = await issueCertificate(ca, {
+    commonName: "countersign",
+    ipAddresses: ["127.0.0.1"],
+    dnsNames: ["localhost"],
+    usage: "server",
+  });
   const installNamespace = opts.installNamespace ?? "countersign-system";
   await cp.ensureNamespace(installNamespace);
   const replicas: RunningCountersign[] = [];
@@ -64,7 +69,11 @@ export async function startTestCountersign(
 }
 
 /** Polls until `fn` returns a truthy value (or throws after timeoutMs). */
-export async function eventually<T>(fn: () => Promise<T | undefined | false>, timeoutMs = 10_000, what = "condition"): Promise<T> {
+export async function eventually<T>(
+  fn: () => Promise<T | undefined | false>,
+  timeoutMs = 10_000,
+  what = "condition",
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
@@ -74,7 +83,8 @@ export async function eventually<T>(fn: () => Promise<T | undefined | false>, ti
     } catch (err) {
       last = err;
     }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ""}`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ""}`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }

@@ -15,7 +15,9 @@ let cp: ControlPlane | undefined;
 
 export async function setup(project: TestProject): Promise<void> {
   cp = await ControlPlane.start();
-  console.log(`[countersign] control plane (etcd + kube-apiserver) ready in ${cp.startupMs} ms at ${cp.server}`);
+  console.log(
+    `[countersign] control plane (etcd + kube-apiserver) ready in ${cp.startupMs} ms at ${cp.server}`,
+  );
   project.provide("controlPlaneDir", cp.dir);
 }
 

@@ -7,7 +7,12 @@ import {
   fingerprintOf,
   redactedObject,
 } from "../../src/approvals/fingerprint.js";
-import { type ApprovalRequest, approvalRequestName, effectivePhase, usableApproval } from "../../src/approvals/request.js";
+import {
+  type ApprovalRequest,
+  approvalRequestName,
+  effectivePhase,
+  usableApproval,
+} from "../../src/approvals/request.js";
 import type { AdmissionRequest } from "../../src/policy/evaluate.js";
 
 const base = (over: Partial<AdmissionRequest> = {}): AdmissionRequest => ({
@@ -18,7 +23,14 @@ const base = (over: Partial<AdmissionRequest> = {}): AdmissionRequest => ({
   name: "api",
   operation: "UPDATE",
   userInfo: { username: "system:serviceaccount:ai-agents:ops-bot" },
-  object: { metadata: { name: "api", resourceVersion: "5", annotations: { "countersign.io/reason": "scale for sale" } }, spec: { replicas: 5 } },
+  object: {
+    metadata: {
+      name: "api",
+      resourceVersion: "5",
+      annotations: { "countersign.io/reason": "scale for sale" },
+    },
+    spec: { replicas: 5 },
+  },
   oldObject: { metadata: { name: "api", resourceVersion: "4" }, spec: { replicas: 3 } },
   ...over,
 });
@@ -27,17 +39,30 @@ describe("fingerprint", () => {
   it("ignores volatile fields, status and the agent's own annotations, but not content", () => {
     const a = fingerprintOf(actionIdentity(base()));
     const volatile = base({
-      object: { metadata: { name: "api", resourceVersion: "9", uid: "x", managedFields: [{}], annotations: { "countersign.io/reason": "other words" } }, spec: { replicas: 5 }, status: { ready: 1 } },
+      object: {
+        metadata: {
+          name: "api",
+          resourceVersion: "9",
+          uid: "x",
+          managedFields: [{}],
+          annotations: { "countersign.io/reason": "other words" },
+        },
+        spec: { replicas: 5 },
+        status: { ready: 1 },
+      },
     });
     expect(fingerprintOf(actionIdentity(volatile))).toBe(a);
-    expect(fingerprintOf(actionIdentity(base({ object: { metadata: { name: "api" }, spec: { replicas: 6 } } })))).not.toBe(a);
+    expect(
+      fingerprintOf(actionIdentity(base({ object: { metadata: { name: "api" }, spec: { replicas: 6 } } }))),
+    ).not.toBe(a);
     expect(fingerprintOf(actionIdentity(base({ name: "web" })))).not.toBe(a);
     expect(fingerprintOf(actionIdentity(base({ userInfo: { username: "someone-else" } })))).not.toBe(a);
     expect(fingerprintOf(actionIdentity(base({ operation: "CREATE" })))).not.toBe(a);
   });
 
   it("binds a DELETE to the exact object (uid), so a same-named replacement is a different action", () => {
-    const del = (uid: string) => base({ operation: "DELETE", object: undefined, oldObject: { metadata: { name: "api", uid } } });
+    const del = (uid: string) =>
+      base({ operation: "DELETE", object: undefined, oldObject: { metadata: { name: "api", uid } } });
     expect(fingerprintOf(actionIdentity(del("1")))).not.toBe(fingerprintOf(actionIdentity(del("2"))));
   });
 
@@ -51,7 +76,15 @@ describe("summary, diff and agent context", () => {
     const secret = base({
       kind: { group: "", version: "v1", kind: "Secret" },
       resource: { group: "", version: "v1", resource: "secrets" },
-      object: { metadata: { name: "s", annotations: { "kubectl.kubernetes.io/last-applied-configuration": '{"data":{"p":"aHVudGVyMg=="}}' } }, data: { p: "aHVudGVyMw==" } },
+      object: {
+        metadata: {
+          name: "s",
+          annotations: {
+            "kubectl.kubernetes.io/last-applied-configuration": '{"data":{"p":"aHVudGVyMg=="}}',
+          },
+        },
+        data: { p: "aHVudGVyMw==" },
+      },
       oldObject: { metadata: { name: "s" }, data: { p: "aHVudGVyMg==" } },
     });
     const diff = actionDiff(secret) ?? "";
@@ -76,7 +109,11 @@ describe("ApprovalRequest names and state", () => {
     expect(approvalRequestName(action, fp, 1)).toMatch(/-2$/);
   });
 
-  const ar = (status: ApprovalRequest["status"], decisions: ApprovalRequest["spec"]["decisions"], required = 1): ApprovalRequest => ({
+  const ar = (
+    status: ApprovalRequest["status"],
+    decisions: ApprovalRequest["spec"]["decisions"],
+    required = 1,
+  ): ApprovalRequest => ({
     apiVersion: "countersign.io/v1alpha1",
     kind: "ApprovalRequest",
     metadata: { name: "x", namespace: "prod" },
@@ -84,9 +121,24 @@ describe("ApprovalRequest names and state", () => {
       fingerprint: "f".repeat(64),
       attempt: 0,
       requester: { username: "bot" },
-      action: { operation: "DELETE", group: "", version: "v1", resource: "secrets", subResource: "", namespace: "prod", name: "s", objectHash: "", summary: "" },
+      action: {
+        operation: "DELETE",
+        group: "",
+        version: "v1",
+        resource: "secrets",
+        subResource: "",
+        namespace: "prod",
+        name: "s",
+        objectHash: "",
+        summary: "",
+      },
       policy: { name: "p", rule: "r" },
-      approval: { approvers: { groups: ["g"] }, requiredApprovals: required, ttl: "1h", expiresAt: "2026-01-01T01:00:00Z" },
+      approval: {
+        approvers: { groups: ["g"] },
+        requiredApprovals: required,
+        ttl: "1h",
+        expiresAt: "2026-01-01T01:00:00Z",
+      },
       decisions,
     },
     ...(status ? { status } : {}),
@@ -95,13 +147,42 @@ describe("ApprovalRequest names and state", () => {
   const fp = "f".repeat(64);
 
   it("uses only approved, unexpired, unconsumed requests with enough distinct non-requester approvals", () => {
-    expect(usableApproval(ar({ phase: "Approved" }, [{ approver: "alice", decision: "Approve" }]), fp, now).usable).toBe(true);
-    expect(usableApproval(ar({ phase: "Approved" }, [{ approver: "alice", decision: "Approve" }]), "0".repeat(64), now)).toMatchObject({ why: /different action/ });
+    expect(
+      usableApproval(ar({ phase: "Approved" }, [{ approver: "alice", decision: "Approve" }]), fp, now).usable,
+    ).toBe(true);
+    expect(
+      usableApproval(
+        ar({ phase: "Approved" }, [{ approver: "alice", decision: "Approve" }]),
+        "0".repeat(64),
+        now,
+      ),
+    ).toMatchObject({ why: /different action/ });
     expect(usableApproval(ar({ phase: "Pending" }, []), fp, now).usable).toBe(false);
-    expect(usableApproval(ar({ phase: "Approved" }, [{ approver: "bot", decision: "Approve" }]), fp, now)).toMatchObject({ why: /0 of 1/ });
-    expect(usableApproval(ar({ phase: "Approved" }, [{ approver: "a", decision: "Approve" }], 2), fp, now)).toMatchObject({ why: /1 of 2/ });
-    expect(usableApproval(ar({ phase: "Approved" }, [{ approver: "a", decision: "Approve" }, { approver: "b", decision: "Deny" }]), fp, now)).toMatchObject({ why: /denied by b/ });
-    expect(usableApproval(ar({ phase: "Approved", consumed: { admissionUID: "u", time: "t" } }, [{ approver: "a", decision: "Approve" }]), fp, now).usable).toBe(false);
+    expect(
+      usableApproval(ar({ phase: "Approved" }, [{ approver: "bot", decision: "Approve" }]), fp, now),
+    ).toMatchObject({ why: /0 of 1/ });
+    expect(
+      usableApproval(ar({ phase: "Approved" }, [{ approver: "a", decision: "Approve" }], 2), fp, now),
+    ).toMatchObject({ why: /1 of 2/ });
+    expect(
+      usableApproval(
+        ar({ phase: "Approved" }, [
+          { approver: "a", decision: "Approve" },
+          { approver: "b", decision: "Deny" },
+        ]),
+        fp,
+        now,
+      ),
+    ).toMatchObject({ why: /denied by b/ });
+    expect(
+      usableApproval(
+        ar({ phase: "Approved", consumed: { admissionUID: "u", time: "t" } }, [
+          { approver: "a", decision: "Approve" },
+        ]),
+        fp,
+        now,
+      ).usable,
+    ).toBe(false);
   });
 
   it("treats a request past its expiry as Expired before the controller says so", () => {

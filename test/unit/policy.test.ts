@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { compileExpression, EvaluationError, safeDetail, toCel } from "../../src/policy/cel.js";
-import { compilePolicy, type CompiledPolicy, parseDurationSeconds } from "../../src/policy/compile.js";
+import { type CompiledPolicy, compilePolicy, parseDurationSeconds } from "../../src/policy/compile.js";
 import { type AdmissionRequest, decide } from "../../src/policy/evaluate.js";
 import type { ApprovalPolicy, ApprovalPolicySpec } from "../../src/policy/types.js";
 
@@ -60,9 +60,13 @@ describe("policy compilation (apply-time checks)", () => {
 
   it("limits runaway expressions: AST size and comprehension nesting", () => {
     const big = Array.from({ length: 300 }, (_, i) => `request.name == 'n${i}'`).join(" || ");
-    expect(compileExpression(big, "x", new Set())).toMatchObject({ message: expect.stringMatching(/too large/) });
+    expect(compileExpression(big, "x", new Set())).toMatchObject({
+      message: expect.stringMatching(/too large/),
+    });
     const nested = "object.a.all(x, object.b.all(y, object.c.all(z, x == y && y == z)))";
-    expect(compileExpression(nested, "x", new Set())).toMatchObject({ message: expect.stringMatching(/nested 3 deep/) });
+    expect(compileExpression(nested, "x", new Set())).toMatchObject({
+      message: expect.stringMatching(/nested 3 deep/),
+    });
   });
 
   it("rejects a bad TTL and a RequireApproval rule that can never gather its approvals", () => {
@@ -70,11 +74,18 @@ describe("policy compilation (apply-time checks)", () => {
       policy("p", {
         rules: [
           { name: "a", action: "RequireApproval", approval: { ...approval, ttl: "1 day" } },
-          { name: "b", action: "RequireApproval", approval: { approvers: { users: ["alice"] }, requiredApprovals: 2 } },
+          {
+            name: "b",
+            action: "RequireApproval",
+            approval: { approvers: { users: ["alice"] }, requiredApprovals: 2 },
+          },
         ],
       }),
     );
-    expect(r.ok ? [] : r.errors.map((e) => e.path)).toEqual(["spec.rules[0].approval.ttl", "spec.rules[1].approval.requiredApprovals"]);
+    expect(r.ok ? [] : r.errors.map((e) => e.path)).toEqual([
+      "spec.rules[0].approval.ttl",
+      "spec.rules[1].approval.requiredApprovals",
+    ]);
     expect(parseDurationSeconds("1h30m")).toBe(5400);
   });
 });
@@ -87,13 +98,19 @@ describe("CEL traps", () => {
   };
 
   it("has string methods", () => {
-    expect(run(`request.name.startsWith("db-") && request.name.endsWith("creds")`, { request: { name: "db-creds" } })).toBe(true);
+    expect(
+      run(`request.name.startsWith("db-") && request.name.endsWith("creds")`, {
+        request: { name: "db-creds" },
+      }),
+    ).toBe(true);
   });
 
   it("runs matches() with RE2 semantics: the classic ReDoS input finishes in linear time", () => {
     const t0 = performance.now();
     expect(run(`request.name.matches('^(a+)+$')`, { request: { name: `${"a".repeat(30)}!` } })).toBe(false);
-    expect(run(`request.name.matches('^(a+)+$')`, { request: { name: `${"a".repeat(100_000)}!` } })).toBe(false);
+    expect(run(`request.name.matches('^(a+)+$')`, { request: { name: `${"a".repeat(100_000)}!` } })).toBe(
+      false,
+    );
     expect(performance.now() - t0).toBeLessThan(2000);
   });
 
@@ -116,19 +133,36 @@ describe("CEL traps", () => {
 
 describe("decide (pure)", () => {
   const approvalPolicy = compiled(
-    policy("b-approve", { rules: [{ name: "deletes", action: "RequireApproval", condition: "request.operation == 'DELETE'", approval }] }),
+    policy("b-approve", {
+      rules: [
+        { name: "deletes", action: "RequireApproval", condition: "request.operation == 'DELETE'", approval },
+      ],
+    }),
   );
   const denyPolicy = compiled(
-    policy("c-deny", { rules: [{ name: "no-kube-system", action: "Deny", condition: "request.namespace == 'kube-system'", message: "never" }] }),
+    policy("c-deny", {
+      rules: [
+        {
+          name: "no-kube-system",
+          action: "Deny",
+          condition: "request.namespace == 'kube-system'",
+          message: "never",
+        },
+      ],
+    }),
   );
   const allowPolicy = compiled(policy("a-allow", { rules: [{ name: "reads", action: "Allow" }] }));
 
   it("allows a request no policy covers", () => {
-    expect(decide(request({ userInfo: { username: "alice" } }), [approvalPolicy, denyPolicy]).kind).toBe("allow");
+    expect(decide(request({ userInfo: { username: "alice" } }), [approvalPolicy, denyPolicy]).kind).toBe(
+      "allow",
+    );
   });
 
   it("deny wins over approval, approval over allow", () => {
-    expect(decide(request({ namespace: "kube-system" }), [allowPolicy, approvalPolicy, denyPolicy])).toMatchObject({
+    expect(
+      decide(request({ namespace: "kube-system" }), [allowPolicy, approvalPolicy, denyPolicy]),
+    ).toMatchObject({
       kind: "deny",
       message: "never",
     });
@@ -141,19 +175,37 @@ describe("decide (pure)", () => {
 
   it("picks the strictest of several RequireApproval rules", () => {
     const two = compiled(
-      policy("z-two", { rules: [{ name: "two", action: "RequireApproval", approval: { approvers: { groups: ["g"] }, requiredApprovals: 2 } }] }),
+      policy("z-two", {
+        rules: [
+          {
+            name: "two",
+            action: "RequireApproval",
+            approval: { approvers: { groups: ["g"] }, requiredApprovals: 2 },
+          },
+        ],
+      }),
     );
     expect(decide(request(), [approvalPolicy, two])).toMatchObject({ rule: { policy: "z-two" } });
   });
 
   it("matches subjects by user, group, service account and service-account labels", () => {
     const p = (subjects: ApprovalPolicySpec["subjects"]) =>
-      compiled({ ...policy("p", { rules: [{ name: "d", action: "Deny" }] }), spec: { subjects, rules: [{ name: "d", action: "Deny" }] } });
+      compiled({
+        ...policy("p", { rules: [{ name: "d", action: "Deny" }] }),
+        spec: { subjects, rules: [{ name: "d", action: "Deny" }] },
+      });
     expect(decide(request({ userInfo: { username: "bot" } }), [p({ users: ["bot"] })]).kind).toBe("deny");
-    expect(decide(request({ userInfo: { username: "x", groups: ["bots"] } }), [p({ groups: ["bots"] })]).kind).toBe("deny");
-    expect(decide(request(), [p({ serviceAccounts: [{ namespace: "ai-agents", name: "other" }] })]).kind).toBe("allow");
+    expect(
+      decide(request({ userInfo: { username: "x", groups: ["bots"] } }), [p({ groups: ["bots"] })]).kind,
+    ).toBe("deny");
+    expect(
+      decide(request(), [p({ serviceAccounts: [{ namespace: "ai-agents", name: "other" }] })]).kind,
+    ).toBe("allow");
     const labelled = p({ serviceAccountSelector: { matchLabels: { "countersign.io/agent": "true" } } });
-    expect(decide(request(), [labelled], { serviceAccountLabels: () => ({ "countersign.io/agent": "true" }) }).kind).toBe("deny");
+    expect(
+      decide(request(), [labelled], { serviceAccountLabels: () => ({ "countersign.io/agent": "true" }) })
+        .kind,
+    ).toBe("deny");
     expect(decide(request(), [labelled], { serviceAccountLabels: () => ({}) }).kind).toBe("allow");
   });
 
@@ -164,7 +216,11 @@ describe("decide (pure)", () => {
         rules: [{ name: "exec", action: "RequireApproval", approval }],
       }),
     );
-    const exec = request({ operation: "CONNECT", resource: { group: "", version: "v1", resource: "pods" }, subResource: "exec" });
+    const exec = request({
+      operation: "CONNECT",
+      resource: { group: "", version: "v1", resource: "pods" },
+      subResource: "exec",
+    });
     expect(decide(exec, [p]).kind).toBe("require-approval");
     expect(decide({ ...exec, subResource: "log" }, [p]).kind).toBe("allow");
     expect(decide({ ...exec, namespace: "dev" }, [p]).kind).toBe("allow");
@@ -173,9 +229,21 @@ describe("decide (pure)", () => {
   it("uses variables, object and matchConditions, and fails closed on an evaluation error", () => {
     const p = compiled(
       policy("p", {
-        variables: [{ name: "critical", expression: "has(object.metadata.labels) && object.metadata.labels['tier'] == 'critical'" }],
+        variables: [
+          {
+            name: "critical",
+            expression: "has(object.metadata.labels) && object.metadata.labels['tier'] == 'critical'",
+          },
+        ],
         matchConditions: [{ name: "updates", expression: "request.operation == 'UPDATE'" }],
-        rules: [{ name: "crit", action: "RequireApproval", condition: "variables.critical && object.spec.replicas > 2", approval }],
+        rules: [
+          {
+            name: "crit",
+            action: "RequireApproval",
+            condition: "variables.critical && object.spec.replicas > 2",
+            approval,
+          },
+        ],
       }),
     );
     const upd = (labels: Record<string, string>, spec: unknown) =>
@@ -188,6 +256,28 @@ describe("decide (pure)", () => {
   });
 
   it("fails closed when the deadline has passed", () => {
-    expect(decide(request(), [approvalPolicy], { deadlineExceeded: () => true })).toMatchObject({ kind: "error" });
+    expect(decide(request(), [approvalPolicy], { deadlineExceeded: () => true })).toMatchObject({
+      kind: "error",
+    });
+  });
+});
+
+describe("the request variable", () => {
+  it("has optional fields present as empty strings, like Kubernetes' own CEL (sample policy regression)", () => {
+    const p = compiled(
+      policy("p", {
+        match: [{ operations: ["*"], resources: ["*", "*/*"] }],
+        rules: [{ name: "exec", action: "Deny", condition: 'request.subResource in ["exec", "attach"]' }],
+      }),
+    );
+    expect(decide(request(), [p]).kind).toBe("allow");
+    expect(decide(request({ subResource: "exec" }), [p]).kind).toBe("deny");
+  });
+
+  it("the shipped sample policies compile", async () => {
+    const { readManifestDir } = await import("../../src/kube/apply.js");
+    const docs = readManifestDir(new URL("../../examples/policies", import.meta.url).pathname);
+    expect(docs.length).toBeGreaterThan(0);
+    for (const d of docs) expect(compilePolicy(d as unknown as ApprovalPolicy)).toMatchObject({ ok: true });
   });
 });

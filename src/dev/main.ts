@@ -1,0 +1,218 @@
+/**
+ * `npm run dev`: the local environment. Starts a real control plane (etcd +
+ * kube-apiserver on loopback), installs the CRDs and sample policies, runs Countersign
+ * in-process with its webhook registered, and writes kubeconfigs for three identities
+ * under .countersign/dev/. Runs until Ctrl-C, then cleans up.
+ *
+ *   npm run dev                       # local control plane
+ *   npm run dev -- --use-current-kubeconfig   # an existing cluster whose API server can reach
+ *                                             # this machine at --webhook-host (default 127.0.0.1)
+ */
+import { copyFileSync, mkdirSync, rmSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { KubeConfig, RbacAuthorizationV1Api } from "@kubernetes/client-node";
+import { webhookConfiguration } from "../admission/registration.js";
+import { startCountersign } from "../app.js";
+import { REPO_ROOT } from "../controlplane/binaries.js";
+import { ControlPlane } from "../controlplane/control-plane.js";
+import { applyObjects, installCrds, readManifestDir } from "../kube/apply.js";
+import { describeKubeError, isAlreadyExists } from "../kube/errors.js";
+import { createCertificateAuthority, issueCertificate } from "../pki/certificates.js";
+
+const AGENT_NAMESPACE = "ai-agents";
+const AGENT_NAME = "ops-bot";
+const APPROVER = "alice@example.com";
+const APPROVER_GROUP = "countersign:approvers";
+const INSTALL_NAMESPACE = "countersign-system";
+const WEBHOOK_NAME = "countersign-dev";
+
+async function ensureBinding(
+  kc: KubeConfig,
+  body: Parameters<RbacAuthorizationV1Api["createClusterRoleBinding"]>[0]["body"],
+) {
+  try {
+    await kc.makeApiClient(RbacAuthorizationV1Api).createClusterRoleBinding({ body });
+  } catch (err) {
+    if (!isAlreadyExists(err)) throw err;
+  }
+}
+
+async function ensureClusterRole(
+  kc: KubeConfig,
+  body: Parameters<RbacAuthorizationV1Api["createClusterRole"]>[0]["body"],
+) {
+  try {
+    await kc.makeApiClient(RbacAuthorizationV1Api).createClusterRole({ body });
+  } catch (err) {
+    if (!isAlreadyExists(err)) throw err;
+  }
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      "use-current-kubeconfig": { type: "boolean", default: false },
+      dir: { type: "string", default: join(REPO_ROOT, ".countersign", "dev") },
+      port: { type: "string", default: "0" },
+      "webhook-host": { type: "string", default: "127.0.0.1" },
+    },
+  });
+  const dir = resolve(values.dir!);
+  const say = (m: string) => console.log(`[dev] ${m}`);
+  let cp: ControlPlane | undefined;
+  let kc: KubeConfig;
+  const cleanups: (() => Promise<void>)[] = [];
+
+  if (values["use-current-kubeconfig"]) {
+    kc = new KubeConfig();
+    kc.loadFromDefault();
+    say(`using the current kubeconfig context ${kc.getCurrentContext()} (${kc.getCurrentCluster()?.server})`);
+    await installCrds(kc, join(REPO_ROOT, "crds"));
+  } else {
+    rmSync(join(dir, "controlplane"), { recursive: true, force: true });
+    cp = await ControlPlane.start({ dir: join(dir, "controlplane"), log: say });
+    cleanups.push(() => cp!.stop());
+    kc = cp.adminKubeConfig();
+  }
+  mkdirSync(dir, { recursive: true });
+
+  // Identities: an admin, an AI agent's service account, a human approver.
+  let adminPath: string | undefined;
+  if (cp) {
+    adminPath = join(dir, "admin.kubeconfig");
+    copyFileSync(cp.adminKubeconfigPath, adminPath);
+    const agent = await cp.serviceAccountIdentity(AGENT_NAMESPACE, AGENT_NAME, {
+      labels: { "countersign.io/agent": "true" },
+      kubeconfigPath: join(dir, "agent.kubeconfig"),
+      expirationSeconds: 24 * 3600,
+    });
+    const approver = await cp.userIdentity(APPROVER, [APPROVER_GROUP], {
+      kubeconfigPath: join(dir, "approver.kubeconfig"),
+    });
+    await cp.ensureNamespace("prod");
+    await cp.ensureNamespace(INSTALL_NAMESPACE);
+    // The agent may edit things (Kubernetes' built-in `edit` role is not there without a
+    // controller-manager, so grant the verbs the walkthrough uses); approvers may read and
+    // decide ApprovalRequests.
+    await ensureClusterRole(kc, {
+      metadata: { name: "countersign-dev-agent" },
+      rules: [
+        {
+          apiGroups: ["", "apps"],
+          resources: ["*"],
+          verbs: ["get", "list", "watch", "create", "update", "patch", "delete"],
+        },
+      ],
+    });
+    await ensureBinding(kc, {
+      metadata: { name: "countersign-dev-agent" },
+      roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: "countersign-dev-agent" },
+      subjects: [{ kind: "ServiceAccount", name: AGENT_NAME, namespace: AGENT_NAMESPACE }],
+    });
+    await ensureClusterRole(kc, {
+      metadata: { name: "countersign-dev-approver" },
+      rules: [
+        {
+          apiGroups: ["countersign.io"],
+          resources: ["approvalrequests"],
+          verbs: ["get", "list", "watch", "patch", "update", "approve", "deny"],
+        },
+        {
+          apiGroups: ["countersign.io"],
+          resources: ["approvalpolicies", "auditrecords"],
+          verbs: ["get", "list", "watch"],
+        },
+      ],
+    });
+    await ensureBinding(kc, {
+      metadata: { name: "countersign-dev-approver" },
+      roleRef: {
+        apiGroup: "rbac.authorization.k8s.io",
+        kind: "ClusterRole",
+        name: "countersign-dev-approver",
+      },
+      subjects: [{ kind: "Group", name: APPROVER_GROUP, apiGroup: "rbac.authorization.k8s.io" }],
+    });
+    say(`identities: agent ${agent.username}, approver ${approver.username} (group ${APPROVER_GROUP})`);
+  }
+
+  const policies = readManifestDir(join(REPO_ROOT, "examples", "policies"));
+  await applyObjects(kc, policies);
+  say(`applied sample policies: ${policies.map((p) => p.metadata?.name).join(", ")}`);
+
+  // Countersign in-process, with its own serving certificate, and its webhook registered.
+  const ca = await createCertificateAuthority("countersign-dev-webhook-ca");
+  const host = values["webhook-host"]!;
+  const isIp = /^[\d.]+$/.test(host);
+  const tls = await issueCertificate(ca, {
+    commonName: "countersign-dev",
+    usage: "server",
+    ...(isIp ? { ipAddresses: [host] } : { dnsNames: [host] }),
+  });
+  const cs = await startCountersign({
+    kubeConfig: kc,
+    tls,
+    port: Number(values.port),
+    installNamespace: INSTALL_NAMESPACE,
+    replica: "dev",
+    writePolicyStatus: true,
+  });
+  cleanups.unshift(() => cs.stop());
+  await applyObjects(kc, [
+    webhookConfiguration({
+      name: WEBHOOK_NAME,
+      caBundlePem: ca.certPem,
+      url: `https://${host}:${cs.port}`,
+      installNamespace: INSTALL_NAMESPACE,
+      subjects: { serviceAccountNamespaces: [AGENT_NAMESPACE] },
+    }) as never,
+  ]);
+  cleanups.unshift(async () => {
+    // Remove the webhook first, so the cluster is never left pointing at a dead endpoint.
+    const { AdmissionregistrationV1Api } = await import("@kubernetes/client-node");
+    await kc
+      .makeApiClient(AdmissionregistrationV1Api)
+      .deleteValidatingWebhookConfiguration({ name: WEBHOOK_NAME })
+      .catch((err: unknown) => say(`could not remove webhook configuration: ${describeKubeError(err)}`));
+  });
+  say(`Countersign webhook serving on https://${host}:${cs.port}/validate`);
+
+  if (cp) {
+    const k = `kubectl --kubeconfig ${dir}`;
+    console.log(`
+Countersign dev environment is up.
+
+  admin:    ${adminPath}
+  agent:    ${join(dir, "agent.kubeconfig")}     (system:serviceaccount:${AGENT_NAMESPACE}:${AGENT_NAME})
+  approver: ${join(dir, "approver.kubeconfig")}  (${APPROVER}, group ${APPROVER_GROUP})
+  kubectl:  ${cp.binaries.kubectl}
+
+Walkthrough:
+  ${k}/admin.kubeconfig create secret generic db-creds -n prod --from-literal=password=s3cr3t
+  ${k}/agent.kubeconfig delete secret db-creds -n prod        # denied: names an ApprovalRequest
+  ${k}/admin.kubeconfig get approvalrequests -n prod
+  # approve it (the kubectl plugin and reconciler are the next milestone; until then, as admin):
+  #   record a decision in spec.decisions and set status.phase=Approved
+  ${k}/agent.kubeconfig delete secret db-creds -n prod        # retried: allowed once
+
+Press Ctrl-C to stop (the webhook configuration is removed first).
+`);
+  }
+
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    say(`${signal}: cleaning up`);
+    for (const c of cleanups) await c().catch((err: unknown) => say(`cleanup step failed: ${String(err)}`));
+    process.exit(0);
+  };
+  process.on("SIGINT", () => void stop("SIGINT"));
+  process.on("SIGTERM", () => void stop("SIGTERM"));
+}
+
+main().catch((err: unknown) => {
+  console.error(`[dev] failed: ${err instanceof Error ? err.message : String(err)}`);
+  process.exit(1);
+});
