@@ -281,3 +281,23 @@ describe("the request variable", () => {
     for (const d of docs) expect(compilePolicy(d as unknown as ApprovalPolicy)).toMatchObject({ ok: true });
   });
 });
+
+describe("README policy example", () => {
+  it("compiles and behaves as documented", () => {
+    const p = compiled(
+      policy("readme", {
+        matchConditions: [
+          {
+            name: "not-argo-sync",
+            expression: '!has(object.metadata.labels) || !("argocd.argoproj.io/instance" in object.metadata.labels)',
+          },
+        ],
+        rules: [{ name: "r", action: "Deny" }],
+      }),
+    );
+    const withLabels = (labels?: Record<string, string>) =>
+      request({ operation: "UPDATE", object: { metadata: labels ? { labels } : {} } });
+    expect(decide(withLabels(), [p]).kind).toBe("deny");
+    expect(decide(withLabels({ "argocd.argoproj.io/instance": "x" }), [p]).kind).toBe("allow");
+  });
+});
