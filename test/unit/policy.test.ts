@@ -289,7 +289,8 @@ describe("README policy example", () => {
         matchConditions: [
           {
             name: "not-argo-sync",
-            expression: '!has(object.metadata.labels) || !("argocd.argoproj.io/instance" in object.metadata.labels)',
+            expression:
+              '!has(object.metadata.labels) || !("argocd.argoproj.io/instance" in object.metadata.labels)',
           },
         ],
         rules: [{ name: "r", action: "Deny" }],
