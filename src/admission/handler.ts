@@ -50,7 +50,7 @@ export async function handleAdmission(req: AdmissionRequest, deps: HandlerDeps):
   }
 
   const started = performance.now();
-  const decision = decide(req, deps.policies.list(), {
+  const decision = decide(req, deps.policies.policySet(), {
     ...deps.policies.inputs,
     deadlineExceeded: () => performance.now() - started > EVALUATION_DEADLINE_MS,
   });

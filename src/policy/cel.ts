@@ -10,7 +10,7 @@
  * - Evaluation error messages are cut before any quoted text, so object values (Secret
  *   data) never reach a message.
  */
-import { type CelEnv, celEnv, isCelError, parse, plan } from "@bufbuild/cel";
+import { type CelEnv, celEnv, celList, celMap, isCelError, parse, plan } from "@bufbuild/cel";
 import { strings } from "@bufbuild/cel/ext";
 import { RE2JS } from "@bufbuild/re2";
 
@@ -286,32 +286,24 @@ export function safeDetail(message: string): string {
 }
 
 /**
- * Converts decoded JSON into CEL input: integral numbers become CEL ints (bigint),
- * as Kubernetes' own CEL does for integer fields. Other values are shared, not copied.
+ * Converts decoded JSON into CEL values once per request: integral numbers become CEL ints
+ * (bigint), as Kubernetes' own CEL does for integer fields; objects and arrays become CEL
+ * maps and lists. (Handing the library plain objects would make it rebuild a Map on every
+ * field access of every expression.)
  */
 export function toCel(value: unknown): unknown {
   if (typeof value === "number") return Number.isInteger(value) ? BigInt(value) : value;
   if (value === null || typeof value !== "object") return value;
-  if (Array.isArray(value)) {
-    let out: unknown[] | undefined;
-    for (let i = 0; i < value.length; i++) {
-      const v = value[i];
-      const c = toCel(v);
-      if (c !== v) {
-        out ??= value.slice();
-        out[i] = c;
-      }
-    }
-    return out ?? value;
-  }
-  let out: Record<string, unknown> | undefined;
+  if (Array.isArray(value)) return celList(value.map(toCel) as never);
+  const entries = new Map<string, unknown>();
   for (const key in value as Record<string, unknown>) {
     const v = (value as Record<string, unknown>)[key];
-    const c = toCel(v);
-    if (c !== v) {
-      out ??= { ...(value as Record<string, unknown>) };
-      out[key] = c;
-    }
+    if (v !== undefined) entries.set(key, toCel(v));
   }
-  return out ?? value;
+  return celMap(entries as never);
+}
+
+/** A CEL map backed by a live Map, for the `variables` binding filled in as variables evaluate. */
+export function liveCelMap(entries: Map<string, unknown>): unknown {
+  return celMap(entries as never);
 }

@@ -12,8 +12,9 @@
  *  4. An expression that fails to evaluate fails closed: the request is denied with a
  *     message naming the policy and field, never the object's contents.
  */
-import { type Activation, EvaluationError, toCel } from "./cel.js";
+import { type Activation, EvaluationError, liveCelMap, toCel } from "./cel.js";
 import type { CompiledApproval, CompiledPolicy, CompiledRule } from "./compile.js";
+import { PolicySet } from "./policy-set.js";
 import type { ResourceMatch, Subjects } from "./types.js";
 
 export interface UserInfo {
@@ -137,7 +138,7 @@ class ActivationBuilder {
     private readonly inputs: EvaluationInputs,
   ) {}
 
-  get(policy: CompiledPolicy): Activation {
+  get(policy: CompiledPolicy, variables: Map<string, unknown>): Activation {
     if (!this.base) {
       const { object, oldObject, ...rest } = this.req;
       // Like Kubernetes' own CEL `request`: optional strings are present as "" and dryRun as a bool.
@@ -154,13 +155,13 @@ class ActivationBuilder {
         object: object === undefined ? null : toCel(object),
         oldObject: oldObject === undefined ? null : toCel(oldObject),
         namespaceObject: null,
-        variables: {},
+        variables: null,
       };
     }
     if (policy.usesNamespaceObject && this.req.namespace && this.base.namespaceObject === null) {
       this.base.namespaceObject = toCel(this.inputs.namespaceObject?.(this.req.namespace) ?? null);
     }
-    return { ...this.base, variables: {} };
+    return { ...this.base, variables: liveCelMap(variables) };
   }
 }
 
@@ -176,18 +177,20 @@ function strictness(a: CompiledApproval): [number, number] {
 
 export function decide(
   req: AdmissionRequest,
-  policies: readonly CompiledPolicy[],
+  policies: readonly CompiledPolicy[] | PolicySet,
   inputs: EvaluationInputs = {},
 ): Decision {
   const activation = new ActivationBuilder(req, inputs);
+  const candidates = policies instanceof PolicySet ? policies.candidates(req.userInfo) : policies;
   const allowed: RuleRef[] = [];
   let approval: { rule: CompiledRule; ref: RuleRef } | undefined;
-  for (const policy of policies) {
+  for (const policy of candidates) {
     if (!subjectMatches(policy.subjects, req.userInfo, inputs) || !requestMatches(policy, req)) continue;
     if (inputs.deadlineExceeded?.()) {
       return { kind: "error", policy: policy.name, message: "policy evaluation exceeded its deadline" };
     }
-    const act = activation.get(policy);
+    const vars = new Map<string, unknown>();
+    const act = activation.get(policy, vars);
     let applies = true;
     for (const mc of policy.matchConditions) {
       const r = asBool(mc.evaluate(act), mc.path);
@@ -198,12 +201,11 @@ export function decide(
       }
     }
     if (!applies) continue;
-    const vars = act.variables as Record<string, unknown>;
     for (const v of policy.variables) {
       const value = v.expression.evaluate(act);
       if (value instanceof EvaluationError)
         return { kind: "error", policy: policy.name, message: value.message };
-      vars[v.name] = value;
+      vars.set(v.name, value);
     }
     for (const rule of policy.rules) {
       if (rule.condition) {

@@ -21,6 +21,7 @@ import { describeKubeError } from "../kube/errors.js";
 import type { Logger } from "../logging/logger.js";
 import { type CompiledPolicy, compilePolicy, formatCompileErrors } from "./compile.js";
 import type { EvaluationInputs } from "./evaluate.js";
+import { PolicySet } from "./policy-set.js";
 import { API_GROUP, API_VERSION, type ApprovalPolicy, type Condition } from "./types.js";
 
 export const POLICY_PLURAL = "approvalpolicies";
@@ -56,7 +57,7 @@ export interface PolicyCacheOptions {
 
 export class PolicyCache {
   private compiled = new Map<string, { generation: number; policy?: CompiledPolicy; error?: string }>();
-  private sorted: CompiledPolicy[] = [];
+  private set = new PolicySet([]);
   private synced = false;
   private stopped = false;
   private policies: Informer<ApprovalPolicy> & ObjectCache<ApprovalPolicy>;
@@ -106,7 +107,7 @@ export class PolicyCache {
     await Promise.all([this.policies.start(), this.serviceAccounts.start(), this.namespaces.start()]);
     this.synced = true;
     this.opts.logger.info("policy cache synced", {
-      policies: this.sorted.length,
+      policies: this.set.size,
       invalid: this.invalidCount(),
     });
   }
@@ -122,7 +123,12 @@ export class PolicyCache {
 
   /** Valid compiled policies, sorted by name. Invalid ones are skipped (and reported in status). */
   list(): readonly CompiledPolicy[] {
-    return this.sorted;
+    return this.set.policies;
+  }
+
+  /** The same policies, indexed by subject: what the admission path evaluates. */
+  policySet(): PolicySet {
+    return this.set;
   }
 
   invalidCount(): number {
@@ -150,9 +156,7 @@ export class PolicyCache {
   }
 
   private rebuild(): void {
-    this.sorted = [...this.compiled.values()]
-      .flatMap((c) => (c.policy ? [c.policy] : []))
-      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    this.set = new PolicySet([...this.compiled.values()].flatMap((c) => (c.policy ? [c.policy] : [])));
   }
 
   private async writeStatus(p: ApprovalPolicy, error: string | undefined): Promise<void> {

@@ -1,0 +1,287 @@
+/**
+ * Gate benchmark: AdmissionReviews over HTTPS to the real Countersign webhook server, with
+ * 50 policies / 200 rules loaded through a real API server, beside a no-op HTTPS handler
+ * measured in the same run. Prints p50/p99 latency and throughput for:
+ *   - the no-op handler (the ceiling on this machine),
+ *   - the allow path (a covered agent doing something no rule gates),
+ *   - the require-approval path (a pending ApprovalRequest: one GET to the API server).
+ *
+ * Run: npm run bench:gate   (options: --seconds N, --rate R for the open-loop allow run)
+ */
+import { readFileSync } from "node:fs";
+import { createServer } from "node:https";
+import type { AddressInfo } from "node:net";
+import { parseArgs } from "node:util";
+import { Worker } from "node:worker_threads";
+import { startCountersign } from "../src/app.js";
+import { ControlPlane } from "../src/controlplane/control-plane.js";
+import { createCertificateAuthority, issueCertificate } from "../src/pki/certificates.js";
+
+const { values } = parseArgs({
+  options: {
+    seconds: { type: "string", default: "5" },
+    rate: { type: "string", default: "1000" },
+    covering: { type: "string", default: "10" },
+  },
+});
+const seconds = Number(values.seconds);
+const rate = Number(values.rate);
+/** How many of the 50 policies cover the benchmark's agent (each adds 6 CEL evaluations). */
+const covering = Number(values.covering);
+
+interface LoadResult {
+  count: number;
+  errors: number;
+  seconds: number;
+  p50: number;
+  p99: number;
+  max: number;
+}
+
+function load(
+  port: number,
+  path: string,
+  bodies: string[],
+  mode: "closed" | "open",
+  opts: { rate?: number; concurrency: number },
+): Promise<LoadResult> {
+  return new Promise((resolve, reject) => {
+    const w = new Worker(new URL("./load-worker.mjs", import.meta.url), {
+      workerData: {
+        port,
+        path,
+        bodies,
+        mode,
+        rate: opts.rate ?? 0,
+        concurrency: opts.concurrency,
+        durationMs: seconds * 1000,
+      },
+    });
+    w.once("message", resolve);
+    w.once("error", reject);
+  });
+}
+
+function review(uid: string, over: Record<string, unknown>): string {
+  return JSON.stringify({
+    apiVersion: "admission.k8s.io/v1",
+    kind: "AdmissionReview",
+    request: {
+      uid,
+      kind: { group: "apps", version: "v1", kind: "Deployment" },
+      resource: { group: "apps", version: "v1", resource: "deployments" },
+      namespace: "prod",
+      name: "payments-api",
+      operation: "UPDATE",
+      userInfo: {
+        username: "system:serviceaccount:ai-agents:ops-bot",
+        uid: "b81fa587",
+        groups: ["system:serviceaccounts", "system:serviceaccounts:ai-agents", "system:authenticated"],
+      },
+      object: {
+        apiVersion: "apps/v1",
+        kind: "Deployment",
+        metadata: { name: "payments-api", namespace: "prod", labels: { app: "payments-api", tier: "web" } },
+        spec: {
+          replicas: 3,
+          template: {
+            spec: { containers: [{ name: "api", image: "registry.example.com/payments/api:1.42.0" }] },
+          },
+        },
+      },
+      oldObject: {
+        apiVersion: "apps/v1",
+        kind: "Deployment",
+        metadata: { name: "payments-api", namespace: "prod", labels: { app: "payments-api", tier: "web" } },
+        spec: {
+          replicas: 2,
+          template: {
+            spec: { containers: [{ name: "api", image: "registry.example.com/payments/api:1.42.0" }] },
+          },
+        },
+      },
+      dryRun: false,
+      ...over,
+    },
+  });
+}
+
+/**
+ * 50 policies, 4 rules each (200 rules): 10 cover the benchmark's agent and match its request,
+ * 40 cover other teams' bots. Every policy's expressions differ (its own namespaces, label
+ * values, registries and thresholds), so nothing is shared between policies.
+ */
+function policies(): object[] {
+  return Array.from({ length: 50 }, (_, i) => ({
+    apiVersion: "countersign.io/v1alpha1",
+    kind: "ApprovalPolicy",
+    metadata: { name: `bench-${String(i).padStart(2, "0")}` },
+    spec: {
+      subjects:
+        i < covering
+          ? { serviceAccounts: [{ namespace: "ai-agents" }] }
+          : { serviceAccounts: [{ namespace: `team-${i}` }] },
+      match: [
+        {
+          operations: ["CREATE", "UPDATE", "DELETE"],
+          apiGroups: ["apps", ""],
+          resources: ["deployments", "secrets", "configmaps"],
+        },
+      ],
+      matchConditions: [{ name: "prod-only", expression: `request.namespace in ["prod", "prod-${i}"]` }],
+      variables: [
+        {
+          name: "critical",
+          expression: `has(object.metadata.labels) && object.metadata.labels["tier"] in ["critical", "critical-${i}"]`,
+        },
+      ],
+      rules: [
+        {
+          name: "no-kube-images",
+          action: "Deny",
+          message: "images must come from the registry",
+          condition: `object != null && has(object.spec) && has(object.spec.template) && !object.spec.template.spec.containers.all(c, c.image.startsWith("registry.example.com/") || c.image.startsWith("mirror-${i}.example.com/"))`,
+        },
+        {
+          name: "critical-changes",
+          action: "RequireApproval",
+          condition: "variables.critical",
+          approval: { approvers: { groups: ["sre"] } },
+        },
+        {
+          name: "secret-deletes",
+          action: "RequireApproval",
+          condition: `request.operation == "DELETE" && request.resource.resource == "secrets" && request.name != "scratch-${i}"`,
+          approval: { approvers: { groups: ["sre"] } },
+        },
+        {
+          name: "big-scale-ups",
+          action: "RequireApproval",
+          condition: `request.operation == "UPDATE" && has(object.spec.replicas) && object.spec.replicas > ${20 + i}`,
+          approval: { approvers: { groups: ["sre"] } },
+        },
+      ],
+    },
+  }));
+}
+
+const fmt = (n: number) => (Number.isFinite(n) ? n.toFixed(2) : "n/a");
+const row = (name: string, r: LoadResult) => ({
+  scenario: name,
+  requests: r.count,
+  errors: r.errors,
+  "req/s": Math.round(r.count / r.seconds),
+  "p50 ms": fmt(r.p50),
+  "p99 ms": fmt(r.p99),
+  "max ms": fmt(r.max),
+});
+
+async function main(): Promise<void> {
+  const cp = await ControlPlane.start();
+  try {
+    await cp.ensureNamespace("countersign-system");
+    await cp.ensureNamespace("prod");
+    await cp.apply(policies() as never);
+    const ca = await createCertificateAuthority("bench");
+    const tls = await issueCertificate(ca, {
+      commonName: "bench",
+      ipAddresses: ["127.0.0.1"],
+      usage: "server",
+    });
+    const cs = await startCountersign({
+      kubeConfig: cp.adminKubeConfig(),
+      tls,
+      port: 0,
+      host: "127.0.0.1",
+      installNamespace: "countersign-system",
+      replica: "bench",
+    });
+    const deadline = Date.now() + 15_000;
+    while (cs.policies.list().length < 50 && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 100));
+    console.log(
+      `policies compiled: ${cs.policies.list().length}, rules: ${cs.policies.list().reduce((n, p) => n + p.rules.length, 0)}, covering the agent: ${covering} (${covering * 6} CEL evaluations per allowed request)`,
+    );
+
+    // The no-op handler: reads the body, answers a fixed AdmissionReview.
+    const noop = createServer({ cert: tls.certPem, key: tls.keyPem }, (req, res) => {
+      req.resume();
+      req.on("end", () => {
+        res.setHeader("content-type", "application/json");
+        res.end(
+          '{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"x","allowed":true}}',
+        );
+      });
+    });
+    await new Promise<void>((r) => noop.listen(0, "127.0.0.1", () => r()));
+    const noopPort = (noop.address() as AddressInfo).port;
+
+    const allowBodies = Array.from({ length: 64 }, (_, i) => review(`allow-${i}`, {}));
+    // tier=critical → RequireApproval on every covering policy; the same action every time, so
+    // after the first request this is the "pending: deny, naming the request" path.
+    const critical = JSON.parse(allowBodies[0]!).request.object;
+    critical.metadata.labels.tier = "critical";
+    const approvalBodies = Array.from({ length: 64 }, (_, i) => review(`approve-${i}`, { object: critical }));
+    // Sanity: the paths really are what they claim.
+    const check = async (body: string) => {
+      const { request } = await import("node:https");
+      return new Promise<string>((resolve) => {
+        const req = request(
+          {
+            host: "127.0.0.1",
+            port: cs.port,
+            path: "/validate",
+            method: "POST",
+            rejectUnauthorized: false,
+            headers: { "content-type": "application/json" },
+          },
+          (res) => {
+            let d = "";
+            res.on("data", (c) => (d += c));
+            res.on("end", () => resolve(d));
+          },
+        );
+        req.end(body);
+      });
+    };
+    const allowOut = JSON.parse(await check(allowBodies[0]!)).response;
+    const approvalOut = JSON.parse(await check(approvalBodies[0]!)).response;
+    if (allowOut.allowed !== true) throw new Error(`allow path not allowed: ${JSON.stringify(allowOut)}`);
+    if (approvalOut.allowed !== false || !/needs a human approval/.test(approvalOut.status?.message)) {
+      throw new Error(`approval path unexpected: ${JSON.stringify(approvalOut)}`);
+    }
+
+    const results = [];
+    const noopMax = await load(noopPort, "/", allowBodies, "closed", { concurrency: 16 });
+    results.push(row("no-op HTTPS handler, max throughput", noopMax));
+    const allowMax = await load(cs.port, "/validate", allowBodies, "closed", { concurrency: 16 });
+    results.push(row("allow path, max throughput", allowMax));
+    const allowOpen = await load(cs.port, "/validate", allowBodies, "open", { rate, concurrency: 64 });
+    results.push(row(`allow path, open loop at ${rate}/s`, allowOpen));
+    const noopOpen = await load(noopPort, "/", allowBodies, "open", { rate, concurrency: 64 });
+    results.push(row(`no-op handler, open loop at ${rate}/s`, noopOpen));
+    const approvalMax = await load(cs.port, "/validate", approvalBodies, "closed", { concurrency: 16 });
+    results.push(row("require-approval path (pending), max throughput", approvalMax));
+    const approvalOpen = await load(cs.port, "/validate", approvalBodies, "open", {
+      rate: 200,
+      concurrency: 64,
+    });
+    results.push(row("require-approval path, open loop at 200/s", approvalOpen));
+    console.table(results);
+    const ratio = allowMax.count / allowMax.seconds / (noopMax.count / noopMax.seconds);
+    console.log(`allow-path throughput = ${(100 * ratio).toFixed(1)}% of the no-op handler's (target ≥ 50%)`);
+    console.log(`allow-path p99 at ${rate}/s = ${fmt(allowOpen.p99)} ms (target < 2 ms)`);
+    console.log(
+      `machine: ${readFileSync("/proc/cpuinfo", "utf8").match(/model name\s*:\s*(.*)/)?.[1] ?? "?"}, ${(await import("node:os")).cpus().length} cores, node ${process.version}`,
+    );
+    noop.close();
+    await cs.stop();
+  } finally {
+    await cp.stop();
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
