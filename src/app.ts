@@ -4,9 +4,11 @@
  */
 import type { Server } from "node:https";
 import { hostname } from "node:os";
-import type { KubeConfig } from "@kubernetes/client-node";
+import { AuthenticationV1Api, type KubeConfig } from "@kubernetes/client-node";
 import { startWebhookServer } from "./admission/server.js";
+import { RbacChecker } from "./approvals/decision-guard.js";
 import { ApprovalGate } from "./approvals/gate.js";
+import { Controller } from "./controller/reconciler.js";
 import { componentLogger } from "./logging/logger.js";
 import { PolicyCache } from "./policy/policy-cache.js";
 
@@ -20,10 +22,28 @@ export interface CountersignOptions {
   /** Write policy status conditions (the controller role). */
   writePolicyStatus?: boolean;
   bodyLimitBytes?: number;
+  /** Other usernames Countersign runs as (e.g. the controller's service account). */
+  extraIdentities?: string[];
+  /** Run the leader-elected controller in this process too. */
+  controller?: { retentionSeconds?: number; leaseDurationSeconds?: number; identity?: string };
+}
+
+/** Who this process is to the API server (SelfSubjectReview). */
+export async function selfUsername(kc: KubeConfig): Promise<string> {
+  const review = await kc.makeApiClient(AuthenticationV1Api).createSelfSubjectReview({
+    body: { apiVersion: "authentication.k8s.io/v1", kind: "SelfSubjectReview" },
+  });
+  const name = review.status?.userInfo?.username;
+  if (!name)
+    throw new Error("SelfSubjectReview returned no username; cannot tell Countersign's own identity");
+  return name;
 }
 
 export interface RunningCountersign {
   port: number;
+  /** The username Countersign runs as. */
+  identity: string;
+  controller: Controller | undefined;
   policies: PolicyCache;
   server: Server;
   stop(): Promise<void>;
@@ -42,7 +62,11 @@ export async function startCountersign(opts: CountersignOptions): Promise<Runnin
     replica,
     logger: componentLogger("gate", { replica }),
   });
+  const self = await selfUsername(opts.kubeConfig);
+  const countersignUsers = new Set([self, ...(opts.extraIdentities ?? [])]);
   const { server, port } = await startWebhookServer({
+    rbac: new RbacChecker(opts.kubeConfig),
+    countersignUsers,
     tls: opts.tls,
     port: opts.port,
     ...(opts.host ? { host: opts.host } : {}),
@@ -53,8 +77,28 @@ export async function startCountersign(opts: CountersignOptions): Promise<Runnin
     isReady: () => policies.isSynced(),
   });
   await policies.start();
+  let controller: Controller | undefined;
+  if (opts.controller) {
+    controller = new Controller({
+      kubeConfig: opts.kubeConfig,
+      installNamespace: opts.installNamespace,
+      identity: opts.controller.identity ?? replica,
+      username: self,
+      ...(opts.controller.retentionSeconds !== undefined
+        ? { retentionSeconds: opts.controller.retentionSeconds }
+        : {}),
+      ...(opts.controller.leaseDurationSeconds !== undefined
+        ? { leaseDurationSeconds: opts.controller.leaseDurationSeconds }
+        : {}),
+      logger: componentLogger("controller", { replica }),
+      siemLogger: componentLogger("audit", { replica }),
+    });
+    await controller.start();
+  }
   return {
+    controller,
     port,
+    identity: self,
     policies,
     server,
     async stop() {
@@ -62,6 +106,7 @@ export async function startCountersign(opts: CountersignOptions): Promise<Runnin
         server.close(() => r());
         server.closeAllConnections();
       });
+      await controller?.stop();
       await policies.stop();
     },
   };

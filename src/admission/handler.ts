@@ -2,6 +2,7 @@
  * The admission handler chain: Countersign's own resources first (policies are validated
  * at apply time), then the gate (pure decision → allow | deny | require approval).
  */
+import { guardWrite, isGuardedResource, type RbacChecker } from "../approvals/decision-guard.js";
 import type { ApprovalGate, GateOutcome } from "../approvals/gate.js";
 import type { Logger } from "../logging/logger.js";
 import { compilePolicy, formatCompileErrors } from "../policy/compile.js";
@@ -25,6 +26,7 @@ export const DecisionValue = {
   ApprovalRequired: "approval-required",
   ApprovalConsumed: "approval-consumed",
   PolicyRejected: "policy-rejected",
+  GuardRejected: "guard-rejected",
   Error: "error",
 } as const;
 
@@ -35,6 +37,9 @@ export interface HandlerDeps {
   policies: PolicyCache;
   gate: ApprovalGate;
   logger: Logger;
+  rbac: RbacChecker;
+  /** Usernames Countersign itself runs as (its webhook and controller). */
+  countersignUsers: ReadonlySet<string>;
 }
 
 export async function handleAdmission(req: AdmissionRequest, deps: HandlerDeps): Promise<ReviewResponse> {
@@ -48,6 +53,7 @@ export async function handleAdmission(req: AdmissionRequest, deps: HandlerDeps):
   if (req.resource.group === API_GROUP && req.resource.resource === "approvalpolicies") {
     return validatePolicyWrite(req, log);
   }
+  if (isGuardedResource(req)) return guardCountersignWrite(req, deps, log);
 
   const started = performance.now();
   const decision = decide(req, deps.policies.policySet(), {
@@ -140,5 +146,55 @@ function validatePolicyWrite(req: AdmissionRequest, log: Logger): ReviewResponse
   log.info("rejected invalid policy", { error: message });
   return reviewResponse(req.uid, false, message, {
     [AuditAnnotation.Decision]: DecisionValue.PolicyRejected,
+  });
+}
+
+/** Writes to ApprovalRequests and AuditRecords: see approvals/decision-guard.ts. */
+async function guardCountersignWrite(
+  req: AdmissionRequest,
+  deps: HandlerDeps,
+  log: Logger,
+): Promise<ReviewResponse> {
+  const result = guardWrite(req, deps.countersignUsers, new Date());
+  if (result.allowed === true) {
+    return reviewResponse(req.uid, true, undefined, { [AuditAnnotation.Decision]: DecisionValue.Allowed });
+  }
+  if (result.allowed === false) {
+    log.warn("rejected write to a Countersign resource", { reason: result.message });
+    return reviewResponse(req.uid, false, result.message, {
+      [AuditAnnotation.Decision]: DecisionValue.GuardRejected,
+    });
+  }
+  let rbac: { allowed: boolean; reason: string };
+  try {
+    rbac = await deps.rbac.allowed(req.userInfo, result.verb, result.namespace, result.name);
+  } catch (err) {
+    log.error("SubjectAccessReview failed", { error: err instanceof Error ? err.message : String(err) });
+    return reviewResponse(
+      req.uid,
+      false,
+      "Countersign: could not check your RBAC permission right now; nothing was changed, retry shortly",
+      {
+        [AuditAnnotation.Decision]: DecisionValue.Error,
+      },
+    );
+  }
+  if (!rbac.allowed) {
+    const message = `Countersign: ${req.userInfo.username} matches this request's approver rules but lacks RBAC verb "${result.verb}" on approvalrequests.countersign.io in namespace ${result.namespace}${rbac.reason ? ` (${rbac.reason})` : ""}. Ask a cluster admin to bind the countersign-approver ClusterRole.`;
+    log.warn("decision refused by RBAC", {
+      verb: result.verb,
+      approvalRequest: `${result.namespace}/${result.name}`,
+    });
+    return reviewResponse(req.uid, false, message, {
+      [AuditAnnotation.Decision]: DecisionValue.GuardRejected,
+    });
+  }
+  log.info("decision accepted", {
+    decision: result.decision.decision,
+    approvalRequest: `${result.namespace}/${result.name}`,
+  });
+  return reviewResponse(req.uid, true, undefined, {
+    [AuditAnnotation.Decision]: result.decision.decision === "Approve" ? "approve-recorded" : "deny-recorded",
+    [AuditAnnotation.ApprovalRequest]: `${result.namespace}/${result.name}`,
   });
 }

@@ -10,6 +10,7 @@ import { VALIDATE_PATH } from "./server.js";
 
 export const GATE_WEBHOOK_NAME = "gate.countersign.io";
 export const POLICY_WEBHOOK_NAME = "policies.countersign.io";
+export const GUARD_WEBHOOK_NAME = "guard.countersign.io";
 export const SYSTEM_NAMESPACES = ["kube-system", "kube-public", "kube-node-lease"];
 /** Under the API server's 30 s cap, and above the longest policy hold (8 s). */
 export const WEBHOOK_TIMEOUT_SECONDS = 12;
@@ -111,6 +112,24 @@ export function webhookConfiguration(r: WebhookRegistration): V1ValidatingWebhoo
             apiVersions: ["*"],
             resources: ["approvalpolicies"],
             scope: "Cluster",
+          },
+        ],
+      },
+      {
+        // Decisions, status and the audit trail: for every user, in every namespace.
+        name: GUARD_WEBHOOK_NAME,
+        admissionReviewVersions: ["v1"],
+        clientConfig,
+        sideEffects: "None",
+        failurePolicy: "Fail",
+        timeoutSeconds: 5,
+        rules: [
+          {
+            operations: ["CREATE", "UPDATE", "DELETE"],
+            apiGroups: [API_GROUP],
+            apiVersions: ["*"],
+            resources: ["approvalrequests", "approvalrequests/status", "auditrecords"],
+            scope: "Namespaced",
           },
         ],
       },

@@ -83,7 +83,7 @@ export interface ApprovalRequest {
     labels?: Record<string, string>;
     resourceVersion?: string;
     uid?: string;
-    creationTimestamp?: string;
+    creationTimestamp?: Date;
     generation?: number;
   };
   spec: ApprovalRequestSpec;

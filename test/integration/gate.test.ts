@@ -15,13 +15,20 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ApprovalRequest } from "../../src/approvals/request.js";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
 import { kubeStatusOf } from "../../src/kube/errors.js";
+import { decide as decideRequest } from "../../src/plugin/commands.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
-import { eventually, startTestCountersign, type TestCountersign } from "../support/countersign.js";
+import {
+  approverIdentity,
+  eventually,
+  startTestCountersign,
+  type TestCountersign,
+} from "../support/countersign.js";
 
 const G = { group: "countersign.io", version: "v1alpha1" };
 let cp: ControlPlane;
 let cs: TestCountersign;
 let agent: KubeConfig;
+let approver: KubeConfig;
 let agentUser: string;
 const agentsNs = uniqueName("agents");
 const prod = uniqueName("prod");
@@ -65,31 +72,24 @@ async function listRequests(): Promise<ApprovalRequest[]> {
   return list.items;
 }
 
-async function approve(name: string, approver = "alice@example.com"): Promise<void> {
-  // Until the decision guard and reconciler land, an admin records the decision and phase directly.
+async function approve(name: string): Promise<void> {
+  // The real flow: an approver appends a decision (guarded by the webhook); the reconciler
+  // moves the request to Approved.
+  await decideRequest(approver, prod, name, "Approve", "looks fine");
   const custom = cp.adminKubeConfig().makeApiClient(CustomObjectsApi);
-  const ar = (await custom.getNamespacedCustomObject({
-    ...G,
-    namespace: prod,
-    plural: "approvalrequests",
-    name,
-  })) as ApprovalRequest;
-  ar.spec.decisions = [...(ar.spec.decisions ?? []), { approver, decision: "Approve", reason: "looks fine" }];
-  const updated = (await custom.replaceNamespacedCustomObject({
-    ...G,
-    namespace: prod,
-    plural: "approvalrequests",
-    name,
-    body: ar,
-  })) as ApprovalRequest;
-  updated.status = { ...updated.status, phase: "Approved", approvals: 1 };
-  await custom.replaceNamespacedCustomObjectStatus({
-    ...G,
-    namespace: prod,
-    plural: "approvalrequests",
-    name,
-    body: updated,
-  });
+  await eventually(
+    async () =>
+      (
+        (await custom.getNamespacedCustomObject({
+          ...G,
+          namespace: prod,
+          plural: "approvalrequests",
+          name,
+        })) as ApprovalRequest
+      ).status?.phase === "Approved",
+    10_000,
+    `${name} Approved`,
+  );
 }
 
 const secretApi = () => agent.makeApiClient(CoreV1Api);
@@ -133,6 +133,7 @@ beforeAll(async () => {
       subjects: [{ kind: "ServiceAccount", name: "ops-bot", namespace: agentsNs }],
     },
   });
+  approver = await approverIdentity(cp, "alice@example.com", ["countersign:approvers"]);
   cs = await startTestCountersign(cp, { subjects: { serviceAccountNamespaces: [agentsNs] }, replicas: 2 });
   await cp.apply([
     {

@@ -1,9 +1,9 @@
 /** Starts Countersign in-process against the test control plane and registers its webhook. */
-import { AdmissionregistrationV1Api } from "@kubernetes/client-node";
+import { AdmissionregistrationV1Api, type KubeConfig, RbacAuthorizationV1Api } from "@kubernetes/client-node";
 import { type SelectedSubjects, webhookConfiguration } from "../../src/admission/registration.js";
 import { type RunningCountersign, startCountersign } from "../../src/app.js";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
-import { isNotFound } from "../../src/kube/errors.js";
+import { isAlreadyExists, isNotFound } from "../../src/kube/errors.js";
 import { createCertificateAuthority, issueCertificate } from "../../src/pki/certificates.js";
 
 export interface TestCountersign {
@@ -17,9 +17,129 @@ export interface TestCountersign {
  * own server and informers), registers one webhook configuration pointing at the first,
  * and waits until the API server routes requests through it.
  */
+export const APPROVER_CLUSTER_ROLE = "countersign-test-approver";
+
+async function ensure(fn: () => Promise<unknown>): Promise<void> {
+  try {
+    await fn();
+  } catch (err) {
+    if (!isAlreadyExists(err)) throw err;
+  }
+}
+
+/**
+ * Countersign's own identity in tests: a service account bound to cluster-admin, so that the
+ * test admin (system:masters) is *not* Countersign and is subject to its guard like anyone.
+ */
+export async function countersignIdentity(
+  cp: ControlPlane,
+  installNamespace = "countersign-system",
+): Promise<KubeConfig> {
+  const id = await cp.serviceAccountIdentity(installNamespace, "countersign");
+  const rbac = cp.adminKubeConfig().makeApiClient(RbacAuthorizationV1Api);
+  await ensure(() =>
+    rbac.createClusterRoleBinding({
+      body: {
+        metadata: { name: `countersign-test-${installNamespace}` },
+        roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: "cluster-admin" },
+        subjects: [{ kind: "ServiceAccount", name: "countersign", namespace: installNamespace }],
+      },
+    }),
+  );
+  return id.kubeConfig;
+}
+
+/** A human approver: a client-cert user in `groups`, optionally with the RBAC verbs approve/deny. */
+export async function approverIdentity(
+  cp: ControlPlane,
+  username: string,
+  groups: string[],
+  withRbac = true,
+): Promise<KubeConfig> {
+  const id = await cp.userIdentity(username, groups);
+  const rbac = cp.adminKubeConfig().makeApiClient(RbacAuthorizationV1Api);
+  await ensure(() =>
+    rbac.createClusterRole({
+      body: {
+        metadata: { name: APPROVER_CLUSTER_ROLE },
+        rules: [
+          {
+            apiGroups: ["countersign.io"],
+            resources: ["approvalrequests"],
+            verbs: ["get", "list", "watch", "patch", "update", "approve", "deny"],
+          },
+          {
+            apiGroups: ["countersign.io"],
+            resources: ["auditrecords", "approvalpolicies"],
+            verbs: ["get", "list", "watch"],
+          },
+        ],
+      },
+    }),
+  );
+  if (withRbac) {
+    await ensure(() =>
+      rbac.createClusterRoleBinding({
+        body: {
+          metadata: {
+            name: `${APPROVER_CLUSTER_ROLE}-${username.replace(/[^a-z0-9.-]/gi, "-").toLowerCase()}`,
+          },
+          roleRef: {
+            apiGroup: "rbac.authorization.k8s.io",
+            kind: "ClusterRole",
+            name: APPROVER_CLUSTER_ROLE,
+          },
+          subjects: [{ kind: "User", name: username, apiGroup: "rbac.authorization.k8s.io" }],
+        },
+      }),
+    );
+  } else {
+    // Can read and patch, but lacks the approve/deny verbs.
+    await ensure(() =>
+      rbac.createClusterRole({
+        body: {
+          metadata: { name: `${APPROVER_CLUSTER_ROLE}-no-verbs` },
+          rules: [
+            {
+              apiGroups: ["countersign.io"],
+              resources: ["approvalrequests"],
+              verbs: ["get", "list", "watch", "patch", "update"],
+            },
+          ],
+        },
+      }),
+    );
+    await ensure(() =>
+      rbac.createClusterRoleBinding({
+        body: {
+          metadata: {
+            name: `${APPROVER_CLUSTER_ROLE}-no-verbs-${username.replace(/[^a-z0-9.-]/gi, "-").toLowerCase()}`,
+          },
+          roleRef: {
+            apiGroup: "rbac.authorization.k8s.io",
+            kind: "ClusterRole",
+            name: `${APPROVER_CLUSTER_ROLE}-no-verbs`,
+          },
+          subjects: [{ kind: "User", name: username, apiGroup: "rbac.authorization.k8s.io" }],
+        },
+      }),
+    );
+  }
+  return id.kubeConfig;
+}
+
 export async function startTestCountersign(
   cp: ControlPlane,
-  opts: { subjects: SelectedSubjects; installNamespace?: string; replicas?: number; webhookName?: string },
+  opts: {
+    subjects: SelectedSubjects;
+    installNamespace?: string;
+    replicas?: number;
+    webhookName?: string;
+    /** Run the controller in the first replica (default true). */
+    controller?: boolean;
+    retentionSeconds?: number;
+    leaseDurationSeconds?: number;
+  },
 ): Promise<TestCountersign> {
   const ca = await createCertificateAuthority("countersign-test-webhook-ca");
   const tls = await issueCertificate(ca, {
@@ -30,17 +150,26 @@ export async function startTestCountersign(
   });
   const installNamespace = opts.installNamespace ?? "countersign-system";
   await cp.ensureNamespace(installNamespace);
+  const self = await countersignIdentity(cp, installNamespace);
   const replicas: RunningCountersign[] = [];
   for (let i = 0; i < (opts.replicas ?? 1); i++) {
     replicas.push(
       await startCountersign({
-        kubeConfig: cp.adminKubeConfig(),
+        kubeConfig: self,
         tls,
         port: 0,
         host: "127.0.0.1",
         installNamespace,
         replica: `test-replica-${i}`,
         writePolicyStatus: i === 0,
+        ...(i === 0 && opts.controller !== false
+          ? {
+              controller: {
+                ...(opts.retentionSeconds !== undefined ? { retentionSeconds: opts.retentionSeconds } : {}),
+                leaseDurationSeconds: opts.leaseDurationSeconds ?? 4,
+              },
+            }
+          : {}),
       }),
     );
   }

@@ -1,0 +1,408 @@
+/**
+ * The ApprovalRequest reconciler (leader-elected). For each request, in this order:
+ *   1. write every AuditRecord its state calls for (idempotent, so a crash between steps
+ *      neither loses nor duplicates a record);
+ *   2. emit a Kubernetes Event per transition, on the request and on the target object,
+ *      with deterministic names (a restart does not repeat them);
+ *   3. write the status computed by the pure state machine (conditional update);
+ *   4. schedule the next look at its expiry or garbage-collection time: no polling;
+ *   5. delete finished requests after the retention, once their records exist.
+ */
+
+import { createHash } from "node:crypto";
+import {
+  CoreV1Api,
+  CustomObjectsApi,
+  type Informer,
+  type KubeConfig,
+  makeInformer,
+  type ObjectCache,
+} from "@kubernetes/client-node";
+import {
+  APPROVAL_REQUEST_PLURAL,
+  type ApprovalRequest,
+  Phase,
+  tallyDecisions,
+} from "../approvals/request.js";
+import { computePhase, isFinished, nextStatus } from "../approvals/state.js";
+import { type AuditActor, AuditEvent } from "../audit/chain.js";
+import { type AuditDetails, AuditWriter } from "../audit/writer.js";
+import { describeKubeError, isAlreadyExists, isConflict, isNotFound } from "../kube/errors.js";
+import type { Logger } from "../logging/logger.js";
+import { API_GROUP, API_VERSION } from "../policy/types.js";
+import { LeaderElector } from "./leader-election.js";
+
+export const EventReason = {
+  ApprovalPending: "ApprovalPending",
+  Approved: "Approved",
+  Denied: "Denied",
+  Expired: "Expired",
+  Consumed: "ApprovalConsumed",
+  GarbageCollected: "GarbageCollected",
+} as const;
+
+export const DEFAULT_RETENTION_SECONDS = 24 * 3600;
+export const LEASE_NAME = "countersign-controller";
+
+/** The audit events a request in `phase` must have, in order. Pure. */
+export function expectedAuditEvents(ar: ApprovalRequest, phase: Phase): AuditEvent[] {
+  const events: AuditEvent[] = [AuditEvent.Requested];
+  const { approvers, deniedBy } = tallyDecisions(ar.spec);
+  const reached = approvers.length >= ar.spec.approval.requiredApprovals;
+  if (
+    phase === Phase.Approved ||
+    phase === Phase.Consumed ||
+    (phase === Phase.Expired && reached && ar.status?.decidedAt)
+  ) {
+    events.push(AuditEvent.Approved);
+  }
+  if (phase === Phase.Denied || (deniedBy && phase === Phase.Expired && ar.status?.phase === Phase.Denied))
+    events.push(AuditEvent.Denied);
+  if (phase === Phase.Expired) events.push(AuditEvent.Expired);
+  if (phase === Phase.Consumed) events.push(AuditEvent.Consumed);
+  return events;
+}
+
+/** Who did it and when, for one audit event. Pure. */
+export function auditDetails(ar: ApprovalRequest, event: AuditEvent, now: Date, self: string): AuditDetails {
+  const s = ar.spec;
+  const decisions = s.decisions ?? [];
+  const iso = (d: Date) => d.toISOString().replace(/\.\d{3}Z$/, "Z");
+  const actorOf = (d: { approver: string; uid?: string; groups?: string[]; via?: string }): AuditActor => ({
+    username: d.approver,
+    ...(d.uid ? { uid: d.uid } : {}),
+    ...(d.groups ? { groups: d.groups } : {}),
+    ...(d.via ? { via: d.via } : {}),
+  });
+  switch (event) {
+    case AuditEvent.Requested:
+      return {
+        time: ar.metadata.creationTimestamp ? iso(new Date(ar.metadata.creationTimestamp)) : iso(now),
+        actor: {
+          username: s.requester.username,
+          ...(s.requester.uid ? { uid: s.requester.uid } : {}),
+          groups: s.requester.groups ?? [],
+        },
+        reason: s.agentContext?.reason ?? s.action.summary,
+      };
+    case AuditEvent.Approved: {
+      const approvals = decisions.filter(
+        (d) => d.decision === "Approve" && d.approver !== s.requester.username,
+      );
+      const last = approvals[Math.min(approvals.length, s.approval.requiredApprovals) - 1];
+      return {
+        time: ar.status?.decidedAt ?? last?.time ?? iso(now),
+        ...(last ? { actor: actorOf(last) } : {}),
+        reason: approvals.map((d) => `${d.approver}${d.reason ? `: ${d.reason}` : ""}`).join("; "),
+      };
+    }
+    case AuditEvent.Denied: {
+      const d = decisions.find((x) => x.decision === "Deny");
+      return {
+        time: ar.status?.decidedAt ?? d?.time ?? iso(now),
+        ...(d ? { actor: actorOf(d) } : {}),
+        ...(d?.reason ? { reason: d.reason } : {}),
+      };
+    }
+    case AuditEvent.Expired:
+      return {
+        time: s.approval.expiresAt,
+        actor: { username: self, via: "controller" },
+        reason: `no usable decision before ${s.approval.expiresAt}`,
+      };
+    case AuditEvent.Consumed:
+      return {
+        time: ar.status?.consumed?.time ?? iso(now),
+        actor: { username: s.requester.username },
+        reason: `approved action admitted (admission uid ${ar.status?.consumed?.admissionUID ?? "unknown"}, replica ${ar.status?.consumed?.replica ?? "unknown"})`,
+      };
+    default:
+      return { time: iso(now) };
+  }
+}
+
+/** When a finished request may be deleted. Pure. */
+export function finishedAt(ar: ApprovalRequest): Date | undefined {
+  if (!isFinished(ar)) return undefined;
+  const t = ar.status?.consumed?.time ?? ar.status?.decidedAt ?? ar.spec.approval.expiresAt;
+  return new Date(Date.parse(t));
+}
+
+export interface ControllerOptions {
+  kubeConfig: KubeConfig;
+  installNamespace: string;
+  /** This replica's identity in the lease. */
+  identity: string;
+  /** The username Countersign runs as (recorded as the actor of Expired events). */
+  username: string;
+  retentionSeconds?: number;
+  leaseDurationSeconds?: number;
+  logger: Logger;
+  siemLogger: Logger;
+  now?: () => Date;
+}
+
+export class Controller {
+  private readonly custom: CustomObjectsApi;
+  private readonly core: CoreV1Api;
+  private readonly informer: Informer<ApprovalRequest> & ObjectCache<ApprovalRequest>;
+  private readonly audit: AuditWriter;
+  private readonly elector: LeaderElector;
+  private readonly queue = new Set<string>();
+  private readonly timers = new Map<string, NodeJS.Timeout>();
+  private processing = false;
+  private stopped = false;
+  private readonly now: () => Date;
+
+  constructor(private readonly opts: ControllerOptions) {
+    const kc = opts.kubeConfig;
+    this.custom = kc.makeApiClient(CustomObjectsApi);
+    this.core = kc.makeApiClient(CoreV1Api);
+    this.now = opts.now ?? (() => new Date());
+    this.audit = new AuditWriter(kc, opts.siemLogger);
+    this.informer = makeInformer<ApprovalRequest>(
+      kc,
+      `/apis/${API_GROUP}/${API_VERSION}/${APPROVAL_REQUEST_PLURAL}`,
+      () =>
+        this.custom.listClusterCustomObject({
+          group: API_GROUP,
+          version: API_VERSION,
+          plural: APPROVAL_REQUEST_PLURAL,
+        }),
+    );
+    const enqueue = (ar: ApprovalRequest) => this.enqueue(`${ar.metadata.namespace}/${ar.metadata.name}`);
+    this.informer.on("add", enqueue);
+    this.informer.on("update", enqueue);
+    this.informer.on("delete", (ar) => this.clearTimer(`${ar.metadata.namespace}/${ar.metadata.name}`));
+    this.informer.on("error", (err: unknown) => {
+      if (this.stopped) return;
+      opts.logger.warn("approvalrequest informer stopped; restarting", { error: describeKubeError(err) });
+      setTimeout(() => !this.stopped && void this.informer.start().catch(() => undefined), 1000);
+    });
+    this.elector = new LeaderElector({
+      kubeConfig: kc,
+      namespace: opts.installNamespace,
+      name: LEASE_NAME,
+      identity: opts.identity,
+      leaseDurationSeconds: opts.leaseDurationSeconds ?? 15,
+      logger: opts.logger,
+      onStartedLeading: () => {
+        this.audit.reset();
+        for (const ar of this.informer.list()) enqueue(ar);
+      },
+      onStoppedLeading: () => {
+        for (const key of [...this.timers.keys()]) this.clearTimer(key);
+        this.queue.clear();
+      },
+    });
+  }
+
+  isLeader(): boolean {
+    return this.elector.isLeader();
+  }
+
+  async start(): Promise<void> {
+    await this.informer.start();
+    this.elector.start();
+  }
+
+  /** Stops. `releaseLease: false` simulates a crash: the lease stays until it expires. */
+  async stop(releaseLease = true): Promise<void> {
+    this.stopped = true;
+    for (const key of [...this.timers.keys()]) this.clearTimer(key);
+    await this.elector.stop(releaseLease);
+    await this.informer.stop();
+  }
+
+  private enqueue(key: string): void {
+    if (this.stopped || !this.elector.isLeader()) return;
+    this.queue.add(key);
+    if (!this.processing) void this.drain();
+  }
+
+  private clearTimer(key: string): void {
+    const t = this.timers.get(key);
+    if (t) clearTimeout(t);
+    this.timers.delete(key);
+  }
+
+  private schedule(key: string, at: Date): void {
+    this.clearTimer(key);
+    const delay = Math.max(0, at.getTime() - this.now().getTime()) + 50;
+    // setTimeout caps at ~24.8 days; longer waits re-arm on the next event or resync.
+    this.timers.set(
+      key,
+      setTimeout(() => this.enqueue(key), Math.min(delay, 2 ** 31 - 1)),
+    );
+  }
+
+  private async drain(): Promise<void> {
+    this.processing = true;
+    try {
+      while (this.queue.size > 0 && !this.stopped && this.elector.isLeader()) {
+        const key = this.queue.values().next().value as string;
+        this.queue.delete(key);
+        try {
+          await this.reconcile(key);
+        } catch (err) {
+          this.opts.logger.warn("reconcile failed; retrying", {
+            approvalRequest: key,
+            error: describeKubeError(err),
+          });
+          setTimeout(() => this.enqueue(key), 1000);
+        }
+      }
+    } finally {
+      this.processing = false;
+    }
+  }
+
+  async reconcile(key: string): Promise<void> {
+    const [namespace, name] = key.split("/") as [string, string];
+    const cached = this.informer.get(name, namespace);
+    if (!cached) return;
+    const log = this.opts.logger.child({ approvalRequest: key });
+    const now = this.now();
+    const before = cached.status?.phase;
+    const target = computePhase(cached, now).phase;
+
+    // 1. audit records (before anything else can be observed)
+    for (const event of expectedAuditEvents(cached, target)) {
+      const wrote = await this.audit.ensure(
+        cached,
+        event,
+        auditDetails(cached, event, now, this.opts.username),
+      );
+      if (wrote) log.info("audit record written", { event });
+    }
+
+    // 2. events for the transition (the webhook already announced creation and consumption)
+    if (target !== before && target !== Phase.Pending && target !== Phase.Consumed)
+      await this.emitTransition(cached, target, computePhase(cached, now).message, log);
+
+    // 3. status
+    const status = nextStatus(cached, now);
+    let current = cached;
+    if (status) {
+      try {
+        current = (await this.custom.replaceNamespacedCustomObjectStatus({
+          group: API_GROUP,
+          version: API_VERSION,
+          namespace,
+          plural: APPROVAL_REQUEST_PLURAL,
+          name,
+          body: { ...cached, status },
+        })) as ApprovalRequest;
+        if (target !== before) log.info("phase changed", { from: before ?? "(new)", to: target });
+      } catch (err) {
+        if (isConflict(err) || isNotFound(err)) return; // a newer version is on its way through the informer
+        throw err;
+      }
+    }
+
+    // 4./5. the next look: expiry, or garbage collection after the retention
+    const finished = finishedAt(current);
+    if (!finished) {
+      this.schedule(key, new Date(Date.parse(current.spec.approval.expiresAt)));
+      return;
+    }
+    const retentionMs = (this.opts.retentionSeconds ?? DEFAULT_RETENTION_SECONDS) * 1000;
+    const gcAt = new Date(finished.getTime() + retentionMs);
+    if (now < gcAt) {
+      this.schedule(key, gcAt);
+      return;
+    }
+    const records = await this.audit.list(namespace);
+    const expected = expectedAuditEvents(current, current.status?.phase ?? target);
+    const have = new Set(
+      records.filter((r) => r.spec.approvalRequest.name === name).map((r) => r.spec.event),
+    );
+    if (!expected.every((e) => have.has(e))) {
+      log.warn("not collecting: audit records incomplete", { expected, have: [...have] });
+      this.schedule(key, new Date(now.getTime() + 5000));
+      return;
+    }
+    try {
+      await this.custom.deleteNamespacedCustomObject({
+        group: API_GROUP,
+        version: API_VERSION,
+        namespace,
+        plural: APPROVAL_REQUEST_PLURAL,
+        name,
+      });
+      log.info("garbage-collected finished request", { phase: current.status?.phase });
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+  }
+
+  private async emitTransition(
+    ar: ApprovalRequest,
+    phase: Phase,
+    message: string,
+    log: Logger,
+  ): Promise<void> {
+    const reason =
+      phase === Phase.Pending
+        ? EventReason.ApprovalPending
+        : phase === Phase.Approved
+          ? EventReason.Approved
+          : phase === Phase.Denied
+            ? EventReason.Denied
+            : phase === Phase.Expired
+              ? EventReason.Expired
+              : EventReason.Consumed;
+    const { namespace, name } = ar.metadata;
+    const text =
+      phase === Phase.Pending
+        ? `${ar.spec.action.summary} Approve: kubectl approve ${name} -n ${namespace}`
+        : `ApprovalRequest ${namespace}/${name}: ${message}`;
+    const targets: { apiVersion: string; kind: string; name: string; namespace: string; uid?: string }[] = [
+      {
+        apiVersion: ar.apiVersion,
+        kind: ar.kind,
+        name,
+        namespace,
+        ...(ar.metadata.uid ? { uid: ar.metadata.uid } : {}),
+      },
+    ];
+    const a = ar.spec.action;
+    if (a.namespace && a.name && a.kind) {
+      targets.push({
+        apiVersion: a.group ? `${a.group}/${a.version}` : a.version,
+        kind: a.kind,
+        name: a.name,
+        namespace: a.namespace,
+      });
+    }
+    for (const t of targets) {
+      // Deterministic name: a restarted controller re-emitting this transition finds it exists.
+      const id = createHash("sha256")
+        .update(`${namespace}/${name}/${phase}/${t.kind}/${t.name}`)
+        .digest("hex")
+        .slice(0, 16);
+      const now = this.now();
+      try {
+        await this.core.createNamespacedEvent({
+          namespace: t.namespace,
+          body: {
+            metadata: { name: `${t.name.slice(0, 200)}.countersign.${id}`, namespace: t.namespace },
+            involvedObject: t,
+            reason,
+            message: text.slice(0, 1024),
+            type: phase === Phase.Denied || phase === Phase.Expired ? "Warning" : "Normal",
+            source: { component: "countersign-controller" },
+            reportingComponent: "countersign.io/controller",
+            reportingInstance: this.opts.identity,
+            firstTimestamp: now,
+            lastTimestamp: now,
+            count: 1,
+          },
+        });
+      } catch (err) {
+        if (!isAlreadyExists(err))
+          log.warn("could not emit event", { reason, error: describeKubeError(err) });
+      }
+    }
+  }
+}

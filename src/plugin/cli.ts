@@ -1,0 +1,131 @@
+/**
+ * kubectl plugins: `kubectl approve`, `kubectl deny`, `kubectl approvals`. The command comes
+ * from the executable's name (kubectl-approve, ...) or, when run directly, the first argument.
+ * Uses the kubeconfig like kubectl: $KUBECONFIG or ~/.kube/config, --kubeconfig, --context,
+ * -n/--namespace (default: the context's namespace, else "default").
+ */
+import { basename } from "node:path";
+import { parseArgs } from "node:util";
+import { KubeConfig } from "@kubernetes/client-node";
+import { describeKubeError } from "../kube/errors.js";
+import {
+  auditFor,
+  auditVerify,
+  decide,
+  formatList,
+  listRequests,
+  PluginError,
+  showRequest,
+} from "./commands.js";
+
+const USAGE = `Usage:
+  kubectl approve NAME [-n NAMESPACE] [--reason TEXT]
+  kubectl deny NAME [-n NAMESPACE] [--reason TEXT]
+  kubectl approvals list [-n NAMESPACE | -A] [--all]
+  kubectl approvals show NAME [-n NAMESPACE]
+  kubectl approvals audit verify [-n NAMESPACE | -A]
+  kubectl approvals audit --for KIND/NAME [-n NAMESPACE | -A]
+Common flags: --kubeconfig PATH, --context NAME`;
+
+export async function runCli(
+  argv: string[],
+  invokedAs: string,
+): Promise<{ code: number; out: string; err: string }> {
+  let args = argv;
+  let command = invokedAs.replace(/^kubectl-/, "").replace(/\.(m?js|ts)$/, "");
+  if (!["approve", "deny", "approvals"].includes(command)) {
+    command = args[0] ?? "";
+    args = args.slice(1);
+  }
+  let parsed: ReturnType<typeof parse>;
+  try {
+    parsed = parse(args);
+  } catch (err) {
+    return { code: 2, out: "", err: `${(err as Error).message}\n${USAGE}` };
+  }
+  const { values, positionals } = parsed;
+  if (values.help) return { code: 0, out: USAGE, err: "" };
+  const kc = new KubeConfig();
+  try {
+    if (values.kubeconfig) kc.loadFromFile(values.kubeconfig);
+    else kc.loadFromDefault();
+    if (values.context) kc.setCurrentContext(values.context);
+  } catch (err) {
+    return { code: 1, out: "", err: `cannot load kubeconfig: ${(err as Error).message}` };
+  }
+  const contextNs = kc.getContextObject(kc.getCurrentContext())?.namespace;
+  const allNs = values["all-namespaces"] === true;
+  const namespace = values.namespace ?? contextNs ?? "default";
+  const now = new Date();
+  try {
+    switch (command) {
+      case "approve":
+      case "deny": {
+        const name = positionals[0];
+        if (!name || positionals.length > 1)
+          return { code: 2, out: "", err: `kubectl ${command} takes one NAME\n${USAGE}` };
+        const out = await decide(
+          kc,
+          namespace,
+          name,
+          command === "approve" ? "Approve" : "Deny",
+          values.reason,
+          now,
+        );
+        return { code: 0, out, err: "" };
+      }
+      case "approvals": {
+        const [sub, ...rest] = positionals;
+        if (sub === "list") {
+          return {
+            code: 0,
+            out: formatList(await listRequests(kc, allNs ? undefined : namespace), now, values.all === true),
+            err: "",
+          };
+        }
+        if (sub === "show" && rest[0])
+          return { code: 0, out: await showRequest(kc, namespace, rest[0], now), err: "" };
+        if (sub === "audit" && rest[0] === "verify") {
+          const { ok, report } = await auditVerify(kc, allNs ? undefined : namespace);
+          return { code: ok ? 0 : 1, out: report, err: "" };
+        }
+        if (sub === "audit" && values.for) {
+          return { code: 0, out: await auditFor(kc, values.for, allNs ? undefined : namespace), err: "" };
+        }
+        return { code: 2, out: "", err: USAGE };
+      }
+      default:
+        return { code: 2, out: "", err: USAGE };
+    }
+  } catch (err) {
+    if (err instanceof PluginError) return { code: 1, out: "", err: `error: ${err.message}` };
+    return { code: 1, out: "", err: `error: ${describeKubeError(err)}` };
+  }
+}
+
+function parse(args: string[]) {
+  return parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      namespace: { type: "string", short: "n" },
+      "all-namespaces": { type: "boolean", short: "A" },
+      all: { type: "boolean" },
+      reason: { type: "string" },
+      for: { type: "string" },
+      kubeconfig: { type: "string" },
+      context: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+}
+
+/** Entry point for the executables in bin/. */
+export async function main(): Promise<void> {
+  const { code, out, err } = await runCli(process.argv.slice(2), basename(process.argv[1] ?? ""));
+  if (out) process.stdout.write(`${out}\n`);
+  if (err) process.stderr.write(`${err}\n`);
+  process.exitCode = code;
+}
+
+if (process.argv[1] && /(^|\/)cli\.(ts|js)$/.test(process.argv[1])) void main();

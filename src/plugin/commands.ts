@@ -1,0 +1,294 @@
+/**
+ * The kubectl plugin's commands as functions (the CLI in cli.ts parses arguments and prints).
+ * Every command acts as the user of the kubeconfig; nothing here bypasses the webhook.
+ */
+import {
+  AuthenticationV1Api,
+  CustomObjectsApi,
+  type KubeConfig,
+  PatchStrategy,
+  setHeaderOptions,
+} from "@kubernetes/client-node";
+import {
+  APPROVAL_REQUEST_PLURAL,
+  type ApprovalRequest,
+  type Decision,
+  effectivePhase,
+  Phase,
+} from "../approvals/request.js";
+import { type AuditRecord, verifyChain } from "../audit/chain.js";
+import { AUDIT_PLURAL } from "../audit/writer.js";
+import { kubeStatusOf } from "../kube/errors.js";
+import { API_GROUP, API_VERSION } from "../policy/types.js";
+
+export class PluginError extends Error {}
+
+const G = { group: API_GROUP, version: API_VERSION };
+
+export async function whoAmI(kc: KubeConfig): Promise<{ username: string; uid?: string; groups: string[] }> {
+  const r = await kc.makeApiClient(AuthenticationV1Api).createSelfSubjectReview({
+    body: { apiVersion: "authentication.k8s.io/v1", kind: "SelfSubjectReview" },
+  });
+  const u = r.status?.userInfo;
+  if (!u?.username) throw new PluginError("the API server did not say who you are (SelfSubjectReview)");
+  return { username: u.username, ...(u.uid ? { uid: u.uid } : {}), groups: u.groups ?? [] };
+}
+
+async function getRequest(kc: KubeConfig, namespace: string, name: string): Promise<ApprovalRequest> {
+  try {
+    return (await kc.makeApiClient(CustomObjectsApi).getNamespacedCustomObject({
+      ...G,
+      namespace,
+      plural: APPROVAL_REQUEST_PLURAL,
+      name,
+    })) as ApprovalRequest;
+  } catch (err) {
+    const s = kubeStatusOf(err);
+    if (s?.code === 404) {
+      throw new PluginError(
+        `ApprovalRequest ${namespace}/${name} not found. Pending requests: kubectl approvals list -n ${namespace}`,
+      );
+    }
+    if (s?.code === 403)
+      throw new PluginError(`you may not read ApprovalRequests in ${namespace}: ${s.message}`);
+    throw err;
+  }
+}
+
+/**
+ * Appends the caller's decision (identity from SelfSubjectReview, as the webhook verifies).
+ * Returns a one-line description of the outcome.
+ */
+export async function decide(
+  kc: KubeConfig,
+  namespace: string,
+  name: string,
+  decision: "Approve" | "Deny",
+  reason: string | undefined,
+  now = new Date(),
+): Promise<string> {
+  const me = await whoAmI(kc);
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const ar = await getRequest(kc, namespace, name);
+    const phase = effectivePhase(ar, now);
+    if (phase === Phase.Expired) {
+      throw new PluginError(
+        `ApprovalRequest ${namespace}/${name} expired at ${ar.spec.approval.expiresAt}; the requester must retry the action to open a new request`,
+      );
+    }
+    if (phase !== Phase.Pending)
+      throw new PluginError(`ApprovalRequest ${namespace}/${name} is already ${phase}`);
+    if (ar.spec.requester.username === me.username)
+      throw new PluginError("you cannot decide your own request; ask one of its approvers");
+    if ((ar.spec.decisions ?? []).some((d) => d.approver === me.username)) {
+      throw new PluginError(`you (${me.username}) have already decided ${namespace}/${name}`);
+    }
+    const entry: Decision = {
+      approver: me.username,
+      ...(me.uid ? { uid: me.uid } : {}),
+      groups: me.groups,
+      decision,
+      ...(reason ? { reason: reason.slice(0, 1024) } : {}),
+      via: "kubectl",
+      time: now.toISOString().replace(/\.\d{3}Z$/, "Z"),
+    };
+    const patch = [
+      { op: "test", path: "/metadata/resourceVersion", value: ar.metadata.resourceVersion },
+      ar.spec.decisions
+        ? { op: "add", path: "/spec/decisions/-", value: entry }
+        : { op: "add", path: "/spec/decisions", value: [entry] },
+    ];
+    try {
+      await kc
+        .makeApiClient(CustomObjectsApi)
+        .patchNamespacedCustomObject(
+          { ...G, namespace, plural: APPROVAL_REQUEST_PLURAL, name, body: patch },
+          setHeaderOptions("Content-Type", PatchStrategy.JsonPatch),
+        );
+      const got =
+        (ar.spec.decisions ?? []).filter((d) => d.decision === "Approve").length +
+        (decision === "Approve" ? 1 : 0);
+      return decision === "Approve"
+        ? `approved ${namespace}/${name} (${got}/${ar.spec.approval.requiredApprovals} approvals)${got >= ar.spec.approval.requiredApprovals ? ": the requester can now retry the action, once" : ""}`
+        : `denied ${namespace}/${name}`;
+    } catch (err) {
+      const s = kubeStatusOf(err);
+      if (s && (s.code === 409 || (s.code === 422 && /test/i.test(s.message ?? "")))) continue; // changed meanwhile: re-read
+      if (s?.code === 403 || s?.code === 400 || s?.code === 422)
+        throw new PluginError(s.message ?? "refused");
+      throw err;
+    }
+  }
+  throw new PluginError(`ApprovalRequest ${namespace}/${name} kept changing; try again`);
+}
+
+export async function listRequests(
+  kc: KubeConfig,
+  namespace: string | undefined,
+): Promise<ApprovalRequest[]> {
+  const api = kc.makeApiClient(CustomObjectsApi);
+  const out = (
+    namespace
+      ? await api.listNamespacedCustomObject({ ...G, namespace, plural: APPROVAL_REQUEST_PLURAL })
+      : await api.listClusterCustomObject({ ...G, plural: APPROVAL_REQUEST_PLURAL })
+  ) as { items: ApprovalRequest[] };
+  return out.items;
+}
+
+function age(from: string | Date | undefined, now: Date): string {
+  if (!from) return "?";
+  const s = Math.max(0, Math.round((now.getTime() - new Date(from).getTime()) / 1000));
+  return s < 120
+    ? `${s}s`
+    : s < 7200
+      ? `${Math.round(s / 60)}m`
+      : s < 172800
+        ? `${Math.round(s / 3600)}h`
+        : `${Math.round(s / 86400)}d`;
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
+  return rows
+    .map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join("  "))
+    .join("\n");
+}
+
+export function formatList(items: ApprovalRequest[], now: Date, all: boolean): string {
+  const pending = items.filter((ar) => all || effectivePhase(ar, now) === Phase.Pending);
+  if (pending.length === 0) return all ? "No ApprovalRequests." : "No pending ApprovalRequests.";
+  const rows = [["NAMESPACE", "NAME", "PHASE", "REQUESTER", "ACTION", "TARGET", "AGE", "REASON"]];
+  for (const ar of pending) {
+    const a = ar.spec.action;
+    rows.push([
+      ar.metadata.namespace,
+      ar.metadata.name,
+      effectivePhase(ar, now),
+      ar.spec.requester.username,
+      `${a.operation} ${a.subResource ? `${a.resource}/${a.subResource}` : a.resource}`,
+      a.name || "(new)",
+      age(ar.metadata.creationTimestamp, now),
+      (ar.spec.agentContext?.reason ?? "").replace(/\s+/g, " ").slice(0, 60),
+    ]);
+  }
+  return table(rows);
+}
+
+export function formatShow(ar: ApprovalRequest, now: Date): string {
+  const s = ar.spec;
+  const a = s.action;
+  const lines = [
+    `Name:        ${ar.metadata.namespace}/${ar.metadata.name}`,
+    `Phase:       ${effectivePhase(ar, now)}${ar.status?.conditions?.find((c) => c.type === "Ready")?.message ? ` (${ar.status.conditions.find((c) => c.type === "Ready")!.message})` : ""}`,
+    `Requester:   ${s.requester.username}${s.requester.uid ? ` (uid ${s.requester.uid})` : ""}`,
+    `Groups:      ${(s.requester.groups ?? []).join(", ")}`,
+    `Action:      ${a.operation} ${a.group ? `${a.group}/` : ""}${a.version} ${a.resource}${a.subResource ? `/${a.subResource}` : ""} ${a.namespace ? `${a.namespace}/` : ""}${a.name || "(new)"}`,
+    `Summary:     ${a.summary}`,
+    `Policy:      ${s.policy.name}, rule ${s.policy.rule}${s.policy.message ? ` (${s.policy.message})` : ""}`,
+    `Approvers:   ${[...(s.approval.approvers.users ?? []).map((u) => `user ${u}`), ...(s.approval.approvers.groups ?? []).map((g) => `group ${g}`)].join(", ")}; ${s.approval.requiredApprovals} required`,
+    `Expires:     ${s.approval.expiresAt}`,
+    `Fingerprint: ${s.fingerprint}`,
+  ];
+  if (s.agentContext) {
+    lines.push("Agent context:");
+    for (const [k, v] of Object.entries(s.agentContext))
+      lines.push(`  ${k}: ${String(v).replace(/\n/g, "\n    ")}`);
+  }
+  if (s.diff) lines.push("Changes:", ...s.diff.split("\n").map((l) => `  ${l}`));
+  lines.push("Decisions:");
+  if (!s.decisions?.length) lines.push("  (none yet)");
+  for (const d of s.decisions ?? [])
+    lines.push(
+      `  ${d.time ?? ""} ${d.decision} by ${d.approver}${d.via ? ` via ${d.via}` : ""}${d.reason ? `: ${d.reason}` : ""}`,
+    );
+  if (ar.status?.consumed)
+    lines.push(`Consumed:    ${ar.status.consumed.time} (admission uid ${ar.status.consumed.admissionUID})`);
+  return lines.join("\n");
+}
+
+export async function showRequest(
+  kc: KubeConfig,
+  namespace: string,
+  name: string,
+  now = new Date(),
+): Promise<string> {
+  return formatShow(await getRequest(kc, namespace, name), now);
+}
+
+export async function listAuditRecords(
+  kc: KubeConfig,
+  namespace: string | undefined,
+): Promise<AuditRecord[]> {
+  const api = kc.makeApiClient(CustomObjectsApi);
+  const out = (
+    namespace
+      ? await api.listNamespacedCustomObject({ ...G, namespace, plural: AUDIT_PLURAL })
+      : await api.listClusterCustomObject({ ...G, plural: AUDIT_PLURAL })
+  ) as { items: AuditRecord[] };
+  return out.items;
+}
+
+/** Verifies every namespace's chain. Returns the report and whether all chains are intact. */
+export async function auditVerify(
+  kc: KubeConfig,
+  namespace: string | undefined,
+): Promise<{ ok: boolean; report: string }> {
+  const records = await listAuditRecords(kc, namespace);
+  const byNs = new Map<string, AuditRecord[]>();
+  for (const r of records) byNs.set(r.metadata.namespace, [...(byNs.get(r.metadata.namespace) ?? []), r]);
+  if (byNs.size === 0) return { ok: true, report: `no audit records${namespace ? ` in ${namespace}` : ""}` };
+  const lines: string[] = [];
+  let ok = true;
+  for (const [ns, rs] of [...byNs.entries()].sort()) {
+    const problems = verifyChain(rs);
+    if (problems.length === 0) lines.push(`${ns}: OK, ${rs.length} records, chain intact`);
+    else {
+      ok = false;
+      lines.push(`${ns}: TAMPERED, ${problems.length} problem(s) in ${rs.length} records`);
+      for (const p of problems)
+        lines.push(`  sequence ${p.sequence ?? "?"} (${p.record ?? "?"}): ${p.problem}`);
+    }
+  }
+  return { ok, report: lines.join("\n") };
+}
+
+/** "Who authorized this change?": the trail for one target, KIND/NAME (kind or resource name). */
+export async function auditFor(
+  kc: KubeConfig,
+  target: string,
+  namespace: string | undefined,
+): Promise<string> {
+  const [kindOrResource, name] = target.split("/") as [string, string | undefined];
+  if (!kindOrResource || !name)
+    throw new PluginError("--for takes KIND/NAME, e.g. secret/db-creds or deployments/api");
+  const k = kindOrResource.toLowerCase();
+  const records = (await listAuditRecords(kc, namespace)).filter((r) => {
+    const a = r.spec.action as { kind?: string; resource?: string; name?: string } | undefined;
+    const kinds = [
+      a?.kind?.toLowerCase(),
+      a?.resource?.toLowerCase(),
+      a?.resource?.toLowerCase().replace(/s$/, ""),
+    ];
+    return a?.name === name && kinds.includes(k);
+  });
+  if (records.length === 0) return `no audit records for ${target}${namespace ? ` in ${namespace}` : ""}`;
+  records.sort((a, b) =>
+    a.spec.time < b.spec.time ? -1 : a.spec.time > b.spec.time ? 1 : a.spec.sequence - b.spec.sequence,
+  );
+  const lines = [`Audit trail for ${target}:`];
+  for (const r of records) {
+    const s = r.spec;
+    lines.push(
+      `  ${s.time}  ${s.event.padEnd(9)}  ${s.actor?.username ?? "?"}${s.actor?.via ? ` via ${s.actor.via}` : ""}  [${r.metadata.namespace}/${s.approvalRequest.name}]`,
+    );
+    if (s.event === "Requested") {
+      lines.push(
+        `      policy ${s.policy?.name}/${s.policy?.rule}; ${(s.action as { summary?: string } | undefined)?.summary ?? ""}`,
+      );
+      if (s.agentContext?.reason) lines.push(`      agent reason: ${s.agentContext.reason}`);
+      if (s.agentContext?.prompt)
+        lines.push(`      agent prompt: ${s.agentContext.prompt.replace(/\n/g, " ").slice(0, 300)}`);
+    } else if (s.reason) lines.push(`      ${s.reason}`);
+  }
+  return lines.join("\n");
+}
