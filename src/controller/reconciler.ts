@@ -140,6 +140,11 @@ export interface ControllerOptions {
   logger: Logger;
   siemLogger: Logger;
   now?: () => Date;
+  /**
+   * Called after each reconcile step; fault-injection tests throw here to "crash" the
+   * controller between steps and check that a restart completes the work exactly once.
+   */
+  afterStep?: (step: "audit" | "events" | "status", key: string) => void;
 }
 
 export class Controller {
@@ -276,9 +281,13 @@ export class Controller {
       if (wrote) log.info("audit record written", { event });
     }
 
+    this.opts.afterStep?.("audit", key);
+
     // 2. events for the transition (the webhook already announced creation and consumption)
     if (target !== before && target !== Phase.Pending && target !== Phase.Consumed)
       await this.emitTransition(cached, target, computePhase(cached, now).message, log);
+
+    this.opts.afterStep?.("events", key);
 
     // 3. status
     const status = nextStatus(cached, now);
@@ -299,6 +308,8 @@ export class Controller {
         throw err;
       }
     }
+
+    this.opts.afterStep?.("status", key);
 
     // 4./5. the next look: expiry, or garbage collection after the retention
     const finished = finishedAt(current);

@@ -92,8 +92,10 @@ export async function decide(
       via: "kubectl",
       time: now.toISOString().replace(/\.\d{3}Z$/, "Z"),
     };
+    // "add …/-" appends to the current list server-side, so concurrent approvers both land. If the
+    // list did not exist yet and another decision created it meanwhile, the webhook refuses the
+    // replacement as not append-only, and the loop re-reads and appends.
     const patch = [
-      { op: "test", path: "/metadata/resourceVersion", value: ar.metadata.resourceVersion },
       ar.spec.decisions
         ? { op: "add", path: "/spec/decisions/-", value: entry }
         : { op: "add", path: "/spec/decisions", value: [entry] },
@@ -113,7 +115,7 @@ export async function decide(
         : `denied ${namespace}/${name}`;
     } catch (err) {
       const s = kubeStatusOf(err);
-      if (s && (s.code === 409 || (s.code === 422 && /test/i.test(s.message ?? "")))) continue; // changed meanwhile: re-read
+      if (s && (s.code === 409 || /append-only/.test(s.message ?? ""))) continue; // changed meanwhile: re-read
       if (s?.code === 403 || s?.code === 400 || s?.code === 422)
         throw new PluginError(s.message ?? "refused");
       throw err;

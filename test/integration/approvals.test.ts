@@ -1,0 +1,483 @@
+/**
+ * Approvals that can be trusted, through a real kube-apiserver: attacks on the decision
+ * path and the audit trail, multi-approver policies, the kubectl plugin, and the trail.
+ */
+import {
+  CoreV1Api,
+  CustomObjectsApi,
+  type KubeConfig,
+  PatchStrategy,
+  RbacAuthorizationV1Api,
+  setHeaderOptions,
+} from "@kubernetes/client-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { ApprovalRequest, Decision } from "../../src/approvals/request.js";
+import type { AuditRecord } from "../../src/audit/chain.js";
+import type { ControlPlane } from "../../src/controlplane/control-plane.js";
+import { kubeStatusOf } from "../../src/kube/errors.js";
+import { runCli } from "../../src/plugin/cli.js";
+import { auditFor, auditVerify, decide, listAuditRecords } from "../../src/plugin/commands.js";
+import { attachControlPlane, uniqueName } from "../support/control-plane.js";
+import {
+  approverIdentity,
+  eventually,
+  startTestCountersign,
+  type TestCountersign,
+} from "../support/countersign.js";
+
+const G = { group: "countersign.io", version: "v1alpha1" };
+const agentsNs = uniqueName("agents");
+const ns = uniqueName("vault");
+const policyName = uniqueName("vault-guard");
+let cp: ControlPlane;
+let cs: TestCountersign;
+let agent: KubeConfig;
+let agentUser: string;
+let alice: KubeConfig;
+let bob: KubeConfig;
+let carol: KubeConfig; // RBAC ok, not in the approvers
+let dave: KubeConfig; // in the approvers group, lacks RBAC approve
+
+const custom = () => cp.adminKubeConfig().makeApiClient(CustomObjectsApi);
+
+async function getAr(name: string): Promise<ApprovalRequest> {
+  return (await custom().getNamespacedCustomObject({
+    ...G,
+    namespace: ns,
+    plural: "approvalrequests",
+    name,
+  })) as ApprovalRequest;
+}
+
+/** A raw decision patch, bypassing the plugin's own checks: what an attacker would send. */
+async function rawDecision(kc: KubeConfig, name: string, d: Decision): Promise<string | undefined> {
+  const ar = await getAr(name);
+  const patch = ar.spec.decisions
+    ? [{ op: "add", path: "/spec/decisions/-", value: d }]
+    : [{ op: "add", path: "/spec/decisions", value: [d] }];
+  try {
+    await kc
+      .makeApiClient(CustomObjectsApi)
+      .patchNamespacedCustomObject(
+        { ...G, namespace: ns, plural: "approvalrequests", name, body: patch },
+        setHeaderOptions("Content-Type", PatchStrategy.JsonPatch),
+      );
+    return undefined;
+  } catch (err) {
+    return kubeStatusOf(err)?.message ?? String(err);
+  }
+}
+
+async function rejection(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+  } catch (err) {
+    return kubeStatusOf(err)?.message ?? String(err);
+  }
+  throw new Error("expected the API server to refuse");
+}
+
+/** The agent tries to delete a secret; returns the ApprovalRequest name from the denial. */
+async function requestDelete(secret: string): Promise<string> {
+  const message = await rejection(
+    agent.makeApiClient(CoreV1Api).deleteNamespacedSecret({ name: secret, namespace: ns }),
+  );
+  const m = /ApprovalRequest \S+\/(\S+) (was created|is pending)/.exec(message);
+  if (!m) throw new Error(`unexpected denial: ${message}`);
+  return m[1]!;
+}
+
+async function phaseOf(name: string): Promise<string | undefined> {
+  return (await getAr(name)).status?.phase;
+}
+
+beforeAll(async () => {
+  cp = await attachControlPlane();
+  await cp.ensureNamespace(ns);
+  const id = await cp.serviceAccountIdentity(agentsNs, "ops-bot");
+  agent = id.kubeConfig;
+  agentUser = id.username;
+  const rbac = cp.adminKubeConfig().makeApiClient(RbacAuthorizationV1Api);
+  await rbac.createNamespacedRole({
+    namespace: ns,
+    body: {
+      metadata: { name: "agent" },
+      rules: [{ apiGroups: [""], resources: ["secrets"], verbs: ["get", "list", "create", "delete"] }],
+    },
+  });
+  await rbac.createNamespacedRoleBinding({
+    namespace: ns,
+    body: {
+      metadata: { name: "agent" },
+      roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: "agent" },
+      subjects: [{ kind: "ServiceAccount", name: "ops-bot", namespace: agentsNs }],
+    },
+  });
+  // The agent's service account also holds the approver role: only Countersign's rule stops it.
+  await rbac.createNamespacedRoleBinding({
+    namespace: ns,
+    body: {
+      metadata: { name: "agent-can-approve" },
+      roleRef: {
+        apiGroup: "rbac.authorization.k8s.io",
+        kind: "ClusterRole",
+        name: "countersign-test-approver",
+      },
+      subjects: [{ kind: "ServiceAccount", name: "ops-bot", namespace: agentsNs }],
+    },
+  });
+  alice = await approverIdentity(cp, "alice@example.com", ["countersign:approvers"]);
+  bob = await approverIdentity(cp, "bob@example.com", ["countersign:approvers"]);
+  carol = await approverIdentity(cp, "carol@example.com", ["finance"]);
+  dave = await approverIdentity(cp, "dave@example.com", ["countersign:approvers"], false);
+  cs = await startTestCountersign(cp, {
+    subjects: { serviceAccountNamespaces: [agentsNs] },
+    installNamespace: uniqueName("cs-system"),
+    webhookName: "countersign-approvals-test",
+  });
+  await cp.apply([
+    {
+      apiVersion: "countersign.io/v1alpha1",
+      kind: "ApprovalPolicy",
+      metadata: { name: policyName },
+      spec: {
+        subjects: { serviceAccounts: [{ namespace: agentsNs }] },
+        match: [{ operations: ["DELETE"], apiGroups: [""], resources: ["secrets"], namespaces: [ns] }],
+        rules: [
+          {
+            name: "two-person",
+            condition: "request.name.startsWith('crown-')",
+            action: "RequireApproval",
+            approval: { approvers: { groups: ["countersign:approvers"] }, requiredApprovals: 2, ttl: "1h" },
+          },
+          {
+            name: "short-ttl",
+            condition: "request.name.startsWith('brief-')",
+            action: "RequireApproval",
+            approval: { approvers: { groups: ["countersign:approvers"] }, ttl: "3s" },
+          },
+          {
+            name: "deletes",
+            condition: "!request.name.startsWith('crown-') && !request.name.startsWith('brief-')",
+            action: "RequireApproval",
+            approval: { approvers: { users: [agentUser], groups: ["countersign:approvers"] }, ttl: "1h" },
+          },
+        ],
+      },
+    } as never,
+  ]);
+  await eventually(
+    async () => cs.replicas[0]!.policies.list().some((p) => p.name === policyName),
+    10_000,
+    "policy",
+  );
+  const core = cp.adminKubeConfig().makeApiClient(CoreV1Api);
+  for (const name of ["s1", "s2", "s3", "s4", "crown-jewels", "brief-1", "canary"]) {
+    await core.createNamespacedSecret({
+      namespace: ns,
+      body: {
+        metadata: {
+          name,
+          annotations: {
+            "countersign.io/reason": `rotating ${name}`,
+            "countersign.io/prompt": "clean up old credentials",
+          },
+        },
+        stringData: { password: "p4ssw0rd-never-logged" },
+      },
+    });
+  }
+  await eventually(
+    async () =>
+      /needs (a human )?approval/.test(
+        await rejection(
+          agent
+            .makeApiClient(CoreV1Api)
+            .deleteNamespacedSecret({ name: "canary", namespace: ns, dryRun: "All" }),
+        ).catch(() => ""),
+      ),
+    15_000,
+    "webhook active",
+  );
+});
+
+afterAll(async () => {
+  await cs?.stop();
+});
+
+describe("attacks on the decision path", () => {
+  it("self-approval is refused, also through a second token of the same service account", async () => {
+    const name = await requestDelete("s1");
+    const second = await cp.serviceAccountIdentity(agentsNs, "ops-bot"); // a fresh TokenRequest
+    const err = await rawDecision(second.kubeConfig, name, { approver: agentUser, decision: "Approve" });
+    expect(err).toMatch(/nobody decides their own request/);
+    const cli = await decide(second.kubeConfig, ns, name, "Approve", undefined).catch(
+      (e: Error) => e.message,
+    );
+    expect(cli).toMatch(/cannot decide your own request/);
+    await eventually(async () => (await phaseOf(name)) === "Pending", 10_000, "Pending");
+    expect((await getAr(name)).spec.decisions ?? []).toHaveLength(0);
+  });
+
+  it("a decision naming someone else, or claiming other groups, is refused", async () => {
+    const name = await requestDelete("s2");
+    expect(await rawDecision(alice, name, { approver: "bob@example.com", decision: "Approve" })).toMatch(
+      /names "bob@example.com" but you are authenticated as "alice@example.com"/,
+    );
+    expect(
+      await rawDecision(alice, name, {
+        approver: "alice@example.com",
+        groups: ["countersign:approvers", "system:masters"],
+        decision: "Approve",
+      }),
+    ).toMatch(/groups do not match/);
+    expect((await getAr(name)).spec.decisions ?? []).toHaveLength(0);
+  });
+
+  it("an approver outside the policy, and one without RBAC verb approve, are refused", async () => {
+    const name = await requestDelete("s3");
+    expect(await rawDecision(carol, name, { approver: "carol@example.com", decision: "Approve" })).toMatch(
+      /carol@example.com is not an approver for this request/,
+    );
+    expect(await rawDecision(dave, name, { approver: "dave@example.com", decision: "Approve" })).toMatch(
+      /lacks RBAC verb "approve" on approvalrequests/,
+    );
+    await eventually(async () => (await phaseOf(name)) === "Pending", 10_000, "Pending");
+    expect((await getAr(name)).spec.decisions ?? []).toHaveLength(0);
+  });
+
+  it("nobody — not even a cluster admin — forges an ApprovalRequest, its status, or edits an approved one", async () => {
+    const name = await requestDelete("s4");
+    expect(await decide(alice, ns, name, "Approve", "ok")).toMatch(/approved/);
+    await eventually(async () => (await phaseOf(name)) === "Approved", 10_000, "Approved");
+    const ar = await getAr(name);
+
+    // Edit what was approved: the CRD's immutability rule and the guard both refuse.
+    const edited = structuredClone(ar);
+    edited.spec.action.name = "crown-jewels";
+    expect(
+      await rejection(
+        custom().replaceNamespacedCustomObject({
+          ...G,
+          namespace: ns,
+          plural: "approvalrequests",
+          name,
+          body: edited,
+        }),
+      ),
+    ).toMatch(/immutable/);
+    // Rewrite an existing decision.
+    const rewritten = structuredClone(ar);
+    rewritten.spec.decisions![0]!.reason = "I never said that";
+    expect(
+      await rejection(
+        custom().replaceNamespacedCustomObject({
+          ...G,
+          namespace: ns,
+          plural: "approvalrequests",
+          name,
+          body: rewritten,
+        }),
+      ),
+    ).toMatch(/append-only/);
+    // Forge a whole request, or its status.
+    const forged = structuredClone(ar) as ApprovalRequest & { metadata: Record<string, unknown> };
+    forged.metadata = { name: "forged", namespace: ns };
+    delete forged.status;
+    expect(
+      await rejection(
+        custom().createNamespacedCustomObject({
+          ...G,
+          namespace: ns,
+          plural: "approvalrequests",
+          body: forged,
+        }),
+      ),
+    ).toMatch(/created only by Countersign/);
+    const other = await requestDelete("crown-jewels");
+    const forgedStatus = { ...(await getAr(other)), status: { phase: "Approved" as const } };
+    expect(
+      await rejection(
+        custom().replaceNamespacedCustomObjectStatus({
+          ...G,
+          namespace: ns,
+          plural: "approvalrequests",
+          name: other,
+          body: forgedStatus,
+        }),
+      ),
+    ).toMatch(/only Countersign sets an ApprovalRequest's status/);
+    expect(
+      await rejection(
+        custom().deleteNamespacedCustomObject({
+          ...G,
+          namespace: ns,
+          plural: "approvalrequests",
+          name: other,
+        }),
+      ),
+    ).toMatch(/part of the audit trail/);
+  });
+
+  it("replaying an approval for a different object does not work", async () => {
+    const approved = (await getAr((await listNames()).find((n) => n.includes("-s4-"))!)).metadata.name;
+    expect(await phaseOf(approved)).toBe("Approved");
+    // s4's approval exists; deleting s1 is a different action and stays gated.
+    const message = await rejection(
+      agent.makeApiClient(CoreV1Api).deleteNamespacedSecret({ name: "s1", namespace: ns }),
+    );
+    expect(message).toMatch(/needs a human approval/);
+    expect(await phaseOf(approved)).toBe("Approved");
+  });
+});
+
+async function listNames(): Promise<string[]> {
+  const list = (await custom().listNamespacedCustomObject({
+    ...G,
+    namespace: ns,
+    plural: "approvalrequests",
+  })) as { items: ApprovalRequest[] };
+  return list.items.map((i) => i.metadata.name);
+}
+
+describe("decisions", () => {
+  it("a two-person rule needs two distinct approvers; a decision on a finished request is refused", async () => {
+    const name = (await listNames()).find((n) => n.includes("crown-jewels"))!;
+    expect(await decide(alice, ns, name, "Approve", "first")).toMatch(/1\/2 approvals/);
+    await eventually(async () => (await getAr(name)).status?.approvals === 1, 10_000, "1 approval");
+    expect(await phaseOf(name)).toBe("Pending");
+    expect(await decide(alice, ns, name, "Approve", "again").catch((e: Error) => e.message)).toMatch(
+      /already decided/,
+    );
+    expect(
+      await rawDecision(alice, name, { approver: "alice@example.com", decision: "Approve", reason: "dup" }),
+    ).toBeTruthy();
+    expect(await decide(bob, ns, name, "Approve", "second")).toMatch(/2\/2 approvals/);
+    await eventually(async () => (await phaseOf(name)) === "Approved", 10_000, "Approved");
+    // Used once by the agent...
+    await agent.makeApiClient(CoreV1Api).deleteNamespacedSecret({ name: "crown-jewels", namespace: ns });
+    await eventually(async () => (await phaseOf(name)) === "Consumed", 10_000, "Consumed");
+    // ...and then nobody can decide it any more.
+    expect(await rawDecision(dave, name, { approver: "dave@example.com", decision: "Deny" })).toMatch(
+      /already Consumed/,
+    );
+  });
+
+  it("any denial ends the request, and the agent is told who denied it and why", async () => {
+    const name = (await listNames()).find((n) => n.includes("-s3-"))!;
+    expect(await decide(bob, ns, name, "Deny", "not during the freeze")).toMatch(/denied/);
+    await eventually(async () => (await phaseOf(name)) === "Denied", 10_000, "Denied");
+    const message = await rejection(
+      agent.makeApiClient(CoreV1Api).deleteNamespacedSecret({ name: "s3", namespace: ns }),
+    );
+    expect(message).toMatch(/denied by bob@example.com: not during the freeze/);
+  });
+
+  it("expires a request at its TTL, within a few seconds of the deadline", async () => {
+    const name = await requestDelete("brief-1");
+    const expiresAt = Date.parse((await getAr(name)).spec.approval.expiresAt);
+    await eventually(async () => (await phaseOf(name)) === "Expired", 15_000, "Expired");
+    const observedAt = Date.now();
+    expect(observedAt - expiresAt).toBeLessThan(3000);
+    expect(await decide(alice, ns, name, "Approve", "too late").catch((e: Error) => e.message)).toMatch(
+      /expired/,
+    );
+  });
+
+  it("the kubectl plugin lists, shows and explains", async () => {
+    const kubeconfig = (await cp.userIdentity("alice@example.com", ["countersign:approvers"])).kubeconfigPath;
+    const list = await runCli(["list", "-n", ns, "--kubeconfig", kubeconfig], "kubectl-approvals");
+    expect(list.code).toBe(0);
+    expect(list.out).toMatch(/NAMESPACE\s+NAME\s+PHASE\s+REQUESTER/);
+    expect(list.out).toContain("rotating s1");
+    const name = (await listNames()).find((n) => n.includes("-s1-"))!;
+    const show = await runCli(["show", name, "-n", ns, "--kubeconfig", kubeconfig], "kubectl-approvals");
+    expect(show.out).toContain("prompt: clean up old credentials");
+    expect(show.out).toContain(`Requester:   ${agentUser}`);
+    expect(show.out).not.toContain("p4ssw0rd");
+    const missing = await runCli(["does-not-exist", "-n", ns, "--kubeconfig", kubeconfig], "kubectl-approve");
+    expect(missing.code).toBe(1);
+    expect(missing.err).toMatch(/not found\. Pending requests: kubectl approvals list -n/);
+    const usage = await runCli([], "kubectl-deny");
+    expect(usage.code).toBe(2);
+  });
+});
+
+describe("the audit trail", () => {
+  it("answers who authorized a change, and the chain verifies", async () => {
+    const trail = await auditFor(alice, "secret/crown-jewels", ns);
+    expect(trail).toMatch(/Requested\s+system:serviceaccount:/);
+    expect(trail).toMatch(/Approved\s+(alice|bob)@example.com via kubectl/);
+    expect(trail).toMatch(/Consumed/);
+    expect(trail).toContain("agent reason: rotating crown-jewels");
+    expect(trail).toContain("agent prompt: clean up old credentials");
+    const verify = await auditVerify(alice, ns);
+    expect(verify.ok).toBe(true);
+    const records = await listAuditRecords(alice, ns);
+    expect(JSON.stringify(records)).not.toContain("p4ssw0rd");
+    const names = records.map((r) => r.metadata.name);
+    expect(new Set(names).size).toBe(names.length);
+  });
+
+  it("nobody but Countersign deletes or edits an AuditRecord", async () => {
+    const [record] = await listAuditRecords(cp.adminKubeConfig(), ns);
+    expect(record).toBeDefined();
+    const r = record as AuditRecord;
+    expect(
+      await rejection(
+        custom().deleteNamespacedCustomObject({
+          ...G,
+          namespace: ns,
+          plural: "auditrecords",
+          name: r.metadata.name,
+        }),
+      ),
+    ).toMatch(/AuditRecords are written and retired only by Countersign/);
+    const edited = structuredClone(r);
+    edited.spec.reason = "nothing to see here";
+    expect(
+      await rejection(
+        custom().replaceNamespacedCustomObject({
+          ...G,
+          namespace: ns,
+          plural: "auditrecords",
+          name: r.metadata.name,
+          body: edited,
+        }),
+      ),
+    ).toMatch(/immutable|only by Countersign/);
+  });
+
+  it("kubectl approvals audit verify detects a record changed directly in etcd", async () => {
+    const records = await listAuditRecords(cp.adminKubeConfig(), ns);
+    const victim = records.find((r) => r.spec.event === "Approved")!;
+    const key = `/registry/countersign.io/auditrecords/${ns}/${victim.metadata.name}`;
+    const b64 = (s: string) => Buffer.from(s).toString("base64");
+    const range = (await (
+      await fetch(`${cp.etcdUrl}/v3/kv/range`, { method: "POST", body: JSON.stringify({ key: b64(key) }) })
+    ).json()) as {
+      kvs: { value: string }[];
+    };
+    const stored = JSON.parse(Buffer.from(range.kvs[0]!.value, "base64").toString("utf8"));
+    stored.spec.reason = "approved by the CEO (forged)";
+    await fetch(`${cp.etcdUrl}/v3/kv/put`, {
+      method: "POST",
+      body: JSON.stringify({ key: b64(key), value: b64(JSON.stringify(stored)) }),
+    });
+    const kubeconfig = (await cp.userIdentity("alice@example.com", ["countersign:approvers"])).kubeconfigPath;
+    const out = await eventually(
+      async () => {
+        const r = await runCli(
+          ["audit", "verify", "-n", ns, "--kubeconfig", kubeconfig],
+          "kubectl-approvals",
+        );
+        return r.code === 1 ? r : undefined;
+      },
+      10_000,
+      "tamper detected",
+    );
+    expect(out.out).toMatch(/TAMPERED/);
+    expect(out.out).toContain(victim.metadata.name);
+    expect(out.out).toMatch(/content does not match its hash/);
+  });
+});

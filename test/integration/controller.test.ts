@@ -1,0 +1,288 @@
+/**
+ * The reconciler under failure, through a real kube-apiserver: crashes between its steps,
+ * two replicas with leader election, garbage collection after the retention.
+ */
+import {
+  CoreV1Api,
+  CustomObjectsApi,
+  type KubeConfig,
+  RbacAuthorizationV1Api,
+} from "@kubernetes/client-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { ApprovalRequest } from "../../src/approvals/request.js";
+import { verifyChain } from "../../src/audit/chain.js";
+import { Controller } from "../../src/controller/reconciler.js";
+import type { ControlPlane } from "../../src/controlplane/control-plane.js";
+import { kubeStatusOf } from "../../src/kube/errors.js";
+import { componentLogger } from "../../src/logging/logger.js";
+import { decide, listAuditRecords } from "../../src/plugin/commands.js";
+import { attachControlPlane, uniqueName } from "../support/control-plane.js";
+import {
+  approverIdentity,
+  countersignIdentity,
+  eventually,
+  startTestCountersign,
+  type TestCountersign,
+} from "../support/countersign.js";
+
+const G = { group: "countersign.io", version: "v1alpha1" };
+const agentsNs = uniqueName("agents");
+const ns = uniqueName("ops");
+const installNamespace = uniqueName("cs-ctl");
+const LEASE_SECONDS = 3;
+let cp: ControlPlane;
+let cs: TestCountersign;
+let self: KubeConfig;
+let agent: KubeConfig;
+let alice: KubeConfig;
+const controllers: Controller[] = [];
+
+function newController(
+  name: string,
+  extra: Partial<ConstructorParameters<typeof Controller>[0]> = {},
+): Controller {
+  const c = new Controller({
+    kubeConfig: self,
+    installNamespace,
+    identity: name,
+    username: `system:serviceaccount:${installNamespace}:countersign`,
+    leaseDurationSeconds: LEASE_SECONDS,
+    retentionSeconds: 3600,
+    logger: componentLogger("controller", { replica: name }),
+    siemLogger: componentLogger("audit", { replica: name }),
+    ...extra,
+  });
+  controllers.push(c);
+  return c;
+}
+
+async function getAr(name: string): Promise<ApprovalRequest | undefined> {
+  try {
+    return (await cp
+      .adminKubeConfig()
+      .makeApiClient(CustomObjectsApi)
+      .getNamespacedCustomObject({
+        ...G,
+        namespace: ns,
+        plural: "approvalrequests",
+        name,
+      })) as ApprovalRequest;
+  } catch {
+    return undefined;
+  }
+}
+
+async function requestDelete(secret: string): Promise<string> {
+  await cp
+    .adminKubeConfig()
+    .makeApiClient(CoreV1Api)
+    .createNamespacedSecret({ namespace: ns, body: { metadata: { name: secret }, stringData: { k: "v" } } });
+  try {
+    await agent.makeApiClient(CoreV1Api).deleteNamespacedSecret({ name: secret, namespace: ns });
+  } catch (err) {
+    const m = /ApprovalRequest \S+\/(\S+) was created/.exec(kubeStatusOf(err)?.message ?? "");
+    if (m) return m[1]!;
+    throw err;
+  }
+  throw new Error("expected a denial");
+}
+
+async function waitLeader(cs: Controller[], timeoutMs = 15_000): Promise<Controller> {
+  return eventually(
+    async () => {
+      const leaders = cs.filter((c) => c.isLeader());
+      expect(leaders.length).toBeLessThanOrEqual(1);
+      return leaders[0];
+    },
+    timeoutMs,
+    "a leader",
+  );
+}
+
+beforeAll(async () => {
+  cp = await attachControlPlane();
+  await cp.ensureNamespace(ns);
+  await cp.ensureNamespace(installNamespace);
+  self = await countersignIdentity(cp, installNamespace);
+  const id = await cp.serviceAccountIdentity(agentsNs, "ops-bot");
+  agent = id.kubeConfig;
+  const rbac = cp.adminKubeConfig().makeApiClient(RbacAuthorizationV1Api);
+  await rbac.createNamespacedRole({
+    namespace: ns,
+    body: {
+      metadata: { name: "agent" },
+      rules: [{ apiGroups: [""], resources: ["secrets"], verbs: ["get", "delete"] }],
+    },
+  });
+  await rbac.createNamespacedRoleBinding({
+    namespace: ns,
+    body: {
+      metadata: { name: "agent" },
+      roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: "agent" },
+      subjects: [{ kind: "ServiceAccount", name: "ops-bot", namespace: agentsNs }],
+    },
+  });
+  alice = await approverIdentity(cp, "alice@example.com", ["countersign:approvers"]);
+  // The webhook only: controllers are started by the tests themselves.
+  cs = await startTestCountersign(cp, {
+    subjects: { serviceAccountNamespaces: [agentsNs] },
+    installNamespace,
+    webhookName: "countersign-controller-test",
+    controller: false,
+  });
+  const policy = uniqueName("ops-guard");
+  await cp.apply([
+    {
+      apiVersion: "countersign.io/v1alpha1",
+      kind: "ApprovalPolicy",
+      metadata: { name: policy },
+      spec: {
+        subjects: { serviceAccounts: [{ namespace: agentsNs }] },
+        match: [{ operations: ["DELETE"], apiGroups: [""], resources: ["secrets"], namespaces: [ns] }],
+        rules: [
+          {
+            name: "short",
+            condition: "request.name.startsWith('short-')",
+            action: "RequireApproval",
+            approval: { approvers: { groups: ["countersign:approvers"] }, ttl: "2s" },
+          },
+          {
+            name: "deletes",
+            condition: "!request.name.startsWith('short-')",
+            action: "RequireApproval",
+            approval: { approvers: { groups: ["countersign:approvers"] }, ttl: "1h" },
+          },
+        ],
+      },
+    } as never,
+  ]);
+  await eventually(
+    async () => cs.replicas[0]!.policies.list().some((p) => p.name === policy),
+    10_000,
+    "policy",
+  );
+  // (a DELETE of an object that does not exist never reaches admission, so probe a real one)
+  await cp
+    .adminKubeConfig()
+    .makeApiClient(CoreV1Api)
+    .createNamespacedSecret({ namespace: ns, body: { metadata: { name: "probe" } } });
+  await eventually(
+    async () => {
+      try {
+        await agent
+          .makeApiClient(CoreV1Api)
+          .deleteNamespacedSecret({ name: "probe", namespace: ns, dryRun: "All" });
+        return false;
+      } catch (err) {
+        return /needs approval/.test(kubeStatusOf(err)?.message ?? "");
+      }
+    },
+    15_000,
+    "webhook active",
+  );
+});
+
+afterAll(async () => {
+  for (const c of controllers) await c.stop(false);
+  await cs?.stop();
+});
+
+describe("the reconciler", () => {
+  for (const step of ["audit", "events", "status"] as const) {
+    it(`a crash right after the ${step} step of a decision, then a restart, leaves one complete chain, no duplicate Events, the right phase`, async () => {
+      const first = newController(`crash-${step}-a`);
+      await first.start();
+      await waitLeader([first]);
+      const name = await requestDelete(uniqueName(`crash-${step}`));
+      await eventually(async () => (await getAr(name))?.status?.phase === "Pending", 10_000, "Pending");
+
+      let crashed!: () => void;
+      const crash = new Promise<void>((r) => (crashed = r));
+      let armed = true;
+      (first as unknown as { opts: { afterStep?: (s: string, k: string) => void } }).opts.afterStep = (
+        s,
+        key,
+      ) => {
+        if (armed && s === step && key === `${ns}/${name}`) {
+          armed = false;
+          crashed();
+          throw new Error(`injected crash after ${step}`);
+        }
+      };
+      await decide(alice, ns, name, "Approve", `crash test ${step}`);
+      await crash;
+      await first.stop(false); // the lease is not released: the successor waits for it to expire
+
+      const second = newController(`crash-${step}-b`);
+      const t0 = Date.now();
+      await second.start();
+      await waitLeader([second]);
+      expect(Date.now() - t0).toBeLessThan((LEASE_SECONDS + 4) * 1000);
+      await eventually(
+        async () => (await getAr(name))?.status?.phase === "Approved",
+        15_000,
+        "Approved after restart",
+      );
+
+      const records = (await listAuditRecords(self, ns)).filter((r) => r.spec.approvalRequest.name === name);
+      expect(records.map((r) => r.spec.event).sort()).toEqual(["Approved", "Requested"]);
+      expect(verifyChain(await listAuditRecords(self, ns))).toEqual([]);
+      const events = await cp
+        .adminKubeConfig()
+        .makeApiClient(CoreV1Api)
+        .listNamespacedEvent({ namespace: ns });
+      const approvedEvents = events.items.filter(
+        (e) => e.involvedObject.name === name && e.reason === "Approved",
+      );
+      expect(approvedEvents).toHaveLength(1);
+      await second.stop(true);
+    });
+  }
+
+  it("with two replicas exactly one leads; when it dies the other takes over within the lease time", async () => {
+    const a = newController("replica-a");
+    const b = newController("replica-b");
+    await a.start();
+    await b.start();
+    const leader = await waitLeader([a, b]);
+    const follower = leader === a ? b : a;
+    await new Promise((r) => setTimeout(r, 1500));
+    expect([a, b].filter((c) => c.isLeader())).toHaveLength(1);
+    const name = await requestDelete(uniqueName("ha"));
+    await eventually(
+      async () => (await getAr(name))?.status?.phase === "Pending",
+      10_000,
+      "Pending by the leader",
+    );
+
+    const killedAt = Date.now();
+    await leader.stop(false);
+    await waitLeader([follower], (LEASE_SECONDS + 5) * 1000);
+    const takeover = Date.now() - killedAt;
+    expect(takeover).toBeLessThan((LEASE_SECONDS + 3) * 1000);
+    await decide(alice, ns, name, "Approve", "after failover");
+    await eventually(
+      async () => (await getAr(name))?.status?.phase === "Approved",
+      10_000,
+      "Approved by the new leader",
+    );
+    console.log(`[countersign] leader failover took ${takeover} ms (lease ${LEASE_SECONDS}s)`);
+    await follower.stop(true);
+  });
+
+  it("collects finished requests after the retention, only once their audit records exist", async () => {
+    const c = newController("gc", { retentionSeconds: 2 });
+    await c.start();
+    await waitLeader([c]);
+    const name = await requestDelete(uniqueName("short"));
+    const expiresAt = Date.parse((await getAr(name))!.spec.approval.expiresAt);
+    await eventually(async () => (await getAr(name))?.status?.phase === "Expired", 10_000, "Expired");
+    await eventually(async () => (await getAr(name)) === undefined, 15_000, "garbage-collected");
+    const goneAfter = Date.now() - expiresAt;
+    expect(goneAfter).toBeGreaterThanOrEqual(2000);
+    const records = (await listAuditRecords(self, ns)).filter((r) => r.spec.approvalRequest.name === name);
+    expect(records.map((r) => r.spec.event).sort()).toEqual(["Expired", "Requested"]);
+    expect(verifyChain(await listAuditRecords(self, ns))).toEqual([]);
+    await c.stop(true);
+  });
+});
