@@ -14,6 +14,8 @@ export const AuditEvent = {
   Denied: "Denied",
   Expired: "Expired",
   Consumed: "Consumed",
+  Executed: "Executed",
+  NotExecuted: "NotExecuted",
 } as const;
 export type AuditEvent = (typeof AuditEvent)[keyof typeof AuditEvent];
 

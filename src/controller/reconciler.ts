@@ -15,9 +15,12 @@ import {
   CustomObjectsApi,
   type Informer,
   type KubeConfig,
+  type KubernetesObject,
+  KubernetesObjectApi,
   makeInformer,
   type ObjectCache,
 } from "@kubernetes/client-node";
+import { canonicalJson, canonicalObject } from "../approvals/fingerprint.js";
 import {
   APPROVAL_REQUEST_PLURAL,
   type ApprovalRequest,
@@ -38,6 +41,8 @@ export const EventReason = {
   Denied: "Denied",
   Expired: "Expired",
   Consumed: "ApprovalConsumed",
+  Executed: "ApprovedActionExecuted",
+  NotExecuted: "ApprovedActionNotExecuted",
   GarbageCollected: "GarbageCollected",
 } as const;
 
@@ -60,7 +65,61 @@ export function expectedAuditEvents(ar: ApprovalRequest, phase: Phase): AuditEve
     events.push(AuditEvent.Denied);
   if (phase === Phase.Expired) events.push(AuditEvent.Expired);
   if (phase === Phase.Consumed) events.push(AuditEvent.Consumed);
+  const result = ar.status?.execution?.result;
+  if (phase === Phase.Consumed && result === "Executed") events.push(AuditEvent.Executed);
+  if (phase === Phase.Consumed && result === "NotExecuted") events.push(AuditEvent.NotExecuted);
   return events;
+}
+
+/** How long after admission the controller checks whether the approved action took effect. */
+export const EXECUTION_CHECK_DELAY_MS = 3000;
+
+export type ExecutionResult = { result: "Executed" | "NotExecuted" | "Unknown"; message: string };
+
+/**
+ * Whether the consumed action is visible in the cluster. Pure: given the target as read now
+ * (undefined when it does not exist).
+ */
+export function judgeExecution(ar: ApprovalRequest, target: KubernetesObject | undefined): ExecutionResult {
+  const a = ar.spec.action;
+  const sha = (s: string) => createHash("sha256").update(s).digest("hex");
+  switch (a.operation) {
+    case "DELETE":
+      if (!target) return { result: "Executed", message: "the object is gone" };
+      if (target.metadata?.deletionTimestamp)
+        return { result: "Executed", message: "the object is being deleted (finalizers pending)" };
+      if (a.objectHash && target.metadata?.uid && sha(`uid:${target.metadata.uid}`) !== a.objectHash) {
+        return {
+          result: "Executed",
+          message: "the approved object is gone; a new object with the same name exists",
+        };
+      }
+      return {
+        result: "NotExecuted",
+        message: "the object still exists: the delete was refused after Countersign admitted it",
+      };
+    case "CREATE":
+      if (!a.name) return { result: "Unknown", message: "created with generateName: no name to check" };
+      return target
+        ? { result: "Executed", message: "the object exists" }
+        : {
+            result: "NotExecuted",
+            message: "the object does not exist: the create was refused after Countersign admitted it",
+          };
+    case "UPDATE": {
+      if (!target) return { result: "NotExecuted", message: "the object no longer exists" };
+      const hash = sha(canonicalJson(canonicalObject(target)));
+      return hash === a.objectHash
+        ? { result: "Executed", message: "the object matches the approved version" }
+        : {
+            result: "NotExecuted",
+            message:
+              "the object differs from the approved version: the update was refused after admission, or changed since",
+          };
+    }
+    default:
+      return { result: "Unknown", message: `${a.operation} leaves no object to check` };
+  }
 }
 
 /** Who did it and when, for one audit event. Pure. */
@@ -116,6 +175,13 @@ export function auditDetails(ar: ApprovalRequest, event: AuditEvent, now: Date, 
         actor: { username: s.requester.username },
         reason: `approved action admitted (admission uid ${ar.status?.consumed?.admissionUID ?? "unknown"}, replica ${ar.status?.consumed?.replica ?? "unknown"})`,
       };
+    case AuditEvent.Executed:
+    case AuditEvent.NotExecuted:
+      return {
+        time: ar.status?.execution?.checkedAt ?? iso(now),
+        actor: { username: self, via: "controller" },
+        reason: ar.status?.execution?.message ?? "",
+      };
     default:
       return { time: iso(now) };
   }
@@ -150,6 +216,7 @@ export interface ControllerOptions {
 export class Controller {
   private readonly custom: CustomObjectsApi;
   private readonly core: CoreV1Api;
+  private readonly objects: KubernetesObjectApi;
   private readonly informer: Informer<ApprovalRequest> & ObjectCache<ApprovalRequest>;
   private readonly audit: AuditWriter;
   private readonly elector: LeaderElector;
@@ -163,6 +230,7 @@ export class Controller {
     const kc = opts.kubeConfig;
     this.custom = kc.makeApiClient(CustomObjectsApi);
     this.core = kc.makeApiClient(CoreV1Api);
+    this.objects = KubernetesObjectApi.makeApiClient(kc);
     this.now = opts.now ?? (() => new Date());
     this.audit = new AuditWriter(kc, opts.siemLogger);
     this.informer = makeInformer<ApprovalRequest>(
@@ -311,7 +379,18 @@ export class Controller {
 
     this.opts.afterStep?.("status", key);
 
-    // 4./5. the next look: expiry, or garbage collection after the retention
+    // 4. did the consumed action take effect? (checked once, shortly after admission)
+    if (current.status?.phase === Phase.Consumed && !current.status.execution) {
+      const consumedAt = Date.parse(current.status.consumed?.time ?? "") || now.getTime();
+      if (now.getTime() < consumedAt + EXECUTION_CHECK_DELAY_MS) {
+        this.schedule(key, new Date(consumedAt + EXECUTION_CHECK_DELAY_MS));
+        return;
+      }
+      await this.checkExecution(current, log);
+      return; // the status write brings the request back through the informer
+    }
+
+    // 5. the next look: expiry, or garbage collection after the retention
     const finished = finishedAt(current);
     if (!finished) {
       this.schedule(key, new Date(Date.parse(current.spec.approval.expiresAt)));
@@ -344,6 +423,104 @@ export class Controller {
       log.info("garbage-collected finished request", { phase: current.status?.phase });
     } catch (err) {
       if (!isNotFound(err)) throw err;
+    }
+  }
+
+  private async checkExecution(ar: ApprovalRequest, log: Logger): Promise<void> {
+    const a = ar.spec.action;
+    let target: KubernetesObject | undefined;
+    let verdict: ExecutionResult;
+    if (a.operation === "CONNECT" || !a.kind || (a.operation === "CREATE" && !a.name)) {
+      verdict = judgeExecution(ar, undefined);
+    } else {
+      try {
+        target = await this.objects.read({
+          apiVersion: a.group ? `${a.group}/${a.version}` : a.version,
+          kind: a.kind,
+          metadata: { name: a.name, ...(a.namespace ? { namespace: a.namespace } : {}) },
+        });
+        verdict = judgeExecution(ar, target);
+      } catch (err) {
+        verdict = isNotFound(err)
+          ? judgeExecution(ar, undefined)
+          : { result: "Unknown", message: `could not read the target: ${describeKubeError(err)}` };
+      }
+    }
+    const checkedAt = this.now()
+      .toISOString()
+      .replace(/\.\d{3}Z$/, "Z");
+    const status = {
+      ...ar.status,
+      execution: { result: verdict.result, message: verdict.message, checkedAt },
+    };
+    try {
+      await this.custom.replaceNamespacedCustomObjectStatus({
+        group: API_GROUP,
+        version: API_VERSION,
+        namespace: ar.metadata.namespace,
+        plural: APPROVAL_REQUEST_PLURAL,
+        name: ar.metadata.name,
+        body: { ...ar, status },
+      });
+    } catch (err) {
+      if (isConflict(err) || isNotFound(err)) return;
+      throw err;
+    }
+    log.info("execution checked", { result: verdict.result, detail: verdict.message });
+    if (verdict.result === "NotExecuted") {
+      await this.emitRaw(
+        ar,
+        EventReason.NotExecuted,
+        `The approved action did not take effect (${verdict.message}). The approval is used; the requester must request again.`,
+        "Warning",
+        log,
+      );
+    } else if (verdict.result === "Executed") {
+      await this.emitRaw(
+        ar,
+        EventReason.Executed,
+        `The approved action took effect: ${verdict.message}.`,
+        "Normal",
+        log,
+      );
+    }
+  }
+
+  private async emitRaw(
+    ar: ApprovalRequest,
+    reason: string,
+    message: string,
+    type: "Normal" | "Warning",
+    log: Logger,
+  ): Promise<void> {
+    const { namespace, name } = ar.metadata;
+    const id = createHash("sha256").update(`${namespace}/${name}/${reason}`).digest("hex").slice(0, 16);
+    const now = this.now();
+    try {
+      await this.core.createNamespacedEvent({
+        namespace,
+        body: {
+          metadata: { name: `${name}.countersign.${id}`, namespace },
+          involvedObject: {
+            apiVersion: ar.apiVersion,
+            kind: ar.kind,
+            name,
+            namespace,
+            ...(ar.metadata.uid ? { uid: ar.metadata.uid } : {}),
+          },
+          reason,
+          message: message.slice(0, 1024),
+          type,
+          source: { component: "countersign-controller" },
+          reportingComponent: "countersign.io/controller",
+          reportingInstance: this.opts.identity,
+          firstTimestamp: now,
+          lastTimestamp: now,
+          count: 1,
+        },
+      });
+    } catch (err) {
+      if (!isAlreadyExists(err)) log.warn("could not emit event", { reason, error: describeKubeError(err) });
     }
   }
 

@@ -8,8 +8,9 @@
  *   npm run dev -- --use-current-kubeconfig   # an existing cluster whose API server can reach
  *                                             # this machine at --webhook-host (default 127.0.0.1)
  */
+import { execFile } from "node:child_process";
 import { copyFileSync, mkdirSync, rmSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { KubeConfig, RbacAuthorizationV1Api } from "@kubernetes/client-node";
 import { webhookConfiguration } from "../admission/registration.js";
@@ -56,6 +57,8 @@ async function main(): Promise<void> {
       dir: { type: "string", default: join(REPO_ROOT, ".countersign", "dev") },
       port: { type: "string", default: "0" },
       "webhook-host": { type: "string", default: "127.0.0.1" },
+      demo: { type: "boolean", default: false },
+      exit: { type: "boolean", default: false },
     },
   });
   const dir = resolve(values.dir!);
@@ -137,6 +140,23 @@ async function main(): Promise<void> {
     say(`identities: agent ${agent.username}, approver ${approver.username} (group ${APPROVER_GROUP})`);
   }
 
+  // Countersign runs as its own service account (as in a cluster), so the admin is subject to
+  // its guard like everyone else.
+  let countersignKc = kc;
+  if (cp) {
+    await ensureBinding(kc, {
+      metadata: { name: "countersign-dev" },
+      roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: "cluster-admin" },
+      subjects: [{ kind: "ServiceAccount", name: "countersign", namespace: INSTALL_NAMESPACE }],
+    });
+    countersignKc = (
+      await cp.serviceAccountIdentity(INSTALL_NAMESPACE, "countersign", {
+        kubeconfigPath: join(dir, "countersign.kubeconfig"),
+        expirationSeconds: 24 * 3600,
+      })
+    ).kubeConfig;
+  }
+
   const policies = readManifestDir(join(REPO_ROOT, "examples", "policies"));
   await applyObjects(kc, policies);
   say(`applied sample policies: ${policies.map((p) => p.metadata?.name).join(", ")}`);
@@ -151,12 +171,13 @@ async function main(): Promise<void> {
     ...(isIp ? { ipAddresses: [host] } : { dnsNames: [host] }),
   });
   const cs = await startCountersign({
-    kubeConfig: kc,
+    kubeConfig: countersignKc,
     tls,
     port: Number(values.port),
     installNamespace: INSTALL_NAMESPACE,
     replica: "dev",
     writePolicyStatus: true,
+    controller: { retentionSeconds: 3600 },
   });
   cleanups.unshift(() => cs.stop());
   await applyObjects(kc, [
@@ -179,25 +200,33 @@ async function main(): Promise<void> {
   say(`Countersign webhook serving on https://${host}:${cs.port}/validate`);
 
   if (cp) {
-    const k = `kubectl --kubeconfig ${dir}`;
+    const kubectl = cp.binaries.kubectl;
+    const bin = join(REPO_ROOT, "bin");
+    const k = (who: string) => `KUBECONFIG=${join(dir, `${who}.kubeconfig`)} kubectl`;
     console.log(`
 Countersign dev environment is up.
 
   admin:    ${adminPath}
   agent:    ${join(dir, "agent.kubeconfig")}     (system:serviceaccount:${AGENT_NAMESPACE}:${AGENT_NAME})
   approver: ${join(dir, "approver.kubeconfig")}  (${APPROVER}, group ${APPROVER_GROUP})
-  kubectl:  ${cp.binaries.kubectl}
 
-Walkthrough:
-  ${k}/admin.kubeconfig create secret generic db-creds -n prod --from-literal=password=s3cr3t
-  ${k}/agent.kubeconfig delete secret db-creds -n prod        # denied: names an ApprovalRequest
-  ${k}/admin.kubeconfig get approvalrequests -n prod
-  # approve it (the kubectl plugin and reconciler are the next milestone; until then, as admin):
-  #   record a decision in spec.decisions and set status.phase=Approved
-  ${k}/agent.kubeconfig delete secret db-creds -n prod        # retried: allowed once
-
+In another shell (the cached kubectl and the Countersign plugins on PATH):
+  export PATH=${bin}:${dirname(kubectl)}:$PATH
+  ${k("admin")} create secret generic db-creds -n prod --from-literal=password=s3cr3t
+  ${k("agent")} delete secret db-creds -n prod          # denied: names the ApprovalRequest
+  ${k("approver")} approvals list -n prod
+  ${k("approver")} approve <NAME> -n prod --reason "rotation ticket OPS-42"
+  ${k("agent")} delete secret db-creds -n prod          # retried: allowed, once
+  ${k("approver")} approvals audit --for secret/db-creds -n prod
+  ${k("approver")} approvals audit verify -n prod
+${values.demo ? "" : "\nOr run the whole story by itself: npm run dev -- --demo\n"}
 Press Ctrl-C to stop (the webhook configuration is removed first).
 `);
+    if (values.demo) await runDemo(kubectl, bin, dir, say);
+  }
+  if (values.exit) {
+    for (const c of cleanups) await c().catch((err: unknown) => say(`cleanup step failed: ${String(err)}`));
+    return;
   }
 
   let stopping = false;
@@ -210,6 +239,78 @@ Press Ctrl-C to stop (the webhook configuration is removed first).
   };
   process.on("SIGINT", () => void stop("SIGINT"));
   process.on("SIGTERM", () => void stop("SIGTERM"));
+}
+
+/** The whole story, with the real kubectl and plugins: denied → approved → allowed once → audit. */
+async function runDemo(kubectl: string, bin: string, dir: string, say: (m: string) => void): Promise<void> {
+  const env = { ...process.env, PATH: `${bin}:${dirname(kubectl)}:${process.env.PATH ?? ""}` };
+  // Asynchronous on purpose: this process also serves the webhook these commands call.
+  const exec = (args: string[]) =>
+    new Promise<{ code: number; out: string }>((resolveRun) => {
+      execFile(kubectl, args, { env }, (err, stdout, stderr) =>
+        resolveRun({
+          code: err ? ((err as { code?: number }).code ?? 1) : 0,
+          out: `${stdout}${stderr}`.trim(),
+        }),
+      );
+    });
+  const run = async (who: string, args: string[], expectFailure = false): Promise<string> => {
+    // Flags after the command: kubectl refuses flags before a plugin's name.
+    const shown = `kubectl ${args.join(" ")} --kubeconfig ${who}.kubeconfig`;
+    console.log(`\n$ ${shown}`);
+    const r = await exec([...args, "--kubeconfig", join(dir, `${who}.kubeconfig`)]);
+    console.log(r.out);
+    if ((r.code === 0) === expectFailure)
+      throw new Error(`demo step "${shown}" ${expectFailure ? "should have failed" : "failed"}`);
+    return r.out;
+  };
+  say("demo: an AI agent deletes a production Secret");
+  await run("admin", [
+    "create",
+    "secret",
+    "generic",
+    "db-creds",
+    "-n",
+    "prod",
+    "--from-literal=password=s3cr3t",
+  ]);
+  const denied = await run("agent", ["delete", "secret", "db-creds", "-n", "prod"], true);
+  const name = /kubectl approve (\S+) -n prod/.exec(denied)?.[1];
+  if (!name) throw new Error("demo: the denial did not name an ApprovalRequest");
+  await run("approver", ["approvals", "list", "-n", "prod"]);
+  await run("approver", ["approvals", "show", name, "-n", "prod"]);
+  await run("agent", ["approve", name, "-n", "prod"], true); // the agent cannot approve itself
+  await run("approver", ["approve", name, "-n", "prod", "--reason", "rotation ticket OPS-42"]);
+  for (let i = 0; i < 50; i++) {
+    const r = await exec([
+      "--kubeconfig",
+      join(dir, "admin.kubeconfig"),
+      "get",
+      "approvalrequest",
+      name,
+      "-n",
+      "prod",
+      "-o",
+      "jsonpath={.status.phase}",
+    ]);
+    if (r.out === "Approved") break;
+    await new Promise((res) => setTimeout(res, 200));
+  }
+  await run("agent", ["delete", "secret", "db-creds", "-n", "prod"]);
+  await run("admin", [
+    "create",
+    "secret",
+    "generic",
+    "db-creds",
+    "-n",
+    "prod",
+    "--from-literal=password=n3w",
+  ]);
+  await run("agent", ["delete", "secret", "db-creds", "-n", "prod"], true); // used once: a new request is needed
+  await new Promise((res) => setTimeout(res, 4000)); // the controller checks execution ~3 s after admission
+  await run("approver", ["approvals", "audit", "--for", "secret/db-creds", "-n", "prod"]);
+  await run("approver", ["approvals", "audit", "verify", "-n", "prod"]);
+  say("demo: done");
 }
 
 main().catch((err: unknown) => {

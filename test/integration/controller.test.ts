@@ -2,7 +2,10 @@
  * The reconciler under failure, through a real kube-apiserver: crashes between its steps,
  * two replicas with leader election, garbage collection after the retention.
  */
+import { createServer } from "node:https";
+import type { AddressInfo } from "node:net";
 import {
+  AdmissionregistrationV1Api,
   CoreV1Api,
   CustomObjectsApi,
   type KubeConfig,
@@ -15,6 +18,7 @@ import { Controller } from "../../src/controller/reconciler.js";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
 import { kubeStatusOf } from "../../src/kube/errors.js";
 import { componentLogger } from "../../src/logging/logger.js";
+import { createCertificateAuthority, issueCertificate } from "../../src/pki/certificates.js";
 import { decide, listAuditRecords } from "../../src/plugin/commands.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import {
@@ -283,6 +287,159 @@ describe("the reconciler", () => {
     const records = (await listAuditRecords(self, ns)).filter((r) => r.spec.approvalRequest.name === name);
     expect(records.map((r) => r.spec.event).sort()).toEqual(["Expired", "Requested"]);
     expect(verifyChain(await listAuditRecords(self, ns))).toEqual([]);
+    await c.stop(true);
+  });
+});
+
+describe("execution check", () => {
+  it("records Executed when the approved delete happened, and NotExecuted when a later admission step refused it", async () => {
+    const c = newController("exec");
+    await c.start();
+    await waitLeader([c]);
+    // Another team's validating webhook that refuses deletes of "doomed-*" secrets. Validating
+    // webhooks are called in parallel, so Countersign admits (and uses the approval) while this
+    // one makes the delete fail. (An in-tree ValidatingAdmissionPolicy would not do: it runs
+    // before the webhooks, and a denial there never reaches Countersign.)
+    const ca = await createCertificateAuthority("doom-ca");
+    const tls = await issueCertificate(ca, {
+      commonName: "doom",
+      ipAddresses: ["127.0.0.1"],
+      usage: "server",
+    });
+    const doomServer = createServer({ cert: tls.certPem, key: tls.keyPem }, (req, res) => {
+      let body = "";
+      req.on("data", (c) => (body += c));
+      req.on("end", () => {
+        const review = JSON.parse(body);
+        const name: string = review.request.name ?? "";
+        const allowed = !name.startsWith("doomed-");
+        res.setHeader("content-type", "application/json");
+        res.end(
+          JSON.stringify({
+            apiVersion: "admission.k8s.io/v1",
+            kind: "AdmissionReview",
+            response: {
+              uid: review.request.uid,
+              allowed,
+              ...(allowed ? {} : { status: { code: 403, message: "doomed secrets are kept" } }),
+            },
+          }),
+        );
+      });
+    });
+    await new Promise<void>((r) => doomServer.listen(0, "127.0.0.1", () => r()));
+    const doomWebhook = uniqueName("doom");
+    await cp.apply([
+      {
+        apiVersion: "admissionregistration.k8s.io/v1",
+        kind: "ValidatingWebhookConfiguration",
+        metadata: { name: doomWebhook },
+        webhooks: [
+          {
+            name: "doom.example.com",
+            admissionReviewVersions: ["v1"],
+            sideEffects: "None",
+            failurePolicy: "Fail",
+            clientConfig: {
+              url: `https://127.0.0.1:${(doomServer.address() as AddressInfo).port}/`,
+              caBundle: Buffer.from(ca.certPem).toString("base64"),
+            },
+            rules: [{ apiGroups: [""], apiVersions: ["v1"], operations: ["DELETE"], resources: ["secrets"] }],
+            namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": ns } },
+          },
+        ],
+      },
+    ] as never);
+    await new Promise((r) => setTimeout(r, 1500)); // let the API server pick up the new webhook
+
+    const ok = await requestDelete(uniqueName("fine"));
+    const doomedSecret = uniqueName("doomed");
+    // Both webhooks refuse this first attempt; the API server reports one of the two messages,
+    // and Countersign has created the request either way.
+    await cp
+      .adminKubeConfig()
+      .makeApiClient(CoreV1Api)
+      .createNamespacedSecret({ namespace: ns, body: { metadata: { name: doomedSecret } } });
+    await agent
+      .makeApiClient(CoreV1Api)
+      .deleteNamespacedSecret({ name: doomedSecret, namespace: ns })
+      .catch(() => undefined);
+    const doomed = await eventually(
+      async () => {
+        const list = (await cp
+          .adminKubeConfig()
+          .makeApiClient(CustomObjectsApi)
+          .listNamespacedCustomObject({
+            ...G,
+            namespace: ns,
+            plural: "approvalrequests",
+          })) as { items: ApprovalRequest[] };
+        return list.items.find((i) => i.spec.action.name === doomedSecret)?.metadata.name;
+      },
+      10_000,
+      "doomed request",
+    );
+    for (const name of [ok, doomed]) {
+      await decide(alice, ns, name, "Approve", "go");
+      await eventually(async () => (await getAr(name))?.status?.phase === "Approved", 10_000, "Approved");
+    }
+    const okSecret = (await getAr(ok))!.spec.action.name;
+    await agent.makeApiClient(CoreV1Api).deleteNamespacedSecret({ name: okSecret, namespace: ns });
+    const refused = await eventually(
+      async () => {
+        try {
+          await agent.makeApiClient(CoreV1Api).deleteNamespacedSecret({ name: doomedSecret, namespace: ns });
+          return undefined;
+        } catch (err) {
+          const m = kubeStatusOf(err)?.message ?? "";
+          return /doomed secrets are kept/.test(m) ? m : undefined;
+        }
+      },
+      10_000,
+      "VAP refusal",
+    );
+    expect(refused).toMatch(/doomed secrets are kept/);
+
+    await eventually(
+      async () => (await getAr(ok))?.status?.execution?.result === "Executed",
+      15_000,
+      "Executed",
+    );
+    const notExecuted = await eventually(
+      async () => {
+        const ar = await getAr(doomed);
+        return ar?.status?.execution?.result === "NotExecuted" ? ar : undefined;
+      },
+      15_000,
+      "NotExecuted",
+    );
+    expect(notExecuted.status?.phase).toBe("Consumed");
+    expect(notExecuted.status?.execution?.message).toMatch(/still exists/);
+    const events = await cp.adminKubeConfig().makeApiClient(CoreV1Api).listNamespacedEvent({ namespace: ns });
+    expect(
+      events.items.some(
+        (e) =>
+          e.involvedObject.name === doomed &&
+          e.reason === "ApprovedActionNotExecuted" &&
+          e.type === "Warning",
+      ),
+    ).toBe(true);
+    await eventually(
+      async () => {
+        const events = (await listAuditRecords(self, ns))
+          .filter((r) => r.spec.approvalRequest.name === doomed)
+          .map((r) => r.spec.event);
+        return events.includes("NotExecuted");
+      },
+      10_000,
+      "NotExecuted audit record",
+    );
+    expect(verifyChain(await listAuditRecords(self, ns))).toEqual([]);
+    await cp
+      .adminKubeConfig()
+      .makeApiClient(AdmissionregistrationV1Api)
+      .deleteValidatingWebhookConfiguration({ name: doomWebhook });
+    doomServer.close();
     await c.stop(true);
   });
 });
