@@ -84,6 +84,8 @@ async function requestDelete(secret: string): Promise<string> {
   );
   const m = /ApprovalRequest \S+\/(\S+) (was created|is pending)/.exec(message);
   if (!m) throw new Error(`unexpected denial: ${message}`);
+  // Let the reconciler write its first status, so attacks below race with nothing.
+  await eventually(async () => (await phaseOf(m[1]!)) !== undefined, 10_000, "first status");
   return m[1]!;
 }
 
@@ -252,32 +254,20 @@ describe("attacks on the decision path", () => {
     await eventually(async () => (await phaseOf(name)) === "Approved", 10_000, "Approved");
     const ar = await getAr(name);
 
-    // Edit what was approved: the CRD's immutability rule and the guard both refuse.
-    const edited = structuredClone(ar);
-    edited.spec.action.name = "crown-jewels";
+    // Edit what was approved: the CRD's immutability rule and the guard both refuse. (Patches,
+    // not read-modify-write: a stale resourceVersion would be refused for the wrong reason.)
+    const jsonPatch = (name: string, body: object[]) =>
+      custom().patchNamespacedCustomObject(
+        { ...G, namespace: ns, plural: "approvalrequests", name, body },
+        setHeaderOptions("Content-Type", PatchStrategy.JsonPatch),
+      );
     expect(
-      await rejection(
-        custom().replaceNamespacedCustomObject({
-          ...G,
-          namespace: ns,
-          plural: "approvalrequests",
-          name,
-          body: edited,
-        }),
-      ),
+      await rejection(jsonPatch(name, [{ op: "replace", path: "/spec/action/name", value: "crown-jewels" }])),
     ).toMatch(/immutable/);
     // Rewrite an existing decision.
-    const rewritten = structuredClone(ar);
-    rewritten.spec.decisions![0]!.reason = "I never said that";
     expect(
       await rejection(
-        custom().replaceNamespacedCustomObject({
-          ...G,
-          namespace: ns,
-          plural: "approvalrequests",
-          name,
-          body: rewritten,
-        }),
+        jsonPatch(name, [{ op: "replace", path: "/spec/decisions/0/reason", value: "I never said that" }]),
       ),
     ).toMatch(/append-only/);
     // Forge a whole request, or its status.
@@ -295,6 +285,7 @@ describe("attacks on the decision path", () => {
       ),
     ).toMatch(/created only by Countersign/);
     const other = await requestDelete("crown-jewels");
+    await eventually(async () => (await phaseOf(other)) === "Pending", 10_000, "Pending"); // let the reconciler settle it
     const forgedStatus = { ...(await getAr(other)), status: { phase: "Approved" as const } };
     expect(
       await rejection(
