@@ -8,6 +8,7 @@ import { AuthenticationV1Api, type KubeConfig } from "@kubernetes/client-node";
 import { startWebhookServer } from "./admission/server.js";
 import { RbacChecker } from "./approvals/decision-guard.js";
 import { ApprovalGate } from "./approvals/gate.js";
+import { nextRotation, reconcileWebhookCertificate } from "./certs/webhook-certs.js";
 import { Controller } from "./controller/reconciler.js";
 import { componentLogger } from "./logging/logger.js";
 import { PolicyCache } from "./policy/policy-cache.js";
@@ -41,6 +42,8 @@ export async function selfUsername(kc: KubeConfig): Promise<string> {
 
 export interface RunningCountersign {
   port: number;
+  /** Swaps the serving certificate without restarting (new connections use it). */
+  setTls(tls: { certPem: string; keyPem: string }): void;
   /** The username Countersign runs as. */
   identity: string;
   controller: Controller | undefined;
@@ -98,6 +101,9 @@ export async function startCountersign(opts: CountersignOptions): Promise<Runnin
   return {
     controller,
     port,
+    setTls(tls) {
+      server.setSecureContext({ cert: tls.certPem, key: tls.keyPem, minVersion: "TLSv1.2" });
+    },
     identity: self,
     policies,
     server,
@@ -107,6 +113,89 @@ export async function startCountersign(opts: CountersignOptions): Promise<Runnin
         server.closeAllConnections();
       });
       await controller?.stop();
+      await policies.stop();
+    },
+  };
+}
+
+export interface ControllerRoleOptions {
+  kubeConfig: KubeConfig;
+  installNamespace: string;
+  replica?: string;
+  retentionSeconds?: number;
+  leaseDurationSeconds?: number;
+  /** Self-managed webhook certificates (omit when cert-manager manages them). */
+  certificates?: { secretName: string; serviceName: string; webhookConfigurationName: string };
+}
+
+export interface RunningController {
+  controller: Controller;
+  policies: PolicyCache;
+  identity: string;
+  stop(): Promise<void>;
+}
+
+const CERT_CHECK_INTERVAL_MS = 60_000;
+
+/** The controller role: the reconciler, policy status, and (as leader) the webhook certificates. */
+export async function startController(opts: ControllerRoleOptions): Promise<RunningController> {
+  const replica = opts.replica ?? process.env.POD_NAME ?? hostname();
+  const self = await selfUsername(opts.kubeConfig);
+  const policies = new PolicyCache({
+    kubeConfig: opts.kubeConfig,
+    logger: componentLogger("policy-status", { replica }),
+    writeStatus: true,
+    lookups: false,
+  });
+  await policies.start();
+  const controller = new Controller({
+    kubeConfig: opts.kubeConfig,
+    installNamespace: opts.installNamespace,
+    identity: replica,
+    username: self,
+    ...(opts.retentionSeconds !== undefined ? { retentionSeconds: opts.retentionSeconds } : {}),
+    ...(opts.leaseDurationSeconds !== undefined ? { leaseDurationSeconds: opts.leaseDurationSeconds } : {}),
+    logger: componentLogger("controller", { replica }),
+    siemLogger: componentLogger("audit", { replica }),
+  });
+  await controller.start();
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  if (opts.certificates) {
+    const certLog = componentLogger("certificates", { replica });
+    const certs = opts.certificates;
+    const tick = async () => {
+      let wait = CERT_CHECK_INTERVAL_MS;
+      if (controller.isLeader()) {
+        try {
+          const tls = await reconcileWebhookCertificate({
+            kubeConfig: opts.kubeConfig,
+            namespace: opts.installNamespace,
+            secretName: certs.secretName,
+            serviceName: certs.serviceName,
+            webhookConfigurationName: certs.webhookConfigurationName,
+            logger: certLog,
+          });
+          wait = Math.max(1000, Math.min(wait, nextRotation(tls).getTime() - Date.now()));
+        } catch (err) {
+          certLog.warn("certificate reconcile failed; retrying", { error: err instanceof Error ? err.message : String(err) });
+          wait = 5000;
+        }
+      } else {
+        wait = 2000; // check soon whether this replica became leader
+      }
+      if (!stopped) timer = setTimeout(() => void tick(), wait);
+    };
+    void tick();
+  }
+  return {
+    controller,
+    policies,
+    identity: self,
+    async stop() {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      await controller.stop();
       await policies.stop();
     },
   };

@@ -53,6 +53,11 @@ export interface PolicyCacheOptions {
   logger: Logger;
   /** Write the Ready condition to each policy's status (the controller does; webhook replicas need not). */
   writeStatus?: boolean;
+  /**
+   * Keep ServiceAccount and Namespace caches for serviceAccountSelector / namespaceObject
+   * (default true; the controller, which only writes policy status, turns them off).
+   */
+  lookups?: boolean;
 }
 
 export class PolicyCache {
@@ -104,7 +109,11 @@ export class PolicyCache {
   }
 
   async start(): Promise<void> {
-    await Promise.all([this.policies.start(), this.serviceAccounts.start(), this.namespaces.start()]);
+    const lookups = this.opts.lookups ?? true;
+    await Promise.all([
+      this.policies.start(),
+      ...(lookups ? [this.serviceAccounts.start(), this.namespaces.start()] : []),
+    ]);
     this.synced = true;
     this.opts.logger.info("policy cache synced", {
       policies: this.set.size,
@@ -114,7 +123,8 @@ export class PolicyCache {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    await Promise.all([this.policies.stop(), this.serviceAccounts.stop(), this.namespaces.stop()]);
+    const lookups = this.opts.lookups ?? true;
+    await Promise.all([this.policies.stop(), ...(lookups ? [this.serviceAccounts.stop(), this.namespaces.stop()] : [])]);
   }
 
   isSynced(): boolean {

@@ -1,0 +1,230 @@
+/**
+ * The single binary: `countersign webhook | controller | all`.
+ *
+ *   webhook     serves /validate, /healthz, /readyz; TLS from the webhook Secret (reloaded)
+ *   controller  leader-elected reconciler, policy status, and the webhook certificates
+ *   all         both in one process (small clusters, development)
+ *
+ * Every flag has an environment variable (COUNTERSIGN_<FLAG>, upper-case, dashes as
+ * underscores), so the chart can configure it either way.
+ */
+import { readFileSync } from "node:fs";
+import { parseArgs } from "node:util";
+import { KubeConfig } from "@kubernetes/client-node";
+import { type RunningController, type RunningCountersign, startController, startCountersign } from "./app.js";
+import { TlsSecretWatcher } from "./certs/webhook-certs.js";
+import { parseDurationSeconds } from "./policy/compile.js";
+import { componentLogger } from "./logging/logger.js";
+
+export const USAGE = `Usage: countersign <webhook|controller|all> [flags]
+
+Flags (or environment variables COUNTERSIGN_<FLAG>):
+  --port N                     webhook HTTPS port (default 8443)
+  --install-namespace NS       where Countersign runs (default $POD_NAMESPACE, else countersign-system)
+  --tls-secret NAME            Secret with the webhook certificate (default countersign-webhook-tls)
+  --tls-cert-file / --tls-key-file   use these files instead of the Secret
+  --manage-certificates BOOL   controller writes and rotates the TLS Secret and caBundle (default true;
+                               false when cert-manager manages them)
+  --service-name NAME          the webhook Service (default countersign-webhook)
+  --webhook-configuration NAME the ValidatingWebhookConfiguration (default countersign)
+  --identities A,B             Countersign's other usernames (e.g. the controller's service account)
+  --retention DURATION         keep finished ApprovalRequests this long (default 24h)
+  --lease-duration DURATION    leader-election lease (default 15s)
+  --tls-reload-interval DURATION  how often the webhook re-reads its TLS Secret (default 30s)
+  --kubeconfig PATH            default: in-cluster, else $KUBECONFIG / ~/.kube/config`;
+
+const FLAGS = {
+  port: { type: "string" },
+  "install-namespace": { type: "string" },
+  "tls-secret": { type: "string" },
+  "tls-cert-file": { type: "string" },
+  "tls-key-file": { type: "string" },
+  "manage-certificates": { type: "string" },
+  "service-name": { type: "string" },
+  "webhook-configuration": { type: "string" },
+  identities: { type: "string" },
+  retention: { type: "string" },
+  "lease-duration": { type: "string" },
+  "tls-reload-interval": { type: "string" },
+  kubeconfig: { type: "string" },
+  help: { type: "boolean" },
+} as const;
+
+export class UsageError extends Error {}
+
+export interface Settings {
+  mode: "webhook" | "controller" | "all";
+  port: number;
+  installNamespace: string;
+  tlsSecret: string;
+  tlsCertFile?: string;
+  tlsKeyFile?: string;
+  manageCertificates: boolean;
+  serviceName: string;
+  webhookConfiguration: string;
+  identities: string[];
+  retentionSeconds: number;
+  leaseDurationSeconds: number;
+  tlsReloadSeconds: number;
+  kubeconfig?: string;
+}
+
+/** Parses flags and COUNTERSIGN_* variables into settings; bad values give a UsageError. Pure. */
+export function parseSettings(argv: string[], env: Record<string, string | undefined>): Settings {
+  const { values, positionals } = parseArgs({ args: argv, options: FLAGS, allowPositionals: true, strict: true });
+  if (values.help) throw new UsageError(USAGE);
+  const mode = positionals[0];
+  if (mode !== "webhook" && mode !== "controller" && mode !== "all") {
+    throw new UsageError(`the first argument must be webhook, controller or all${mode ? `, not "${mode}"` : ""}\n\n${USAGE}`);
+  }
+  const get = (flag: keyof typeof FLAGS): string | undefined => {
+    const v = values[flag];
+    if (typeof v === "string") return v;
+    return env[`COUNTERSIGN_${flag.toUpperCase().replace(/-/g, "_")}`];
+  };
+  const duration = (flag: keyof typeof FLAGS, fallback: string): number => {
+    const text = get(flag) ?? fallback;
+    const s = parseDurationSeconds(text);
+    if (s === undefined || s <= 0) throw new UsageError(`--${flag}: "${text}" is not a duration like 30s, 15m or 24h`);
+    return s;
+  };
+  const port = Number(get("port") ?? "8443");
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port: "${get("port")}" is not a port number`);
+  const manage = (get("manage-certificates") ?? "true").toLowerCase();
+  if (!["true", "false"].includes(manage)) throw new UsageError(`--manage-certificates must be true or false`);
+  const certFile = get("tls-cert-file");
+  const keyFile = get("tls-key-file");
+  if (Boolean(certFile) !== Boolean(keyFile)) throw new UsageError("--tls-cert-file and --tls-key-file go together");
+  return {
+    mode,
+    port,
+    installNamespace: get("install-namespace") ?? env.POD_NAMESPACE ?? "countersign-system",
+    tlsSecret: get("tls-secret") ?? "countersign-webhook-tls",
+    ...(certFile ? { tlsCertFile: certFile } : {}),
+    ...(keyFile ? { tlsKeyFile: keyFile } : {}),
+    manageCertificates: manage === "true",
+    serviceName: get("service-name") ?? "countersign-webhook",
+    webhookConfiguration: get("webhook-configuration") ?? "countersign",
+    identities: (get("identities") ?? "")
+      .split(",")
+      .map((s) => s.trim())
+      .filter(Boolean),
+    retentionSeconds: duration("retention", "24h"),
+    leaseDurationSeconds: duration("lease-duration", "15s"),
+    tlsReloadSeconds: duration("tls-reload-interval", "30s"),
+    ...(get("kubeconfig") ? { kubeconfig: get("kubeconfig")! } : {}),
+  };
+}
+
+function loadKubeConfig(path: string | undefined): KubeConfig {
+  const kc = new KubeConfig();
+  if (path) kc.loadFromFile(path);
+  else kc.loadFromDefault(); // in-cluster service account when running in a pod
+  return kc;
+}
+
+export async function run(settings: Settings): Promise<() => Promise<void>> {
+  const log = componentLogger("main", { mode: settings.mode });
+  const kc = loadKubeConfig(settings.kubeconfig);
+  const stops: (() => Promise<void>)[] = [];
+  let controller: RunningController | undefined;
+  if (settings.mode !== "webhook") {
+    controller = await startController({
+      kubeConfig: kc,
+      installNamespace: settings.installNamespace,
+      retentionSeconds: settings.retentionSeconds,
+      leaseDurationSeconds: settings.leaseDurationSeconds,
+      ...(settings.manageCertificates && !settings.tlsCertFile
+        ? {
+            certificates: {
+              secretName: settings.tlsSecret,
+              serviceName: settings.serviceName,
+              webhookConfigurationName: settings.webhookConfiguration,
+            },
+          }
+        : {}),
+    });
+    stops.push(() => controller!.stop());
+    log.info("controller started", { identity: controller.identity });
+  }
+  if (settings.mode !== "controller") {
+    let watcher: TlsSecretWatcher | undefined;
+    let tls: { certPem: string; keyPem: string };
+    if (settings.tlsCertFile && settings.tlsKeyFile) {
+      tls = { certPem: readFileSync(settings.tlsCertFile, "utf8"), keyPem: readFileSync(settings.tlsKeyFile, "utf8") };
+    } else {
+      let server: RunningCountersign | undefined;
+      watcher = new TlsSecretWatcher(
+        kc,
+        settings.installNamespace,
+        settings.tlsSecret,
+        (next) => server?.setTls(next),
+        componentLogger("certificates"),
+        settings.tlsReloadSeconds * 1000,
+      );
+      tls = await watcher.first();
+      const running = await startCountersign({
+        kubeConfig: kc,
+        tls,
+        port: settings.port,
+        installNamespace: settings.installNamespace,
+        extraIdentities: [...settings.identities, ...(controller ? [controller.identity] : [])],
+      });
+      server = running;
+      watcher.start();
+      stops.unshift(async () => {
+        watcher?.stop();
+        await running.stop();
+      });
+      log.info("webhook serving", { port: running.port, identity: running.identity });
+      return async () => {
+        for (const s of stops) await s();
+      };
+    }
+    const running = await startCountersign({
+      kubeConfig: kc,
+      tls,
+      port: settings.port,
+      installNamespace: settings.installNamespace,
+      extraIdentities: settings.identities,
+    });
+    stops.unshift(() => running.stop());
+    log.info("webhook serving", { port: running.port, identity: running.identity });
+  }
+  return async () => {
+    for (const s of stops) await s();
+  };
+}
+
+async function main(): Promise<void> {
+  let settings: Settings;
+  try {
+    settings = parseSettings(process.argv.slice(2), process.env);
+  } catch (err) {
+    const help = process.argv.includes("--help");
+    (help ? console.log : console.error)(err instanceof Error ? err.message : String(err));
+    process.exit(help ? 0 : 2);
+  }
+  const log = componentLogger("main", { mode: settings.mode });
+  let stop: () => Promise<void>;
+  try {
+    stop = await run(settings);
+  } catch (err) {
+    log.error("could not start", { error: err instanceof Error ? err.message : String(err) });
+    process.exit(1);
+  }
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info("shutting down", { signal });
+    stop().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on("SIGTERM", () => shutdown("SIGTERM"));
+  process.on("SIGINT", () => shutdown("SIGINT"));
+}
+
+if (process.argv[1] && /(^|\/)main\.(ts|js)$/.test(process.argv[1])) void main();
