@@ -178,7 +178,9 @@ export async function startController(opts: ControllerRoleOptions): Promise<Runn
           });
           wait = Math.max(1000, Math.min(wait, nextRotation(tls).getTime() - Date.now()));
         } catch (err) {
-          certLog.warn("certificate reconcile failed; retrying", { error: err instanceof Error ? err.message : String(err) });
+          certLog.warn("certificate reconcile failed; retrying", {
+            error: err instanceof Error ? err.message : String(err),
+          });
           wait = 5000;
         }
       } else {

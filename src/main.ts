@@ -10,13 +10,16 @@
  */
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { KubeConfig } from "@kubernetes/client-node";
+import { AdmissionregistrationV1Api, KubeConfig } from "@kubernetes/client-node";
 import { type RunningController, type RunningCountersign, startController, startCountersign } from "./app.js";
 import { TlsSecretWatcher } from "./certs/webhook-certs.js";
-import { parseDurationSeconds } from "./policy/compile.js";
+import { describeKubeError, isNotFound } from "./kube/errors.js";
 import { componentLogger } from "./logging/logger.js";
+import { parseDurationSeconds } from "./policy/compile.js";
 
-export const USAGE = `Usage: countersign <webhook|controller|all> [flags]
+export const USAGE = `Usage: countersign <webhook|controller|all|uninstall> [flags]
+
+  uninstall   delete the ValidatingWebhookConfiguration (the chart's pre-delete hook)
 
 Flags (or environment variables COUNTERSIGN_<FLAG>):
   --port N                     webhook HTTPS port (default 8443)
@@ -53,7 +56,7 @@ const FLAGS = {
 export class UsageError extends Error {}
 
 export interface Settings {
-  mode: "webhook" | "controller" | "all";
+  mode: "webhook" | "controller" | "all" | "uninstall";
   port: number;
   installNamespace: string;
   tlsSecret: string;
@@ -71,11 +74,18 @@ export interface Settings {
 
 /** Parses flags and COUNTERSIGN_* variables into settings; bad values give a UsageError. Pure. */
 export function parseSettings(argv: string[], env: Record<string, string | undefined>): Settings {
-  const { values, positionals } = parseArgs({ args: argv, options: FLAGS, allowPositionals: true, strict: true });
+  const { values, positionals } = parseArgs({
+    args: argv,
+    options: FLAGS,
+    allowPositionals: true,
+    strict: true,
+  });
   if (values.help) throw new UsageError(USAGE);
   const mode = positionals[0];
-  if (mode !== "webhook" && mode !== "controller" && mode !== "all") {
-    throw new UsageError(`the first argument must be webhook, controller or all${mode ? `, not "${mode}"` : ""}\n\n${USAGE}`);
+  if (mode !== "webhook" && mode !== "controller" && mode !== "all" && mode !== "uninstall") {
+    throw new UsageError(
+      `the first argument must be webhook, controller, all or uninstall${mode ? `, not "${mode}"` : ""}\n\n${USAGE}`,
+    );
   }
   const get = (flag: keyof typeof FLAGS): string | undefined => {
     const v = values[flag];
@@ -85,16 +95,20 @@ export function parseSettings(argv: string[], env: Record<string, string | undef
   const duration = (flag: keyof typeof FLAGS, fallback: string): number => {
     const text = get(flag) ?? fallback;
     const s = parseDurationSeconds(text);
-    if (s === undefined || s <= 0) throw new UsageError(`--${flag}: "${text}" is not a duration like 30s, 15m or 24h`);
+    if (s === undefined || s <= 0)
+      throw new UsageError(`--${flag}: "${text}" is not a duration like 30s, 15m or 24h`);
     return s;
   };
   const port = Number(get("port") ?? "8443");
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port: "${get("port")}" is not a port number`);
+  if (!Number.isInteger(port) || port < 0 || port > 65535)
+    throw new UsageError(`--port: "${get("port")}" is not a port number`);
   const manage = (get("manage-certificates") ?? "true").toLowerCase();
-  if (!["true", "false"].includes(manage)) throw new UsageError(`--manage-certificates must be true or false`);
+  if (!["true", "false"].includes(manage))
+    throw new UsageError(`--manage-certificates must be true or false`);
   const certFile = get("tls-cert-file");
   const keyFile = get("tls-key-file");
-  if (Boolean(certFile) !== Boolean(keyFile)) throw new UsageError("--tls-cert-file and --tls-key-file go together");
+  if (Boolean(certFile) !== Boolean(keyFile))
+    throw new UsageError("--tls-cert-file and --tls-key-file go together");
   return {
     mode,
     port,
@@ -121,6 +135,21 @@ function loadKubeConfig(path: string | undefined): KubeConfig {
   if (path) kc.loadFromFile(path);
   else kc.loadFromDefault(); // in-cluster service account when running in a pod
   return kc;
+}
+
+/** The pre-delete hook: remove the webhook configuration before anything it points at goes away. */
+export async function uninstall(settings: Settings): Promise<void> {
+  const log = componentLogger("main", { mode: "uninstall" });
+  const kc = loadKubeConfig(settings.kubeconfig);
+  try {
+    await kc
+      .makeApiClient(AdmissionregistrationV1Api)
+      .deleteValidatingWebhookConfiguration({ name: settings.webhookConfiguration });
+    log.info("webhook configuration deleted", { webhookConfiguration: settings.webhookConfiguration });
+  } catch (err) {
+    if (!isNotFound(err)) throw err;
+    log.info("webhook configuration already gone", { webhookConfiguration: settings.webhookConfiguration });
+  }
 }
 
 export async function run(settings: Settings): Promise<() => Promise<void>> {
@@ -151,7 +180,10 @@ export async function run(settings: Settings): Promise<() => Promise<void>> {
     let watcher: TlsSecretWatcher | undefined;
     let tls: { certPem: string; keyPem: string };
     if (settings.tlsCertFile && settings.tlsKeyFile) {
-      tls = { certPem: readFileSync(settings.tlsCertFile, "utf8"), keyPem: readFileSync(settings.tlsKeyFile, "utf8") };
+      tls = {
+        certPem: readFileSync(settings.tlsCertFile, "utf8"),
+        keyPem: readFileSync(settings.tlsKeyFile, "utf8"),
+      };
     } else {
       let server: RunningCountersign | undefined;
       watcher = new TlsSecretWatcher(
@@ -206,6 +238,15 @@ async function main(): Promise<void> {
     process.exit(help ? 0 : 2);
   }
   const log = componentLogger("main", { mode: settings.mode });
+  if (settings.mode === "uninstall") {
+    try {
+      await uninstall(settings);
+      process.exit(0);
+    } catch (err) {
+      log.error("uninstall failed", { error: describeKubeError(err) });
+      process.exit(1);
+    }
+  }
   let stop: () => Promise<void>;
   try {
     stop = await run(settings);

@@ -8,10 +8,19 @@
  * one expires, so no API server ever sees a certificate it cannot verify.
  */
 import { X509Certificate } from "node:crypto";
-import { AdmissionregistrationV1Api, CoreV1Api, type KubeConfig, type V1Secret } from "@kubernetes/client-node";
+import {
+  AdmissionregistrationV1Api,
+  CoreV1Api,
+  type KubeConfig,
+  type V1Secret,
+} from "@kubernetes/client-node";
 import { describeKubeError, isAlreadyExists, isConflict, isNotFound } from "../kube/errors.js";
 import type { Logger } from "../logging/logger.js";
-import { createCertificateAuthority, issueCertificate, loadCertificateAuthority } from "../pki/certificates.js";
+import {
+  createCertificateAuthority,
+  issueCertificate,
+  loadCertificateAuthority,
+} from "../pki/certificates.js";
 
 export const SECRET_KEYS = {
   caCert: "ca.crt",
@@ -36,16 +45,29 @@ const b64 = (s: string) => Buffer.from(s).toString("base64");
 const unb64 = (s: string | undefined) => (s ? Buffer.from(s, "base64").toString("utf8") : "");
 
 export function serviceDnsNames(service: string, namespace: string): string[] {
-  return [service, `${service}.${namespace}`, `${service}.${namespace}.svc`, `${service}.${namespace}.svc.cluster.local`];
+  return [
+    service,
+    `${service}.${namespace}`,
+    `${service}.${namespace}.svc`,
+    `${service}.${namespace}.svc.cluster.local`,
+  ];
 }
 
 function lifetime(pem: string): { notBefore: number; notAfter: number; sans: string } {
   const c = new X509Certificate(pem);
-  return { notBefore: Date.parse(c.validFrom), notAfter: Date.parse(c.validTo), sans: c.subjectAltName ?? "" };
+  return {
+    notBefore: Date.parse(c.validFrom),
+    notAfter: Date.parse(c.validTo),
+    sans: c.subjectAltName ?? "",
+  };
 }
 
 /** What needs renewing at `now` (pure). */
-export function rotationNeeded(tls: WebhookTls | undefined, dnsNames: string[], now: Date): "ca" | "serving" | undefined {
+export function rotationNeeded(
+  tls: WebhookTls | undefined,
+  dnsNames: string[],
+  now: Date,
+): "ca" | "serving" | undefined {
   if (!tls?.caPem || !tls.certPem || !tls.keyPem) return "ca";
   const due = (pem: string) => {
     const l = lifetime(pem);
@@ -140,9 +162,13 @@ export async function reconcileWebhookCertificate(opts: CertManagerOptions): Pro
       },
     };
     try {
-      if (secret) await core.replaceNamespacedSecret({ name: opts.secretName, namespace: opts.namespace, body });
+      if (secret)
+        await core.replaceNamespacedSecret({ name: opts.secretName, namespace: opts.namespace, body });
       else await core.createNamespacedSecret({ namespace: opts.namespace, body });
-      opts.logger.info("webhook certificate written", { secret: `${opts.namespace}/${opts.secretName}`, rotated: need });
+      opts.logger.info("webhook certificate written", {
+        secret: `${opts.namespace}/${opts.secretName}`,
+        rotated: need,
+      });
     } catch (err) {
       if (!isAlreadyExists(err) && !isConflict(err)) throw err;
       // Another leader wrote it first: use theirs.
@@ -154,7 +180,12 @@ export async function reconcileWebhookCertificate(opts: CertManagerOptions): Pro
 }
 
 /** Sets every webhook's clientConfig.caBundle in the configuration to `bundlePem` (when it differs). */
-export async function syncCaBundle(kc: KubeConfig, name: string, bundlePem: string, log: Logger): Promise<boolean> {
+export async function syncCaBundle(
+  kc: KubeConfig,
+  name: string,
+  bundlePem: string,
+  log: Logger,
+): Promise<boolean> {
   const api = kc.makeApiClient(AdmissionregistrationV1Api);
   let vwc;
   try {
@@ -168,17 +199,24 @@ export async function syncCaBundle(kc: KubeConfig, name: string, bundlePem: stri
   }
   const want = b64(bundlePem);
   const webhooks = vwc.webhooks ?? [];
-  if (webhooks.every((w) => {
-    const cb = w.clientConfig.caBundle as unknown;
-    return (typeof cb === "string" ? cb : cb ? Buffer.from(cb as Uint8Array).toString("base64") : "") === want;
-  })) {
+  if (
+    webhooks.every((w) => {
+      const cb = w.clientConfig.caBundle as unknown;
+      return (
+        (typeof cb === "string" ? cb : cb ? Buffer.from(cb as Uint8Array).toString("base64") : "") === want
+      );
+    })
+  ) {
     return false;
   }
   for (const w of webhooks) w.clientConfig.caBundle = want as never;
   try {
     await api.replaceValidatingWebhookConfiguration({ name, body: vwc });
   } catch (err) {
-    log.warn("could not update caBundle; will retry", { webhookConfiguration: name, error: describeKubeError(err) });
+    log.warn("could not update caBundle; will retry", {
+      webhookConfiguration: name,
+      error: describeKubeError(err),
+    });
     return false;
   }
   log.info("caBundle updated", { webhookConfiguration: name });
@@ -216,13 +254,17 @@ export class TlsSecretWatcher {
           return tls;
         }
       } catch (err) {
-        if (!isNotFound(err)) this.log.warn("cannot read the webhook TLS Secret", { error: describeKubeError(err) });
+        if (!isNotFound(err))
+          this.log.warn("cannot read the webhook TLS Secret", { error: describeKubeError(err) });
       }
       if (!warned) {
-        this.log.info("waiting for the webhook TLS Secret (written by the controller)", { secret: `${this.namespace}/${this.secretName}` });
+        this.log.info("waiting for the webhook TLS Secret (written by the controller)", {
+          secret: `${this.namespace}/${this.secretName}`,
+        });
         warned = true;
       }
-      if (Date.now() > deadline) throw new Error(`webhook TLS Secret ${this.namespace}/${this.secretName} did not appear`);
+      if (Date.now() > deadline)
+        throw new Error(`webhook TLS Secret ${this.namespace}/${this.secretName} did not appear`);
       await new Promise((r) => setTimeout(r, 1000));
     }
   }

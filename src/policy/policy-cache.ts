@@ -124,7 +124,10 @@ export class PolicyCache {
   async stop(): Promise<void> {
     this.stopped = true;
     const lookups = this.opts.lookups ?? true;
-    await Promise.all([this.policies.stop(), ...(lookups ? [this.serviceAccounts.stop(), this.namespaces.stop()] : [])]);
+    await Promise.all([
+      this.policies.stop(),
+      ...(lookups ? [this.serviceAccounts.stop(), this.namespaces.stop()] : []),
+    ]);
   }
 
   isSynced(): boolean {

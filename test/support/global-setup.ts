@@ -14,7 +14,9 @@ declare module "vitest" {
 let cp: ControlPlane | undefined;
 
 export async function setup(project: TestProject): Promise<void> {
-  cp = await ControlPlane.start();
+  // Webhooks with a Service clientConfig are reached through EndpointSlices (there is no
+  // kube-proxy here): the chart tests publish the locally running webhook that way.
+  cp = await ControlPlane.start({ extraApiServerArgs: ["--enable-aggregator-routing=true"] });
   console.log(
     `[countersign] control plane (etcd + kube-apiserver) ready in ${cp.startupMs} ms at ${cp.server}`,
   );
