@@ -13,10 +13,12 @@ import {
   CoreV1Api,
   type KubeConfig,
   type V1Secret,
+  type V1ValidatingWebhookConfiguration,
 } from "@kubernetes/client-node";
 import { describeKubeError, isAlreadyExists, isConflict, isNotFound } from "../kube/errors.js";
 import type { Logger } from "../logging/logger.js";
 import {
+  type CertificateAuthority,
   createCertificateAuthority,
   issueCertificate,
   loadCertificateAuthority,
@@ -127,7 +129,7 @@ export async function reconcileWebhookCertificate(opts: CertManagerOptions): Pro
     const caKeyPem = unb64(secret?.data?.[SECRET_KEYS.caKey]);
     let caPem = tls?.caPem ?? "";
     let caBundlePem = tls?.caBundlePem ?? "";
-    let ca;
+    let ca: CertificateAuthority;
     if (need === "ca" || !caKeyPem) {
       ca = await createCertificateAuthority("countersign-webhook-ca", CA_VALIDITY_DAYS, now);
       // Keep trusting the previous CA until it expires.
@@ -187,7 +189,7 @@ export async function syncCaBundle(
   log: Logger,
 ): Promise<boolean> {
   const api = kc.makeApiClient(AdmissionregistrationV1Api);
-  let vwc;
+  let vwc: V1ValidatingWebhookConfiguration;
   try {
     vwc = await api.readValidatingWebhookConfiguration({ name });
   } catch (err) {

@@ -668,13 +668,11 @@ function rbacProbes(webhook: KubeConfig, controller: KubeConfig): Probe[] {
       ),
     ),
     p("controller", "secrets", "create", () =>
-      controller
-        .makeApiClient(CoreV1Api)
-        .createNamespacedSecret({
-          namespace: ns,
-          dryRun: "All",
-          body: { metadata: { name: "probe-secret" } },
-        }),
+      controller.makeApiClient(CoreV1Api).createNamespacedSecret({
+        namespace: ns,
+        dryRun: "All",
+        body: { metadata: { name: "probe-secret" } },
+      }),
     ),
     p("controller", "secrets", "get", () =>
       controller
