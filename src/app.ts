@@ -6,7 +6,9 @@ import type { Server } from "node:https";
 import { hostname } from "node:os";
 import { AuthenticationV1Api, type KubeConfig } from "@kubernetes/client-node";
 import { startWebhookServer } from "./admission/server.js";
+import { approvalApi } from "./api/approval-api.js";
 import { RbacChecker } from "./approvals/decision-guard.js";
+import { DecisionService } from "./approvals/decision-service.js";
 import { ApprovalGate } from "./approvals/gate.js";
 import { nextRotation, reconcileWebhookCertificate } from "./certs/webhook-certs.js";
 import { Controller } from "./controller/reconciler.js";
@@ -67,8 +69,16 @@ export async function startCountersign(opts: CountersignOptions): Promise<Runnin
   });
   const self = await selfUsername(opts.kubeConfig);
   const countersignUsers = new Set([self, ...(opts.extraIdentities ?? [])]);
+  const rbac = new RbacChecker(opts.kubeConfig);
+  const decisions = new DecisionService(opts.kubeConfig, rbac, componentLogger("decisions", { replica }));
   const { server, port } = await startWebhookServer({
-    rbac: new RbacChecker(opts.kubeConfig),
+    rbac,
+    api: approvalApi({
+      kubeConfig: opts.kubeConfig,
+      rbac,
+      decisions,
+      logger: componentLogger("approval-api", { replica }),
+    }),
     countersignUsers,
     tls: opts.tls,
     port: opts.port,

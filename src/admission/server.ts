@@ -21,6 +21,8 @@ export interface WebhookServerOptions extends HandlerDeps {
   host?: string;
   bodyLimitBytes?: number;
   isReady: () => boolean;
+  /** The approval HTTP API, mounted at /api/v1 when given. */
+  api?: express.Router;
 }
 
 function problem(res: Response, status: number, message: string): void {
@@ -41,6 +43,7 @@ export function createWebhookApp(opts: WebhookServerOptions): express.Express {
     if (opts.isReady()) res.type("text/plain").send("ok");
     else res.status(503).type("text/plain").send("policy cache not synced yet");
   });
+  if (opts.api) app.use("/api/v1", opts.api);
   app.post(
     VALIDATE_PATH,
     (req: Request, res: Response, next: NextFunction) => {
@@ -66,7 +69,11 @@ export function createWebhookApp(opts: WebhookServerOptions): express.Express {
     },
   );
   app.use((_req, res) =>
-    problem(res, 404, "not found; the webhook serves POST /validate, GET /healthz, GET /readyz"),
+    problem(
+      res,
+      404,
+      "not found; the webhook serves POST /validate, GET /healthz, GET /readyz, and /api/v1 (see /api/v1/openapi.json)",
+    ),
   );
   // Body-parser errors (oversized, malformed JSON) and anything unexpected end here.
   app.use(

@@ -121,6 +121,16 @@ export function guardWrite(
       message: `Countersign: the decision's groups do not match your authenticated groups`,
     };
   }
+  return checkDecision(oldAr, user, d, now);
+}
+
+/**
+ * The decision rules every path shares (kubectl through the webhook, the HTTP API, Slack):
+ * not already decided by this person, not the requester, the request Pending and unexpired,
+ * the decider matching the approver rules. RBAC (a SubjectAccessReview) comes after.
+ */
+export function checkDecision(oldAr: ApprovalRequest, user: UserInfo, d: Decision, now: Date): GuardResult {
+  const oldDecisions = oldAr.spec.decisions ?? [];
   if (oldDecisions.some((x) => x.approver === d.approver)) {
     return { allowed: false, message: `Countersign: ${d.approver} has already decided this request` };
   }

@@ -1,0 +1,145 @@
+/** OpenAPI 3.1 description of the approval HTTP API (served at /api/v1/openapi.json). */
+const error = {
+  description: "An error",
+  content: {
+    "application/json": {
+      schema: {
+        type: "object",
+        properties: {
+          error: { type: "object", properties: { code: { type: "integer" }, message: { type: "string" } } },
+        },
+      },
+    },
+  },
+};
+const namePath = [
+  { name: "namespace", in: "path", required: true, schema: { type: "string" } },
+  { name: "name", in: "path", required: true, schema: { type: "string" } },
+];
+const view = { $ref: "#/components/schemas/ApprovalRequest" };
+const decision = (verb: "approve" | "deny") => ({
+  summary: `${verb === "approve" ? "Approve" : "Deny"} an ApprovalRequest as the caller`,
+  description:
+    "Same rules as kubectl " +
+    verb +
+    ": the caller is not the requester, matches the request's approver rules, holds RBAC verb " +
+    verb +
+    " on approvalrequests.countersign.io in the namespace, and the request is Pending and unexpired.",
+  parameters: namePath,
+  requestBody: {
+    required: false,
+    content: {
+      "application/json": {
+        schema: { type: "object", properties: { reason: { type: "string", maxLength: 1024 } } },
+      },
+    },
+  },
+  responses: {
+    "200": {
+      description: "Recorded",
+      content: {
+        "application/json": {
+          schema: { type: "object", properties: { message: { type: "string" }, approvalRequest: view } },
+        },
+      },
+    },
+    "400": error,
+    "401": error,
+    "403": error,
+    "404": error,
+    "409": error,
+  },
+});
+
+export const OPENAPI_DOCUMENT = {
+  openapi: "3.1.0",
+  info: {
+    title: "Countersign approval API",
+    version: "v1",
+    description:
+      "List, read and decide ApprovalRequests. Authenticate with a Kubernetes bearer token (Authorization: Bearer <token>); every call is authorized as the token's user with a SubjectAccessReview.",
+  },
+  servers: [{ url: "/api/v1" }],
+  security: [{ kubernetesBearer: [] }],
+  components: {
+    securitySchemes: {
+      kubernetesBearer: {
+        type: "http",
+        scheme: "bearer",
+        description: "A Kubernetes token, checked with TokenReview",
+      },
+    },
+    schemas: {
+      ApprovalRequest: {
+        type: "object",
+        required: ["namespace", "name", "phase", "requester", "action", "policy", "approval", "decisions"],
+        properties: {
+          namespace: { type: "string" },
+          name: { type: "string" },
+          phase: { enum: ["Pending", "Approved", "Denied", "Expired", "Consumed"] },
+          createdAt: { type: "string", format: "date-time" },
+          requester: { type: "object" },
+          action: {
+            type: "object",
+            description: "operation, group, version, resource, subResource, namespace, name, summary",
+          },
+          diff: { type: "string" },
+          agentContext: {
+            type: "object",
+            properties: {
+              reason: { type: "string" },
+              prompt: { type: "string" },
+              ticket: { type: "string" },
+              agent: { type: "string" },
+            },
+          },
+          policy: { type: "object" },
+          approval: { type: "object" },
+          decisions: { type: "array", items: { type: "object" } },
+          execution: { type: "object" },
+        },
+      },
+    },
+  },
+  paths: {
+    "/approvalrequests": {
+      get: {
+        summary: "List ApprovalRequests (RBAC list, in the namespace or cluster-wide)",
+        parameters: [
+          { name: "namespace", in: "query", schema: { type: "string" } },
+          {
+            name: "phase",
+            in: "query",
+            schema: { enum: ["Pending", "Approved", "Denied", "Expired", "Consumed"] },
+          },
+        ],
+        responses: {
+          "200": {
+            description: "The requests",
+            content: {
+              "application/json": {
+                schema: { type: "object", properties: { items: { type: "array", items: view } } },
+              },
+            },
+          },
+          "401": error,
+          "403": error,
+        },
+      },
+    },
+    "/namespaces/{namespace}/approvalrequests/{name}": {
+      get: {
+        summary: "Read one ApprovalRequest (RBAC get)",
+        parameters: namePath,
+        responses: {
+          "200": { description: "The request", content: { "application/json": { schema: view } } },
+          "401": error,
+          "403": error,
+          "404": error,
+        },
+      },
+    },
+    "/namespaces/{namespace}/approvalrequests/{name}/approve": { post: decision("approve") },
+    "/namespaces/{namespace}/approvalrequests/{name}/deny": { post: decision("deny") },
+  },
+} as const;
