@@ -15,6 +15,7 @@ import { type RunningController, type RunningCountersign, startController, start
 import { TlsSecretWatcher } from "./certs/webhook-certs.js";
 import { describeKubeError, isNotFound } from "./kube/errors.js";
 import { componentLogger } from "./logging/logger.js";
+import { startMetricsServer } from "./metrics/metrics.js";
 import { parseDurationSeconds } from "./policy/compile.js";
 
 export const USAGE = `Usage: countersign <webhook|controller|all|uninstall> [flags]
@@ -34,6 +35,7 @@ Flags (or environment variables COUNTERSIGN_<FLAG>):
   --retention DURATION         keep finished ApprovalRequests this long (default 24h)
   --lease-duration DURATION    leader-election lease (default 15s)
   --tls-reload-interval DURATION  how often the webhook re-reads its TLS Secret (default 30s)
+  --metrics-port N             plain-HTTP Prometheus /metrics port (default 9090; 0 turns it off)
   --kubeconfig PATH            default: in-cluster, else $KUBECONFIG / ~/.kube/config`;
 
 const FLAGS = {
@@ -49,6 +51,7 @@ const FLAGS = {
   retention: { type: "string" },
   "lease-duration": { type: "string" },
   "tls-reload-interval": { type: "string" },
+  "metrics-port": { type: "string" },
   kubeconfig: { type: "string" },
   help: { type: "boolean" },
 } as const;
@@ -69,6 +72,7 @@ export interface Settings {
   retentionSeconds: number;
   leaseDurationSeconds: number;
   tlsReloadSeconds: number;
+  metricsPort: number;
   kubeconfig?: string;
 }
 
@@ -102,6 +106,10 @@ export function parseSettings(argv: string[], env: Record<string, string | undef
   const port = Number(get("port") ?? "8443");
   if (!Number.isInteger(port) || port < 0 || port > 65535)
     throw new UsageError(`--port: "${get("port")}" is not a port number`);
+  const metricsPort = Number(get("metrics-port") ?? "9090");
+  if (!Number.isInteger(metricsPort) || metricsPort < 0 || metricsPort > 65535) {
+    throw new UsageError(`--metrics-port: "${get("metrics-port")}" is not a port number`);
+  }
   const manage = (get("manage-certificates") ?? "true").toLowerCase();
   if (!["true", "false"].includes(manage))
     throw new UsageError(`--manage-certificates must be true or false`);
@@ -126,6 +134,7 @@ export function parseSettings(argv: string[], env: Record<string, string | undef
     retentionSeconds: duration("retention", "24h"),
     leaseDurationSeconds: duration("lease-duration", "15s"),
     tlsReloadSeconds: duration("tls-reload-interval", "30s"),
+    metricsPort,
     ...(get("kubeconfig") ? { kubeconfig: get("kubeconfig")! } : {}),
   };
 }
@@ -156,6 +165,11 @@ export async function run(settings: Settings): Promise<() => Promise<void>> {
   const log = componentLogger("main", { mode: settings.mode });
   const kc = loadKubeConfig(settings.kubeconfig);
   const stops: (() => Promise<void>)[] = [];
+  if (settings.metricsPort > 0) {
+    const metrics = await startMetricsServer(settings.metricsPort);
+    stops.push(() => new Promise<void>((r) => metrics.server.close(() => r())));
+    log.info("metrics serving", { port: metrics.port });
+  }
   let controller: RunningController | undefined;
   if (settings.mode !== "webhook") {
     controller = await startController({

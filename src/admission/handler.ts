@@ -5,6 +5,7 @@
 import { guardWrite, isGuardedResource, type RbacChecker } from "../approvals/decision-guard.js";
 import type { ApprovalGate, GateOutcome } from "../approvals/gate.js";
 import type { Logger } from "../logging/logger.js";
+import { admissionDecisions, admissionDuration } from "../metrics/metrics.js";
 import { compilePolicy, formatCompileErrors } from "../policy/compile.js";
 import { type AdmissionRequest, decide } from "../policy/evaluate.js";
 import type { PolicyCache } from "../policy/policy-cache.js";
@@ -42,7 +43,19 @@ export interface HandlerDeps {
   countersignUsers: ReadonlySet<string>;
 }
 
+/** Answers one AdmissionReview and records its latency and outcome. */
 export async function handleAdmission(req: AdmissionRequest, deps: HandlerDeps): Promise<ReviewResponse> {
+  const started = performance.now();
+  const response = await answerAdmission(req, deps);
+  const annotations = response.response.auditAnnotations ?? {};
+  const decision =
+    annotations[AuditAnnotation.Decision] ?? (response.response.allowed ? "allowed" : "denied");
+  admissionDuration.observe({ decision }, (performance.now() - started) / 1000);
+  admissionDecisions.inc({ policy: annotations[AuditAnnotation.Policy] ?? "", outcome: decision });
+  return response;
+}
+
+async function answerAdmission(req: AdmissionRequest, deps: HandlerDeps): Promise<ReviewResponse> {
   const log = deps.logger.child({
     admissionUID: req.uid,
     object: `${req.resource.resource}${req.subResource ? `/${req.subResource}` : ""} ${req.namespace ? `${req.namespace}/` : ""}${req.name ?? ""}`,

@@ -24,6 +24,7 @@ import { canonicalJson, canonicalObject } from "../approvals/fingerprint.js";
 import {
   APPROVAL_REQUEST_PLURAL,
   type ApprovalRequest,
+  effectivePhase,
   Phase,
   tallyDecisions,
 } from "../approvals/request.js";
@@ -32,6 +33,7 @@ import { type AuditActor, AuditEvent } from "../audit/chain.js";
 import { type AuditDetails, AuditWriter } from "../audit/writer.js";
 import { describeKubeError, isAlreadyExists, isConflict, isNotFound } from "../kube/errors.js";
 import type { Logger } from "../logging/logger.js";
+import { setPendingSource, timeToDecision } from "../metrics/metrics.js";
 import { API_GROUP, API_VERSION } from "../policy/types.js";
 import { LeaderElector } from "./leader-election.js";
 
@@ -276,12 +278,17 @@ export class Controller {
 
   async start(): Promise<void> {
     await this.informer.start();
+    setPendingSource(() => {
+      const now = this.now();
+      return this.informer.list().filter((ar) => effectivePhase(ar, now) === Phase.Pending).length;
+    });
     this.elector.start();
   }
 
   /** Stops. `releaseLease: false` simulates a crash: the lease stays until it expires. */
   async stop(releaseLease = true): Promise<void> {
     this.stopped = true;
+    setPendingSource(undefined);
     for (const key of [...this.timers.keys()]) this.clearTimer(key);
     await this.elector.stop(releaseLease);
     await this.informer.stop();
@@ -370,7 +377,19 @@ export class Controller {
           name,
           body: { ...cached, status },
         })) as ApprovalRequest;
-        if (target !== before) log.info("phase changed", { from: before ?? "(new)", to: target });
+        if (target !== before) {
+          log.info("phase changed", { from: before ?? "(new)", to: target });
+          if (
+            target === Phase.Approved ||
+            target === Phase.Denied ||
+            (target === Phase.Expired && before !== Phase.Approved)
+          ) {
+            const created = cached.metadata.creationTimestamp
+              ? new Date(cached.metadata.creationTimestamp).getTime()
+              : now.getTime();
+            timeToDecision.observe({ outcome: target }, Math.max(0, (now.getTime() - created) / 1000));
+          }
+        }
       } catch (err) {
         if (isConflict(err) || isNotFound(err)) return; // a newer version is on its way through the informer
         throw err;

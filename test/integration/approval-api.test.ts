@@ -234,3 +234,25 @@ describe("the approval HTTP API", () => {
     await agentKc.makeApiClient(CoreV1Api).deleteNamespacedConfigMap({ name: "cfg", namespace: ns });
   });
 });
+
+describe("metrics", () => {
+  it("exports admission latency by decision, decisions by policy, pending requests and time to decision", async () => {
+    const { startMetricsServer } = await import("../../src/metrics/metrics.js");
+    const { server, port } = await startMetricsServer(0, "127.0.0.1");
+    try {
+      const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      expect(text).toMatch(
+        /countersign_admission_duration_seconds_bucket\{le="0.005",decision="approval-required"\} \d+/,
+      );
+      expect(text).toMatch(/countersign_admission_duration_seconds_count\{decision="approval-consumed"\} 1/);
+      expect(text).toMatch(
+        /countersign_admission_decisions_total\{policy="api-policy-\w+",outcome="approval-required"\} \d+/,
+      );
+      expect(text).toMatch(/countersign_approval_requests_pending \d+/);
+      expect(text).toMatch(/countersign_approval_time_to_decision_seconds_count\{outcome="Approved"\} 1/);
+      expect((await fetch(`http://127.0.0.1:${port}/other`)).status).toBe(404);
+    } finally {
+      server.close();
+    }
+  });
+});

@@ -219,6 +219,7 @@ describe("the Helm chart", () => {
       COUNTERSIGN_SERVICE_NAME: `${fullname}-webhook`,
       COUNTERSIGN_WEBHOOK_CONFIGURATION: fullname,
       COUNTERSIGN_LEASE_DURATION: "4s",
+      COUNTERSIGN_METRICS_PORT: String(WEBHOOK_PORT + 2000),
       POD_NAME: "controller-0",
     };
     startProcess("controller", controllerKc, controllerEnv);
@@ -240,6 +241,7 @@ describe("the Helm chart", () => {
       COUNTERSIGN_PORT: String(WEBHOOK_PORT),
       COUNTERSIGN_TLS_SECRET: `${fullname}-webhook-tls`,
       COUNTERSIGN_IDENTITIES: `system:serviceaccount:${ns}:${fullname}-controller`,
+      COUNTERSIGN_METRICS_PORT: String(WEBHOOK_PORT + 3000),
       POD_NAME: "webhook-0",
     });
     // Publish it as the Service's endpoint (what the endpoints controller would do).
@@ -378,6 +380,15 @@ describe("the Helm chart", () => {
       "Executed record",
     );
     expect(verifyChain(await listAuditRecords(cp.adminKubeConfig(), target))).toEqual([]);
+    // Both processes export metrics on their own port.
+    const webhookMetrics = await (await fetch(`http://127.0.0.1:${WEBHOOK_PORT + 3000}/metrics`)).text();
+    expect(webhookMetrics).toMatch(
+      /countersign_admission_decisions_total\{policy="chart-policy-\w+",outcome="approval-consumed"\} 1/,
+    );
+    const controllerMetrics = await (await fetch(`http://127.0.0.1:${WEBHOOK_PORT + 2000}/metrics`)).text();
+    expect(controllerMetrics).toMatch(
+      /countersign_approval_time_to_decision_seconds_count\{outcome="Approved"\} 1/,
+    );
   });
 
   it("needs every permission it asks for: each rule removed breaks an operation its component performs", async () => {

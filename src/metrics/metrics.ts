@@ -1,0 +1,83 @@
+/**
+ * Prometheus metrics (served on a plain-HTTP port, /metrics): admission latency by decision,
+ * decisions by policy and outcome, pending requests, time to decision.
+ */
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+
+export const registry = new Registry();
+collectDefaultMetrics({ register: registry, prefix: "countersign_process_" });
+
+export const admissionDuration = new Histogram({
+  name: "countersign_admission_duration_seconds",
+  help: "Time to answer an AdmissionReview, by decision (allowed, denied, approval-required, approval-consumed, ...).",
+  labelNames: ["decision"] as const,
+  buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+  registers: [registry],
+});
+
+export const admissionDecisions = new Counter({
+  name: "countersign_admission_decisions_total",
+  help: "Admission decisions by policy (empty when no policy matched) and outcome.",
+  labelNames: ["policy", "outcome"] as const,
+  registers: [registry],
+});
+
+let pendingSource: (() => number) | undefined;
+/** The controller registers how to count Pending requests (from its informer cache). */
+export function setPendingSource(fn: (() => number) | undefined): void {
+  pendingSource = fn;
+}
+
+export const pendingRequests = new Gauge({
+  name: "countersign_approval_requests_pending",
+  help: "ApprovalRequests waiting for a decision (as seen by this controller replica's cache).",
+  registers: [registry],
+  collect() {
+    if (pendingSource) this.set(pendingSource());
+  },
+});
+
+export const timeToDecision = new Histogram({
+  name: "countersign_approval_time_to_decision_seconds",
+  help: "From an ApprovalRequest's creation to its decision, by outcome (Approved, Denied, Expired).",
+  labelNames: ["outcome"] as const,
+  buckets: [5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600],
+  registers: [registry],
+});
+
+/** Serves /metrics over plain HTTP (scraped inside the cluster network). */
+export async function startMetricsServer(
+  port: number,
+  host = "0.0.0.0",
+): Promise<{ server: Server; port: number }> {
+  const server = createServer((req, res) => {
+    if (req.method === "GET" && req.url === "/metrics") {
+      registry.metrics().then(
+        (text) => {
+          res.writeHead(200, { "content-type": registry.contentType });
+          res.end(text);
+        },
+        () => {
+          res.writeHead(500);
+          res.end("metrics unavailable");
+        },
+      );
+      return;
+    }
+    res.writeHead(404, { "content-type": "text/plain" });
+    res.end("not found; metrics are at /metrics");
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", (err: NodeJS.ErrnoException) =>
+      reject(
+        err.code === "EADDRINUSE"
+          ? new Error(`metrics port ${port} is already in use; pick another with --metrics-port`)
+          : err,
+      ),
+    );
+    server.listen(port, host, () => resolve());
+  });
+  return { server, port: (server.address() as AddressInfo).port };
+}
