@@ -13,6 +13,9 @@ import { ApprovalGate } from "./approvals/gate.js";
 import { nextRotation, reconcileWebhookCertificate } from "./certs/webhook-certs.js";
 import { Controller } from "./controller/reconciler.js";
 import { componentLogger } from "./logging/logger.js";
+import type { NotificationConfig } from "./notify/messages.js";
+import type { SenderOptions } from "./notify/notifier.js";
+import { slackInteractions } from "./notify/slack-interactions.js";
 import { PolicyCache } from "./policy/policy-cache.js";
 
 export interface CountersignOptions {
@@ -28,7 +31,16 @@ export interface CountersignOptions {
   /** Other usernames Countersign runs as (e.g. the controller's service account). */
   extraIdentities?: string[];
   /** Run the leader-elected controller in this process too. */
-  controller?: { retentionSeconds?: number; leaseDurationSeconds?: number; identity?: string };
+  controller?: {
+    retentionSeconds?: number;
+    leaseDurationSeconds?: number;
+    identity?: string;
+    notificationRetry?: SenderOptions;
+  };
+  /** Notification routes (controller) and Slack interactivity (webhook). */
+  notifications?: NotificationConfig;
+  /** PEM of a private CA for Slack's response_url (tests, proxies). */
+  slackResponseCaPem?: string;
 }
 
 /** Who this process is to the API server (SelfSubjectReview). */
@@ -79,6 +91,16 @@ export async function startCountersign(opts: CountersignOptions): Promise<Runnin
       decisions,
       logger: componentLogger("approval-api", { replica }),
     }),
+    ...(opts.notifications?.slack
+      ? {
+          slack: slackInteractions({
+            config: opts.notifications.slack,
+            decisions,
+            logger: componentLogger("slack", { replica }),
+            ...(opts.slackResponseCaPem ? { responseCaPem: opts.slackResponseCaPem } : {}),
+          }),
+        }
+      : {}),
     countersignUsers,
     tls: opts.tls,
     port: opts.port,
@@ -105,6 +127,8 @@ export async function startCountersign(opts: CountersignOptions): Promise<Runnin
         : {}),
       logger: componentLogger("controller", { replica }),
       siemLogger: componentLogger("audit", { replica }),
+      ...(opts.notifications ? { notifications: opts.notifications } : {}),
+      ...(opts.controller.notificationRetry ? { notificationRetry: opts.controller.notificationRetry } : {}),
     });
     await controller.start();
   }
@@ -136,6 +160,7 @@ export interface ControllerRoleOptions {
   leaseDurationSeconds?: number;
   /** Self-managed webhook certificates (omit when cert-manager manages them). */
   certificates?: { secretName: string; serviceName: string; webhookConfigurationName: string };
+  notifications?: NotificationConfig;
 }
 
 export interface RunningController {
@@ -167,6 +192,7 @@ export async function startController(opts: ControllerRoleOptions): Promise<Runn
     ...(opts.leaseDurationSeconds !== undefined ? { leaseDurationSeconds: opts.leaseDurationSeconds } : {}),
     logger: componentLogger("controller", { replica }),
     siemLogger: componentLogger("audit", { replica }),
+    ...(opts.notifications ? { notifications: opts.notifications } : {}),
   });
   await controller.start();
   let timer: NodeJS.Timeout | undefined;

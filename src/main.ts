@@ -16,6 +16,7 @@ import { TlsSecretWatcher } from "./certs/webhook-certs.js";
 import { describeKubeError, isNotFound } from "./kube/errors.js";
 import { componentLogger } from "./logging/logger.js";
 import { startMetricsServer } from "./metrics/metrics.js";
+import { parseNotificationConfig } from "./notify/messages.js";
 import { parseDurationSeconds } from "./policy/compile.js";
 
 export const USAGE = `Usage: countersign <webhook|controller|all|uninstall> [flags]
@@ -36,6 +37,7 @@ Flags (or environment variables COUNTERSIGN_<FLAG>):
   --lease-duration DURATION    leader-election lease (default 15s)
   --tls-reload-interval DURATION  how often the webhook re-reads its TLS Secret (default 30s)
   --metrics-port N             plain-HTTP Prometheus /metrics port (default 9090; 0 turns it off)
+  --notifications-config FILE  notification routes and Slack interactivity (YAML; \${VAR} from the environment)
   --kubeconfig PATH            default: in-cluster, else $KUBECONFIG / ~/.kube/config`;
 
 const FLAGS = {
@@ -52,6 +54,7 @@ const FLAGS = {
   "lease-duration": { type: "string" },
   "tls-reload-interval": { type: "string" },
   "metrics-port": { type: "string" },
+  "notifications-config": { type: "string" },
   kubeconfig: { type: "string" },
   help: { type: "boolean" },
 } as const;
@@ -73,6 +76,7 @@ export interface Settings {
   leaseDurationSeconds: number;
   tlsReloadSeconds: number;
   metricsPort: number;
+  notificationsConfig?: string;
   kubeconfig?: string;
 }
 
@@ -135,6 +139,7 @@ export function parseSettings(argv: string[], env: Record<string, string | undef
     leaseDurationSeconds: duration("lease-duration", "15s"),
     tlsReloadSeconds: duration("tls-reload-interval", "30s"),
     metricsPort,
+    ...(get("notifications-config") ? { notificationsConfig: get("notifications-config")! } : {}),
     ...(get("kubeconfig") ? { kubeconfig: get("kubeconfig")! } : {}),
   };
 }
@@ -165,6 +170,9 @@ export async function run(settings: Settings): Promise<() => Promise<void>> {
   const log = componentLogger("main", { mode: settings.mode });
   const kc = loadKubeConfig(settings.kubeconfig);
   const stops: (() => Promise<void>)[] = [];
+  const notifications = settings.notificationsConfig
+    ? parseNotificationConfig(readFileSync(settings.notificationsConfig, "utf8"), process.env)
+    : undefined;
   if (settings.metricsPort > 0) {
     const metrics = await startMetricsServer(settings.metricsPort);
     stops.push(() => new Promise<void>((r) => metrics.server.close(() => r())));
@@ -177,6 +185,7 @@ export async function run(settings: Settings): Promise<() => Promise<void>> {
       installNamespace: settings.installNamespace,
       retentionSeconds: settings.retentionSeconds,
       leaseDurationSeconds: settings.leaseDurationSeconds,
+      ...(notifications ? { notifications } : {}),
       ...(settings.manageCertificates && !settings.tlsCertFile
         ? {
             certificates: {
@@ -215,6 +224,7 @@ export async function run(settings: Settings): Promise<() => Promise<void>> {
         port: settings.port,
         installNamespace: settings.installNamespace,
         extraIdentities: [...settings.identities, ...(controller ? [controller.identity] : [])],
+        ...(notifications ? { notifications } : {}),
       });
       server = running;
       watcher.start();
@@ -233,6 +243,7 @@ export async function run(settings: Settings): Promise<() => Promise<void>> {
       port: settings.port,
       installNamespace: settings.installNamespace,
       extraIdentities: settings.identities,
+      ...(notifications ? { notifications } : {}),
     });
     stops.unshift(() => running.stop());
     log.info("webhook serving", { port: running.port, identity: running.identity });

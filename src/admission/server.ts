@@ -23,6 +23,8 @@ export interface WebhookServerOptions extends HandlerDeps {
   isReady: () => boolean;
   /** The approval HTTP API, mounted at /api/v1 when given. */
   api?: express.Router;
+  /** Slack interactivity, mounted at /slack/interactions when given. */
+  slack?: express.Router;
 }
 
 function problem(res: Response, status: number, message: string): void {
@@ -44,6 +46,7 @@ export function createWebhookApp(opts: WebhookServerOptions): express.Express {
     else res.status(503).type("text/plain").send("policy cache not synced yet");
   });
   if (opts.api) app.use("/api/v1", opts.api);
+  if (opts.slack) app.use("/slack/interactions", opts.slack);
   app.post(
     VALIDATE_PATH,
     (req: Request, res: Response, next: NextFunction) => {

@@ -71,6 +71,14 @@ export interface ApprovalRequestStatus {
   decidedAt?: string;
   consumed?: { admissionUID: string; time: string; replica?: string };
   execution?: { result: "Executed" | "NotExecuted" | "Unknown"; message?: string; checkedAt?: string };
+  notifications?: {
+    route: string;
+    event: "Requested" | "Approved" | "Denied" | "Expired";
+    state: "Sending" | "Sent" | "Failed";
+    attempts?: number;
+    message?: string;
+    time?: string;
+  }[];
   conditions?: Condition[];
 }
 

@@ -34,6 +34,8 @@ import { type AuditDetails, AuditWriter } from "../audit/writer.js";
 import { describeKubeError, isAlreadyExists, isConflict, isNotFound } from "../kube/errors.js";
 import type { Logger } from "../logging/logger.js";
 import { setPendingSource, timeToDecision } from "../metrics/metrics.js";
+import { type NotificationConfig, type NotifyEvent, type Route, routesFor } from "../notify/messages.js";
+import { messageFor, type SenderOptions, sendToRoute } from "../notify/notifier.js";
 import { API_GROUP, API_VERSION } from "../policy/types.js";
 import { LeaderElector } from "./leader-election.js";
 
@@ -44,6 +46,7 @@ export const EventReason = {
   Expired: "Expired",
   Consumed: "ApprovalConsumed",
   Executed: "ApprovedActionExecuted",
+  NotificationFailed: "NotificationFailed",
   NotExecuted: "ApprovedActionNotExecuted",
   GarbageCollected: "GarbageCollected",
 } as const;
@@ -213,6 +216,24 @@ export interface ControllerOptions {
    * controller between steps and check that a restart completes the work exactly once.
    */
   afterStep?: (step: "audit" | "events" | "status", key: string) => void;
+  /** Where to send notifications (none when absent). */
+  notifications?: NotificationConfig;
+  /** Retry settings for notifications (tests shorten the backoff). */
+  notificationRetry?: SenderOptions;
+}
+
+/** The notification event a phase announces (none for Consumed). Pure. */
+export function notifyEventFor(phase: Phase | undefined): NotifyEvent | undefined {
+  switch (phase) {
+    case Phase.Pending:
+      return "Requested";
+    case Phase.Approved:
+    case Phase.Denied:
+    case Phase.Expired:
+      return phase;
+    default:
+      return undefined;
+  }
 }
 
 export class Controller {
@@ -398,6 +419,13 @@ export class Controller {
 
     this.opts.afterStep?.("status", key);
 
+    // notifications: recorded as Sending before they go out, so a restart never repeats one
+    if (this.opts.notifications) {
+      const marked = await this.markNotifications(current);
+      if (marked === "conflict") return;
+      if (marked) current = marked;
+    }
+
     // 4. did the consumed action take effect? (checked once, shortly after admission)
     if (current.status?.phase === Phase.Consumed && !current.status.execution) {
       const consumedAt = Date.parse(current.status.consumed?.time ?? "") || now.getTime();
@@ -442,6 +470,107 @@ export class Controller {
       log.info("garbage-collected finished request", { phase: current.status?.phase });
     } catch (err) {
       if (!isNotFound(err)) throw err;
+    }
+  }
+
+  /** Writes Sending entries for due notifications and starts sending them; "conflict" on a stale read. */
+  private async markNotifications(ar: ApprovalRequest): Promise<ApprovalRequest | "conflict" | undefined> {
+    const config = this.opts.notifications!;
+    const event = notifyEventFor(ar.status?.phase);
+    if (!event) return undefined;
+    const done = new Set(
+      (ar.status?.notifications ?? []).filter((n) => n.event === event).map((n) => n.route),
+    );
+    const due = routesFor(ar, event, config).filter((r) => !done.has(r.name));
+    if (due.length === 0) return undefined;
+    const time = this.now()
+      .toISOString()
+      .replace(/\.\d{3}Z$/, "Z");
+    const body: ApprovalRequest = {
+      ...ar,
+      status: {
+        ...ar.status,
+        notifications: [
+          ...(ar.status?.notifications ?? []),
+          ...due.map((r) => ({ route: r.name, event, state: "Sending" as const, attempts: 0, time })),
+        ],
+      },
+    };
+    let updated: ApprovalRequest;
+    try {
+      updated = (await this.custom.replaceNamespacedCustomObjectStatus({
+        group: API_GROUP,
+        version: API_VERSION,
+        namespace: ar.metadata.namespace,
+        plural: APPROVAL_REQUEST_PLURAL,
+        name: ar.metadata.name,
+        body,
+      })) as ApprovalRequest;
+    } catch (err) {
+      if (isConflict(err) || isNotFound(err)) return "conflict";
+      throw err;
+    }
+    for (const route of due) void this.deliver(updated, route, event);
+    return updated;
+  }
+
+  private async deliver(ar: ApprovalRequest, route: Route, event: NotifyEvent): Promise<void> {
+    const { namespace, name } = ar.metadata;
+    const log = this.opts.logger.child({ approvalRequest: `${namespace}/${name}`, route: route.name, event });
+    const result = await sendToRoute(
+      route,
+      messageFor(route, ar, event),
+      `${ar.metadata.uid ?? name}/${event}/${route.name}`,
+      log,
+      this.opts.notificationRetry,
+    );
+    if (result.ok) log.info("notification sent", { attempts: result.attempts });
+    else {
+      log.warn("notification failed", { attempts: result.attempts, error: result.message });
+      await this.emitRaw(
+        ar,
+        EventReason.NotificationFailed,
+        `Notification to route ${route.name} (${event}) failed after ${result.attempts} attempts: ${result.message}. The approval flow is not affected.`,
+        "Warning",
+        log,
+      );
+    }
+    // Record the outcome (re-reading on conflicts: other status writes may come in between).
+    for (let i = 0; i < 5; i++) {
+      try {
+        const current = (await this.custom.getNamespacedCustomObject({
+          group: API_GROUP,
+          version: API_VERSION,
+          namespace,
+          plural: APPROVAL_REQUEST_PLURAL,
+          name,
+        })) as ApprovalRequest;
+        const notifications = (current.status?.notifications ?? []).map((n) =>
+          n.route === route.name && n.event === event
+            ? {
+                ...n,
+                state: result.ok ? ("Sent" as const) : ("Failed" as const),
+                attempts: result.attempts,
+                message: result.message,
+              }
+            : n,
+        );
+        await this.custom.replaceNamespacedCustomObjectStatus({
+          group: API_GROUP,
+          version: API_VERSION,
+          namespace,
+          plural: APPROVAL_REQUEST_PLURAL,
+          name,
+          body: { ...current, status: { ...current.status, notifications } },
+        });
+        return;
+      } catch (err) {
+        if (isNotFound(err)) return;
+        if (!isConflict(err)) {
+          log.warn("could not record the notification outcome", { error: describeKubeError(err) });
+          return;
+        }
+      }
     }
   }
 

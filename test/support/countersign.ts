@@ -4,6 +4,7 @@ import { type SelectedSubjects, webhookConfiguration } from "../../src/admission
 import { type RunningCountersign, startCountersign } from "../../src/app.js";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
 import { isAlreadyExists, isNotFound } from "../../src/kube/errors.js";
+import type { NotificationConfig } from "../../src/notify/messages.js";
 import { createCertificateAuthority, issueCertificate } from "../../src/pki/certificates.js";
 
 export interface TestCountersign {
@@ -139,6 +140,8 @@ export async function startTestCountersign(
     controller?: boolean;
     retentionSeconds?: number;
     leaseDurationSeconds?: number;
+    notifications?: NotificationConfig;
+    slackResponseCaPem?: string;
   },
 ): Promise<TestCountersign> {
   const ca = await createCertificateAuthority("countersign-test-webhook-ca");
@@ -162,11 +165,14 @@ export async function startTestCountersign(
         installNamespace,
         replica: `test-replica-${i}`,
         writePolicyStatus: i === 0,
+        ...(opts.notifications ? { notifications: opts.notifications } : {}),
+        ...(opts.slackResponseCaPem ? { slackResponseCaPem: opts.slackResponseCaPem } : {}),
         ...(i === 0 && opts.controller !== false
           ? {
               controller: {
                 ...(opts.retentionSeconds !== undefined ? { retentionSeconds: opts.retentionSeconds } : {}),
                 leaseDurationSeconds: opts.leaseDurationSeconds ?? 4,
+                notificationRetry: { attempts: 3, backoffMs: 100, timeoutMs: 2000 },
               },
             }
           : {}),

@@ -1,0 +1,364 @@
+/**
+ * Notifications and Slack interactivity, with local HTTPS receivers standing in for Slack,
+ * Teams and a generic webhook (real HTTP, real signatures), and a real API server.
+ */
+import { createHmac } from "node:crypto";
+import { createServer, request } from "node:https";
+import type { AddressInfo } from "node:net";
+import { CoreV1Api, CustomObjectsApi, RbacAuthorizationV1Api } from "@kubernetes/client-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { ApprovalRequest } from "../../src/approvals/request.js";
+import type { ControlPlane } from "../../src/controlplane/control-plane.js";
+import { kubeStatusOf } from "../../src/kube/errors.js";
+import type { NotificationConfig } from "../../src/notify/messages.js";
+import { webhookSignature } from "../../src/notify/messages.js";
+import { createCertificateAuthority, issueCertificate } from "../../src/pki/certificates.js";
+import { attachControlPlane, uniqueName } from "../support/control-plane.js";
+import {
+  APPROVER_CLUSTER_ROLE,
+  approverIdentity,
+  eventually,
+  startTestCountersign,
+  type TestCountersign,
+} from "../support/countersign.js";
+
+const agentsNs = uniqueName("notify-agents");
+const ns = uniqueName("notify-prod");
+const HMAC = "hmac-secret-for-tests";
+const SIGNING = "slack-signing-secret";
+let cp: ControlPlane;
+let cs: TestCountersign;
+let caPem: string;
+const received: { route: string; body: string; headers: Record<string, string | string[] | undefined> }[] =
+  [];
+const servers: ReturnType<typeof createServer>[] = [];
+let flakyFailuresLeft = 2;
+
+async function receiver(route: string, tls: { certPem: string; keyPem: string }): Promise<string> {
+  const server = createServer({ cert: tls.certPem, key: tls.keyPem }, (req, res) => {
+    let body = "";
+    req.on("data", (c) => (body += c));
+    req.on("end", () => {
+      if (route === "flaky" && flakyFailuresLeft > 0) {
+        flakyFailuresLeft--;
+        res.writeHead(503).end("try later");
+        return;
+      }
+      received.push({ route, body, headers: req.headers });
+      res.writeHead(200).end("ok");
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+  servers.push(server);
+  return `https://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
+}
+
+const count = (route: string, match: RegExp) =>
+  received.filter((m) => m.route === route && match.test(m.body)).length;
+
+function slackClick(
+  body: string,
+  timestamp = String(Math.floor(Date.now() / 1000)),
+  secret = SIGNING,
+): Promise<number> {
+  const signature = `v0=${createHmac("sha256", secret).update(`v0:${timestamp}:${body}`).digest("hex")}`;
+  return slackPost(body, timestamp, signature);
+}
+
+function slackPost(body: string, timestamp: string, signature: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      {
+        host: "127.0.0.1",
+        port: cs.replicas[0]!.port,
+        path: "/slack/interactions",
+        method: "POST",
+        rejectUnauthorized: false,
+        headers: {
+          "content-type": "application/x-www-form-urlencoded",
+          "x-slack-request-timestamp": timestamp,
+          "x-slack-signature": signature,
+        },
+      },
+      (res) => {
+        res.resume();
+        res.on("end", () => resolve(res.statusCode ?? 0));
+      },
+    );
+    req.on("error", reject);
+    req.end(body);
+  });
+}
+
+async function getAr(name: string): Promise<ApprovalRequest> {
+  return (await cp.adminKubeConfig().makeApiClient(CustomObjectsApi).getNamespacedCustomObject({
+    group: "countersign.io",
+    version: "v1alpha1",
+    namespace: ns,
+    plural: "approvalrequests",
+    name,
+  })) as ApprovalRequest;
+}
+
+let agentDelete: (name: string) => Promise<string>;
+
+beforeAll(async () => {
+  cp = await attachControlPlane();
+  await cp.ensureNamespace(ns);
+  const ca = await createCertificateAuthority("receivers");
+  caPem = ca.certPem;
+  const tls = await issueCertificate(ca, {
+    commonName: "receiver",
+    ipAddresses: ["127.0.0.1"],
+    usage: "server",
+  });
+  const slackUrl = await receiver("slack", tls);
+  const teamsUrl = await receiver("teams", tls);
+  const hookUrl = await receiver("webhook", tls);
+  const flakyUrl = await receiver("flaky", tls);
+  await receiver("response", tls);
+  const agent = await cp.serviceAccountIdentity(agentsNs, "bot");
+  const rbac = cp.adminKubeConfig().makeApiClient(RbacAuthorizationV1Api);
+  await rbac.createNamespacedRole({
+    namespace: ns,
+    body: {
+      metadata: { name: "bot" },
+      rules: [{ apiGroups: [""], resources: ["configmaps"], verbs: ["get", "delete"] }],
+    },
+  });
+  await rbac.createNamespacedRoleBinding({
+    namespace: ns,
+    body: {
+      metadata: { name: "bot" },
+      roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: "bot" },
+      subjects: [{ kind: "ServiceAccount", name: "bot", namespace: agentsNs }],
+    },
+  });
+  await approverIdentity(cp, "helen@example.com", ["notify-approvers"]);
+  void APPROVER_CLUSTER_ROLE;
+  const config: NotificationConfig = {
+    routes: [
+      { name: "slack", type: "slack", url: slackUrl, caPem },
+      { name: "teams", type: "teams", url: teamsUrl, caPem },
+      { name: "siem", type: "webhook", url: hookUrl, hmacSecret: HMAC, caPem },
+      { name: "flaky", type: "webhook", url: flakyUrl, caPem },
+      { name: "dead", type: "webhook", url: "https://127.0.0.1:1/nothing", caPem },
+    ],
+    defaultRoutes: ["slack", "teams", "siem", "flaky", "dead"],
+    slack: {
+      signingSecret: SIGNING,
+      users: { U_HELEN: { username: "helen@example.com", groups: ["notify-approvers"] } },
+    },
+  };
+  cs = await startTestCountersign(cp, {
+    subjects: { serviceAccountNamespaces: [agentsNs] },
+    installNamespace: uniqueName("cs-notify"),
+    webhookName: "countersign-notify-test",
+    notifications: config,
+    slackResponseCaPem: caPem,
+  });
+  const policy = uniqueName("notify-policy");
+  await cp.apply([
+    {
+      apiVersion: "countersign.io/v1alpha1",
+      kind: "ApprovalPolicy",
+      metadata: { name: policy },
+      spec: {
+        subjects: { serviceAccounts: [{ namespace: agentsNs }] },
+        match: [{ operations: ["DELETE"], apiGroups: [""], resources: ["configmaps"], namespaces: [ns] }],
+        rules: [
+          {
+            name: "deletes",
+            action: "RequireApproval",
+            approval: { approvers: { groups: ["notify-approvers"] } },
+          },
+        ],
+      },
+    } as never,
+  ]);
+  await eventually(
+    async () => cs.replicas[0]!.policies.list().some((p) => p.name === policy),
+    10_000,
+    "policy",
+  );
+  agentDelete = async (name: string) => {
+    try {
+      await agent.kubeConfig.makeApiClient(CoreV1Api).deleteNamespacedConfigMap({ name, namespace: ns });
+      return "allowed";
+    } catch (err) {
+      return kubeStatusOf(err)?.message ?? String(err);
+    }
+  };
+  await cp
+    .adminKubeConfig()
+    .makeApiClient(CoreV1Api)
+    .createNamespacedConfigMap({
+      namespace: ns,
+      body: { metadata: { name: "app-config" }, data: { secretish: "do-not-leak-me" } },
+    });
+  await eventually(
+    async () => /needs a human approval/.test(await agentDelete("app-config")),
+    15_000,
+    "gated",
+  );
+});
+
+afterAll(async () => {
+  await cs?.stop();
+  for (const s of servers) s.close();
+});
+
+describe("notifications", () => {
+  it("sends a request to Slack, Teams and a signed webhook once, retrying a flaky receiver", async () => {
+    await eventually(
+      async () =>
+        count("slack", /Approval needed/) === 1 &&
+        count("teams", /Approval needed/) === 1 &&
+        count("webhook", /"event":"Requested"/) === 1,
+      15_000,
+      "messages",
+    );
+    await eventually(
+      async () => count("flaky", /"event":"Requested"/) === 1,
+      15_000,
+      "flaky receiver, after retries",
+    );
+    const slack = JSON.parse(received.find((m) => m.route === "slack")!.body);
+    expect(JSON.stringify(slack.blocks)).toMatch(/"action_id":"approve"/);
+    expect(JSON.stringify(slack)).toContain("kubectl approve");
+    const teams = JSON.parse(received.find((m) => m.route === "teams")!.body);
+    expect(teams.attachments[0].contentType).toBe("application/vnd.microsoft.card.adaptive");
+    const hook = received.find((m) => m.route === "webhook")!;
+    expect(hook.headers["x-countersign-signature"]).toBe(
+      webhookSignature(HMAC, String(hook.headers["x-countersign-timestamp"]), hook.body),
+    );
+    for (const m of received) expect(m.body).not.toContain("do-not-leak-me");
+  });
+
+  it("makes a failing route visible (status, Warning Event) without blocking the flow", async () => {
+    const name = (
+      JSON.parse(received.find((m) => m.route === "webhook")!.body) as { approvalRequest: { name: string } }
+    ).approvalRequest.name;
+    const failed = await eventually(
+      async () => {
+        const ar = await getAr(name);
+        return ar.status?.notifications?.find((n) => n.route === "dead" && n.state === "Failed");
+      },
+      15_000,
+      "dead route Failed",
+    );
+    expect(failed.attempts).toBe(3);
+    const sentRoutes = async () =>
+      ((await getAr(name)).status?.notifications ?? [])
+        .filter((n) => n.event === "Requested" && n.state === "Sent")
+        .map((n) => n.route)
+        .sort()
+        .join(",");
+    await eventually(
+      async () => (await sentRoutes()) === "flaky,siem,slack,teams",
+      10_000,
+      "every other route Sent",
+    );
+    const events = await cp.adminKubeConfig().makeApiClient(CoreV1Api).listNamespacedEvent({ namespace: ns });
+    expect(
+      events.items.some(
+        (e) => e.involvedObject.name === name && e.reason === "NotificationFailed" && e.type === "Warning",
+      ),
+    ).toBe(true);
+    expect((await getAr(name)).status?.phase).toBe("Pending");
+  });
+
+  it("does not send again after a controller restart", async () => {
+    const before = received.length;
+    const controller = cs.replicas[0]!.controller!;
+    await controller.stop(true);
+    const { Controller } = await import("../../src/controller/reconciler.js");
+    const { componentLogger } = await import("../../src/logging/logger.js");
+    const opts = (controller as unknown as { opts: ConstructorParameters<typeof Controller>[0] }).opts;
+    const restarted = new Controller({
+      ...opts,
+      identity: "restarted",
+      logger: componentLogger("controller"),
+      siemLogger: componentLogger("audit"),
+    });
+    await restarted.start();
+    await eventually(async () => restarted.isLeader(), 15_000, "new leader");
+    await new Promise((r) => setTimeout(r, 2000));
+    expect(received.length).toBe(before);
+    (cs.replicas[0] as { controller: unknown }).controller = restarted;
+  });
+});
+
+describe("Slack interactivity", () => {
+  const payload = (name: string, user = "U_HELEN", action = "approve") =>
+    `payload=${encodeURIComponent(
+      JSON.stringify({
+        type: "block_actions",
+        user: { id: user, username: "helen" },
+        actions: [{ action_id: action, value: `${ns}/${name}` }],
+        response_url: servers.length
+          ? `https://127.0.0.1:${(servers[4]!.address() as AddressInfo).port}/response`
+          : "",
+      }),
+    )}`;
+
+  it("refuses forged, stale and replayed clicks", async () => {
+    const name = (
+      JSON.parse(received.find((m) => m.route === "webhook")!.body) as { approvalRequest: { name: string } }
+    ).approvalRequest.name;
+    const body = payload(name);
+    expect(await slackClick(body, undefined, "wrong-secret")).toBe(401);
+    expect(await slackClick(body, String(Math.floor(Date.now() / 1000) - 3600))).toBe(401);
+    expect(await slackPost(body, String(Math.floor(Date.now() / 1000)), "v0=deadbeef")).toBe(401);
+    expect((await getAr(name)).spec.decisions ?? []).toHaveLength(0);
+  });
+
+  it("tells an unmapped Slack user they cannot decide", async () => {
+    const name = (
+      JSON.parse(received.find((m) => m.route === "webhook")!.body) as { approvalRequest: { name: string } }
+    ).approvalRequest.name;
+    expect(await slackClick(payload(name, "U_STRANGER"))).toBe(200);
+    await eventually(
+      async () =>
+        received.some((m) => m.route === "response" && /not mapped to a Kubernetes identity/.test(m.body)),
+      10_000,
+      "ephemeral reply",
+    );
+    expect((await getAr(name)).spec.decisions ?? []).toHaveLength(0);
+  });
+
+  it("a signed click approves the real ApprovalRequest as the mapped identity, updates the message, and a replay is refused", async () => {
+    const name = (
+      JSON.parse(received.find((m) => m.route === "webhook")!.body) as { approvalRequest: { name: string } }
+    ).approvalRequest.name;
+    const body = payload(name);
+    const timestamp = String(Math.floor(Date.now() / 1000));
+    const signature = `v0=${createHmac("sha256", SIGNING).update(`v0:${timestamp}:${body}`).digest("hex")}`;
+    expect(await slackPost(body, timestamp, signature)).toBe(200);
+    await eventually(
+      async () => (await getAr(name)).status?.phase === "Approved",
+      10_000,
+      "Approved via Slack",
+    );
+    const decision = (await getAr(name)).spec.decisions![0]!;
+    expect(decision).toMatchObject({ approver: "helen@example.com", via: "slack", decision: "Approve" });
+    await eventually(
+      async () =>
+        received.some(
+          (m) =>
+            m.route === "response" &&
+            /"replace_original":true/.test(m.body) &&
+            /Approved by helen@example.com/.test(m.body),
+        ),
+      10_000,
+      "message updated",
+    );
+    expect(await slackPost(body, timestamp, signature)).toBe(401); // the same click again
+    await eventually(
+      async () => count("slack", /"text":"Approved: DELETE configmaps app-config/) === 1,
+      10_000,
+      "Approved notification",
+    );
+    expect(await agentDelete("app-config")).toBe("allowed");
+  });
+});
