@@ -28,6 +28,7 @@ import { verifyChain } from "../../src/audit/chain.js";
 import { REPO_ROOT } from "../../src/controlplane/binaries.js";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
 import { isNotFound, kubeStatusOf } from "../../src/kube/errors.js";
+import { parseNotificationConfig } from "../../src/notify/messages.js";
 import { decide, listAuditRecords } from "../../src/plugin/commands.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import { approverIdentity, eventually } from "../support/countersign.js";
@@ -146,6 +147,28 @@ describe("the Helm chart", () => {
       const out = await kubectl(["apply", "--dry-run=server", "-n", ns, "-f", "-"], rendered);
       expect(out, values || "defaults").toMatch(/validatingwebhookconfiguration.*created \(server dry run\)/);
     }
+  });
+
+  it("renders a notification config that Countersign accepts", async () => {
+    const rendered = await helm([
+      "template",
+      release,
+      CHART,
+      "-n",
+      ns,
+      "-f",
+      join(CHART, "ci", "notifications-values.yaml"),
+    ]);
+    const cm = parseAllDocuments(rendered)
+      .map((d) => d.toJS())
+      .find((o) => o?.kind === "ConfigMap");
+    const config = parseNotificationConfig(cm.data["notifications.yaml"], {
+      SLACK_WEBHOOK_URL: "https://hooks.slack.com/services/T/B/X",
+      SIEM_HMAC_SECRET: "k",
+      SLACK_SIGNING_SECRET: "s",
+    });
+    expect(config.routes.map((r) => r.name)).toEqual(["sre", "siem"]);
+    expect(config.slack?.users.U024BE7LH?.username).toBe("alice@example.com");
   });
 
   it("rejects bad values with a clear message", async () => {
