@@ -5,7 +5,8 @@
  * emit an Event, and tell the agent what to do next. The allow path never comes here.
  */
 import { CoreV1Api, CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
-import { describeKubeError, isAlreadyExists, isConflict, isNotFound } from "../kube/errors.js";
+import { isAlreadyExists, isConflict, isNotFound } from "../kube/errors.js";
+import { emitEvent, eventTargetOf } from "../kube/events.js";
 import type { Logger } from "../logging/logger.js";
 import type { CompiledApproval } from "../policy/compile.js";
 import type { AdmissionRequest, RuleRef } from "../policy/evaluate.js";
@@ -299,34 +300,19 @@ export class ApprovalGate {
     };
   }
 
-  private async event(ar: ApprovalRequest, reason: string, message: string, log: Logger): Promise<void> {
-    const now = this.now();
-    try {
-      await this.core.createNamespacedEvent({
-        namespace: ar.metadata.namespace,
-        body: {
-          metadata: { generateName: `${ar.metadata.name}.`, namespace: ar.metadata.namespace },
-          involvedObject: {
-            apiVersion: ar.apiVersion,
-            kind: ar.kind,
-            name: ar.metadata.name,
-            namespace: ar.metadata.namespace,
-            ...(ar.metadata.uid ? { uid: ar.metadata.uid } : {}),
-          },
-          reason,
-          message: message.slice(0, 1024),
-          type: "Normal",
-          source: { component: "countersign-webhook" },
-          reportingComponent: "countersign.io/webhook",
-          reportingInstance: this.opts.replica,
-          firstTimestamp: now,
-          lastTimestamp: now,
-          count: 1,
-        },
-      });
-    } catch (err) {
-      // Events are best-effort; the ApprovalRequest itself is the record.
-      log.warn("could not emit event", { reason, error: describeKubeError(err) });
-    }
+  private event(ar: ApprovalRequest, reason: string, message: string, log: Logger): Promise<void> {
+    return emitEvent(
+      this.core,
+      {
+        target: eventTargetOf(ar),
+        reason,
+        message,
+        type: "Normal",
+        component: "webhook",
+        instance: this.opts.replica,
+        now: this.now(),
+      },
+      log,
+    );
   }
 }

@@ -31,7 +31,8 @@ import {
 import { computePhase, isFinished, nextStatus } from "../approvals/state.js";
 import { type AuditActor, AuditEvent } from "../audit/chain.js";
 import { type AuditDetails, AuditWriter } from "../audit/writer.js";
-import { describeKubeError, isAlreadyExists, isConflict, isNotFound } from "../kube/errors.js";
+import { describeKubeError, isConflict, isNotFound } from "../kube/errors.js";
+import { type EventTarget, emitEvent, eventTargetOf } from "../kube/events.js";
 import type { Logger } from "../logging/logger.js";
 import { setPendingSource, timeToDecision } from "../metrics/metrics.js";
 import { type NotificationConfig, type NotifyEvent, type Route, routesFor } from "../notify/messages.js";
@@ -634,7 +635,7 @@ export class Controller {
     }
   }
 
-  private async emitRaw(
+  private emitRaw(
     ar: ApprovalRequest,
     reason: string,
     message: string,
@@ -642,34 +643,20 @@ export class Controller {
     log: Logger,
   ): Promise<void> {
     const { namespace, name } = ar.metadata;
-    const id = createHash("sha256").update(`${namespace}/${name}/${reason}`).digest("hex").slice(0, 16);
-    const now = this.now();
-    try {
-      await this.core.createNamespacedEvent({
-        namespace,
-        body: {
-          metadata: { name: `${name}.countersign.${id}`, namespace },
-          involvedObject: {
-            apiVersion: ar.apiVersion,
-            kind: ar.kind,
-            name,
-            namespace,
-            ...(ar.metadata.uid ? { uid: ar.metadata.uid } : {}),
-          },
-          reason,
-          message: message.slice(0, 1024),
-          type,
-          source: { component: "countersign-controller" },
-          reportingComponent: "countersign.io/controller",
-          reportingInstance: this.opts.identity,
-          firstTimestamp: now,
-          lastTimestamp: now,
-          count: 1,
-        },
-      });
-    } catch (err) {
-      if (!isAlreadyExists(err)) log.warn("could not emit event", { reason, error: describeKubeError(err) });
-    }
+    return emitEvent(
+      this.core,
+      {
+        target: eventTargetOf(ar),
+        reason,
+        message,
+        type,
+        component: "controller",
+        instance: this.opts.identity,
+        dedupeKey: `${namespace}/${name}/${reason}`,
+        now: this.now(),
+      },
+      log,
+    );
   }
 
   private async emitTransition(
@@ -693,15 +680,7 @@ export class Controller {
       phase === Phase.Pending
         ? `${ar.spec.action.summary} Approve: kubectl approve ${name} -n ${namespace}`
         : `ApprovalRequest ${namespace}/${name}: ${message}`;
-    const targets: { apiVersion: string; kind: string; name: string; namespace: string; uid?: string }[] = [
-      {
-        apiVersion: ar.apiVersion,
-        kind: ar.kind,
-        name,
-        namespace,
-        ...(ar.metadata.uid ? { uid: ar.metadata.uid } : {}),
-      },
-    ];
+    const targets: EventTarget[] = [eventTargetOf(ar)];
     const a = ar.spec.action;
     if (a.namespace && a.name && a.kind) {
       targets.push({
@@ -712,33 +691,21 @@ export class Controller {
       });
     }
     for (const t of targets) {
-      // Deterministic name: a restarted controller re-emitting this transition finds it exists.
-      const id = createHash("sha256")
-        .update(`${namespace}/${name}/${phase}/${t.kind}/${t.name}`)
-        .digest("hex")
-        .slice(0, 16);
-      const now = this.now();
-      try {
-        await this.core.createNamespacedEvent({
-          namespace: t.namespace,
-          body: {
-            metadata: { name: `${t.name.slice(0, 200)}.countersign.${id}`, namespace: t.namespace },
-            involvedObject: t,
-            reason,
-            message: text.slice(0, 1024),
-            type: phase === Phase.Denied || phase === Phase.Expired ? "Warning" : "Normal",
-            source: { component: "countersign-controller" },
-            reportingComponent: "countersign.io/controller",
-            reportingInstance: this.opts.identity,
-            firstTimestamp: now,
-            lastTimestamp: now,
-            count: 1,
-          },
-        });
-      } catch (err) {
-        if (!isAlreadyExists(err))
-          log.warn("could not emit event", { reason, error: describeKubeError(err) });
-      }
+      await emitEvent(
+        this.core,
+        {
+          target: t,
+          reason,
+          message: text,
+          type: phase === Phase.Denied || phase === Phase.Expired ? "Warning" : "Normal",
+          component: "controller",
+          instance: this.opts.identity,
+          // Deterministic: a restarted controller re-emitting this transition finds it exists.
+          dedupeKey: `${namespace}/${name}/${phase}/${t.kind}/${t.name}`,
+          now: this.now(),
+        },
+        log,
+      );
     }
   }
 }
