@@ -13,6 +13,7 @@ import type { UserInfo } from "../policy/evaluate.js";
 import { API_GROUP, API_VERSION } from "../policy/types.js";
 import { checkDecision, type RbacChecker } from "./decision-guard.js";
 import { APPROVAL_REQUEST_PLURAL, type ApprovalRequest, type Decision } from "./request.js";
+import { getApprovalRequest } from "./store.js";
 
 export type DecisionOutcome =
   | { ok: true; message: string; approvalRequest: ApprovalRequest }
@@ -30,19 +31,8 @@ export class DecisionService {
     this.api = kc.makeApiClient(CustomObjectsApi);
   }
 
-  async get(namespace: string, name: string): Promise<ApprovalRequest | undefined> {
-    try {
-      return (await this.api.getNamespacedCustomObject({
-        group: API_GROUP,
-        version: API_VERSION,
-        namespace,
-        plural: APPROVAL_REQUEST_PLURAL,
-        name,
-      })) as ApprovalRequest;
-    } catch (err) {
-      if (kubeStatusOf(err)?.code === 404) return undefined;
-      throw err;
-    }
+  get(namespace: string, name: string): Promise<ApprovalRequest | undefined> {
+    return getApprovalRequest(this.api, namespace, name);
   }
 
   async decide(

@@ -5,7 +5,7 @@
  * emit an Event, and tell the agent what to do next. The allow path never comes here.
  */
 import { CoreV1Api, CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
-import { isAlreadyExists, isConflict, isNotFound } from "../kube/errors.js";
+import { isAlreadyExists } from "../kube/errors.js";
 import { emitEvent, eventTargetOf } from "../kube/events.js";
 import type { Logger } from "../logging/logger.js";
 import type { CompiledApproval } from "../policy/compile.js";
@@ -20,6 +20,7 @@ import {
   Phase,
   usableApproval,
 } from "./request.js";
+import { getApprovalRequest, replaceStatus } from "./store.js";
 
 export const EventReason = {
   ApprovalRequested: "ApprovalRequested",
@@ -156,19 +157,8 @@ export class ApprovalGate {
     };
   }
 
-  private async get(namespace: string, name: string): Promise<ApprovalRequest | undefined> {
-    try {
-      return (await this.custom.getNamespacedCustomObject({
-        group: API_GROUP,
-        version: API_VERSION,
-        namespace,
-        plural: APPROVAL_REQUEST_PLURAL,
-        name,
-      })) as ApprovalRequest;
-    } catch (err) {
-      if (isNotFound(err)) return undefined;
-      throw err;
-    }
+  private get(namespace: string, name: string): Promise<ApprovalRequest | undefined> {
+    return getApprovalRequest(this.custom, namespace, name);
   }
 
   private async create(ar: ApprovalRequest, log: Logger): Promise<ApprovalRequest> {
@@ -201,27 +191,12 @@ export class ApprovalGate {
 
   /** Marks the request Consumed with a conditional update: of parallel callers exactly one wins. */
   private async consume(ar: ApprovalRequest, req: AdmissionRequest, log: Logger): Promise<"ok" | "conflict"> {
-    const body: ApprovalRequest = {
-      ...ar,
-      status: {
-        ...ar.status,
-        phase: Phase.Consumed,
-        consumed: { admissionUID: req.uid, time: this.now().toISOString(), replica: this.opts.replica },
-      },
-    };
-    try {
-      await this.custom.replaceNamespacedCustomObjectStatus({
-        group: API_GROUP,
-        version: API_VERSION,
-        namespace: ar.metadata.namespace,
-        plural: APPROVAL_REQUEST_PLURAL,
-        name: ar.metadata.name,
-        body,
-      });
-    } catch (err) {
-      if (isConflict(err) || isNotFound(err)) return "conflict";
-      throw err;
-    }
+    const written = await replaceStatus(this.custom, ar, {
+      ...ar.status,
+      phase: Phase.Consumed,
+      consumed: { admissionUID: req.uid, time: this.now().toISOString(), replica: this.opts.replica },
+    });
+    if (written === "conflict") return "conflict";
     log.info("approval consumed", { approvalRequest: `${ar.metadata.namespace}/${ar.metadata.name}` });
     await this.event(
       ar,

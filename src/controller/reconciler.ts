@@ -29,9 +29,10 @@ import {
   tallyDecisions,
 } from "../approvals/request.js";
 import { computePhase, isFinished, nextStatus } from "../approvals/state.js";
+import { getApprovalRequest, replaceStatus } from "../approvals/store.js";
 import { type AuditActor, AuditEvent } from "../audit/chain.js";
 import { type AuditDetails, AuditWriter } from "../audit/writer.js";
-import { describeKubeError, isConflict, isNotFound } from "../kube/errors.js";
+import { describeKubeError, isNotFound } from "../kube/errors.js";
 import { type EventTarget, emitEvent, eventTargetOf } from "../kube/events.js";
 import type { Logger } from "../logging/logger.js";
 import { setPendingSource, timeToDecision } from "../metrics/metrics.js";
@@ -390,31 +391,21 @@ export class Controller {
     const status = nextStatus(cached, now);
     let current = cached;
     if (status) {
-      try {
-        current = (await this.custom.replaceNamespacedCustomObjectStatus({
-          group: API_GROUP,
-          version: API_VERSION,
-          namespace,
-          plural: APPROVAL_REQUEST_PLURAL,
-          name,
-          body: { ...cached, status },
-        })) as ApprovalRequest;
-        if (target !== before) {
-          log.info("phase changed", { from: before ?? "(new)", to: target });
-          if (
-            target === Phase.Approved ||
-            target === Phase.Denied ||
-            (target === Phase.Expired && before !== Phase.Approved)
-          ) {
-            const created = cached.metadata.creationTimestamp
-              ? new Date(cached.metadata.creationTimestamp).getTime()
-              : now.getTime();
-            timeToDecision.observe({ outcome: target }, Math.max(0, (now.getTime() - created) / 1000));
-          }
+      const written = await replaceStatus(this.custom, cached, status);
+      if (written === "conflict") return; // a newer version is on its way through the informer
+      current = written;
+      if (target !== before) {
+        log.info("phase changed", { from: before ?? "(new)", to: target });
+        if (
+          target === Phase.Approved ||
+          target === Phase.Denied ||
+          (target === Phase.Expired && before !== Phase.Approved)
+        ) {
+          const created = cached.metadata.creationTimestamp
+            ? new Date(cached.metadata.creationTimestamp).getTime()
+            : now.getTime();
+          timeToDecision.observe({ outcome: target }, Math.max(0, (now.getTime() - created) / 1000));
         }
-      } catch (err) {
-        if (isConflict(err) || isNotFound(err)) return; // a newer version is on its way through the informer
-        throw err;
       }
     }
 
@@ -487,30 +478,14 @@ export class Controller {
     const time = this.now()
       .toISOString()
       .replace(/\.\d{3}Z$/, "Z");
-    const body: ApprovalRequest = {
-      ...ar,
-      status: {
-        ...ar.status,
-        notifications: [
-          ...(ar.status?.notifications ?? []),
-          ...due.map((r) => ({ route: r.name, event, state: "Sending" as const, attempts: 0, time })),
-        ],
-      },
-    };
-    let updated: ApprovalRequest;
-    try {
-      updated = (await this.custom.replaceNamespacedCustomObjectStatus({
-        group: API_GROUP,
-        version: API_VERSION,
-        namespace: ar.metadata.namespace,
-        plural: APPROVAL_REQUEST_PLURAL,
-        name: ar.metadata.name,
-        body,
-      })) as ApprovalRequest;
-    } catch (err) {
-      if (isConflict(err) || isNotFound(err)) return "conflict";
-      throw err;
-    }
+    const updated = await replaceStatus(this.custom, ar, {
+      ...ar.status,
+      notifications: [
+        ...(ar.status?.notifications ?? []),
+        ...due.map((r) => ({ route: r.name, event, state: "Sending" as const, attempts: 0, time })),
+      ],
+    });
+    if (updated === "conflict") return "conflict";
     for (const route of due) void this.deliver(updated, route, event);
     return updated;
   }
@@ -539,13 +514,8 @@ export class Controller {
     // Record the outcome (re-reading on conflicts: other status writes may come in between).
     for (let i = 0; i < 5; i++) {
       try {
-        const current = (await this.custom.getNamespacedCustomObject({
-          group: API_GROUP,
-          version: API_VERSION,
-          namespace,
-          plural: APPROVAL_REQUEST_PLURAL,
-          name,
-        })) as ApprovalRequest;
+        const current = await getApprovalRequest(this.custom, namespace, name);
+        if (!current) return;
         const notifications = (current.status?.notifications ?? []).map((n) =>
           n.route === route.name && n.event === event
             ? {
@@ -556,21 +526,11 @@ export class Controller {
               }
             : n,
         );
-        await this.custom.replaceNamespacedCustomObjectStatus({
-          group: API_GROUP,
-          version: API_VERSION,
-          namespace,
-          plural: APPROVAL_REQUEST_PLURAL,
-          name,
-          body: { ...current, status: { ...current.status, notifications } },
-        });
-        return;
-      } catch (err) {
-        if (isNotFound(err)) return;
-        if (!isConflict(err)) {
-          log.warn("could not record the notification outcome", { error: describeKubeError(err) });
+        if ((await replaceStatus(this.custom, current, { ...current.status, notifications })) !== "conflict")
           return;
-        }
+      } catch (err) {
+        log.warn("could not record the notification outcome", { error: describeKubeError(err) });
+        return;
       }
     }
   }
@@ -602,20 +562,8 @@ export class Controller {
       ...ar.status,
       execution: { result: verdict.result, message: verdict.message, checkedAt },
     };
-    try {
-      await this.custom.replaceNamespacedCustomObjectStatus({
-        group: API_GROUP,
-        version: API_VERSION,
-        namespace: ar.metadata.namespace,
-        plural: APPROVAL_REQUEST_PLURAL,
-        name: ar.metadata.name,
-        body: { ...ar, status },
-      });
-    } catch (err) {
-      if (isConflict(err) || isNotFound(err)) return;
-      throw err;
-    }
-    log.info("execution checked", { result: verdict.result, detail: verdict.message });
+    // The Event first (deterministic name, so a retry after a crash does not repeat it), then
+    // the status that records the check as done.
     if (verdict.result === "NotExecuted") {
       await this.emitRaw(
         ar,
@@ -633,6 +581,8 @@ export class Controller {
         log,
       );
     }
+    if ((await replaceStatus(this.custom, ar, status)) === "conflict") return;
+    log.info("execution checked", { result: verdict.result, detail: verdict.message });
   }
 
   private emitRaw(
