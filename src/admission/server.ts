@@ -1,6 +1,7 @@
 /**
- * The webhook's HTTPS server (express, TLS 1.2+): /validate for the gate, /healthz,
- * /readyz (ready once the policy cache has synced). Bad input — wrong content type,
+ * The webhook's HTTPS server (TLS 1.2+): /validate for the gate (a lean handler, below),
+ * and through express /healthz, /readyz (ready once the policy cache has synced), the
+ * approval API and Slack interactivity. Bad input — wrong content type,
  * malformed JSON, an oversized body, a review of the wrong shape — gets a clear 4xx;
  * nothing is changed and the process keeps serving.
  */
@@ -47,30 +48,7 @@ export function createWebhookApp(opts: WebhookServerOptions): express.Express {
   });
   if (opts.api) app.use("/api/v1", opts.api);
   if (opts.slack) app.use("/slack/interactions", opts.slack);
-  app.post(
-    VALIDATE_PATH,
-    (req: Request, res: Response, next: NextFunction) => {
-      if (!req.is("application/json")) {
-        problem(res, 415, `content type must be application/json, got ${req.get("content-type") ?? "none"}`);
-        return;
-      }
-      next();
-    },
-    express.json({ limit: opts.bodyLimitBytes ?? DEFAULT_BODY_LIMIT_BYTES, strict: true }),
-    async (req: Request, res: Response) => {
-      let admission: ReturnType<typeof parseAdmissionReview>;
-      try {
-        admission = parseAdmissionReview(req.body);
-      } catch (err) {
-        const status = err instanceof ReviewError ? err.httpStatus : 400;
-        opts.logger.warn("rejected malformed AdmissionReview", { error: (err as Error).message });
-        problem(res, status, `invalid AdmissionReview: ${(err as Error).message}`);
-        return;
-      }
-      const response = await handleAdmission(admission, opts);
-      res.type("application/json").send(JSON.stringify(response));
-    },
-  );
+  // POST /validate never reaches express: startWebhookServer hands it to validateHandler.
   app.use((_req, res) =>
     problem(
       res,
@@ -78,7 +56,8 @@ export function createWebhookApp(opts: WebhookServerOptions): express.Express {
       "not found; the webhook serves POST /validate, GET /healthz, GET /readyz, and /api/v1 (see /api/v1/openapi.json)",
     ),
   );
-  // Body-parser errors (oversized, malformed JSON) and anything unexpected end here.
+  // Body-parser errors (oversized, malformed JSON) from the mounted routers and anything
+  // unexpected end here.
   app.use(
     (
       err: Error & { status?: number; type?: string; limit?: number },
@@ -186,7 +165,9 @@ export async function startWebhookServer(
   const server = createServer(
     { cert: opts.tls.certPem, key: opts.tls.keyPem, minVersion: "TLSv1.2" },
     (req, res) => {
-      if (req.method === "POST" && req.url === VALIDATE_PATH) validate(req, res);
+      // The API server calls /validate?timeout=12s: match the path, not the whole URL.
+      const path = req.url?.split("?", 1)[0];
+      if (req.method === "POST" && path === VALIDATE_PATH) validate(req, res);
       else app(req, res);
     },
   );
