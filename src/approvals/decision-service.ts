@@ -6,14 +6,13 @@
  * approve/deny for the decider (SubjectAccessReview). Countersign then appends the decision
  * under its own identity, naming the decider.
  */
-import { CustomObjectsApi, type KubeConfig, PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
+import { CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
 import { kubeStatusOf } from "../kube/errors.js";
 import type { Logger } from "../logging/logger.js";
 import type { UserInfo } from "../policy/evaluate.js";
-import { API_GROUP, API_VERSION } from "../policy/types.js";
 import { checkDecision, type RbacChecker } from "./decision-guard.js";
-import { APPROVAL_REQUEST_PLURAL, type ApprovalRequest, type Decision } from "./request.js";
-import { getApprovalRequest } from "./store.js";
+import { type ApprovalRequest, type Decision, decisionEntry } from "./request.js";
+import { appendDecision, getApprovalRequest, isDecisionRace } from "./store.js";
 
 export type DecisionOutcome =
   | { ok: true; message: string; approvalRequest: ApprovalRequest }
@@ -47,15 +46,7 @@ export class DecisionService {
       const ar = await this.get(namespace, name);
       if (!ar) return { ok: false, status: 404, message: `ApprovalRequest ${namespace}/${name} not found` };
       const now = this.now();
-      const entry: Decision = {
-        approver: decider.username ?? "",
-        ...(decider.uid ? { uid: decider.uid } : {}),
-        groups: decider.groups ?? [],
-        decision,
-        ...(reason ? { reason: reason.slice(0, 1024) } : {}),
-        ...(via ? { via } : {}),
-        time: now.toISOString().replace(/\.\d{3}Z$/, "Z"),
-      };
+      const entry = decisionEntry(decider, decision, reason, via, now);
       const check = checkDecision(ar, decider, entry, now);
       if (check.allowed === false) {
         const status = /already|expired/.test(check.message) ? 409 : 403;
@@ -71,21 +62,8 @@ export class DecisionService {
           };
         }
       }
-      const patch = ar.spec.decisions
-        ? [{ op: "add", path: "/spec/decisions/-", value: entry }]
-        : [{ op: "add", path: "/spec/decisions", value: [entry] }];
       try {
-        const updated = (await this.api.patchNamespacedCustomObject(
-          {
-            group: API_GROUP,
-            version: API_VERSION,
-            namespace,
-            plural: APPROVAL_REQUEST_PLURAL,
-            name,
-            body: patch,
-          },
-          setHeaderOptions("Content-Type", PatchStrategy.JsonPatch),
-        )) as ApprovalRequest;
+        const updated = await appendDecision(this.api, ar, entry);
         this.log.info("decision recorded", {
           approvalRequest: `${namespace}/${name}`,
           decision,
@@ -98,8 +76,7 @@ export class DecisionService {
           message: `${decision === "Approve" ? "approved" : "denied"} ${namespace}/${name}`,
         };
       } catch (err) {
-        const s = kubeStatusOf(err);
-        if (s && (s.code === 409 || /append-only/.test(s.message ?? ""))) continue;
+        if (isDecisionRace(kubeStatusOf(err))) continue;
         throw err;
       }
     }

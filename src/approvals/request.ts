@@ -3,6 +3,8 @@
  * deterministic name, the object the webhook creates, and the pure state function that
  * says whether a request can be used. No I/O, no clock (callers pass `now`).
  */
+
+import { kubeTime } from "../kube/time.js";
 import type { CompiledApproval } from "../policy/compile.js";
 import type { AdmissionRequest, RuleRef } from "../policy/evaluate.js";
 import { serviceAccountOf } from "../policy/evaluate.js";
@@ -150,9 +152,7 @@ export function buildApprovalRequest(args: {
       approvers: approval.approvers,
       requiredApprovals: approval.requiredApprovals,
       ttl: approval.ttl,
-      expiresAt: new Date(args.now.getTime() + approval.ttlSeconds * 1000)
-        .toISOString()
-        .replace(/\.\d{3}Z$/, "Z"),
+      expiresAt: kubeTime(new Date(args.now.getTime() + approval.ttlSeconds * 1000)),
       holdSeconds: approval.holdSeconds,
       notify: approval.notify,
     },
@@ -174,6 +174,25 @@ export function buildApprovalRequest(args: {
       },
     },
     spec,
+  };
+}
+
+/** A decision naming its decider exactly as the API server knows them. Pure. */
+export function decisionEntry(
+  decider: { username?: string; uid?: string; groups?: string[] },
+  decision: Decision["decision"],
+  reason: string | undefined,
+  via: Decision["via"],
+  now: Date,
+): Decision {
+  return {
+    approver: decider.username ?? "",
+    ...(decider.uid ? { uid: decider.uid } : {}),
+    groups: decider.groups ?? [],
+    decision,
+    ...(reason ? { reason: reason.slice(0, 1024) } : {}),
+    ...(via ? { via } : {}),
+    time: kubeTime(now),
   };
 }
 

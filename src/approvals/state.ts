@@ -8,6 +8,8 @@
  * Consumed is written only by the webhook (conditional update); everything else by the
  * reconciler from this function. lastTransitionTime moves only when a condition changes.
  */
+
+import { kubeTime } from "../kube/time.js";
 import type { Condition } from "../policy/types.js";
 import { type ApprovalRequest, type ApprovalRequestStatus, Phase, tallyDecisions } from "./request.js";
 
@@ -26,8 +28,6 @@ export const Reason = {
   TTLExceeded: "TTLExceeded",
   ActionAdmitted: "ActionAdmitted",
 } as const;
-
-const iso = (d: Date) => d.toISOString().replace(/\.\d{3}Z$/, "Z");
 
 export interface PhaseDecision {
   phase: Phase;
@@ -106,7 +106,7 @@ function setCondition(conditions: Condition[], next: Condition): Condition[] {
 export function nextStatus(ar: ApprovalRequest, now: Date): ApprovalRequestStatus | undefined {
   const d = computePhase(ar, now);
   const generation = ar.metadata.generation ?? 0;
-  const t = iso(now);
+  const t = kubeTime(now);
   let conditions = ar.status?.conditions ?? [];
   const cond = (type: string, on: boolean, reason: string, message: string): Condition => ({
     type,

@@ -1,8 +1,13 @@
 /** Reading and conditionally writing ApprovalRequests (thin I/O shared by the gate, controller and API). */
-import type { CustomObjectsApi } from "@kubernetes/client-node";
+import { type CustomObjectsApi, PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
 import { isConflict, isNotFound } from "../kube/errors.js";
 import { API_GROUP, API_VERSION } from "../policy/types.js";
-import { APPROVAL_REQUEST_PLURAL, type ApprovalRequest, type ApprovalRequestStatus } from "./request.js";
+import {
+  APPROVAL_REQUEST_PLURAL,
+  type ApprovalRequest,
+  type ApprovalRequestStatus,
+  type Decision,
+} from "./request.js";
 
 export async function getApprovalRequest(
   api: CustomObjectsApi,
@@ -45,4 +50,35 @@ export async function replaceStatus(
     if (isConflict(err) || isNotFound(err)) return "conflict";
     throw err;
   }
+}
+
+/**
+ * Appends a decision with a JSON patch. "add …/-" appends to the list as the server has it, so
+ * concurrent deciders both land; when the list did not exist yet and another decision created
+ * it meanwhile, the webhook refuses the replacement as not append-only and the caller re-reads.
+ */
+export async function appendDecision(
+  api: CustomObjectsApi,
+  ar: ApprovalRequest,
+  entry: Decision,
+): Promise<ApprovalRequest> {
+  const patch = ar.spec.decisions
+    ? [{ op: "add", path: "/spec/decisions/-", value: entry }]
+    : [{ op: "add", path: "/spec/decisions", value: [entry] }];
+  return (await api.patchNamespacedCustomObject(
+    {
+      group: API_GROUP,
+      version: API_VERSION,
+      namespace: ar.metadata.namespace,
+      plural: APPROVAL_REQUEST_PLURAL,
+      name: ar.metadata.name,
+      body: patch,
+    },
+    setHeaderOptions("Content-Type", PatchStrategy.JsonPatch),
+  )) as ApprovalRequest;
+}
+
+/** Whether a failed decision write should be retried after re-reading the request. */
+export function isDecisionRace(status: { code: number; message?: string } | undefined): boolean {
+  return status !== undefined && (status.code === 409 || /append-only/.test(status.message ?? ""));
 }

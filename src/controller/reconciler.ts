@@ -34,6 +34,8 @@ import { type AuditActor, AuditEvent } from "../audit/chain.js";
 import { type AuditDetails, AuditWriter } from "../audit/writer.js";
 import { describeKubeError, isNotFound } from "../kube/errors.js";
 import { type EventTarget, emitEvent, eventTargetOf } from "../kube/events.js";
+import { restartOnError } from "../kube/informers.js";
+import { kubeTime } from "../kube/time.js";
 import type { Logger } from "../logging/logger.js";
 import { setPendingSource, timeToDecision } from "../metrics/metrics.js";
 import { type NotificationConfig, type NotifyEvent, type Route, routesFor } from "../notify/messages.js";
@@ -133,7 +135,6 @@ export function judgeExecution(ar: ApprovalRequest, target: KubernetesObject | u
 export function auditDetails(ar: ApprovalRequest, event: AuditEvent, now: Date, self: string): AuditDetails {
   const s = ar.spec;
   const decisions = s.decisions ?? [];
-  const iso = (d: Date) => d.toISOString().replace(/\.\d{3}Z$/, "Z");
   const actorOf = (d: { approver: string; uid?: string; groups?: string[]; via?: string }): AuditActor => ({
     username: d.approver,
     ...(d.uid ? { uid: d.uid } : {}),
@@ -143,7 +144,9 @@ export function auditDetails(ar: ApprovalRequest, event: AuditEvent, now: Date, 
   switch (event) {
     case AuditEvent.Requested:
       return {
-        time: ar.metadata.creationTimestamp ? iso(new Date(ar.metadata.creationTimestamp)) : iso(now),
+        time: ar.metadata.creationTimestamp
+          ? kubeTime(new Date(ar.metadata.creationTimestamp))
+          : kubeTime(now),
         actor: {
           username: s.requester.username,
           ...(s.requester.uid ? { uid: s.requester.uid } : {}),
@@ -157,7 +160,7 @@ export function auditDetails(ar: ApprovalRequest, event: AuditEvent, now: Date, 
       );
       const last = approvals[Math.min(approvals.length, s.approval.requiredApprovals) - 1];
       return {
-        time: ar.status?.decidedAt ?? last?.time ?? iso(now),
+        time: ar.status?.decidedAt ?? last?.time ?? kubeTime(now),
         ...(last ? { actor: actorOf(last) } : {}),
         reason: approvals.map((d) => `${d.approver}${d.reason ? `: ${d.reason}` : ""}`).join("; "),
       };
@@ -165,7 +168,7 @@ export function auditDetails(ar: ApprovalRequest, event: AuditEvent, now: Date, 
     case AuditEvent.Denied: {
       const d = decisions.find((x) => x.decision === "Deny");
       return {
-        time: ar.status?.decidedAt ?? d?.time ?? iso(now),
+        time: ar.status?.decidedAt ?? d?.time ?? kubeTime(now),
         ...(d ? { actor: actorOf(d) } : {}),
         ...(d?.reason ? { reason: d.reason } : {}),
       };
@@ -178,19 +181,19 @@ export function auditDetails(ar: ApprovalRequest, event: AuditEvent, now: Date, 
       };
     case AuditEvent.Consumed:
       return {
-        time: ar.status?.consumed?.time ?? iso(now),
+        time: ar.status?.consumed?.time ?? kubeTime(now),
         actor: { username: s.requester.username },
         reason: `approved action admitted (admission uid ${ar.status?.consumed?.admissionUID ?? "unknown"}, replica ${ar.status?.consumed?.replica ?? "unknown"})`,
       };
     case AuditEvent.Executed:
     case AuditEvent.NotExecuted:
       return {
-        time: ar.status?.execution?.checkedAt ?? iso(now),
+        time: ar.status?.execution?.checkedAt ?? kubeTime(now),
         actor: { username: self, via: "controller" },
         reason: ar.status?.execution?.message ?? "",
       };
     default:
-      return { time: iso(now) };
+      return { time: kubeTime(now) };
   }
 }
 
@@ -272,11 +275,7 @@ export class Controller {
     this.informer.on("add", enqueue);
     this.informer.on("update", enqueue);
     this.informer.on("delete", (ar) => this.clearTimer(`${ar.metadata.namespace}/${ar.metadata.name}`));
-    this.informer.on("error", (err: unknown) => {
-      if (this.stopped) return;
-      opts.logger.warn("approvalrequest informer stopped; restarting", { error: describeKubeError(err) });
-      setTimeout(() => !this.stopped && void this.informer.start().catch(() => undefined), 1000);
-    });
+    restartOnError(this.informer, "approvalrequests", opts.logger, () => this.stopped);
     this.elector = new LeaderElector({
       kubeConfig: kc,
       namespace: opts.installNamespace,
@@ -367,7 +366,8 @@ export class Controller {
     const log = this.opts.logger.child({ approvalRequest: key });
     const now = this.now();
     const before = cached.status?.phase;
-    const target = computePhase(cached, now).phase;
+    const computed = computePhase(cached, now);
+    const target = computed.phase;
 
     // 1. audit records (before anything else can be observed)
     for (const event of expectedAuditEvents(cached, target)) {
@@ -383,7 +383,7 @@ export class Controller {
 
     // 2. events for the transition (the webhook already announced creation and consumption)
     if (target !== before && target !== Phase.Pending && target !== Phase.Consumed)
-      await this.emitTransition(cached, target, computePhase(cached, now).message, log);
+      await this.emitTransition(cached, target, computed.message, log);
 
     this.opts.afterStep?.("events", key);
 
@@ -475,9 +475,7 @@ export class Controller {
     );
     const due = routesFor(ar, event, config).filter((r) => !done.has(r.name));
     if (due.length === 0) return undefined;
-    const time = this.now()
-      .toISOString()
-      .replace(/\.\d{3}Z$/, "Z");
+    const time = kubeTime(this.now());
     const updated = await replaceStatus(this.custom, ar, {
       ...ar.status,
       notifications: [
@@ -555,9 +553,7 @@ export class Controller {
           : { result: "Unknown", message: `could not read the target: ${describeKubeError(err)}` };
       }
     }
-    const checkedAt = this.now()
-      .toISOString()
-      .replace(/\.\d{3}Z$/, "Z");
+    const checkedAt = kubeTime(this.now());
     const status = {
       ...ar.status,
       execution: { result: verdict.result, message: verdict.message, checkedAt },

@@ -9,7 +9,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { request as httpRequest } from "node:http";
+import { request as httpRequest, type IncomingMessage } from "node:http";
 import { request as httpsRequest } from "node:https";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -223,7 +223,7 @@ export class ControlPlane {
         "--unsafe-no-fsync",
         "--log-level=warn",
       ]);
-      await cp.waitFor("etcd", () => httpGetOk(`${etcdUrl}/health`), 30_000);
+      await cp.waitFor("etcd", () => getOk(`${etcdUrl}/health`), 30_000);
 
       log(`starting kube-apiserver on https://127.0.0.1:${apiServerPort}`);
       await assertPortFree(apiServerPort);
@@ -252,7 +252,12 @@ export class ControlPlane {
       ]);
       await cp.waitFor(
         "kube-apiserver",
-        () => httpsGetOk(`https://127.0.0.1:${apiServerPort}/readyz`, ca.certPem, admin),
+        () =>
+          getOk(`https://127.0.0.1:${apiServerPort}/readyz`, {
+            ca: ca.certPem,
+            cert: admin.certPem,
+            key: admin.keyPem,
+          }),
         READY_TIMEOUT_MS,
       );
       const crdDir = options.crdDir === undefined ? join(REPO_ROOT, "crds") : options.crdDir;
@@ -432,32 +437,19 @@ export function loadKubeConfigFile(path: string): KubeConfig {
   return kc;
 }
 
-function httpGetOk(url: string): Promise<boolean> {
-  return new Promise((resolveOk) => {
-    const req = httpRequest(url, { timeout: 2000 }, (res) => {
-      res.resume();
-      resolveOk(res.statusCode === 200);
-    });
-    req.on("error", () => resolveOk(false));
-    req.on("timeout", () => req.destroy());
-    req.end();
-  });
-}
-
-function httpsGetOk(
+/** GET url and report whether it answered 200 (never throws); https with the given TLS options. */
+function getOk(
   url: string,
-  caPem: string,
-  client: { certPem: string; keyPem: string },
+  tls: { ca: string; cert: string; key: string } | undefined = undefined,
 ): Promise<boolean> {
   return new Promise((resolveOk) => {
-    const req = httpsRequest(
-      url,
-      { ca: caPem, cert: client.certPem, key: client.keyPem, timeout: 2000 },
-      (res) => {
-        res.resume();
-        resolveOk(res.statusCode === 200);
-      },
-    );
+    const onResponse = (res: IncomingMessage) => {
+      res.resume();
+      resolveOk(res.statusCode === 200);
+    };
+    const req = tls
+      ? httpsRequest(url, { ...tls, timeout: 2000 }, onResponse)
+      : httpRequest(url, { timeout: 2000 }, onResponse);
     req.on("error", () => resolveOk(false));
     req.on("timeout", () => req.destroy());
     req.end();

@@ -2,20 +2,15 @@
  * The kubectl plugin's commands as functions (the CLI in cli.ts parses arguments and prints).
  * Every command acts as the user of the kubeconfig; nothing here bypasses the webhook.
  */
-import {
-  AuthenticationV1Api,
-  CustomObjectsApi,
-  type KubeConfig,
-  PatchStrategy,
-  setHeaderOptions,
-} from "@kubernetes/client-node";
+import { AuthenticationV1Api, CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
 import {
   APPROVAL_REQUEST_PLURAL,
   type ApprovalRequest,
-  type Decision,
+  decisionEntry,
   effectivePhase,
   Phase,
 } from "../approvals/request.js";
+import { appendDecision, getApprovalRequest, isDecisionRace } from "../approvals/store.js";
 import { type AuditRecord, verifyChain } from "../audit/chain.js";
 import { AUDIT_PLURAL } from "../audit/writer.js";
 import { kubeStatusOf } from "../kube/errors.js";
@@ -35,24 +30,21 @@ export async function whoAmI(kc: KubeConfig): Promise<{ username: string; uid?: 
 }
 
 async function getRequest(kc: KubeConfig, namespace: string, name: string): Promise<ApprovalRequest> {
+  let ar: ApprovalRequest | undefined;
   try {
-    return (await kc.makeApiClient(CustomObjectsApi).getNamespacedCustomObject({
-      ...G,
-      namespace,
-      plural: APPROVAL_REQUEST_PLURAL,
-      name,
-    })) as ApprovalRequest;
+    ar = await getApprovalRequest(kc.makeApiClient(CustomObjectsApi), namespace, name);
   } catch (err) {
     const s = kubeStatusOf(err);
-    if (s?.code === 404) {
-      throw new PluginError(
-        `ApprovalRequest ${namespace}/${name} not found. Pending requests: kubectl approvals list -n ${namespace}`,
-      );
-    }
     if (s?.code === 403)
       throw new PluginError(`you may not read ApprovalRequests in ${namespace}: ${s.message}`);
     throw err;
   }
+  if (!ar) {
+    throw new PluginError(
+      `ApprovalRequest ${namespace}/${name} not found. Pending requests: kubectl approvals list -n ${namespace}`,
+    );
+  }
+  return ar;
 }
 
 /**
@@ -83,30 +75,9 @@ export async function decide(
     if ((ar.spec.decisions ?? []).some((d) => d.approver === me.username)) {
       throw new PluginError(`you (${me.username}) have already decided ${namespace}/${name}`);
     }
-    const entry: Decision = {
-      approver: me.username,
-      ...(me.uid ? { uid: me.uid } : {}),
-      groups: me.groups,
-      decision,
-      ...(reason ? { reason: reason.slice(0, 1024) } : {}),
-      via: "kubectl",
-      time: now.toISOString().replace(/\.\d{3}Z$/, "Z"),
-    };
-    // "add …/-" appends to the current list server-side, so concurrent approvers both land. If the
-    // list did not exist yet and another decision created it meanwhile, the webhook refuses the
-    // replacement as not append-only, and the loop re-reads and appends.
-    const patch = [
-      ar.spec.decisions
-        ? { op: "add", path: "/spec/decisions/-", value: entry }
-        : { op: "add", path: "/spec/decisions", value: [entry] },
-    ];
+    const entry = decisionEntry(me, decision, reason, "kubectl", now);
     try {
-      await kc
-        .makeApiClient(CustomObjectsApi)
-        .patchNamespacedCustomObject(
-          { ...G, namespace, plural: APPROVAL_REQUEST_PLURAL, name, body: patch },
-          setHeaderOptions("Content-Type", PatchStrategy.JsonPatch),
-        );
+      await appendDecision(kc.makeApiClient(CustomObjectsApi), ar, entry);
       const got =
         (ar.spec.decisions ?? []).filter((d) => d.decision === "Approve").length +
         (decision === "Approve" ? 1 : 0);
@@ -115,7 +86,7 @@ export async function decide(
         : `denied ${namespace}/${name}`;
     } catch (err) {
       const s = kubeStatusOf(err);
-      if (s && (s.code === 409 || /append-only/.test(s.message ?? ""))) continue; // changed meanwhile: re-read
+      if (isDecisionRace(s)) continue; // changed meanwhile: re-read
       if (s?.code === 403 || s?.code === 400 || s?.code === 422)
         throw new PluginError(s.message ?? "refused");
       throw err;

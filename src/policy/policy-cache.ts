@@ -9,7 +9,6 @@ import {
   CustomObjectsApi,
   type Informer,
   type KubeConfig,
-  type KubernetesObject,
   makeInformer,
   type ObjectCache,
   PatchStrategy,
@@ -18,6 +17,8 @@ import {
   type V1ServiceAccount,
 } from "@kubernetes/client-node";
 import { describeKubeError } from "../kube/errors.js";
+import { restartOnError } from "../kube/informers.js";
+import { kubeTime } from "../kube/time.js";
 import type { Logger } from "../logging/logger.js";
 import { type CompiledPolicy, compilePolicy, formatCompileErrors } from "./compile.js";
 import type { EvaluationInputs } from "./evaluate.js";
@@ -27,26 +28,6 @@ import { API_GROUP, API_VERSION, type ApprovalPolicy, type Condition } from "./t
 export const POLICY_PLURAL = "approvalpolicies";
 export const ConditionType = { Ready: "Ready" } as const;
 export const ConditionReason = { Compiled: "Compiled", InvalidPolicy: "InvalidPolicy" } as const;
-
-const RESTART_DELAY_MS = 1000;
-
-function keepRunning<T extends KubernetesObject>(
-  informer: Informer<T>,
-  name: string,
-  log: Logger,
-  stopped: () => boolean,
-): void {
-  informer.on("error", (err: unknown) => {
-    if (stopped()) return;
-    log.warn("informer stopped; restarting", { informer: name, error: describeKubeError(err) });
-    setTimeout(() => {
-      if (stopped()) return;
-      informer
-        .start()
-        .catch((e: unknown) => log.error("informer restart failed", { informer: name, error: String(e) }));
-    }, RESTART_DELAY_MS);
-  });
-}
 
 export interface PolicyCacheOptions {
   kubeConfig: KubeConfig;
@@ -98,9 +79,9 @@ export class PolicyCache {
       this.compiled.delete(p.metadata.name);
       this.rebuild();
     });
-    keepRunning(this.policies, "approvalpolicies", opts.logger, () => this.stopped);
-    keepRunning(this.serviceAccounts, "serviceaccounts", opts.logger, () => this.stopped);
-    keepRunning(this.namespaces, "namespaces", opts.logger, () => this.stopped);
+    restartOnError(this.policies, "approvalpolicies", opts.logger, () => this.stopped);
+    restartOnError(this.serviceAccounts, "serviceaccounts", opts.logger, () => this.stopped);
+    restartOnError(this.namespaces, "namespaces", opts.logger, () => this.stopped);
     this.inputs = {
       serviceAccountLabels: (namespace, name) =>
         this.serviceAccounts.get(name, namespace)?.metadata?.labels ?? {},
@@ -180,7 +161,7 @@ export class PolicyCache {
       reason: error ? ConditionReason.InvalidPolicy : ConditionReason.Compiled,
       message: error ?? `compiled ${p.spec.rules?.length ?? 0} rules`,
       observedGeneration: generation,
-      lastTransitionTime: new Date().toISOString().replace(/\.\d{3}Z$/, "Z"),
+      lastTransitionTime: kubeTime(new Date()),
     };
     const old = p.status?.conditions?.find((c) => c.type === ConditionType.Ready);
     if (

@@ -12,6 +12,7 @@ import {
 } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ApprovalRequest, Decision } from "../../src/approvals/request.js";
+import { appendDecision } from "../../src/approvals/store.js";
 import type { AuditRecord } from "../../src/audit/chain.js";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
 import { kubeStatusOf } from "../../src/kube/errors.js";
@@ -21,6 +22,7 @@ import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import {
   approverIdentity,
   eventually,
+  grantServiceAccount,
   startTestCountersign,
   type TestCountersign,
 } from "../support/countersign.js";
@@ -52,16 +54,8 @@ async function getAr(name: string): Promise<ApprovalRequest> {
 /** A raw decision patch, bypassing the plugin's own checks: what an attacker would send. */
 async function rawDecision(kc: KubeConfig, name: string, d: Decision): Promise<string | undefined> {
   const ar = await getAr(name);
-  const patch = ar.spec.decisions
-    ? [{ op: "add", path: "/spec/decisions/-", value: d }]
-    : [{ op: "add", path: "/spec/decisions", value: [d] }];
   try {
-    await kc
-      .makeApiClient(CustomObjectsApi)
-      .patchNamespacedCustomObject(
-        { ...G, namespace: ns, plural: "approvalrequests", name, body: patch },
-        setHeaderOptions("Content-Type", PatchStrategy.JsonPatch),
-      );
+    await appendDecision(kc.makeApiClient(CustomObjectsApi), ar, d);
     return undefined;
   } catch (err) {
     return kubeStatusOf(err)?.message ?? String(err);
@@ -100,21 +94,13 @@ beforeAll(async () => {
   agent = id.kubeConfig;
   agentUser = id.username;
   const rbac = cp.adminKubeConfig().makeApiClient(RbacAuthorizationV1Api);
-  await rbac.createNamespacedRole({
-    namespace: ns,
-    body: {
-      metadata: { name: "agent" },
-      rules: [{ apiGroups: [""], resources: ["secrets"], verbs: ["get", "list", "create", "delete"] }],
-    },
-  });
-  await rbac.createNamespacedRoleBinding({
-    namespace: ns,
-    body: {
-      metadata: { name: "agent" },
-      roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: "agent" },
-      subjects: [{ kind: "ServiceAccount", name: "ops-bot", namespace: agentsNs }],
-    },
-  });
+  await grantServiceAccount(
+    cp,
+    ns,
+    { namespace: agentsNs, name: "ops-bot" },
+    ["secrets"],
+    ["get", "list", "create", "delete"],
+  );
   // The agent's service account also holds the approver role: only Countersign's rule stops it.
   await rbac.createNamespacedRoleBinding({
     namespace: ns,
