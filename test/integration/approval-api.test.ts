@@ -12,6 +12,7 @@ import {
   APPROVER_CLUSTER_ROLE,
   approverIdentity,
   eventually,
+  grantServiceAccount,
   startTestCountersign,
   type TestCountersign,
 } from "../support/countersign.js";
@@ -72,21 +73,7 @@ beforeAll(async () => {
       subjects: [{ kind: "ServiceAccount", name: "frank", namespace: humans }],
     },
   });
-  await rbac.createNamespacedRole({
-    namespace: ns,
-    body: {
-      metadata: { name: "bot" },
-      rules: [{ apiGroups: [""], resources: ["configmaps"], verbs: ["get", "delete"] }],
-    },
-  });
-  await rbac.createNamespacedRoleBinding({
-    namespace: ns,
-    body: {
-      metadata: { name: "bot" },
-      roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: "bot" },
-      subjects: [{ kind: "ServiceAccount", name: "bot", namespace: agentsNs }],
-    },
-  });
+  await grantServiceAccount(cp, ns, { namespace: agentsNs, name: "bot" }, ["configmaps"], ["get", "delete"]);
   cs = await startTestCountersign(cp, {
     subjects: { serviceAccountNamespaces: [agentsNs] },
     installNamespace: uniqueName("cs-api"),

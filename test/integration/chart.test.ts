@@ -31,7 +31,7 @@ import { isNotFound, kubeStatusOf } from "../../src/kube/errors.js";
 import { parseNotificationConfig } from "../../src/notify/messages.js";
 import { decide, listAuditRecords } from "../../src/plugin/commands.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
-import { approverIdentity, eventually } from "../support/countersign.js";
+import { approverIdentity, eventually, grantServiceAccount } from "../support/countersign.js";
 
 const run = promisify(execFile);
 const CHART = join(REPO_ROOT, "charts", "countersign");
@@ -288,21 +288,13 @@ describe("the Helm chart", () => {
     await cp.ensureNamespace(target);
     const agent = await cp.serviceAccountIdentity(agentsNs, "bot");
     const rbac = cp.adminKubeConfig().makeApiClient(RbacAuthorizationV1Api);
-    await rbac.createNamespacedRole({
-      namespace: target,
-      body: {
-        metadata: { name: "bot" },
-        rules: [{ apiGroups: [""], resources: ["configmaps"], verbs: ["get", "delete"] }],
-      },
-    });
-    await rbac.createNamespacedRoleBinding({
-      namespace: target,
-      body: {
-        metadata: { name: "bot" },
-        roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: "bot" },
-        subjects: [{ kind: "ServiceAccount", name: "bot", namespace: agentsNs }],
-      },
-    });
+    await grantServiceAccount(
+      cp,
+      target,
+      { namespace: agentsNs, name: "bot" },
+      ["configmaps"],
+      ["get", "delete"],
+    );
     const approver = await approverIdentity(cp, "erin@example.com", ["chart-approvers"], false);
     await rbac.createClusterRoleBinding({
       body: {

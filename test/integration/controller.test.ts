@@ -9,7 +9,6 @@ import {
   CoreV1Api,
   CustomObjectsApi,
   type KubeConfig,
-  RbacAuthorizationV1Api,
 } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ApprovalRequest } from "../../src/approvals/request.js";
@@ -25,6 +24,7 @@ import {
   approverIdentity,
   countersignIdentity,
   eventually,
+  grantServiceAccount,
   startTestCountersign,
   type TestCountersign,
 } from "../support/countersign.js";
@@ -110,22 +110,7 @@ beforeAll(async () => {
   self = await countersignIdentity(cp, installNamespace);
   const id = await cp.serviceAccountIdentity(agentsNs, "ops-bot");
   agent = id.kubeConfig;
-  const rbac = cp.adminKubeConfig().makeApiClient(RbacAuthorizationV1Api);
-  await rbac.createNamespacedRole({
-    namespace: ns,
-    body: {
-      metadata: { name: "agent" },
-      rules: [{ apiGroups: [""], resources: ["secrets"], verbs: ["get", "delete"] }],
-    },
-  });
-  await rbac.createNamespacedRoleBinding({
-    namespace: ns,
-    body: {
-      metadata: { name: "agent" },
-      roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: "agent" },
-      subjects: [{ kind: "ServiceAccount", name: "ops-bot", namespace: agentsNs }],
-    },
-  });
+  await grantServiceAccount(cp, ns, { namespace: agentsNs, name: "ops-bot" }, ["secrets"], ["get", "delete"]);
   alice = await approverIdentity(cp, "alice@example.com", ["countersign:approvers"]);
   // The webhook only: controllers are started by the tests themselves.
   cs = await startTestCountersign(cp, {

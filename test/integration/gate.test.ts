@@ -4,13 +4,7 @@
  */
 import { readFileSync } from "node:fs";
 import { request as httpsRequest } from "node:https";
-import {
-  CoreV1Api,
-  CustomObjectsApi,
-  type KubeConfig,
-  RbacAuthorizationV1Api,
-  type V1Secret,
-} from "@kubernetes/client-node";
+import { CoreV1Api, CustomObjectsApi, type KubeConfig, type V1Secret } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ApprovalRequest } from "../../src/approvals/request.js";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
@@ -20,6 +14,7 @@ import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import {
   approverIdentity,
   eventually,
+  grantServiceAccount,
   startTestCountersign,
   type TestCountersign,
 } from "../support/countersign.js";
@@ -111,28 +106,13 @@ beforeAll(async () => {
   const id = await cp.serviceAccountIdentity(agentsNs, "ops-bot");
   agent = id.kubeConfig;
   agentUser = id.username;
-  const rbac = cp.adminKubeConfig().makeApiClient(RbacAuthorizationV1Api);
-  await rbac.createNamespacedRole({
-    namespace: prod,
-    body: {
-      metadata: { name: "agent-edit" },
-      rules: [
-        {
-          apiGroups: [""],
-          resources: ["secrets", "configmaps"],
-          verbs: ["get", "list", "create", "update", "patch", "delete"],
-        },
-      ],
-    },
-  });
-  await rbac.createNamespacedRoleBinding({
-    namespace: prod,
-    body: {
-      metadata: { name: "agent-edit" },
-      roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: "agent-edit" },
-      subjects: [{ kind: "ServiceAccount", name: "ops-bot", namespace: agentsNs }],
-    },
-  });
+  await grantServiceAccount(
+    cp,
+    prod,
+    { namespace: agentsNs, name: "ops-bot" },
+    ["secrets", "configmaps"],
+    ["get", "list", "create", "update", "patch", "delete"],
+  );
   approver = await approverIdentity(cp, "alice@example.com", ["countersign:approvers"]);
   cs = await startTestCountersign(cp, { subjects: { serviceAccountNamespaces: [agentsNs] }, replicas: 2 });
   await cp.apply([

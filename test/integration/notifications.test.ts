@@ -5,7 +5,7 @@
 import { createHmac } from "node:crypto";
 import { createServer, request } from "node:https";
 import type { AddressInfo } from "node:net";
-import { CoreV1Api, CustomObjectsApi, RbacAuthorizationV1Api } from "@kubernetes/client-node";
+import { CoreV1Api, CustomObjectsApi } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ApprovalRequest } from "../../src/approvals/request.js";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
@@ -15,9 +15,9 @@ import { webhookSignature } from "../../src/notify/messages.js";
 import { createCertificateAuthority, issueCertificate } from "../../src/pki/certificates.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import {
-  APPROVER_CLUSTER_ROLE,
   approverIdentity,
   eventually,
+  grantServiceAccount,
   startTestCountersign,
   type TestCountersign,
 } from "../support/countersign.js";
@@ -121,24 +121,8 @@ beforeAll(async () => {
   const flakyUrl = await receiver("flaky", tls);
   await receiver("response", tls);
   const agent = await cp.serviceAccountIdentity(agentsNs, "bot");
-  const rbac = cp.adminKubeConfig().makeApiClient(RbacAuthorizationV1Api);
-  await rbac.createNamespacedRole({
-    namespace: ns,
-    body: {
-      metadata: { name: "bot" },
-      rules: [{ apiGroups: [""], resources: ["configmaps"], verbs: ["get", "delete"] }],
-    },
-  });
-  await rbac.createNamespacedRoleBinding({
-    namespace: ns,
-    body: {
-      metadata: { name: "bot" },
-      roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: "bot" },
-      subjects: [{ kind: "ServiceAccount", name: "bot", namespace: agentsNs }],
-    },
-  });
+  await grantServiceAccount(cp, ns, { namespace: agentsNs, name: "bot" }, ["configmaps"], ["get", "delete"]);
   await approverIdentity(cp, "helen@example.com", ["notify-approvers"]);
-  void APPROVER_CLUSTER_ROLE;
   const config: NotificationConfig = {
     routes: [
       { name: "slack", type: "slack", url: slackUrl, caPem },

@@ -129,6 +129,30 @@ export async function approverIdentity(
   return id.kubeConfig;
 }
 
+/** Lets a service account (an agent) use `verbs` on core-group `resources` in `namespace`. */
+export async function grantServiceAccount(
+  cp: ControlPlane,
+  namespace: string,
+  serviceAccount: { namespace: string; name: string },
+  resources: string[],
+  verbs: string[],
+): Promise<void> {
+  const rbac = cp.adminKubeConfig().makeApiClient(RbacAuthorizationV1Api);
+  const name = `${serviceAccount.name}-${resources.join("-")}`.slice(0, 63);
+  await rbac.createNamespacedRole({
+    namespace,
+    body: { metadata: { name }, rules: [{ apiGroups: [""], resources, verbs }] },
+  });
+  await rbac.createNamespacedRoleBinding({
+    namespace,
+    body: {
+      metadata: { name },
+      roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name },
+      subjects: [{ kind: "ServiceAccount", name: serviceAccount.name, namespace: serviceAccount.namespace }],
+    },
+  });
+}
+
 export async function startTestCountersign(
   cp: ControlPlane,
   opts: {
