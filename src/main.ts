@@ -200,53 +200,40 @@ export async function run(settings: Settings): Promise<() => Promise<void>> {
     log.info("controller started", { identity: controller.identity });
   }
   if (settings.mode !== "controller") {
-    let watcher: TlsSecretWatcher | undefined;
-    let tls: { certPem: string; keyPem: string };
-    if (settings.tlsCertFile && settings.tlsKeyFile) {
-      tls = {
-        certPem: readFileSync(settings.tlsCertFile, "utf8"),
-        keyPem: readFileSync(settings.tlsKeyFile, "utf8"),
-      };
-    } else {
-      let server: RunningCountersign | undefined;
-      watcher = new TlsSecretWatcher(
-        kc,
-        settings.installNamespace,
-        settings.tlsSecret,
-        (next) => server?.setTls(next),
-        componentLogger("certificates"),
-        settings.tlsReloadSeconds * 1000,
-      );
-      tls = await watcher.first();
-      const running = await startCountersign({
-        kubeConfig: kc,
-        tls,
-        port: settings.port,
-        installNamespace: settings.installNamespace,
-        extraIdentities: [...settings.identities, ...(controller ? [controller.identity] : [])],
-        ...(notifications ? { notifications } : {}),
-      });
-      server = running;
-      watcher.start();
-      stops.unshift(async () => {
-        watcher?.stop();
-        await running.stop();
-      });
-      log.info("webhook serving", { port: running.port, identity: running.identity });
-      return async () => {
-        for (const s of stops) await s();
-      };
-    }
-    const running = await startCountersign({
+    // TLS from files, or from the Secret the controller (or cert-manager) keeps, re-read for rotation.
+    let running: RunningCountersign | undefined;
+    const watcher =
+      settings.tlsCertFile && settings.tlsKeyFile
+        ? undefined
+        : new TlsSecretWatcher(
+            kc,
+            settings.installNamespace,
+            settings.tlsSecret,
+            (next) => running?.setTls(next),
+            componentLogger("certificates"),
+            settings.tlsReloadSeconds * 1000,
+          );
+    const tls = watcher
+      ? await watcher.first()
+      : {
+          certPem: readFileSync(settings.tlsCertFile!, "utf8"),
+          keyPem: readFileSync(settings.tlsKeyFile!, "utf8"),
+        };
+    running = await startCountersign({
       kubeConfig: kc,
       tls,
       port: settings.port,
       installNamespace: settings.installNamespace,
-      extraIdentities: settings.identities,
+      extraIdentities: [...settings.identities, ...(controller ? [controller.identity] : [])],
       ...(notifications ? { notifications } : {}),
     });
-    stops.unshift(() => running.stop());
-    log.info("webhook serving", { port: running.port, identity: running.identity });
+    watcher?.start();
+    const webhook = running;
+    stops.unshift(async () => {
+      watcher?.stop();
+      await webhook.stop();
+    });
+    log.info("webhook serving", { port: webhook.port, identity: webhook.identity });
   }
   return async () => {
     for (const s of stops) await s();

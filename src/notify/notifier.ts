@@ -33,7 +33,8 @@ export interface SenderOptions {
   timeoutMs?: number;
 }
 
-function post(
+/** POSTs a JSON body over HTTPS; resolves with the status code, rejects on network errors. */
+export function postJson(
   url: string,
   body: string,
   headers: Record<string, string>,
@@ -84,7 +85,7 @@ export async function sendToRoute(
       headers["x-countersign-signature"] = webhookSignature(route.hmacSecret, timestamp, body);
     }
     try {
-      const status = await post(route.url, body, headers, route.caPem, opts.timeoutMs ?? 10_000);
+      const status = await postJson(route.url, body, headers, route.caPem, opts.timeoutMs ?? 10_000);
       if (status >= 200 && status < 300)
         return { ok: true, attempts: i, message: `delivered (HTTP ${status})` };
       last = `HTTP ${status}`;

@@ -6,11 +6,11 @@
  * same DecisionService rules as kubectl and the HTTP API. The message is then updated.
  */
 import { createHmac, timingSafeEqual } from "node:crypto";
-import { request } from "node:https";
 import express, { type Request, type Response, type Router } from "express";
 import type { DecisionService } from "../approvals/decision-service.js";
 import type { Logger } from "../logging/logger.js";
 import type { NotificationConfig } from "./messages.js";
+import { postJson } from "./notifier.js";
 
 export const SLACK_MAX_SKEW_SECONDS = 300;
 
@@ -44,23 +44,12 @@ export interface SlackInteractionOptions {
 }
 
 function respond(url: string, payload: object, caPem: string | undefined, log: Logger): void {
-  const body = JSON.stringify(payload);
-  const req = request(
-    url,
-    {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      timeout: 10_000,
-      ...(caPem ? { ca: caPem } : {}),
+  postJson(url, JSON.stringify(payload), {}, caPem, 10_000).then(
+    (status) => {
+      if (status >= 300) log.warn("Slack response_url refused the update", { status });
     },
-    (res) => {
-      res.resume();
-      if ((res.statusCode ?? 0) >= 300)
-        log.warn("Slack response_url refused the update", { status: res.statusCode });
-    },
+    (err: Error) => log.warn("could not update the Slack message", { error: err.message }),
   );
-  req.on("error", (err) => log.warn("could not update the Slack message", { error: err.message }));
-  req.end(body);
 }
 
 export function slackInteractions(opts: SlackInteractionOptions): Router {
