@@ -15,7 +15,18 @@ import type {
 
 export const DEFAULT_TTL_SECONDS = 3600;
 export const MAX_TTL_SECONDS = 7 * 24 * 3600;
-export const DEFAULT_OPERATIONS: Operation[] = ["CREATE", "UPDATE", "DELETE"];
+/**
+ * What a policy without `match` looks at: every request the webhook sends for a covered
+ * subject — CREATE, UPDATE, DELETE and CONNECT of every resource and every subresource
+ * (pods/exec, pods/eviction, serviceaccounts/token, deployments/scale, ...).
+ */
+export const MATCH_EVERYTHING: readonly ResourceMatch[] = Object.freeze([
+  { operations: ["*"], apiGroups: ["*"], resources: ["*/*"] },
+]);
+export const OPERATIONS: readonly Operation[] = ["CREATE", "UPDATE", "DELETE", "CONNECT"];
+
+/** A resource name (lowercase plural, as in a URL) or "*". */
+const RESOURCE_PART = /^(\*|[a-z0-9]([-a-z0-9.]*[a-z0-9])?)$/;
 
 export interface CompiledApproval {
   approvers: { users: string[]; groups: string[] };
@@ -39,7 +50,8 @@ export interface CompiledPolicy {
   name: string;
   generation: number;
   subjects: Subjects;
-  match: ResourceMatch[];
+  /** Never empty: a policy without `match` gets MATCH_EVERYTHING. */
+  match: readonly ResourceMatch[];
   matchConditions: CompiledExpression[];
   variables: { name: string; expression: CompiledExpression }[];
   rules: CompiledRule[];
@@ -86,6 +98,45 @@ function compileApproval(a: ApprovalSettings, path: string, errors: CompileError
     holdSeconds: a.holdSeconds ?? 0,
     notify: a.notify ?? [],
   };
+}
+
+/**
+ * Checks one `match` entry: known operations and resource patterns written the way
+ * Kubernetes webhook rules write them: a resource, or resource/subresource, where either part
+ * may be "*".
+ */
+function checkMatch(m: ResourceMatch, path: string, errors: CompileError[]): void {
+  const ops = Array.isArray(m.operations) ? m.operations : [];
+  if (ops.length === 0) {
+    errors.push({
+      path: `${path}.operations`,
+      message: "name at least one of CREATE, UPDATE, DELETE, CONNECT or *",
+    });
+  }
+  ops.forEach((op, j) => {
+    if (op !== "*" && !OPERATIONS.includes(op)) {
+      errors.push({
+        path: `${path}.operations[${j}]`,
+        message: `'${op}' is not an operation (use CREATE, UPDATE, DELETE, CONNECT or *)`,
+      });
+    }
+  });
+  const resources = Array.isArray(m.resources) ? m.resources : [];
+  if (resources.length === 0) {
+    errors.push({
+      path: `${path}.resources`,
+      message: 'name at least one resource ("*/*" is every resource and subresource)',
+    });
+  }
+  resources.forEach((r, j) => {
+    const parts = typeof r === "string" ? r.split("/") : [];
+    if (parts.length < 1 || parts.length > 2 || !parts.every((part) => RESOURCE_PART.test(part))) {
+      errors.push({
+        path: `${path}.resources[${j}]`,
+        message: `'${String(r)}' is not a resource pattern: write "pods" (the resource only), "pods/exec" (one subresource), "pods/*" (pods and all its subresources), "*" (every resource), "*/scale" or "*/*" (everything), in lowercase plural as in kubectl api-resources`,
+      });
+    }
+  });
 }
 
 export function compilePolicy(policy: ApprovalPolicy): CompileResult {
@@ -145,16 +196,11 @@ export function compilePolicy(policy: ApprovalPolicy): CompileResult {
       rule.approval = compileApproval(r.approval, `${path}.approval`, errors);
     return rule;
   });
-  (spec.match ?? []).forEach((m, i) => {
-    for (const res of m.resources ?? []) {
-      if (res.split("/").length > 2) {
-        errors.push({
-          path: `spec.match[${i}].resources`,
-          message: `'${res}' is not a resource or resource/subresource`,
-        });
-      }
-    }
-  });
+  if (spec.match !== undefined && !Array.isArray(spec.match)) {
+    errors.push({ path: "spec.match", message: "match must be a list (or absent, to match every request)" });
+  }
+  const matchEntries = Array.isArray(spec.match) ? spec.match : [];
+  for (const [i, m] of matchEntries.entries()) checkMatch(m, `spec.match[${i}]`, errors);
   if (errors.length > 0) return { ok: false, errors };
   return {
     ok: true,
@@ -162,7 +208,7 @@ export function compilePolicy(policy: ApprovalPolicy): CompileResult {
       name: policy.metadata.name,
       generation: policy.metadata.generation ?? 0,
       subjects: spec.subjects,
-      match: spec.match ?? [],
+      match: spec.match?.length ? spec.match : MATCH_EVERYTHING,
       matchConditions,
       variables,
       rules,

@@ -103,30 +103,35 @@ export function subjectMatches(subjects: Subjects, user: UserInfo, inputs: Evalu
   return false;
 }
 
+/**
+ * One `resources` entry against a request, exactly as Kubernetes matches a webhook rule
+ * (RuleWithOperations): split at the first "/"; the resource part matches when it is "*" or
+ * equal, the subresource part when it is "*" or equal ("" for the main resource). So `pods`
+ * is the main resource only, `pods/exec` one subresource, `pods/*` pods and every subresource
+ * of pods, `*` every main resource; a `*` resource part with a `scale` subresource part is
+ * the scale subresource of anything, and `*` in both parts is everything.
+ */
+export function resourcePatternMatches(pattern: string, resource: string, subResource: string): boolean {
+  const slash = pattern.indexOf("/");
+  const res = slash < 0 ? pattern : pattern.slice(0, slash);
+  const sub = slash < 0 ? "" : pattern.slice(slash + 1);
+  return (res === "*" || res === resource) && (sub === "*" || sub === subResource);
+}
+
 function resourceMatches(m: ResourceMatch, req: AdmissionRequest): boolean {
   if (!m.operations.includes(req.operation) && !m.operations.includes("*")) return false;
   if (m.apiGroups && !m.apiGroups.includes("*") && !m.apiGroups.includes(req.resource.group)) return false;
   const resource = req.resource.resource;
   const sub = req.subResource ?? "";
-  const ok = m.resources.some((r) => {
-    const [res, rsub] = r.split("/") as [string, string | undefined];
-    if (rsub === undefined) return sub === "" && (res === "*" || res === resource);
-    return (res === "*" || res === resource) && (rsub === "*" || rsub === sub) && sub !== "";
-  });
-  if (!ok) return false;
+  if (!m.resources.some((r) => resourcePatternMatches(r, resource, sub))) return false;
   const ns = req.namespace ?? "";
   if (m.namespaces && !m.namespaces.includes(ns)) return false;
   if (m.excludedNamespaces?.includes(ns)) return false;
   return true;
 }
 
+/** Whether the request is one the policy looks at (an absent `match` compiles to everything). */
 export function requestMatches(policy: CompiledPolicy, req: AdmissionRequest): boolean {
-  if (policy.match.length === 0) {
-    return (
-      (req.operation === "CREATE" || req.operation === "UPDATE" || req.operation === "DELETE") &&
-      !req.subResource
-    );
-  }
   return policy.match.some((m) => resourceMatches(m, req));
 }
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { compileExpression, EvaluationError, safeDetail, toCel } from "../../src/policy/cel.js";
 import { type CompiledPolicy, compilePolicy, parseDurationSeconds } from "../../src/policy/compile.js";
-import { type AdmissionRequest, decide } from "../../src/policy/evaluate.js";
+import { type AdmissionRequest, decide, resourcePatternMatches } from "../../src/policy/evaluate.js";
 import type { ApprovalPolicy, ApprovalPolicySpec } from "../../src/policy/types.js";
 
 const policy = (name: string, spec: Partial<ApprovalPolicySpec>): ApprovalPolicy => ({
@@ -224,6 +224,92 @@ describe("decide (pure)", () => {
     expect(decide(exec, [p]).kind).toBe("require-approval");
     expect(decide({ ...exec, subResource: "log" }, [p]).kind).toBe("allow");
     expect(decide({ ...exec, namespace: "dev" }, [p]).kind).toBe("allow");
+  });
+
+  it("matches resource patterns like Kubernetes webhook rules", () => {
+    const cases: [string, string, string, boolean][] = [
+      ["pods", "pods", "", true],
+      ["pods", "pods", "eviction", false],
+      ["pods/exec", "pods", "exec", true],
+      ["pods/exec", "pods", "", false],
+      ["pods/exec", "pods", "attach", false],
+      ["pods/*", "pods", "eviction", true],
+      ["pods/*", "pods", "", true], // sub "*" matches the main resource too, as in Kubernetes
+      ["pods/*", "deployments", "scale", false],
+      ["*", "secrets", "", true],
+      ["*", "serviceaccounts", "token", false],
+      ["*/scale", "deployments", "scale", true],
+      ["*/scale", "deployments", "", false],
+      ["*/*", "pods", "ephemeralcontainers", true],
+      ["*/*", "configmaps", "", true],
+    ];
+    for (const [pattern, resource, sub, want] of cases) {
+      expect([pattern, resource, sub, resourcePatternMatches(pattern, resource, sub)]).toEqual([
+        pattern,
+        resource,
+        sub,
+        want,
+      ]);
+    }
+  });
+
+  it("without match covers every operation on every resource and subresource (issue 10: no silent bypass)", () => {
+    const p = compiled(policy("p", { rules: [{ name: "all", action: "RequireApproval", approval }] }));
+    const sub = (operation: AdmissionRequest["operation"], resource: string, subResource: string) =>
+      request({ operation, resource: { group: "", version: "v1", resource }, subResource });
+    const covered = [
+      sub("CREATE", "serviceaccounts", "token"), // kubectl create token
+      sub("UPDATE", "deployments", "scale"), // kubectl scale
+      sub("CREATE", "pods", "eviction"), // kubectl drain
+      sub("UPDATE", "pods", "ephemeralcontainers"), // kubectl debug
+      sub("CONNECT", "pods", "exec"),
+      sub("CONNECT", "pods", "portforward"),
+      request(),
+    ];
+    for (const r of covered) expect(decide(r, [p]).kind).toBe("require-approval");
+  });
+
+  it("with resources [pods] leaves eviction out, and pods/* covers it", () => {
+    const evict = request({
+      operation: "CREATE",
+      resource: { group: "", version: "v1", resource: "pods" },
+      subResource: "eviction",
+    });
+    const withResources = (resources: string[]) =>
+      compiled(
+        policy("p", {
+          match: [{ operations: ["*"], resources }],
+          rules: [{ name: "d", action: "Deny" }],
+        }),
+      );
+    expect(decide(evict, [withResources(["pods"])]).kind).toBe("allow");
+    expect(decide(evict, [withResources(["pods/*"])]).kind).toBe("deny");
+    expect(decide(evict, [withResources(["*/eviction"])]).kind).toBe("deny");
+  });
+
+  it("rejects malformed resource patterns and operations at apply time, naming the field", () => {
+    const r = compilePolicy(
+      policy("p", {
+        match: [
+          { operations: ["CREATE"], resources: ["pods", "pods/exec/x", "Pods", "pods/", ""] },
+          { operations: ["DELET" as "DELETE"], resources: ["*/*"] },
+          { operations: ["CREATE"], resources: [] },
+        ],
+        rules: [{ name: "d", action: "Deny" }],
+      }),
+    );
+    expect(r.ok).toBe(false);
+    const errors = r.ok ? [] : r.errors;
+    expect(errors.map((e) => e.path)).toEqual([
+      "spec.match[0].resources[1]",
+      "spec.match[0].resources[2]",
+      "spec.match[0].resources[3]",
+      "spec.match[0].resources[4]",
+      "spec.match[1].operations[0]",
+      "spec.match[2].resources",
+    ]);
+    expect(errors[0]!.message).toMatch(/'pods\/exec\/x' is not a resource pattern: write "pods"/);
+    expect(errors[4]!.message).toMatch(/'DELET' is not an operation/);
   });
 
   it("uses variables, object and matchConditions, and fails closed on an evaluation error", () => {
