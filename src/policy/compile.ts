@@ -149,10 +149,12 @@ export function compilePolicy(policy: ApprovalPolicy): CompileResult {
     errors.push({ path: "spec.rules", message: "at least one rule is required" });
   }
   const declared = new Set<string>();
+  /** Variables computed without request data: iterating them is not agent-sized. */
+  const constant = new Set<string>();
   const variables: CompiledPolicy["variables"] = [];
   let usesNamespaceObject = false;
   const compile = (source: string, path: string): CompiledExpression | undefined => {
-    const r = compileExpression(source, path, new Set(declared));
+    const r = compileExpression(source, path, new Set(declared), new Set(constant));
     if ("message" in r) {
       errors.push(r);
       return undefined;
@@ -166,6 +168,7 @@ export function compilePolicy(policy: ApprovalPolicy): CompileResult {
     }
     const e = compile(v.expression, `spec.variables[${i}].expression`);
     declared.add(v.name);
+    if (e && !e.readsRequest) constant.add(v.name);
     if (e) variables.push({ name: v.name, expression: e });
   });
   const matchConditions = (spec.matchConditions ?? [])

@@ -10,9 +10,10 @@
  *     allowed. Among several RequireApproval rules the strictest wins (most required
  *     approvals, then shortest TTL, then policy name and rule order).
  *  4. An expression that fails to evaluate fails closed: the request is denied with a
- *     message naming the policy and field, never the object's contents.
+ *     message naming the policy and field, never the object's contents. So does one that
+ *     runs out of its cost budget, or a request whose evaluation passes the deadline.
  */
-import { type Activation, EvaluationError, liveCelMap, toCel } from "./cel.js";
+import { type Activation, type CompiledExpression, EvaluationError, liveCelMap, toCel } from "./cel.js";
 import type { CompiledApproval, CompiledPolicy, CompiledRule } from "./compile.js";
 import { PolicySet } from "./policy-set.js";
 import type { ResourceMatch, Subjects } from "./types.js";
@@ -66,8 +67,10 @@ export interface EvaluationInputs {
   serviceAccountLabels?: (namespace: string, name: string) => Record<string, string> | undefined;
   /** The Namespace object from the informer cache, for namespaceObject. */
   namespaceObject?: (name: string) => unknown;
-  /** Returns true when the evaluation deadline has passed. */
+  /** Returns true when the evaluation deadline has passed (checked before every expression). */
   deadlineExceeded?: () => boolean;
+  /** Cost budget of one expression evaluation (default EVALUATION_COST_LIMIT, cel.ts). */
+  costLimit?: number;
 }
 
 const SA_PREFIX = "system:serviceaccount:";
@@ -191,14 +194,17 @@ export function decide(
   let approval: { rule: CompiledRule; ref: RuleRef } | undefined;
   for (const policy of candidates) {
     if (!subjectMatches(policy.subjects, req.userInfo, inputs) || !requestMatches(policy, req)) continue;
-    if (inputs.deadlineExceeded?.()) {
-      return { kind: "error", policy: policy.name, message: "policy evaluation exceeded its deadline" };
-    }
     const vars = new Map<string, unknown>();
     const act = activation.get(policy, vars);
+    // Each expression is bounded by its cost budget (cel.ts); the deadline is checked before
+    // every expression, so a request costs at most the deadline plus one expression's budget.
+    const run = (e: CompiledExpression): unknown =>
+      inputs.deadlineExceeded?.()
+        ? new EvaluationError(e.path, "policy evaluation exceeded its deadline")
+        : e.evaluate(act, inputs.costLimit);
     let applies = true;
     for (const mc of policy.matchConditions) {
-      const r = asBool(mc.evaluate(act), mc.path);
+      const r = asBool(run(mc), mc.path);
       if (r instanceof EvaluationError) return { kind: "error", policy: policy.name, message: r.message };
       if (!r) {
         applies = false;
@@ -207,14 +213,14 @@ export function decide(
     }
     if (!applies) continue;
     for (const v of policy.variables) {
-      const value = v.expression.evaluate(act);
+      const value = run(v.expression);
       if (value instanceof EvaluationError)
         return { kind: "error", policy: policy.name, message: value.message };
       vars.set(v.name, value);
     }
     for (const rule of policy.rules) {
       if (rule.condition) {
-        const r = asBool(rule.condition.evaluate(act), rule.condition.path);
+        const r = asBool(run(rule.condition), rule.condition.path);
         if (r instanceof EvaluationError) return { kind: "error", policy: policy.name, message: r.message };
         if (!r) continue;
       }
@@ -234,6 +240,9 @@ export function decide(
           if (a1 < b1 || (a1 === b1 && a2 < b2)) approval = { rule, ref };
         }
       } else allowed.push(ref);
+    }
+    if (inputs.deadlineExceeded?.()) {
+      return { kind: "error", policy: policy.name, message: "policy evaluation exceeded its deadline" };
     }
   }
   if (approval) {

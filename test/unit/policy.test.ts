@@ -388,3 +388,108 @@ describe("README policy example", () => {
     expect(decide(withLabels({ "argocd.argoproj.io/instance": "x" }), [p]).kind).toBe("allow");
   });
 });
+
+describe("evaluation cost (issue 10: one expensive expression must not stall admission)", () => {
+  const n = 100_000;
+  const items = Array.from({ length: n }, (_, i) => `item-${i}`);
+  const big = toCel({
+    items,
+    data: Object.fromEntries(items.map((k) => [k, "v"])),
+    blob: "x".repeat(1 << 20),
+  });
+  const evaluate = (expr: string, object: unknown = big, costLimit?: number) => {
+    const c = compileExpression(expr, "spec.rules[0].condition", new Set());
+    if (!("evaluate" in c)) throw new Error(c.message);
+    const started = performance.now();
+    const out = c.evaluate(
+      { object, request: null, oldObject: null, namespaceObject: null, variables: null },
+      costLimit,
+    );
+    return { out, ms: performance.now() - started };
+  };
+
+  it("stops a quadratic expression over a 100,000-element list at the budget, failing closed", () => {
+    const { out, ms } = evaluate("object.items.all(x, x in object.items)");
+    expect(out).toBeInstanceOf(EvaluationError);
+    expect((out as Error).message).toMatch(
+      /^spec\.rules\[0\]\.condition: the expression exceeded its evaluation cost budget \(1000000 units\)/,
+    );
+    expect(ms).toBeLessThan(2000); // unmetered: 10^10 comparisons, minutes
+  });
+
+  it("stops quadratic string work and list building too (contains in a loop, map's concatenation)", () => {
+    expect(evaluate("object.items.exists(x, object.blob.contains(x))").out).toBeInstanceOf(EvaluationError);
+    expect(evaluate("object.items.map(x, x).size() > 0").out).toBeInstanceOf(EvaluationError);
+  });
+
+  it("fails closed even when || would have absorbed the interrupted branch", () => {
+    expect(evaluate("object.items.all(x, x in object.items) || true").out).toBeInstanceOf(EvaluationError);
+  });
+
+  it("leaves ordinary expressions alone, including one linear pass over the large list and map lookups", () => {
+    expect(evaluate("object.items.all(x, x.startsWith('item-'))").out).toBe(true);
+    expect(evaluate("object.items.all(x, x in object.data)").out).toBe(true); // map lookup: constant cost
+    const pod = toCel({
+      metadata: { labels: { tier: "critical" } },
+      spec: { containers: [{ name: "a", image: "nginx:1", env: [{ name: "X", value: "1" }] }] },
+    });
+    expect(
+      evaluate(
+        "object.metadata.labels['tier'] == 'critical' && object.spec.containers.all(c, c.env.all(e, e.name != '') && !c.image.endsWith(':latest'))",
+        pod,
+      ).out,
+    ).toBe(true);
+    expect(evaluate("object.spec.containers.map(c, c.name) == ['a']", pod).out).toBe(true);
+  });
+
+  it("counts each evaluation from zero (a budget is per evaluation, not shared)", () => {
+    const c = compileExpression("object.items.all(x, x != '')", "p", new Set());
+    if (!("evaluate" in c)) throw new Error(c.message);
+    for (let i = 0; i < 3; i++) expect(c.evaluate({ object: big }, 500_000)).toBe(true);
+    expect(c.evaluate({ object: big }, 100_000)).toBeInstanceOf(EvaluationError);
+  });
+
+  it("rejects at apply time a comprehension over request data nested in another one, naming the field", () => {
+    const r = compilePolicy(
+      policy("p", {
+        variables: [
+          { name: "keys", expression: "object.data.map(k, k)" },
+          { name: "allowed", expression: "['a', 'b']" },
+        ],
+        rules: [
+          { name: "dup", action: "Deny", condition: "object.data.all(k, object.data.exists(j, j == k))" },
+          {
+            name: "via-variable",
+            action: "Deny",
+            condition: "object.items.all(k, variables.keys.exists(j, j == k))",
+          },
+          {
+            name: "through-element",
+            action: "Deny",
+            condition: "object.spec.containers.all(c, c.env.all(e, e.name != ''))",
+          },
+          {
+            name: "constant-inner",
+            action: "Deny",
+            condition: "object.items.all(k, variables.allowed.exists(a, a == k))",
+          },
+        ],
+      }),
+    );
+    expect(r.ok).toBe(false);
+    const errors = r.ok ? [] : r.errors;
+    expect(errors.map((e) => e.path)).toEqual(["spec.rules[0].condition", "spec.rules[1].condition"]);
+    expect(errors[0]!.message).toMatch(/cost grows with the square of the request/);
+  });
+
+  it("names the policy and the budget when decide fails closed", () => {
+    const p = compiled(
+      policy("costly", {
+        rules: [{ name: "r", action: "Deny", condition: "object.items.all(x, x in object.items)" }],
+      }),
+    );
+    const d = decide(request({ operation: "CREATE", object: { items } }), [p]);
+    expect(d).toMatchObject({ kind: "error", policy: "costly" });
+    expect(d.kind === "error" && d.message).toMatch(/spec\.rules\[0\]\.condition: .*cost budget/);
+  });
+});
