@@ -34,11 +34,11 @@ export const MAX_AST_DEPTH = 40;
 export const MAX_COMPREHENSION_NESTING = 2;
 export const MAX_REGEX_CACHE = 512;
 /**
- * Cost units one evaluation of one expression may spend. A function call costs 1 plus the
- * size of its arguments and result (list and map elements, string length / 10), a
- * comprehension 1 per iteration plus the size of its range. Ordinary policy expressions
- * spend tens to a few thousand; at the limit an evaluation has run for roughly
- * EVALUATION_COST_LIMIT_MS (measured, see docs/policies-cost.md).
+ * Cost units one evaluation of one expression may spend (Kubernetes' per-call limit for CEL
+ * in admission is the same 1,000,000). A function call costs 1 plus the size of its arguments
+ * and result (list and map elements, string length / 10), a comprehension 1 per iteration
+ * plus the size of its range. Ordinary policy expressions spend tens to a few thousand; one
+ * that reaches the limit has run for a few hundred milliseconds at most (README, "Cost").
  */
 export const EVALUATION_COST_LIMIT = 1_000_000;
 /** Characters of a string that cost one unit (Kubernetes charges string traversal at 0.1 per character). */

@@ -29,6 +29,8 @@ const agents = {
   everything: uniqueName("agents-all"),
   podsOnly: uniqueName("agents-pods"),
   podsAndSubresources: uniqueName("agents-podsub"),
+  costly: uniqueName("agents-costly"),
+  bystander: uniqueName("agents-bystander"),
 };
 const approvers = { approvers: { groups: ["countersign:approvers"] }, ttl: "1h" };
 let cp: ControlPlane;
@@ -50,6 +52,7 @@ async function grantSideDoors(saNamespace: string): Promise<void> {
         { apiGroups: [""], resources: ["pods/ephemeralcontainers"], verbs: ["get", "update", "patch"] },
         { apiGroups: ["apps"], resources: ["deployments"], verbs: ["get", "list"] },
         { apiGroups: ["apps"], resources: ["deployments/scale"], verbs: ["get", "update", "patch"] },
+        { apiGroups: [""], resources: ["configmaps"], verbs: ["get", "create"] },
       ],
     },
   });
@@ -190,6 +193,8 @@ beforeAll(async () => {
     everything: uniqueName("no-match"),
     podsOnly: uniqueName("pods-only"),
     podsAndSubresources: uniqueName("pods-sub"),
+    costly: uniqueName("costly"),
+    bystander: uniqueName("bystander"),
   };
   await cp.apply([
     policy(names.everything, agents.everything, {
@@ -206,6 +211,29 @@ beforeAll(async () => {
           name: "pods-and-subresources",
           action: "Deny",
           message: "pods and their subresources are off limits",
+        },
+      ],
+    }),
+    // Quadratic by accident: the split runs once per listed dependency, over the whole list.
+    policy(names.costly, agents.costly, {
+      match: [{ operations: ["CREATE"], apiGroups: [""], resources: ["configmaps"] }],
+      rules: [
+        {
+          name: "declared-dependencies",
+          action: "Deny",
+          message: "every dependency must be declared",
+          condition:
+            "has(object.data) && 'deps' in object.data && !object.data.deps.split(',').all(d, d in object.data.declared.split(','))",
+        },
+      ],
+    }),
+    policy(names.bystander, agents.bystander, {
+      match: [{ operations: ["CREATE"], apiGroups: [""], resources: ["configmaps"] }],
+      rules: [
+        {
+          name: "no-forbidden",
+          action: "Deny",
+          condition: "object.metadata.name.startsWith('forbidden-')",
         },
       ],
     }),
@@ -286,5 +314,78 @@ describe("resources entries match like Kubernetes webhook rules", () => {
     expect(await podExists("victim-pods-sub")).toBe(true);
     const del = await kubectl("podsAndSubresources", "delete", "pod", "victim-pods-sub");
     expect(del.out).toMatch(/pods and their subresources are off limits/);
+  });
+});
+
+async function createConfigMap(
+  who: keyof typeof agents,
+  name: string,
+  data: Record<string, string>,
+): Promise<{ ok: boolean; out: string; ms: number }> {
+  const started = performance.now();
+  try {
+    await agent[who].kubeConfig
+      .makeApiClient(CoreV1Api)
+      .createNamespacedConfigMap({ namespace: work, body: { metadata: { name }, data } });
+    return { ok: true, out: "", ms: performance.now() - started };
+  } catch (err) {
+    const s = kubeStatusOf(err);
+    if (!s) throw err;
+    return { ok: false, out: s.message ?? "", ms: performance.now() - started };
+  }
+}
+
+describe("one expensive expression cannot stall admission", () => {
+  it("rejects at apply time a policy whose cost is quadratic in the request, naming the field", async () => {
+    const custom = cp.adminKubeConfig().makeApiClient(CustomObjectsApi);
+    let message = "";
+    try {
+      await custom.createClusterCustomObject({
+        ...G,
+        plural: "approvalpolicies",
+        body: policy(uniqueName("quadratic"), agents.costly, {
+          rules: [
+            {
+              name: "unique-values",
+              action: "Deny",
+              condition:
+                "object.data.exists(k, object.data.exists(j, j != k && object.data[j] == object.data[k]))",
+            },
+          ],
+        }),
+      });
+    } catch (err) {
+      message = kubeStatusOf(err)?.message ?? String(err);
+    }
+    expect(message).toMatch(/spec\.rules\[0\]\.condition: cost grows with the square of the request/);
+  });
+
+  it("fails a ~1 MiB quadratic evaluation closed within its budget while another agent's requests are answered promptly", async () => {
+    const deps = Array.from({ length: 28_000 }, (_, i) => `dependency-${i}`).join(","); // ×2 ≈ 0.95 MiB (ConfigMaps cap at 1 MiB)
+    expect(deps.length * 2).toBeGreaterThan(900_000);
+    // Sanity: the bystander's policy is live and cheap.
+    expect((await createConfigMap("bystander", "forbidden-0", {})).ok).toBe(false);
+
+    const expensive = createConfigMap("costly", "deps", { deps, declared: deps });
+    const bystander: { ok: boolean; out: string; ms: number }[] = [];
+    for (let i = 0; i < 8; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      bystander.push(await createConfigMap("bystander", `ok-${i}`, { note: "small" }));
+    }
+    const costly = await expensive;
+
+    expect(costly.ok).toBe(false);
+    expect(costly.out).toMatch(/could not be evaluated for this request/);
+    expect(costly.out).toMatch(
+      /spec\.rules\[0\]\.condition: the expression exceeded its evaluation cost budget/,
+    );
+    expect(costly.ms).toBeLessThan(2000);
+    for (const b of bystander) expect(b).toMatchObject({ ok: true });
+    const slowest = Math.max(...bystander.map((b) => b.ms));
+    expect(slowest).toBeLessThan(1500);
+    console.log(
+      `cost budget: covered 1 MiB request denied in ${costly.ms.toFixed(0)} ms; ` +
+        `concurrent bystander creates ${bystander.map((b) => b.ms.toFixed(0)).join("/")} ms`,
+    );
   });
 });
