@@ -73,15 +73,16 @@ export async function startCountersign(opts: CountersignOptions): Promise<Runnin
     logger: componentLogger("policy-cache", { replica }),
     writeStatus: opts.writePolicyStatus ?? false,
   });
+  const rbac = new RbacChecker(opts.kubeConfig);
   const gate = new ApprovalGate({
     kubeConfig: opts.kubeConfig,
     installNamespace: opts.installNamespace,
     replica,
     logger: componentLogger("gate", { replica }),
+    rbac,
   });
   const self = await selfUsername(opts.kubeConfig);
   const countersignUsers = new Set([self, ...(opts.extraIdentities ?? [])]);
-  const rbac = new RbacChecker(opts.kubeConfig);
   const decisions = new DecisionService(opts.kubeConfig, rbac, componentLogger("decisions", { replica }));
   const { server, port } = await startWebhookServer({
     rbac,

@@ -207,7 +207,7 @@ async function guardCountersignWrite(
     approvalRequest: `${result.namespace}/${result.name}`,
   });
   return reviewResponse(req.uid, true, undefined, {
-    [AuditAnnotation.Decision]: result.decision.decision === "Approve" ? "approve-recorded" : "deny-recorded",
+    [AuditAnnotation.Decision]: `${result.verb}-recorded`,
     [AuditAnnotation.ApprovalRequest]: `${result.namespace}/${result.name}`,
   });
 }

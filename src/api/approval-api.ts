@@ -1,5 +1,5 @@
 /**
- * The approval HTTP API (served by the webhook, under /api/v1): list, get, approve, deny.
+ * The approval HTTP API (served by the webhook, under /api/v1): list, get, approve, deny, revoke.
  * Callers authenticate with a Kubernetes bearer token (TokenReview) and are authorized as
  * themselves (SubjectAccessReview); decisions go through the same DecisionService rules as
  * every other path. The OpenAPI document is at /api/v1/openapi.json.
@@ -9,7 +9,12 @@ import { AuthenticationV1Api, CustomObjectsApi, type KubeConfig } from "@kuberne
 import express, { type NextFunction, type Request, type Response, type Router } from "express";
 import type { RbacChecker } from "../approvals/decision-guard.js";
 import type { DecisionService } from "../approvals/decision-service.js";
-import { APPROVAL_REQUEST_PLURAL, type ApprovalRequest, effectivePhase } from "../approvals/request.js";
+import {
+  APPROVAL_REQUEST_PLURAL,
+  type ApprovalRequest,
+  type DecisionKind,
+  effectivePhase,
+} from "../approvals/request.js";
 import { describeKubeError } from "../kube/errors.js";
 import type { Logger } from "../logging/logger.js";
 import type { UserInfo } from "../policy/evaluate.js";
@@ -179,7 +184,7 @@ export function approvalApi(opts: ApprovalApiOptions): Router {
     res.json(approvalRequestView(ar, new Date()));
   });
 
-  const decide = (decision: "Approve" | "Deny") => [
+  const decide = (decision: DecisionKind) => [
     express.json({ limit: "16kb", strict: true }),
     async (req: Authed, res: Response) => {
       const id = validNames(req, res);
@@ -187,6 +192,8 @@ export function approvalApi(opts: ApprovalApiOptions): Router {
       const body = (req.body ?? {}) as { reason?: unknown };
       if (body.reason !== undefined && typeof body.reason !== "string")
         return fail(res, 400, "reason must be a string");
+      if (decision === "Revoke" && !(body.reason as string | undefined)?.trim())
+        return fail(res, 400, "reason is required to revoke: the requester and the audit trail are told why");
       const out = await opts.decisions.decide(
         id.namespace,
         id.name,
@@ -204,6 +211,7 @@ export function approvalApi(opts: ApprovalApiOptions): Router {
   ];
   router.post("/namespaces/:namespace/approvalrequests/:name/approve", ...decide("Approve"));
   router.post("/namespaces/:namespace/approvalrequests/:name/deny", ...decide("Deny"));
+  router.post("/namespaces/:namespace/approvalrequests/:name/revoke", ...decide("Revoke"));
 
   router.use((_req: Request, res: Response) => fail(res, 404, "no such endpoint; see /api/v1/openapi.json"));
   // Errors from body parsing (malformed JSON, too large) and anything unexpected.

@@ -17,20 +17,30 @@ const namePath = [
   { name: "name", in: "path", required: true, schema: { type: "string" } },
 ];
 const view = { $ref: "#/components/schemas/ApprovalRequest" };
-const decision = (verb: "approve" | "deny") => ({
-  summary: `${verb === "approve" ? "Approve" : "Deny"} an ApprovalRequest as the caller`,
+const phases = ["Pending", "Approved", "Denied", "Expired", "Consumed", "Revoked"];
+const decision = (verb: "approve" | "deny" | "revoke") => ({
+  summary:
+    verb === "revoke"
+      ? "Revoke an Approved, unused ApprovalRequest as the caller"
+      : `${verb === "approve" ? "Approve" : "Deny"} an ApprovalRequest as the caller`,
   description:
-    "Same rules as kubectl " +
-    verb +
-    ": the caller is not the requester, matches the request's approver rules, holds RBAC verb " +
-    verb +
-    " on approvalrequests.countersign.io in the namespace, and the request is Pending and unexpired.",
+    verb === "revoke"
+      ? "Same rules as kubectl approvals revoke: the caller is not the requester, matches the request's approver rules, holds RBAC verb revoke on approvalrequests.countersign.io in the namespace, and the request is Approved, unexpired and not yet used; a reason is required. Against a parallel retry of the action exactly one wins: 409 when the approval was used first."
+      : "Same rules as kubectl " +
+        verb +
+        ": the caller is not the requester, matches the request's approver rules, holds RBAC verb " +
+        verb +
+        " on approvalrequests.countersign.io in the namespace, and the request is Pending and unexpired.",
   parameters: namePath,
   requestBody: {
-    required: false,
+    required: verb === "revoke",
     content: {
       "application/json": {
-        schema: { type: "object", properties: { reason: { type: "string", maxLength: 1024 } } },
+        schema: {
+          type: "object",
+          ...(verb === "revoke" ? { required: ["reason"] } : {}),
+          properties: { reason: { type: "string", maxLength: 1024 } },
+        },
       },
     },
   },
@@ -57,7 +67,7 @@ export const OPENAPI_DOCUMENT = {
     title: "Countersign approval API",
     version: "v1",
     description:
-      "List, read and decide ApprovalRequests. Authenticate with a Kubernetes bearer token (Authorization: Bearer <token>); every call is authorized as the token's user with a SubjectAccessReview.",
+      "List, read, decide and revoke ApprovalRequests. Authenticate with a Kubernetes bearer token (Authorization: Bearer <token>); every call is authorized as the token's user with a SubjectAccessReview.",
   },
   servers: [{ url: "/api/v1" }],
   security: [{ kubernetesBearer: [] }],
@@ -76,7 +86,7 @@ export const OPENAPI_DOCUMENT = {
         properties: {
           namespace: { type: "string" },
           name: { type: "string" },
-          phase: { enum: ["Pending", "Approved", "Denied", "Expired", "Consumed"] },
+          phase: { enum: phases },
           createdAt: { type: "string", format: "date-time" },
           requester: { type: "object" },
           action: {
@@ -110,7 +120,7 @@ export const OPENAPI_DOCUMENT = {
           {
             name: "phase",
             in: "query",
-            schema: { enum: ["Pending", "Approved", "Denied", "Expired", "Consumed"] },
+            schema: { enum: phases },
           },
         ],
         responses: {
@@ -141,5 +151,6 @@ export const OPENAPI_DOCUMENT = {
     },
     "/namespaces/{namespace}/approvalrequests/{name}/approve": { post: decision("approve") },
     "/namespaces/{namespace}/approvalrequests/{name}/deny": { post: decision("deny") },
+    "/namespaces/{namespace}/approvalrequests/{name}/revoke": { post: decision("revoke") },
   },
 } as const;

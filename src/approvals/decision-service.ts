@@ -2,21 +2,24 @@
  * Records a decision on behalf of a decider whose identity Countersign has already
  * established (a Kubernetes bearer token through TokenReview for the HTTP API; an explicit
  * user mapping for Slack). The same rules as `kubectl approve` through the webhook guard:
- * checkDecision (not the requester, approver rules, Pending, once per person) and RBAC verb
- * approve/deny for the decider (SubjectAccessReview). Countersign then appends the decision
- * under its own identity, naming the decider.
+ * checkDecision (not the requester, approver rules, Pending — or Approved and unconsumed for a
+ * revocation —, once per person) and RBAC verb approve/deny/revoke for the decider
+ * (SubjectAccessReview). Countersign then appends the decision under its own identity, naming
+ * the decider; the webhook guard checks that relayed decision's metadata again.
  */
 import { CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
 import { kubeStatusOf } from "../kube/errors.js";
 import type { Logger } from "../logging/logger.js";
 import type { UserInfo } from "../policy/evaluate.js";
-import { checkDecision, type RbacChecker } from "./decision-guard.js";
-import { type ApprovalRequest, type Decision, decisionEntry } from "./request.js";
+import { checkDecision, type RbacChecker, RefusalCode } from "./decision-guard.js";
+import { type ApprovalRequest, type Decision, type DecisionKind, decisionEntry } from "./request.js";
 import { appendDecision, getApprovalRequest, isDecisionRace } from "./store.js";
 
 export type DecisionOutcome =
   | { ok: true; message: string; approvalRequest: ApprovalRequest }
-  | { ok: false; status: 403 | 404 | 409 | 503; message: string };
+  | { ok: false; status: 400 | 403 | 404 | 409 | 503; message: string };
+
+const DONE: Record<DecisionKind, string> = { Approve: "approved", Deny: "denied", Revoke: "revoked" };
 
 export class DecisionService {
   private readonly api: CustomObjectsApi;
@@ -38,7 +41,7 @@ export class DecisionService {
     namespace: string,
     name: string,
     decider: UserInfo,
-    decision: "Approve" | "Deny",
+    decision: DecisionKind,
     reason: string | undefined,
     via: Decision["via"],
   ): Promise<DecisionOutcome> {
@@ -49,7 +52,8 @@ export class DecisionService {
       const entry = decisionEntry(decider, decision, reason, via, now);
       const check = checkDecision(ar, decider, entry, now);
       if (check.allowed === false) {
-        const status = /already|expired/.test(check.message) ? 409 : 403;
+        const status =
+          check.code === RefusalCode.Conflict ? 409 : check.code === RefusalCode.Invalid ? 400 : 403;
         return { ok: false, status, message: check.message };
       }
       if (check.allowed === "needs-rbac") {
@@ -73,7 +77,7 @@ export class DecisionService {
         return {
           ok: true,
           approvalRequest: updated,
-          message: `${decision === "Approve" ? "approved" : "denied"} ${namespace}/${name}`,
+          message: `${DONE[decision]} ${namespace}/${name}`,
         };
       } catch (err) {
         if (isDecisionRace(kubeStatusOf(err))) continue;

@@ -3,6 +3,10 @@
  * find the ApprovalRequest for this exact action, consume an approval exactly once with a
  * conditional update, or create the request (deterministic name, AlreadyExists = success),
  * emit an Event, and tell the agent what to do next. The allow path never comes here.
+ *
+ * Before an approval is used, the approvers it counts are re-checked: each must still hold
+ * RBAC verb approve on the request (SubjectAccessReview as the recorded approver, cached for
+ * a few seconds by RbacChecker); if too few still do, nothing is consumed.
  */
 import { CoreV1Api, CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
 import { isAlreadyExists } from "../kube/errors.js";
@@ -11,11 +15,14 @@ import type { Logger } from "../logging/logger.js";
 import type { CompiledApproval } from "../policy/compile.js";
 import type { AdmissionRequest, RuleRef } from "../policy/evaluate.js";
 import { API_GROUP, API_VERSION } from "../policy/types.js";
+import { type RbacChecker, Verb } from "./decision-guard.js";
 import { actionIdentity, fingerprintOf } from "./fingerprint.js";
 import {
   APPROVAL_REQUEST_PLURAL,
   type ApprovalRequest,
   buildApprovalRequest,
+  countedApprovals,
+  DecisionKind,
   effectivePhase,
   Phase,
   usableApproval,
@@ -47,6 +54,8 @@ export interface GateOptions {
   /** This replica's name, recorded when it consumes an approval. */
   replica: string;
   logger: Logger;
+  /** Re-checks the approvers' RBAC before an approval is used (skipped when absent). */
+  rbac?: RbacChecker;
   now?: () => Date;
 }
 
@@ -107,9 +116,9 @@ export class ApprovalGate {
       for (let retry = 0; retry < MAX_CONSUME_RETRIES; retry++) {
         const phase = effectivePhase(existing, this.now());
         if (phase === Phase.Consumed || phase === Phase.Expired) break; // next attempt
-        if (phase === Phase.Denied) {
+        if (phase === Phase.Denied || phase === Phase.Revoked) {
           if (this.now().getTime() >= Date.parse(existing.spec.approval.expiresAt)) break;
-          return this.deniedOutcome(existing);
+          return phase === Phase.Denied ? this.deniedOutcome(existing) : this.revokedOutcome(existing);
         }
         if (phase === Phase.Pending) {
           if (approval.holdSeconds > 0 && !req.dryRun) {
@@ -128,6 +137,8 @@ export class ApprovalGate {
             message: `Countersign: ApprovalRequest ${namespace}/${name} cannot be used: ${check.why}.`,
           };
         }
+        const lapsed = await this.approversLapsed(existing, log);
+        if (lapsed) return lapsed;
         if (req.dryRun) {
           return {
             allowed: true,
@@ -223,7 +234,10 @@ export class ApprovalGate {
       if (!current) return undefined;
       const phase = effectivePhase(current, this.now());
       if (phase === Phase.Denied) return this.deniedOutcome(current);
+      if (phase === Phase.Revoked) return this.revokedOutcome(current);
       if (phase === Phase.Approved && usableApproval(current, fingerprint, this.now()).usable) {
+        const lapsed = await this.approversLapsed(current, log);
+        if (lapsed) return lapsed;
         if ((await this.consume(current, req, log)) === "ok") {
           return {
             allowed: true,
@@ -237,6 +251,61 @@ export class ApprovalGate {
       if (phase !== Phase.Pending) return undefined;
     }
     return undefined;
+  }
+
+  /**
+   * Whether too few of the counted approvers still hold RBAC verb approve on this request
+   * (their recorded username, uid and groups, as at decision time): the refusal, or undefined
+   * when the approval still stands. Fails closed when the check itself fails.
+   */
+  private async approversLapsed(ar: ApprovalRequest, log: Logger): Promise<GateOutcome | undefined> {
+    if (!this.opts.rbac) return undefined;
+    const { namespace, name } = ar.metadata;
+    const counted = countedApprovals(ar.spec);
+    const lapsed: string[] = [];
+    try {
+      const results = await Promise.all(
+        counted.map((d) =>
+          this.opts.rbac!.allowed(
+            { username: d.approver, ...(d.uid ? { uid: d.uid } : {}), groups: d.groups ?? [] },
+            Verb.Approve,
+            namespace,
+            name,
+          ),
+        ),
+      );
+      results.forEach((r, i) => {
+        if (!r.allowed) lapsed.push(counted[i]!.approver);
+      });
+    } catch (err) {
+      log.error("could not re-check the approvers' RBAC", {
+        approvalRequest: `${namespace}/${name}`,
+        error: err instanceof Error ? err.message : String(err),
+      });
+      return {
+        allowed: false,
+        state: "error",
+        approvalRequest: { namespace, name },
+        message: `Countersign: could not re-check that the approvers of ApprovalRequest ${namespace}/${name} still hold their rights; nothing was changed, retry shortly.`,
+      };
+    }
+    const required = ar.spec.approval.requiredApprovals;
+    const standing = counted.length - lapsed.length;
+    if (lapsed.length === 0 || standing >= required) return undefined;
+    log.warn("approval not used: approvers lost their rights", {
+      approvalRequest: `${namespace}/${name}`,
+      lapsed,
+    });
+    return {
+      allowed: false,
+      state: "denied",
+      approvalRequest: { namespace, name },
+      message:
+        `Countersign: ApprovalRequest ${namespace}/${name} cannot be used: ${lapsed.join(", ")} no longer ` +
+        `${lapsed.length === 1 ? "holds" : "hold"} RBAC verb approve on it, so ${standing} of ${required} required approvals stand. ` +
+        `Nothing was used. If their rights are restored, retry this exact request; otherwise it expires at ` +
+        `${ar.spec.approval.expiresAt} and a retry after that opens a new request.`,
+    };
   }
 
   private pendingOutcome(ar: ApprovalRequest, state: "created" | "pending"): GateOutcome {
@@ -272,6 +341,20 @@ export class ApprovalGate {
         `Countersign: this action was denied${d ? ` by ${d.approver}${d.reason ? `: ${d.reason}` : ""}` : ""} ` +
         `(ApprovalRequest ${namespace}/${name}). Do not retry it unchanged before ${ar.spec.approval.expiresAt}; ` +
         `change the plan or talk to the approver.`,
+    };
+  }
+
+  private revokedOutcome(ar: ApprovalRequest): GateOutcome {
+    const { namespace, name } = ar.metadata;
+    const d = (ar.spec.decisions ?? []).find((x) => x.decision === DecisionKind.Revoke);
+    return {
+      allowed: false,
+      state: "denied",
+      approvalRequest: { namespace, name },
+      message:
+        `Countersign: the approval for this action was revoked${d ? ` by ${d.approver}${d.reason ? `: ${d.reason}` : ""}` : ""} ` +
+        `(ApprovalRequest ${namespace}/${name}); it was not used. Do not retry it unchanged before ${ar.spec.approval.expiresAt}; ` +
+        `talk to ${d ? d.approver : "the approver"} or change the plan. A retry after that opens a new request.`,
     };
   }
 

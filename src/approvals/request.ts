@@ -28,14 +28,23 @@ export const Phase = {
   Denied: "Denied",
   Expired: "Expired",
   Consumed: "Consumed",
+  Revoked: "Revoked",
 } as const;
 export type Phase = (typeof Phase)[keyof typeof Phase];
 
+export const DecisionKind = { Approve: "Approve", Deny: "Deny", Revoke: "Revoke" } as const;
+export type DecisionKind = (typeof DecisionKind)[keyof typeof DecisionKind];
+
+/**
+ * One entry of spec.decisions. `approver`, `uid`, `groups`, `time` and `via` are checked by the
+ * decision guard against the API server's userInfo and clock (see decision-guard.ts).
+ * Approve and Deny decide a Pending request; Revoke withdraws an Approved, unconsumed one.
+ */
 export interface Decision {
   approver: string;
   uid?: string;
   groups?: string[];
-  decision: "Approve" | "Deny";
+  decision: DecisionKind;
   reason?: string;
   via?: "kubectl" | "slack" | "teams" | "api";
   time?: string;
@@ -75,7 +84,7 @@ export interface ApprovalRequestStatus {
   execution?: { result: "Executed" | "NotExecuted" | "Unknown"; message?: string; checkedAt?: string };
   notifications?: {
     route: string;
-    event: "Requested" | "Approved" | "Denied" | "Expired";
+    event: "Requested" | "Approved" | "Denied" | "Expired" | "Revoked";
     state: "Sending" | "Sent" | "Failed";
     attempts?: number;
     message?: string;
@@ -180,7 +189,7 @@ export function buildApprovalRequest(args: {
 /** A decision naming its decider exactly as the API server knows them. Pure. */
 export function decisionEntry(
   decider: { username?: string; uid?: string; groups?: string[] },
-  decision: Decision["decision"],
+  decision: DecisionKind,
   reason: string | undefined,
   via: Decision["via"],
   now: Date,
@@ -196,33 +205,63 @@ export function decisionEntry(
   };
 }
 
-/** Distinct approvers with an Approve decision, and whether anyone denied. */
-export function tallyDecisions(spec: ApprovalRequestSpec): { approvers: string[]; deniedBy?: Decision } {
-  const approvers = new Set<string>();
-  let deniedBy: Decision | undefined;
+/**
+ * The Approve decisions that count: distinct approvers, the requester's own never (first
+ * decision per approver).
+ */
+export function countedApprovals(spec: ApprovalRequestSpec): Decision[] {
+  const seen = new Set<string>();
+  const out: Decision[] = [];
   for (const d of spec.decisions ?? []) {
-    if (d.decision === "Deny") deniedBy ??= d;
-    else if (d.approver !== spec.requester.username) approvers.add(d.approver);
+    if (d.decision !== DecisionKind.Approve || d.approver === spec.requester.username) continue;
+    if (seen.has(d.approver)) continue;
+    seen.add(d.approver);
+    out.push(d);
   }
-  return deniedBy ? { approvers: [...approvers], deniedBy } : { approvers: [...approvers] };
+  return out;
+}
+
+/** Distinct approvers with an Approve decision, whether anyone denied, and whether anyone revoked. */
+export function tallyDecisions(spec: ApprovalRequestSpec): {
+  approvers: string[];
+  deniedBy?: Decision;
+  revokedBy?: Decision;
+} {
+  const decisions = spec.decisions ?? [];
+  const deniedBy = decisions.find((d) => d.decision === DecisionKind.Deny);
+  const revokedBy = decisions.find((d) => d.decision === DecisionKind.Revoke);
+  return {
+    approvers: countedApprovals(spec).map((d) => d.approver),
+    ...(deniedBy ? { deniedBy } : {}),
+    ...(revokedBy ? { revokedBy } : {}),
+  };
 }
 
 /**
- * The phase a request is effectively in at `now`: the recorded phase, except that a
- * Pending or Approved request past its expiry is Expired even before the controller
- * has written that down.
+ * The phase a request is effectively in at `now`: the recorded phase, except that a request
+ * with a Revoke decision is Revoked, and a Pending or Approved request past its expiry is
+ * Expired, even before the controller has written that down.
  */
 export function effectivePhase(ar: ApprovalRequest, now: Date): Phase {
   const phase = ar.status?.phase ?? Phase.Pending;
-  if (phase === Phase.Consumed || phase === Phase.Denied || phase === Phase.Expired) return phase;
+  if (
+    phase === Phase.Consumed ||
+    phase === Phase.Denied ||
+    phase === Phase.Expired ||
+    phase === Phase.Revoked
+  )
+    return phase;
+  if ((ar.spec.decisions ?? []).some((d) => d.decision === DecisionKind.Revoke)) return Phase.Revoked;
   if (now.getTime() >= Date.parse(ar.spec.approval.expiresAt)) return Phase.Expired;
   return phase;
 }
 
 /**
- * Whether the request may be consumed now: the controller recorded it Approved, it has
- * not expired or been used, the decisions really hold enough distinct approvals (the
- * requester's own never counts) and nobody denied, and it names exactly this action.
+ * Whether the request may be consumed now: nobody revoked it (a Revoke in spec counts at once,
+ * before the controller records Revoked), the controller recorded it Approved, it has not
+ * expired or been used, the decisions really hold enough distinct approvals (the requester's
+ * own never counts) and nobody denied, and it names exactly this action. Whether the
+ * approvers still hold their RBAC rights is checked by the gate (I/O) after this.
  */
 export function usableApproval(
   ar: ApprovalRequest,
@@ -230,10 +269,16 @@ export function usableApproval(
   now: Date,
 ): { usable: true } | { usable: false; why: string } {
   if (ar.spec.fingerprint !== fingerprint) return { usable: false, why: "it approves a different action" };
+  const { approvers, deniedBy, revokedBy } = tallyDecisions(ar.spec);
+  if (revokedBy && !ar.status?.consumed) {
+    return {
+      usable: false,
+      why: `its approval was revoked by ${revokedBy.approver}${revokedBy.reason ? `: ${revokedBy.reason}` : ""}`,
+    };
+  }
   const phase = effectivePhase(ar, now);
   if (phase !== Phase.Approved) return { usable: false, why: `it is ${phase}` };
   if (ar.status?.consumed) return { usable: false, why: "its approval was already used" };
-  const { approvers, deniedBy } = tallyDecisions(ar.spec);
   if (deniedBy) return { usable: false, why: `it was denied by ${deniedBy.approver}` };
   if (approvers.length < ar.spec.approval.requiredApprovals) {
     return {

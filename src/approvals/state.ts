@@ -2,9 +2,12 @@
  * The ApprovalRequest state machine, pure: (request, now) → the status it should have.
  *
  *   Pending ──(N distinct approvals)──▶ Approved ──(webhook admits the action)──▶ Consumed
- *      │ └──(any Deny)──▶ Denied
+ *      │ └──(any Deny)──▶ Denied              └──(an approver revokes)──▶ Revoked
  *      └──(expiresAt passes)──▶ Expired  ◀──(expiresAt passes)── Approved
  *
+ * Revoke and consume race on the resourceVersion: the gate's Consumed write is conditional,
+ * and the Revoke decision is a spec write the guard admits only while the request it sees is
+ * Approved and unconsumed, so exactly one of them lands.
  * Consumed is written only by the webhook (conditional update); everything else by the
  * reconciler from this function. lastTransitionTime moves only when a condition changes.
  */
@@ -18,6 +21,7 @@ export const ConditionType = {
   Denied: "Denied",
   Expired: "Expired",
   Consumed: "Consumed",
+  Revoked: "Revoked",
   Ready: "Ready",
 } as const;
 
@@ -27,6 +31,7 @@ export const Reason = {
   DeniedByApprover: "DeniedByApprover",
   TTLExceeded: "TTLExceeded",
   ActionAdmitted: "ActionAdmitted",
+  RevokedByApprover: "RevokedByApprover",
 } as const;
 
 export interface PhaseDecision {
@@ -39,7 +44,7 @@ export interface PhaseDecision {
 /** The phase the request should be in at `now`, and why. */
 export function computePhase(ar: ApprovalRequest, now: Date): PhaseDecision {
   const current = ar.status?.phase ?? Phase.Pending;
-  const { approvers, deniedBy } = tallyDecisions(ar.spec);
+  const { approvers, deniedBy, revokedBy } = tallyDecisions(ar.spec);
   const required = ar.spec.approval.requiredApprovals;
   const approvals = approvers.length;
   if (current === Phase.Consumed) {
@@ -50,11 +55,24 @@ export function computePhase(ar: ApprovalRequest, now: Date): PhaseDecision {
       approvals,
     };
   }
-  if (current === Phase.Denied || current === Phase.Expired) {
+  if (current === Phase.Denied || current === Phase.Expired || current === Phase.Revoked) {
     return {
       phase: current,
-      reason: current === Phase.Denied ? Reason.DeniedByApprover : Reason.TTLExceeded,
+      reason:
+        current === Phase.Denied
+          ? Reason.DeniedByApprover
+          : current === Phase.Revoked
+            ? Reason.RevokedByApprover
+            : Reason.TTLExceeded,
       message: ar.status?.conditions?.find((c) => c.type === current)?.message ?? current,
+      approvals,
+    };
+  }
+  if (revokedBy) {
+    return {
+      phase: Phase.Revoked,
+      reason: Reason.RevokedByApprover,
+      message: `approval revoked by ${revokedBy.approver}${revokedBy.reason ? `: ${revokedBy.reason}` : ""}`,
       approvals,
     };
   }
@@ -135,6 +153,8 @@ export function nextStatus(ar: ApprovalRequest, now: Date): ApprovalRequestStatu
     conditions = setCondition(conditions, cond(ConditionType.Expired, true, d.reason, d.message));
   if (d.phase === Phase.Consumed)
     conditions = setCondition(conditions, cond(ConditionType.Consumed, true, d.reason, d.message));
+  if (d.phase === Phase.Revoked)
+    conditions = setCondition(conditions, cond(ConditionType.Revoked, true, d.reason, d.message));
   const status: ApprovalRequestStatus = {
     ...ar.status,
     phase: d.phase,
@@ -158,5 +178,5 @@ export function nextWakeup(ar: ApprovalRequest): Date | undefined {
 
 export function isFinished(ar: ApprovalRequest): boolean {
   const p = ar.status?.phase;
-  return p === Phase.Consumed || p === Phase.Denied || p === Phase.Expired;
+  return p === Phase.Consumed || p === Phase.Denied || p === Phase.Expired || p === Phase.Revoked;
 }

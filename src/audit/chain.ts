@@ -13,6 +13,7 @@ export const AuditEvent = {
   Approved: "Approved",
   Denied: "Denied",
   Expired: "Expired",
+  Revoked: "Revoked",
   Consumed: "Consumed",
   Executed: "Executed",
   NotExecuted: "NotExecuted",

@@ -48,6 +48,7 @@ export const EventReason = {
   Approved: "Approved",
   Denied: "Denied",
   Expired: "Expired",
+  Revoked: "ApprovalRevoked",
   Consumed: "ApprovalConsumed",
   Executed: "ApprovedActionExecuted",
   NotificationFailed: "NotificationFailed",
@@ -61,11 +62,12 @@ export const LEASE_NAME = "countersign-controller";
 /** The audit events a request in `phase` must have, in order. Pure. */
 export function expectedAuditEvents(ar: ApprovalRequest, phase: Phase): AuditEvent[] {
   const events: AuditEvent[] = [AuditEvent.Requested];
-  const { approvers, deniedBy } = tallyDecisions(ar.spec);
+  const { approvers, deniedBy, revokedBy } = tallyDecisions(ar.spec);
   const reached = approvers.length >= ar.spec.approval.requiredApprovals;
   if (
     phase === Phase.Approved ||
     phase === Phase.Consumed ||
+    (phase === Phase.Revoked && reached) ||
     (phase === Phase.Expired && reached && ar.status?.decidedAt)
   ) {
     events.push(AuditEvent.Approved);
@@ -73,6 +75,7 @@ export function expectedAuditEvents(ar: ApprovalRequest, phase: Phase): AuditEve
   if (phase === Phase.Denied || (deniedBy && phase === Phase.Expired && ar.status?.phase === Phase.Denied))
     events.push(AuditEvent.Denied);
   if (phase === Phase.Expired) events.push(AuditEvent.Expired);
+  if (phase === Phase.Revoked && revokedBy) events.push(AuditEvent.Revoked);
   if (phase === Phase.Consumed) events.push(AuditEvent.Consumed);
   const result = ar.status?.execution?.result;
   if (phase === Phase.Consumed && result === "Executed") events.push(AuditEvent.Executed);
@@ -173,6 +176,14 @@ export function auditDetails(ar: ApprovalRequest, event: AuditEvent, now: Date, 
         ...(d?.reason ? { reason: d.reason } : {}),
       };
     }
+    case AuditEvent.Revoked: {
+      const d = decisions.find((x) => x.decision === "Revoke");
+      return {
+        time: d?.time ?? kubeTime(now),
+        ...(d ? { actor: actorOf(d) } : {}),
+        ...(d?.reason ? { reason: d.reason } : {}),
+      };
+    }
     case AuditEvent.Expired:
       return {
         time: s.approval.expiresAt,
@@ -200,7 +211,11 @@ export function auditDetails(ar: ApprovalRequest, event: AuditEvent, now: Date, 
 /** When a finished request may be deleted. Pure. */
 export function finishedAt(ar: ApprovalRequest): Date | undefined {
   if (!isFinished(ar)) return undefined;
-  const t = ar.status?.consumed?.time ?? ar.status?.decidedAt ?? ar.spec.approval.expiresAt;
+  const revoked =
+    ar.status?.phase === Phase.Revoked
+      ? ar.spec.decisions?.find((d) => d.decision === "Revoke")?.time
+      : undefined;
+  const t = ar.status?.consumed?.time ?? revoked ?? ar.status?.decidedAt ?? ar.spec.approval.expiresAt;
   return new Date(Date.parse(t));
 }
 
@@ -235,6 +250,7 @@ export function notifyEventFor(phase: Phase | undefined): NotifyEvent | undefine
     case Phase.Approved:
     case Phase.Denied:
     case Phase.Expired:
+    case Phase.Revoked:
       return phase;
     default:
       return undefined;
@@ -620,7 +636,9 @@ export class Controller {
             ? EventReason.Denied
             : phase === Phase.Expired
               ? EventReason.Expired
-              : EventReason.Consumed;
+              : phase === Phase.Revoked
+                ? EventReason.Revoked
+                : EventReason.Consumed;
     const { namespace, name } = ar.metadata;
     const text =
       phase === Phase.Pending
@@ -643,7 +661,10 @@ export class Controller {
           target: t,
           reason,
           message: text,
-          type: phase === Phase.Denied || phase === Phase.Expired ? "Warning" : "Normal",
+          type:
+            phase === Phase.Denied || phase === Phase.Expired || phase === Phase.Revoked
+              ? "Warning"
+              : "Normal",
           component: "controller",
           instance: this.opts.identity,
           // Deterministic: a restarted controller re-emitting this transition finds it exists.

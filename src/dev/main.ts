@@ -119,7 +119,7 @@ async function main(): Promise<void> {
         {
           apiGroups: ["countersign.io"],
           resources: ["approvalrequests"],
-          verbs: ["get", "list", "watch", "patch", "update", "approve", "deny"],
+          verbs: ["get", "list", "watch", "patch", "update", "approve", "deny", "revoke"],
         },
         {
           apiGroups: ["countersign.io"],

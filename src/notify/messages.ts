@@ -9,8 +9,8 @@ import { createHmac } from "node:crypto";
 import { parse as parseYaml } from "yaml";
 import type { ApprovalRequest } from "../approvals/request.js";
 
-export type NotifyEvent = "Requested" | "Approved" | "Denied" | "Expired";
-export const NOTIFY_EVENTS: NotifyEvent[] = ["Requested", "Approved", "Denied", "Expired"];
+export type NotifyEvent = "Requested" | "Approved" | "Denied" | "Expired" | "Revoked";
+export const NOTIFY_EVENTS: NotifyEvent[] = ["Requested", "Approved", "Denied", "Expired", "Revoked"];
 
 export interface Route {
   name: string;
@@ -90,14 +90,17 @@ function facts(ar: ApprovalRequest, event: NotifyEvent): Facts {
   const decider =
     event === "Denied"
       ? decisions.find((d) => d.decision === "Deny")
-      : event === "Approved"
-        ? decisions.filter((d) => d.decision === "Approve").at(-1)
-        : undefined;
+      : event === "Revoked"
+        ? decisions.find((d) => d.decision === "Revoke")
+        : event === "Approved"
+          ? decisions.filter((d) => d.decision === "Approve").at(-1)
+          : undefined;
   const titles: Record<NotifyEvent, string> = {
     Requested: "Approval needed",
     Approved: "Approved",
     Denied: "Denied",
     Expired: "Expired without a decision",
+    Revoked: "Approval revoked",
   };
   return {
     title: `${titles[event]}: ${s.action.operation} ${s.action.resource}${s.action.subResource ? `/${s.action.subResource}` : ""} ${s.action.name || "(new)"}`,

@@ -15,6 +15,7 @@ import {
   formatList,
   listRequests,
   PluginError,
+  revoke,
   showRequest,
 } from "./commands.js";
 
@@ -23,9 +24,12 @@ const USAGE = `Usage:
   kubectl deny NAME [-n NAMESPACE] [--reason TEXT]
   kubectl approvals list [-n NAMESPACE | -A] [--all]
   kubectl approvals show NAME [-n NAMESPACE]
+  kubectl approvals revoke NAME [-n NAMESPACE] --reason TEXT
+      withdraw an Approved, not yet used approval (approvers only; RBAC verb revoke)
   kubectl approvals audit verify [-n NAMESPACE | -A]
   kubectl approvals audit --for KIND/NAME [-n NAMESPACE | -A]
-Common flags: --kubeconfig PATH, --context NAME`;
+Common flags: --kubeconfig PATH, --context NAME
+Exit codes: 0 done, 1 refused or failed (the reason is printed), 2 usage error`;
 
 export async function runCli(
   argv: string[],
@@ -82,6 +86,17 @@ export async function runCli(
             out: formatList(await listRequests(kc, allNs ? undefined : namespace), now, values.all === true),
             err: "",
           };
+        }
+        if (sub === "revoke") {
+          if (!rest[0] || rest.length > 1)
+            return { code: 2, out: "", err: `kubectl approvals revoke takes one NAME\n${USAGE}` };
+          if (!values.reason?.trim())
+            return {
+              code: 2,
+              out: "",
+              err: `kubectl approvals revoke needs --reason TEXT: the requester and the audit trail are told why\n${USAGE}`,
+            };
+          return { code: 0, out: await revoke(kc, namespace, rest[0], values.reason, now), err: "" };
         }
         if (sub === "show" && rest[0])
           return { code: 0, out: await showRequest(kc, namespace, rest[0], now), err: "" };

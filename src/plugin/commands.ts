@@ -6,6 +6,7 @@ import { AuthenticationV1Api, CustomObjectsApi, type KubeConfig } from "@kuberne
 import {
   APPROVAL_REQUEST_PLURAL,
   type ApprovalRequest,
+  DecisionKind,
   decisionEntry,
   effectivePhase,
   Phase,
@@ -87,6 +88,52 @@ export async function decide(
     } catch (err) {
       const s = kubeStatusOf(err);
       if (isDecisionRace(s)) continue; // changed meanwhile: re-read
+      if (s?.code === 403 || s?.code === 400 || s?.code === 422)
+        throw new PluginError(s.message ?? "refused");
+      throw err;
+    }
+  }
+  throw new PluginError(`ApprovalRequest ${namespace}/${name} kept changing; try again`);
+}
+
+/**
+ * Revokes an Approved, unused approval as the caller (an eligible approver with RBAC verb
+ * revoke), with a reason. Against a parallel retry of the action exactly one wins: the
+ * revocation (the action stays refused) or the retry (then this is refused as already used).
+ */
+export async function revoke(
+  kc: KubeConfig,
+  namespace: string,
+  name: string,
+  reason: string,
+  now = new Date(),
+): Promise<string> {
+  if (!reason.trim())
+    throw new PluginError("--reason is required: the requester and the audit trail are told why");
+  const me = await whoAmI(kc);
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const ar = await getRequest(kc, namespace, name);
+    const phase = effectivePhase(ar, now);
+    if (phase === Phase.Consumed) {
+      const c = ar.status?.consumed;
+      throw new PluginError(
+        `ApprovalRequest ${namespace}/${name} is already used${c ? ` (admitted at ${c.time})` : ""}; a used approval cannot be revoked`,
+      );
+    }
+    if (phase === Phase.Pending) {
+      throw new PluginError(
+        `ApprovalRequest ${namespace}/${name} is Pending: there is no approval to revoke yet. Deny it instead: kubectl deny ${name} -n ${namespace}`,
+      );
+    }
+    if (phase !== Phase.Approved)
+      throw new PluginError(`ApprovalRequest ${namespace}/${name} is already ${phase}`);
+    const entry = decisionEntry(me, DecisionKind.Revoke, reason, "kubectl", now);
+    try {
+      await appendDecision(kc.makeApiClient(CustomObjectsApi), ar, entry);
+      return `revoked ${namespace}/${name}: the approval can no longer be used`;
+    } catch (err) {
+      const s = kubeStatusOf(err);
+      if (isDecisionRace(s)) continue; // changed meanwhile (consumed, or another decision): re-read
       if (s?.code === 403 || s?.code === 400 || s?.code === 422)
         throw new PluginError(s.message ?? "refused");
       throw err;

@@ -11,13 +11,13 @@ import {
   setHeaderOptions,
 } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { ApprovalRequest, Decision } from "../../src/approvals/request.js";
+import { type ApprovalRequest, type Decision, decisionEntry } from "../../src/approvals/request.js";
 import { appendDecision } from "../../src/approvals/store.js";
 import type { AuditRecord } from "../../src/audit/chain.js";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
 import { kubeStatusOf } from "../../src/kube/errors.js";
 import { runCli } from "../../src/plugin/cli.js";
-import { auditFor, auditVerify, decide, listAuditRecords } from "../../src/plugin/commands.js";
+import { auditFor, auditVerify, decide, listAuditRecords, whoAmI } from "../../src/plugin/commands.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import {
   approverIdentity,
@@ -51,9 +51,15 @@ async function getAr(name: string): Promise<ApprovalRequest> {
   })) as ApprovalRequest;
 }
 
-/** A raw decision patch, bypassing the plugin's own checks: what an attacker would send. */
+/**
+ * A raw decision patch, bypassing the plugin's own checks: what an attacker would send. The
+ * metadata the guard requires (uid, groups, time, via) is filled in correctly for the caller
+ * unless `d` sets it, so each attack below is refused for the rule it names.
+ */
 async function rawDecision(kc: KubeConfig, name: string, d: Decision): Promise<string | undefined> {
   const ar = await getAr(name);
+  const me = await whoAmI(kc);
+  d = { ...decisionEntry(me, d.decision, undefined, "kubectl", new Date()), ...d };
   try {
     await appendDecision(kc.makeApiClient(CustomObjectsApi), ar, d);
     return undefined;

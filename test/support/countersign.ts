@@ -67,7 +67,7 @@ export async function approverIdentity(
           {
             apiGroups: ["countersign.io"],
             resources: ["approvalrequests"],
-            verbs: ["get", "list", "watch", "patch", "update", "approve", "deny"],
+            verbs: ["get", "list", "watch", "patch", "update", "approve", "deny", "revoke"],
           },
           {
             apiGroups: ["countersign.io"],

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { guardWrite } from "../../src/approvals/decision-guard.js";
-import type { ApprovalRequest } from "../../src/approvals/request.js";
+import { DECISION_CLOCK_SKEW_SECONDS, guardWrite } from "../../src/approvals/decision-guard.js";
+import { type ApprovalRequest, decisionEntry } from "../../src/approvals/request.js";
 import { computePhase, nextStatus, nextWakeup } from "../../src/approvals/state.js";
 import {
   type AuditRecord,
@@ -9,7 +9,13 @@ import {
   hashRecord,
   verifyChain,
 } from "../../src/audit/chain.js";
-import { auditDetails, expectedAuditEvents } from "../../src/controller/reconciler.js";
+import {
+  auditDetails,
+  expectedAuditEvents,
+  finishedAt,
+  notifyEventFor,
+} from "../../src/controller/reconciler.js";
+import { kubeTime } from "../../src/kube/time.js";
 import type { AdmissionRequest } from "../../src/policy/evaluate.js";
 
 const T0 = new Date("2026-01-01T00:00:00Z");
@@ -92,6 +98,31 @@ describe("the ApprovalRequest state machine", () => {
         at(1),
       ).phase,
     ).toBe("Pending");
+  });
+
+  it("moves an Approved request to Revoked on a Revoke decision, terminally, with a Revoked condition", () => {
+    const approve = { approver: "alice", decision: "Approve" as const, time: kubeTime(at(1)) };
+    const revoke = { approver: "bob", decision: "Revoke" as const, reason: "freeze", time: kubeTime(at(9)) };
+    const revoked = ar({ decisions: [approve, revoke] }, { phase: "Approved", decidedAt: kubeTime(at(1)) });
+    expect(computePhase(revoked, at(10))).toMatchObject({
+      phase: "Revoked",
+      reason: "RevokedByApprover",
+      message: "approval revoked by bob: freeze",
+    });
+    const status = nextStatus(revoked, at(10))!;
+    expect(status.phase).toBe("Revoked");
+    expect(status.conditions?.find((c) => c.type === "Revoked")).toMatchObject({ status: "True" });
+    expect(status.conditions?.find((c) => c.type === "Approved")).toMatchObject({ status: "False" });
+    // Terminal: past its expiry it stays Revoked.
+    expect(computePhase(ar({ decisions: [approve, revoke] }, status), at(99999)).phase).toBe("Revoked");
+    expect(expectedAuditEvents(revoked, "Revoked")).toEqual(["Requested", "Approved", "Revoked"]);
+    expect(auditDetails(revoked, "Revoked", at(20), "cs")).toEqual({
+      time: kubeTime(at(9)),
+      actor: { username: "bob" },
+      reason: "freeze",
+    });
+    expect(notifyEventFor("Revoked")).toBe("Revoked");
+    expect(finishedAt(ar({ decisions: [approve, revoke] }, status))?.toISOString()).toBe(at(9).toISOString());
   });
 
   it("moves lastTransitionTime only when a condition changes, and reports no change when there is none", () => {
@@ -188,77 +219,157 @@ describe("the decision guard (pure part)", () => {
     object: newAr,
   });
   const alice = { username: "alice", uid: "a-1", groups: ["approvers"] };
-  const withDecision = (d: NonNullable<ApprovalRequest["spec"]["decisions"]>[number]) =>
-    ar({ decisions: [d] });
+  type D = NonNullable<ApprovalRequest["spec"]["decisions"]>[number];
+  /** A decision as kubectl approve writes it for `user`, at `now`. */
+  const full = (user: AdmissionRequest["userInfo"], decision: D["decision"], extra: Partial<D> = {}): D => ({
+    ...decisionEntry(user, decision, extra.reason, "kubectl", now),
+    ...extra,
+  });
+  const withDecision = (d: D, base = ar()) =>
+    ({ ...base, spec: { ...base.spec, decisions: [...(base.spec.decisions ?? []), d] } }) as ApprovalRequest;
+  const refused = (pattern: RegExp) => ({ allowed: false, message: expect.stringMatching(pattern) });
 
   it("passes a correct decision on to RBAC with the right verb", () => {
-    const r = guardWrite(
-      update(
-        ar(),
-        withDecision({ approver: "alice", uid: "a-1", groups: ["approvers"], decision: "Deny" }),
-        alice,
-      ),
-      new Set(),
-      now,
-    );
+    const r = guardWrite(update(ar(), withDecision(full(alice, "Deny")), alice), new Set(), now);
     expect(r).toMatchObject({ allowed: "needs-rbac", verb: "deny", namespace: "prod" });
+    // A client-certificate user has no uid: the decision carries none either.
+    const cert = { username: "carl", groups: ["approvers", "system:authenticated"] };
+    expect(guardWrite(update(ar(), withDecision(full(cert, "Approve")), cert), new Set(), now)).toMatchObject(
+      {
+        allowed: "needs-rbac",
+        verb: "approve",
+      },
+    );
   });
 
   it("refuses forged identities, self-approval, non-approvers, late and duplicate decisions", () => {
     const g = (newAr: ApprovalRequest, user: AdmissionRequest["userInfo"] = alice, oldAr = ar()) =>
       guardWrite(update(oldAr, newAr, user), new Set(), now);
-    expect(g(withDecision({ approver: "bob", decision: "Approve" }))).toMatchObject({
-      allowed: false,
-      message: /authenticated as "alice"/,
-    });
-    expect(g(withDecision({ approver: "alice", uid: "other", decision: "Approve" }))).toMatchObject({
-      allowed: false,
-      message: /uid/,
-    });
+    expect(g(withDecision(full({ ...alice, username: "bob" }, "Approve")))).toMatchObject(
+      refused(/authenticated as "alice"/),
+    );
+    expect(g(withDecision(full(alice, "Approve", { uid: "other" })))).toMatchObject(
+      refused(/uid "other" does not match/),
+    );
     const bot = { username: "system:serviceaccount:ai:bot", groups: ["approvers"] };
-    expect(g(withDecision({ approver: bot.username, decision: "Approve" }), bot)).toMatchObject({
-      allowed: false,
-      message: /own request/,
-    });
+    expect(g(withDecision(full(bot, "Approve")), bot)).toMatchObject(refused(/own request/));
     const mallory = { username: "mallory", groups: ["devs"] };
-    expect(g(withDecision({ approver: "mallory", decision: "Approve" }), mallory)).toMatchObject({
-      allowed: false,
-      message: /not an approver/,
-    });
+    expect(g(withDecision(full(mallory, "Approve")), mallory)).toMatchObject(refused(/not an approver/));
     const expired = ar({ approval: { ...ar().spec.approval, expiresAt: at(5).toISOString() } });
+    expect(g(withDecision(full(alice, "Approve"), expired), alice, expired)).toMatchObject(
+      refused(/expired/),
+    );
+    const decided = withDecision(full(alice, "Approve"));
+    expect(g(withDecision(full(alice, "Deny"), decided), alice, decided)).toMatchObject(
+      refused(/already decided/),
+    );
+    const two = withDecision(
+      full({ username: "root", groups: [] }, "Approve"),
+      withDecision(full(alice, "Approve")),
+    );
+    expect(g(two)).toMatchObject(refused(/one decision per write/));
+  });
+
+  it("requires uid, groups, time and via equal to the caller's, the server's clock and kubectl", () => {
+    const g = (d: D, user: AdmissionRequest["userInfo"] = alice) =>
+      guardWrite(update(ar(), withDecision(d), user), new Set(), now);
+    const { uid: _u, ...noUid } = full(alice, "Approve");
+    expect(g(noUid)).toMatchObject(refused(/lacks uid\b.*kubectl approve/));
+    const { groups: _g, time: _t, ...bare } = full(alice, "Approve");
+    expect(g(bare)).toMatchObject(refused(/lacks groups, time\. .*SelfSubjectReview/));
+    // A cert user (no uid) may not claim one, nor someone else's.
+    const cert = { username: "carl", groups: ["approvers"] };
+    expect(g(full(cert, "Approve", { uid: "a-1" }), cert)).toMatchObject(refused(/uid "a-1" does not match/));
+    expect(g(full(alice, "Approve", { groups: ["approvers", "system:masters"] }))).toMatchObject(
+      refused(/groups do not match/),
+    );
+    expect(g(full(alice, "Approve", { groups: [] }))).toMatchObject(refused(/groups do not match/));
+    expect(g(full(alice, "Approve", { time: kubeTime(at(10 - 3600)) }))).toMatchObject(
+      refused(/3600s behind the server's clock \(120s allowed\)/),
+    );
+    expect(g(full(alice, "Approve", { time: kubeTime(at(10 + 86400)) }))).toMatchObject(
+      refused(/86400s ahead of the server's clock/),
+    );
+    expect(g(full(alice, "Approve", { time: kubeTime(at(10 + DECISION_CLOCK_SKEW_SECONDS)) }))).toMatchObject(
+      {
+        allowed: "needs-rbac",
+      },
+    );
+    expect(g(full(alice, "Approve", { time: "yesterday" }))).toMatchObject(refused(/not a timestamp/));
+    expect(g(full(alice, "Approve", { via: "slack" }))).toMatchObject(
+      refused(/via slack is recorded only by Countersign itself/),
+    );
+    expect(g(full(alice, "Approve", { via: "api" }))).toMatchObject(refused(/only by Countersign itself/));
+    const { via: _v, ...noVia } = full(alice, "Approve");
+    expect(g(noVia)).toMatchObject(refused(/lacks via/));
+  });
+
+  it("accepts relayed decisions from Countersign only with sane metadata and the decision rules", () => {
+    const self = new Set(["cs"]);
+    const cs = { username: "cs", groups: ["system:serviceaccounts"] };
+    const relayed = (d: D) => guardWrite(update(ar(), withDecision(d), cs), self, now);
+    expect(relayed(full(alice, "Approve", { via: "slack" }))).toEqual({ allowed: true });
+    expect(relayed(full(alice, "Approve", { via: "api" }))).toEqual({ allowed: true });
+    expect(relayed(full(alice, "Approve"))).toMatchObject(refused(/must say how it was made/));
+    expect(relayed(full(alice, "Approve", { via: "api", time: kubeTime(at(-1000)) }))).toMatchObject(
+      refused(/behind the server's clock/),
+    );
+    const bot = { username: "system:serviceaccount:ai:bot", groups: ["approvers"] };
+    expect(relayed(full(bot, "Approve", { via: "api" }))).toMatchObject(refused(/own request/));
     expect(
-      g(
-        { ...expired, spec: { ...expired.spec, decisions: [{ approver: "alice", decision: "Approve" }] } },
-        alice,
-        expired,
-      ),
-    ).toMatchObject({
-      allowed: false,
-      message: /expired/,
+      relayed(full({ username: "mallory", groups: ["devs"] }, "Approve", { via: "slack" })),
+    ).toMatchObject(refused(/not an approver/));
+    // Countersign is bound by immutability too.
+    const edited = { ...ar(), spec: { ...ar().spec, fingerprint: "b".repeat(64) } };
+    expect(guardWrite(update(ar(), edited, cs), self, now)).toMatchObject(refused(/immutable/));
+  });
+
+  it("lets an eligible approver revoke an Approved, unused request, with a reason", () => {
+    const approved = withDecision(full(alice, "Approve"), ar(undefined, { phase: "Approved" }));
+    const bob = { username: "bob", groups: ["approvers"] };
+    const g = (d: D, user: AdmissionRequest["userInfo"], base = approved) =>
+      guardWrite(update(base, withDecision(d, base), user), new Set(), now);
+    // The approver themselves (a second entry for the same approver) and any other eligible one.
+    expect(g(full(alice, "Revoke", { reason: "wrong cluster" }), alice)).toMatchObject({
+      allowed: "needs-rbac",
+      verb: "revoke",
     });
-    const decided = withDecision({ approver: "alice", decision: "Approve" });
-    expect(
-      g(
-        {
-          ...decided,
-          spec: {
-            ...decided.spec,
-            decisions: [...decided.spec.decisions!, { approver: "alice", decision: "Deny" }],
-          },
-        },
-        alice,
-        decided,
-      ),
-    ).toMatchObject({
-      allowed: false,
+    expect(g(full(bob, "Revoke", { reason: "freeze" }), bob)).toMatchObject({
+      allowed: "needs-rbac",
+      verb: "revoke",
     });
-    const two = ar({
-      decisions: [
-        { approver: "alice", decision: "Approve" },
-        { approver: "root", decision: "Approve" },
-      ],
-    });
-    expect(g(two)).toMatchObject({ allowed: false, message: /one decision per write/ });
+    expect(g(full(bob, "Revoke"), bob)).toMatchObject(refused(/needs a reason/));
+    const bot = { username: "system:serviceaccount:ai:bot", groups: ["approvers"] };
+    expect(g(full(bot, "Revoke", { reason: "never mind" }), bot)).toMatchObject(
+      refused(/requester cannot revoke/),
+    );
+    const mallory = { username: "mallory", groups: ["devs"] };
+    expect(g(full(mallory, "Revoke", { reason: "x" }), mallory)).toMatchObject(refused(/not an approver/));
+    const pending = ar();
+    expect(g(full(bob, "Revoke", { reason: "x" }), bob, pending)).toMatchObject(
+      refused(/Pending: there is no approval to revoke yet\. Deny it instead: kubectl deny/),
+    );
+    const consumed = withDecision(
+      full(alice, "Approve"),
+      ar(undefined, {
+        phase: "Consumed",
+        consumed: { admissionUID: "adm-1", time: kubeTime(at(5)) },
+      }),
+    );
+    expect(g(full(bob, "Revoke", { reason: "x" }), bob, consumed)).toMatchObject(
+      refused(/already used \(admitted at .*adm-1\); a used approval cannot be revoked/),
+    );
+    const revoked = withDecision(full(alice, "Revoke", { reason: "r" }), approved);
+    expect(g(full(bob, "Revoke", { reason: "x" }), bob, revoked)).toMatchObject(
+      refused(/already revoked by alice/),
+    );
+    // Nobody approves or denies a revoked request either.
+    expect(g(full(bob, "Approve"), bob, revoked)).toMatchObject(refused(/already Revoked/));
+    const expired = withDecision(
+      full(alice, "Approve"),
+      ar({ approval: { ...ar().spec.approval, expiresAt: at(5).toISOString() } }, { phase: "Approved" }),
+    );
+    expect(g(full(bob, "Revoke", { reason: "x" }), bob, expired)).toMatchObject(refused(/expired at/));
   });
 
   it("lets Countersign itself write, and nobody else create, delete or set status", () => {
@@ -269,20 +380,16 @@ describe("the decision guard (pure part)", () => {
     expect(
       guardWrite({ ...base, operation: "CREATE", userInfo: { username: "cs" } }, new Set(["cs"]), now),
     ).toEqual({ allowed: true });
-    expect(guardWrite({ ...base, subResource: "status" }, new Set(), now)).toMatchObject({
-      allowed: false,
-      message: /status/,
-    });
-    expect(guardWrite({ ...base, operation: "DELETE" }, new Set(), now)).toMatchObject({
-      allowed: false,
-      message: /audit trail/,
-    });
+    expect(guardWrite({ ...base, subResource: "status" }, new Set(), now)).toMatchObject(refused(/status/));
+    expect(guardWrite({ ...base, operation: "DELETE" }, new Set(), now)).toMatchObject(
+      refused(/audit trail/),
+    );
     const audit = {
       ...base,
       resource: { ...base.resource, resource: "auditrecords" },
       operation: "DELETE" as const,
     };
-    expect(guardWrite(audit, new Set(), now)).toMatchObject({ allowed: false, message: /AuditRecords/ });
+    expect(guardWrite(audit, new Set(), now)).toMatchObject(refused(/AuditRecords/));
   });
 });
 
