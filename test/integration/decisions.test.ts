@@ -4,7 +4,7 @@
  * an approval can be revoked until it is used, and revoke races the agent's retry safely;
  * an approval whose approver lost their rights is not used.
  */
-import { createServer } from "node:https";
+import { createServer, request } from "node:https";
 import type { AddressInfo } from "node:net";
 import {
   CoreV1Api,
@@ -51,6 +51,8 @@ let carol: KubeConfig; // RBAC ok, not in the approvers
 let dave: KubeConfig; // in the approvers group, lacks the RBAC verbs
 let erin: KubeConfig; // an approver whose rights are taken away
 let reviewer: KubeConfig; // a service-account approver: has a uid
+let reviewerToken: string;
+let agentToken: string;
 const received: string[] = [];
 let receiverServer: ReturnType<typeof createServer> | undefined;
 
@@ -113,6 +115,39 @@ async function approved(name: string, by: KubeConfig = alice): Promise<void> {
   await eventually(async () => (await getAr(name)).status?.phase === "Approved", 10_000, "Approved");
 }
 
+/** A call to the approval HTTP API as the bearer of `token`. */
+function api(
+  path: string,
+  token: string,
+  body?: object,
+): Promise<{ status: number; message: string; json: { approvalRequest?: { decisions: Decision[] } } }> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      {
+        host: "127.0.0.1",
+        port: cs.replicas[0]!.port,
+        path: `/api/v1${path}`,
+        method: body ? "POST" : "GET",
+        rejectUnauthorized: false,
+        headers: {
+          authorization: `Bearer ${token}`,
+          ...(body ? { "content-type": "application/json" } : {}),
+        },
+      },
+      (res) => {
+        let d = "";
+        res.on("data", (c) => (d += c));
+        res.on("end", () => {
+          const json = d ? JSON.parse(d) : {};
+          resolve({ status: res.statusCode ?? 0, message: json.error?.message ?? json.message ?? "", json });
+        });
+      },
+    );
+    req.on("error", reject);
+    req.end(body ? JSON.stringify(body) : undefined);
+  });
+}
+
 async function outcome<T>(p: Promise<T>): Promise<{ ok: true; value: T } | { ok: false; error: string }> {
   try {
     return { ok: true, value: await p };
@@ -127,6 +162,7 @@ beforeAll(async () => {
   const id = await cp.serviceAccountIdentity(agentsNs, "ops-bot");
   agent = id.kubeConfig;
   agentUser = id.username;
+  agentToken = id.token;
   await grantServiceAccount(
     cp,
     ns,
@@ -152,6 +188,7 @@ beforeAll(async () => {
   erin = await approverIdentity(cp, erinName, [erinGroup]);
   const rev = await cp.serviceAccountIdentity(humansNs, "reviewer");
   reviewer = rev.kubeConfig;
+  reviewerToken = rev.token;
   await rbac.createNamespacedRoleBinding({
     namespace: ns,
     body: {
@@ -376,6 +413,36 @@ describe("revocation (9.7)", () => {
     await eventually(async () => (await getAr(name)).status?.phase === "Consumed", 10_000, "Consumed");
     expect(await revoke(bob, ns, name, "too late").catch((e: Error) => e.message)).toMatch(
       /already used .*; a used approval cannot be revoked/,
+    );
+  });
+
+  it("the approval API revokes under the same rules: reason required, approvers only, 409 once finished", async () => {
+    await secret("rev-api");
+    const name = await requestDelete("rev-api");
+    const path = `/namespaces/${ns}/approvalrequests/${name}`;
+    expect((await api(`${path}/revoke`, reviewerToken, { reason: "early" })).status).toBe(409);
+    const approve = await api(`${path}/approve`, reviewerToken, { reason: "ok" });
+    expect(approve.status, approve.message).toBe(200);
+    await eventually(async () => (await getAr(name)).status?.phase === "Approved", 10_000, "Approved");
+    expect(await api(`${path}/revoke`, reviewerToken, {})).toMatchObject({
+      status: 400,
+      message: expect.stringMatching(/reason is required to revoke/),
+    });
+    expect(await api(`${path}/revoke`, agentToken, { reason: "mine" })).toMatchObject({
+      status: 403,
+      message: expect.stringMatching(/the requester cannot revoke its own request/),
+    });
+    const ok = await api(`${path}/revoke`, reviewerToken, { reason: "ticket withdrawn" });
+    expect(ok.status, ok.message).toBe(200);
+    expect(ok.json.approvalRequest?.decisions.at(-1)).toMatchObject({
+      approver: `system:serviceaccount:${humansNs}:reviewer`,
+      decision: "Revoke",
+      via: "api",
+      reason: "ticket withdrawn",
+    });
+    expect((await api(`${path}/revoke`, reviewerToken, { reason: "again" })).status).toBe(409);
+    expect(await rejection(agentDelete("rev-api"))).toMatch(
+      new RegExp(`revoked by system:serviceaccount:${humansNs}:reviewer: ticket withdrawn`),
     );
   });
 
