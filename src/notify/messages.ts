@@ -81,6 +81,7 @@ interface Facts {
   expires: string;
   decidedBy?: string;
   approveCommand: string;
+  revokeCommand: string;
 }
 
 function facts(ar: ApprovalRequest, event: NotifyEvent): Facts {
@@ -112,6 +113,7 @@ function facts(ar: ApprovalRequest, event: NotifyEvent): Facts {
     expires: s.approval.expiresAt,
     ...(decider ? { decidedBy: `${decider.approver}${decider.reason ? `: ${decider.reason}` : ""}` } : {}),
     approveCommand: `kubectl approve ${name} -n ${namespace}`,
+    revokeCommand: `kubectl approvals revoke ${name} -n ${namespace} --reason "..."`,
   };
 }
 
@@ -156,6 +158,12 @@ export function slackMessage(ar: ApprovalRequest, event: NotifyEvent): object {
       { type: "context", elements: [{ type: "mrkdwn", text: `Or: \`${f.approveCommand}\`` }] },
     );
   }
+  if (event === "Approved") {
+    blocks.push({
+      type: "context",
+      elements: [{ type: "mrkdwn", text: `Changed your mind before it is used? \`${f.revokeCommand}\`` }],
+    });
+  }
   return { text: `${f.title} (${value})`, blocks };
 }
 
@@ -194,6 +202,16 @@ export function teamsMessage(ar: ApprovalRequest, event: NotifyEvent): object {
                   },
                 ]
               : []),
+            ...(event === "Approved"
+              ? [
+                  {
+                    type: "TextBlock",
+                    text: `Revoke before it is used: ${f.revokeCommand}`,
+                    fontType: "Monospace",
+                    wrap: true,
+                  },
+                ]
+              : []),
           ],
         },
       },
@@ -213,6 +231,7 @@ export function webhookMessage(ar: ApprovalRequest, event: NotifyEvent): object 
     expiresAt: f.expires,
     ...(f.decidedBy ? { decidedBy: f.decidedBy } : {}),
     approve: f.approveCommand,
+    ...(event === "Approved" ? { revoke: f.revokeCommand } : {}),
   };
 }
 

@@ -86,6 +86,22 @@ describe("messages", () => {
     expect(denied).not.toContain('"Approve"');
   });
 
+  it("announce a revocation with who and why, and tell approvers how to revoke an approval", () => {
+    const revoked = ar();
+    revoked.spec.decisions = [
+      { approver: "alice", decision: "Approve" },
+      { approver: "bob", decision: "Revoke", reason: "wrong cluster" },
+    ];
+    const slack = JSON.stringify(slackMessage(revoked, "Revoked"));
+    expect(slack).toContain("Approval revoked: DELETE secrets db");
+    expect(slack).toContain("bob: wrong cluster");
+    expect(slack).not.toContain('"action_id":"approve"');
+    const hook = messageFor({ name: "h", type: "webhook", url: "https://x" }, revoked, "Revoked");
+    expect(hook).toMatchObject({ event: "Revoked", decidedBy: "bob: wrong cluster" });
+    const approved = JSON.stringify(slackMessage(revoked, "Approved"));
+    expect(approved).toContain('kubectl approvals revoke delete-secrets-db-abc -n prod --reason \\"...\\"');
+  });
+
   it("signs generic webhooks over timestamp and body", () => {
     expect(webhookSignature("k", "1700000000", "{}")).toBe(
       `sha256=${createHmac("sha256", "k").update("1700000000.{}").digest("hex")}`,
