@@ -95,6 +95,14 @@ export type ExecutionResult = { result: "Executed" | "NotExecuted" | "Unknown"; 
 export function judgeExecution(ar: ApprovalRequest, target: KubernetesObject | undefined): ExecutionResult {
   const a = ar.spec.action;
   const sha = (s: string) => createHash("sha256").update(s).digest("hex");
+  // An eviction, a TokenRequest, a scale or an ephemeral container is not an object that can
+  // be read back under the request's own kind and name.
+  if (a.subResource) {
+    return {
+      result: "Unknown",
+      message: `${a.resource}/${a.subResource} is a subresource: no object of its own to check`,
+    };
+  }
   switch (a.operation) {
     case "DELETE":
       if (!target) return { result: "Executed", message: "the object is gone" };
@@ -553,7 +561,7 @@ export class Controller {
     const a = ar.spec.action;
     let target: KubernetesObject | undefined;
     let verdict: ExecutionResult;
-    if (a.operation === "CONNECT" || !a.kind || (a.operation === "CREATE" && !a.name)) {
+    if (a.operation === "CONNECT" || a.subResource || !a.kind || (a.operation === "CREATE" && !a.name)) {
       verdict = judgeExecution(ar, undefined);
     } else {
       try {

@@ -18,8 +18,14 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ApprovalRequest } from "../../src/approvals/request.js";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
 import { kubeStatusOf } from "../../src/kube/errors.js";
+import { decide as decideRequest } from "../../src/plugin/commands.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
-import { eventually, startTestCountersign, type TestCountersign } from "../support/countersign.js";
+import {
+  approverIdentity,
+  eventually,
+  startTestCountersign,
+  type TestCountersign,
+} from "../support/countersign.js";
 
 const run = promisify(execFile);
 const G = { group: "countersign.io", version: "v1alpha1" };
@@ -35,6 +41,7 @@ const agents = {
 const approvers = { approvers: { groups: ["countersign:approvers"] }, ttl: "1h" };
 let cp: ControlPlane;
 let cs: TestCountersign;
+let approver: KubeConfig;
 const agent: Record<keyof typeof agents, { kubeConfig: KubeConfig; kubeconfigPath: string }> = {} as never;
 
 /** The RBAC each side door needs, so only Countersign stands in the way. */
@@ -149,6 +156,18 @@ async function approvalRequestFor(
   );
 }
 
+async function readRequest(name: string): Promise<ApprovalRequest> {
+  return (await cp
+    .adminKubeConfig()
+    .makeApiClient(CustomObjectsApi)
+    .getNamespacedCustomObject({
+      ...G,
+      namespace: work,
+      plural: "approvalrequests",
+      name,
+    })) as ApprovalRequest;
+}
+
 const policy = (name: string, namespace: string, spec: Record<string, unknown>) => ({
   apiVersion: "countersign.io/v1alpha1",
   kind: "ApprovalPolicy",
@@ -184,6 +203,7 @@ beforeAll(async () => {
     },
   });
   for (const pod of ["victim", "victim-pods-only", "victim-pods-sub"]) await createPod(pod);
+  approver = await approverIdentity(cp, "alice@example.com", ["countersign:approvers"]);
 
   cs = await startTestCountersign(cp, {
     subjects: { serviceAccountNamespaces: Object.values(agents) },
@@ -295,6 +315,47 @@ describe("a policy without match covers every mutation, subresources included", 
       .makeApiClient(CoreV1Api)
       .readNamespacedPod({ name: "victim", namespace: work });
     expect(pod.spec?.ephemeralContainers ?? []).toEqual([]);
+  });
+});
+
+describe("an approved subresource action", () => {
+  async function approveAndWait(ar: ApprovalRequest): Promise<void> {
+    await decideRequest(approver, work, ar.metadata.name, "Approve", "checked");
+    await eventually(
+      async () => (await readRequest(ar.metadata.name)).status?.phase === "Approved",
+      10_000,
+      "Approved",
+    );
+  }
+
+  it("goes through once (eviction); the execution check says it cannot check a subresource, not 'refused'", async () => {
+    const ar = await approvalRequestFor("pods", "eviction", "victim");
+    await approveAndWait(ar);
+    expect(await evict("everything", "victim")).toEqual({ ok: true, out: "" });
+    await eventually(async () => !(await podExists("victim")), 10_000, "evicted pod deleted");
+    const checked = await eventually(
+      async () => (await readRequest(ar.metadata.name)).status?.execution,
+      15_000,
+      "execution checked",
+    );
+    expect(checked).toMatchObject({ result: "Unknown", message: /subresource/ }); // never "refused"
+  });
+
+  it("issues exactly one token for an approved `kubectl create token`", async () => {
+    const ar = await approvalRequestFor("serviceaccounts", "token", "deployer");
+    await approveAndWait(ar);
+    const first = await kubectl("everything", "create", "token", "deployer");
+    expect(first.ok).toBe(true);
+    expect(first.out).toMatch(/^eyJ/);
+    const again = await kubectl("everything", "create", "token", "deployer");
+    expect(again.ok).toBe(false);
+    expect(again.out).toMatch(/needs a human approval/);
+    const checked = await eventually(
+      async () => (await readRequest(ar.metadata.name)).status?.execution,
+      15_000,
+      "execution checked",
+    );
+    expect(checked).toMatchObject({ result: "Unknown", message: /subresource/ }); // never "refused"
   });
 });
 

@@ -407,5 +407,8 @@ describe("execution check (pure)", () => {
     expect(judgeExecution(create, { metadata: { name: "db" } }).result).toBe("Executed");
     const connect = ar({ action: { ...del.spec.action, operation: "CONNECT" } });
     expect(judgeExecution(connect, undefined).result).toBe("Unknown");
+    // An approved eviction or token request: nothing to read back, never "refused" (issue 10).
+    const evict = ar({ action: { ...del.spec.action, operation: "CREATE", subResource: "eviction" } });
+    expect(judgeExecution(evict, undefined)).toMatchObject({ result: "Unknown", message: /subresource/ });
   });
 });
