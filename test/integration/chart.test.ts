@@ -254,10 +254,18 @@ describe("the Helm chart", () => {
       30_000,
       "TLS Secret written by the controller",
     );
-    const vwc = await cp
-      .adminKubeConfig()
-      .makeApiClient(AdmissionregistrationV1Api)
-      .readValidatingWebhookConfiguration({ name: fullname });
+    // The controller writes the Secret first and the caBundle after it: poll for the second.
+    const vwc = await eventually(
+      async () => {
+        const current = await cp
+          .adminKubeConfig()
+          .makeApiClient(AdmissionregistrationV1Api)
+          .readValidatingWebhookConfiguration({ name: fullname });
+        return current.webhooks?.every((w) => w.clientConfig.caBundle) ? current : undefined;
+      },
+      30_000,
+      "caBundle injected into every webhook of the configuration",
+    );
     expect(vwc.webhooks?.every((w) => w.clientConfig.caBundle)).toBe(true);
 
     startProcess("webhook", webhookKc, {
