@@ -3,8 +3,14 @@
 import { Agent, request } from "node:https";
 import { parentPort, workerData } from "node:worker_threads";
 
-const { port, path, bodies, mode, rate, concurrency, durationMs } = workerData;
-const agent = new Agent({ keepAlive: true, maxSockets: concurrency, rejectUnauthorized: false });
+const { port, path, bodies, mode, rate, concurrency, durationMs, clientTls } = workerData;
+// clientTls: the API server's webhook client certificate, presented like kube-apiserver does.
+const agent = new Agent({
+  keepAlive: true,
+  maxSockets: concurrency,
+  rejectUnauthorized: false,
+  ...(clientTls ?? {}),
+});
 const payloads = bodies.map((b) => Buffer.from(b));
 let next = 0;
 

@@ -2,10 +2,16 @@
  * Wires Countersign's components together: the policy cache (informers), the approval
  * gate and the webhook server. Used by the CLI entry point, `npm run dev` and the tests.
  */
-import type { Server } from "node:https";
 import { hostname } from "node:os";
 import { AuthenticationV1Api, type KubeConfig } from "@kubernetes/client-node";
-import { startWebhookServer } from "./admission/server.js";
+import type { AdmissionAuth } from "./admission/client-auth.js";
+import {
+  type RunningAdmissionListener,
+  type RunningListener,
+  type ServingTls,
+  startAdmissionServer,
+  startApiServer,
+} from "./admission/server.js";
 import { approvalApi } from "./api/approval-api.js";
 import { RbacChecker } from "./approvals/decision-guard.js";
 import { DecisionService } from "./approvals/decision-service.js";
@@ -15,13 +21,19 @@ import { Controller } from "./controller/reconciler.js";
 import { componentLogger } from "./logging/logger.js";
 import type { NotificationConfig } from "./notify/messages.js";
 import type { SenderOptions } from "./notify/notifier.js";
+import { KubeReplayGuard } from "./notify/replay-guard.js";
 import { slackInteractions } from "./notify/slack-interactions.js";
 import { PolicyCache } from "./policy/policy-cache.js";
 
 export interface CountersignOptions {
   kubeConfig: KubeConfig;
-  tls: { certPem: string; keyPem: string };
-  port: number;
+  tls: ServingTls;
+  /** The admission listener (POST /validate, health); 0 picks a free port. */
+  admissionPort: number;
+  /** Who may call /validate: the API server's client certificate, or a network fence. */
+  admissionAuth: AdmissionAuth;
+  /** The approval API + Slack listener; 0 picks a free port; undefined: not served. */
+  apiPort?: number;
   host?: string;
   installNamespace: string;
   replica?: string;
@@ -55,14 +67,20 @@ export async function selfUsername(kc: KubeConfig): Promise<string> {
 }
 
 export interface RunningCountersign {
-  port: number;
-  /** Swaps the serving certificate without restarting (new connections use it). */
-  setTls(tls: { certPem: string; keyPem: string }): void;
+  /** The admission listener's port (POST /validate, only for the API server). */
+  admissionPort: number;
+  /** The approval API + Slack interactivity listener's port; undefined when not served. */
+  apiPort: number | undefined;
+  /** Swaps the serving certificate of both listeners without restarting (new connections use it). */
+  setTls(tls: ServingTls): void;
+  /** Swaps the CA bundle that admission client certificates are verified against. */
+  setAdmissionClientCa(pem: string): void;
   /** The username Countersign runs as. */
   identity: string;
   controller: Controller | undefined;
   policies: PolicyCache;
-  server: Server;
+  admission: RunningAdmissionListener;
+  api: RunningListener | undefined;
   stop(): Promise<void>;
 }
 
@@ -84,34 +102,62 @@ export async function startCountersign(opts: CountersignOptions): Promise<Runnin
   const self = await selfUsername(opts.kubeConfig);
   const countersignUsers = new Set([self, ...(opts.extraIdentities ?? [])]);
   const decisions = new DecisionService(opts.kubeConfig, rbac, componentLogger("decisions", { replica }));
-  const { server, port } = await startWebhookServer({
+  const isReady = () => policies.isSynced();
+  const admission = await startAdmissionServer({
     rbac,
-    api: approvalApi({
-      kubeConfig: opts.kubeConfig,
-      rbac,
-      decisions,
-      logger: componentLogger("approval-api", { replica }),
-    }),
-    ...(opts.notifications?.slack
-      ? {
-          slack: slackInteractions({
-            config: opts.notifications.slack,
-            decisions,
-            logger: componentLogger("slack", { replica }),
-            ...(opts.slackResponseCaPem ? { responseCaPem: opts.slackResponseCaPem } : {}),
-          }),
-        }
-      : {}),
     countersignUsers,
     tls: opts.tls,
-    port: opts.port,
+    port: opts.admissionPort,
+    auth: opts.admissionAuth,
     ...(opts.host ? { host: opts.host } : {}),
     ...(opts.bodyLimitBytes ? { bodyLimitBytes: opts.bodyLimitBytes } : {}),
     policies,
     gate,
     logger: componentLogger("admission", { replica }),
-    isReady: () => policies.isSynced(),
+    isReady,
   });
+  let replayGuard: KubeReplayGuard | undefined;
+  let api: RunningListener | undefined;
+  if (opts.apiPort !== undefined) {
+    const slack = opts.notifications?.slack;
+    if (slack) {
+      replayGuard = new KubeReplayGuard(
+        opts.kubeConfig,
+        opts.installNamespace,
+        replica,
+        componentLogger("slack", { replica }),
+      );
+      replayGuard.startSweeping();
+    }
+    api = await startApiServer({
+      tls: opts.tls,
+      port: opts.apiPort,
+      ...(opts.host ? { host: opts.host } : {}),
+      isReady,
+      logger: componentLogger("api", { replica }),
+      api: approvalApi({
+        kubeConfig: opts.kubeConfig,
+        rbac,
+        decisions,
+        logger: componentLogger("approval-api", { replica }),
+      }),
+      ...(slack && replayGuard
+        ? {
+            slack: slackInteractions({
+              config: slack,
+              decisions,
+              replay: replayGuard,
+              logger: componentLogger("slack", { replica }),
+              ...(opts.slackResponseCaPem ? { responseCaPem: opts.slackResponseCaPem } : {}),
+            }),
+          }
+        : {}),
+    }).catch(async (err: unknown) => {
+      replayGuard?.stop();
+      await admission.stop();
+      throw err;
+    });
+  }
   await policies.start();
   let controller: Controller | undefined;
   if (opts.controller) {
@@ -135,18 +181,22 @@ export async function startCountersign(opts: CountersignOptions): Promise<Runnin
   }
   return {
     controller,
-    port,
+    admissionPort: admission.port,
+    apiPort: api?.port,
     setTls(tls) {
-      server.setSecureContext({ cert: tls.certPem, key: tls.keyPem, minVersion: "TLSv1.2" });
+      admission.setTls(tls);
+      api?.setTls(tls);
+    },
+    setAdmissionClientCa(pem) {
+      admission.setClientCa(pem);
     },
     identity: self,
     policies,
-    server,
+    admission,
+    api,
     async stop() {
-      await new Promise<void>((r) => {
-        server.close(() => r());
-        server.closeAllConnections();
-      });
+      replayGuard?.stop();
+      await Promise.all([admission.stop(), api?.stop()]);
       await controller?.stop();
       await policies.stop();
     },

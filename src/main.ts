@@ -1,7 +1,8 @@
 /**
  * The single binary: `countersign webhook | controller | all`.
  *
- *   webhook     serves /validate, /healthz, /readyz; TLS from the webhook Secret (reloaded)
+ *   webhook     serves admission (/validate, only to the API server) on --port and the approval
+ *               API + Slack interactivity on --api-port; TLS from the webhook Secret (reloaded)
  *   controller  leader-elected reconciler, policy status, and the webhook certificates
  *   all         both in one process (small clusters, development)
  *
@@ -11,6 +12,13 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { AdmissionregistrationV1Api, KubeConfig } from "@kubernetes/client-node";
+import {
+  ADMISSION_AUTH_MODES,
+  type AdmissionAuth,
+  type AdmissionAuthMode,
+  assertCertificatePem,
+  parseAllowedNames,
+} from "./admission/client-auth.js";
 import { type RunningController, type RunningCountersign, startController, startCountersign } from "./app.js";
 import { TlsSecretWatcher } from "./certs/webhook-certs.js";
 import { describeKubeError, isNotFound } from "./kube/errors.js";
@@ -24,7 +32,16 @@ export const USAGE = `Usage: countersign <webhook|controller|all|uninstall> [fla
   uninstall   delete the ValidatingWebhookConfiguration (the chart's pre-delete hook)
 
 Flags (or environment variables COUNTERSIGN_<FLAG>):
-  --port N                     webhook HTTPS port (default 8443)
+  --port N                     admission HTTPS port: POST /validate for the API server, /healthz, /readyz (default 8443)
+  --api-port N                 approval API + Slack interactivity HTTPS port (default 8444; 0 turns it off)
+  --admission-auth MODE        who may call /validate (default client-cert):
+                                 client-cert  the API server's TLS client certificate must be signed by
+                                              --admission-client-ca-file (required in this mode)
+                                 network      no certificate check; only when a NetworkPolicy limits the
+                                              admission port to the API server's addresses
+  --admission-client-ca-file FILE  PEM CA bundle for the API server's webhook client certificate (re-read
+                               every --tls-reload-interval)
+  --admission-client-names A,B only these client certificate names (CN or DNS SAN) may call /validate
   --install-namespace NS       where Countersign runs (default $POD_NAMESPACE, else countersign-system)
   --tls-secret NAME            Secret with the webhook certificate (default countersign-webhook-tls)
   --tls-cert-file / --tls-key-file   use these files instead of the Secret
@@ -42,6 +59,10 @@ Flags (or environment variables COUNTERSIGN_<FLAG>):
 
 const FLAGS = {
   port: { type: "string" },
+  "api-port": { type: "string" },
+  "admission-auth": { type: "string" },
+  "admission-client-ca-file": { type: "string" },
+  "admission-client-names": { type: "string" },
   "install-namespace": { type: "string" },
   "tls-secret": { type: "string" },
   "tls-cert-file": { type: "string" },
@@ -64,6 +85,11 @@ export class UsageError extends Error {}
 export interface Settings {
   mode: "webhook" | "controller" | "all" | "uninstall";
   port: number;
+  /** 0: the approval API and Slack interactivity are not served. */
+  apiPort: number;
+  admissionAuth: AdmissionAuthMode;
+  admissionClientCaFile?: string;
+  admissionClientNames: string[];
   installNamespace: string;
   tlsSecret: string;
   tlsCertFile?: string;
@@ -107,23 +133,59 @@ export function parseSettings(argv: string[], env: Record<string, string | undef
       throw new UsageError(`--${flag}: "${text}" is not a duration like 30s, 15m or 24h`);
     return s;
   };
-  const port = Number(get("port") ?? "8443");
-  if (!Number.isInteger(port) || port < 0 || port > 65535)
-    throw new UsageError(`--port: "${get("port")}" is not a port number`);
-  const metricsPort = Number(get("metrics-port") ?? "9090");
-  if (!Number.isInteger(metricsPort) || metricsPort < 0 || metricsPort > 65535) {
-    throw new UsageError(`--metrics-port: "${get("metrics-port")}" is not a port number`);
+  const portOf = (flag: "port" | "api-port" | "metrics-port", fallback: string): number => {
+    const n = Number(get(flag) ?? fallback);
+    if (!Number.isInteger(n) || n < 0 || n > 65535)
+      throw new UsageError(`--${flag}: "${get(flag)}" is not a port number`);
+    return n;
+  };
+  const port = portOf("port", "8443");
+  const apiPort = portOf("api-port", "8444");
+  const metricsPort = portOf("metrics-port", "9090");
+  if (mode === "webhook" || mode === "all") {
+    const clash = [
+      ["--port", port],
+      ["--api-port", apiPort],
+      ["--metrics-port", metricsPort],
+    ].filter(([, p]) => p !== 0);
+    for (let i = 0; i < clash.length; i++)
+      for (let j = i + 1; j < clash.length; j++)
+        if (clash[i]![1] === clash[j]![1])
+          throw new UsageError(`${clash[i]![0]} and ${clash[j]![0]} must differ (both ${clash[i]![1]})`);
   }
-  const manage = (get("manage-certificates") ?? "true").toLowerCase();
-  if (!["true", "false"].includes(manage))
-    throw new UsageError(`--manage-certificates must be true or false`);
+  const retentionSeconds = duration("retention", "24h");
+  const leaseDurationSeconds = duration("lease-duration", "15s");
+  const tlsReloadSeconds = duration("tls-reload-interval", "30s");
   const certFile = get("tls-cert-file");
   const keyFile = get("tls-key-file");
   if (Boolean(certFile) !== Boolean(keyFile))
     throw new UsageError("--tls-cert-file and --tls-key-file go together");
+  const authText = (get("admission-auth") ?? "client-cert").toLowerCase();
+  if (!(ADMISSION_AUTH_MODES as readonly string[]).includes(authText))
+    throw new UsageError(`--admission-auth must be ${ADMISSION_AUTH_MODES.join(" or ")}, not "${authText}"`);
+  const admissionAuth = authText as AdmissionAuthMode;
+  const clientCaFile = get("admission-client-ca-file");
+  const clientNames = parseAllowedNames(get("admission-client-names"));
+  if ((mode === "webhook" || mode === "all") && admissionAuth === "client-cert" && !clientCaFile) {
+    throw new UsageError(
+      "the admission endpoint must authenticate its caller: give --admission-client-ca-file (the CA that signs the client certificate kube-apiserver presents through its admission configuration; see the README's Security model), or --admission-auth=network if a NetworkPolicy limits the admission port to the API server",
+    );
+  }
+  if (admissionAuth === "network" && (clientCaFile || clientNames.length > 0)) {
+    throw new UsageError(
+      "--admission-client-ca-file and --admission-client-names apply only to --admission-auth=client-cert",
+    );
+  }
+  const manage = (get("manage-certificates") ?? "true").toLowerCase();
+  if (!["true", "false"].includes(manage))
+    throw new UsageError(`--manage-certificates must be true or false`);
   return {
     mode,
     port,
+    apiPort,
+    admissionAuth,
+    ...(clientCaFile ? { admissionClientCaFile: clientCaFile } : {}),
+    admissionClientNames: clientNames,
     installNamespace: get("install-namespace") ?? env.POD_NAMESPACE ?? "countersign-system",
     tlsSecret: get("tls-secret") ?? "countersign-webhook-tls",
     ...(certFile ? { tlsCertFile: certFile } : {}),
@@ -135,9 +197,9 @@ export function parseSettings(argv: string[], env: Record<string, string | undef
       .split(",")
       .map((s) => s.trim())
       .filter(Boolean),
-    retentionSeconds: duration("retention", "24h"),
-    leaseDurationSeconds: duration("lease-duration", "15s"),
-    tlsReloadSeconds: duration("tls-reload-interval", "30s"),
+    retentionSeconds,
+    leaseDurationSeconds,
+    tlsReloadSeconds,
     metricsPort,
     ...(get("notifications-config") ? { notificationsConfig: get("notifications-config")! } : {}),
     ...(get("kubeconfig") ? { kubeconfig: get("kubeconfig")! } : {}),
@@ -149,6 +211,47 @@ function loadKubeConfig(path: string | undefined): KubeConfig {
   if (path) kc.loadFromFile(path);
   else kc.loadFromDefault(); // in-cluster service account when running in a pod
   return kc;
+}
+
+/** The admission caller check from settings; reads (and checks) the client CA file. */
+export function loadAdmissionAuth(settings: Settings): AdmissionAuth {
+  if (settings.admissionAuth === "network") return { mode: "network" };
+  const file = settings.admissionClientCaFile!;
+  let pem: string;
+  try {
+    pem = readFileSync(file, "utf8");
+  } catch (err) {
+    throw new Error(`cannot read --admission-client-ca-file ${file}: ${(err as Error).message}`);
+  }
+  assertCertificatePem(pem, `--admission-client-ca-file ${file}`);
+  return { mode: "client-cert", clientCaPem: pem, allowedNames: settings.admissionClientNames };
+}
+
+/** Re-reads the client CA file (a mounted Secret/ConfigMap is updated in place) and applies changes. */
+function watchClientCa(
+  settings: Settings,
+  auth: AdmissionAuth,
+  apply: (pem: string) => void,
+): NodeJS.Timeout | undefined {
+  if (auth.mode !== "client-cert") return undefined;
+  const log = componentLogger("certificates");
+  let current = auth.clientCaPem;
+  const timer = setInterval(() => {
+    try {
+      const next = readFileSync(settings.admissionClientCaFile!, "utf8");
+      if (next === current) return;
+      assertCertificatePem(next, "--admission-client-ca-file");
+      current = next;
+      apply(next);
+      log.info("admission client CA reloaded", { file: settings.admissionClientCaFile });
+    } catch (err) {
+      log.warn("could not reload the admission client CA; keeping the previous one", {
+        error: err instanceof Error ? err.message : String(err),
+      });
+    }
+  }, settings.tlsReloadSeconds * 1000);
+  timer.unref();
+  return timer;
 }
 
 /** The pre-delete hook: remove the webhook configuration before anything it points at goes away. */
@@ -219,21 +322,36 @@ export async function run(settings: Settings): Promise<() => Promise<void>> {
           certPem: readFileSync(settings.tlsCertFile!, "utf8"),
           keyPem: readFileSync(settings.tlsKeyFile!, "utf8"),
         };
+    const admissionAuth = loadAdmissionAuth(settings);
     running = await startCountersign({
       kubeConfig: kc,
       tls,
-      port: settings.port,
+      admissionPort: settings.port,
+      admissionAuth,
+      ...(settings.apiPort > 0 ? { apiPort: settings.apiPort } : {}),
       installNamespace: settings.installNamespace,
       extraIdentities: [...settings.identities, ...(controller ? [controller.identity] : [])],
       ...(notifications ? { notifications } : {}),
     });
     watcher?.start();
     const webhook = running;
+    const caReload = watchClientCa(settings, admissionAuth, (pem) => webhook.setAdmissionClientCa(pem));
     stops.unshift(async () => {
       watcher?.stop();
+      if (caReload) clearInterval(caReload);
       await webhook.stop();
     });
-    log.info("webhook serving", { port: webhook.port, identity: webhook.identity });
+    log.info("webhook serving", {
+      admissionPort: webhook.admissionPort,
+      apiPort: webhook.apiPort ?? "off",
+      admissionAuth: settings.admissionAuth,
+      identity: webhook.identity,
+    });
+    if (settings.admissionAuth === "network") {
+      log.warn(
+        "admission callers are not authenticated (--admission-auth=network): only a NetworkPolicy that limits the admission port to the API server keeps other pods from driving /validate",
+      );
+    }
   }
   return async () => {
     for (const s of stops) await s();

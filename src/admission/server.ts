@@ -1,14 +1,26 @@
 /**
- * The webhook's HTTPS server (TLS 1.2+): /validate for the gate (a lean handler, below),
- * and through express /healthz, /readyz (ready once the policy cache has synced), the
- * approval API and Slack interactivity. Bad input — wrong content type,
- * malformed JSON, an oversized body, a review of the wrong shape — gets a clear 4xx;
- * nothing is changed and the process keeps serving.
+ * Countersign's two HTTPS listeners (TLS 1.2+).
+ *
+ *   admission  POST /validate (the gate, a lean handler below), GET /healthz, GET /readyz.
+ *              Only the API server may call /validate: in client-cert mode the caller's TLS
+ *              client certificate must be signed by the configured CA (and carry an allowed
+ *              name); anyone else gets 403 before the body is read. Health stays open for probes.
+ *   api        the approval API (/api/v1) and Slack interactivity (/slack/interactions), plus
+ *              /healthz and /readyz; never /validate, so exposing it (an Ingress) never
+ *              exposes admission.
+ *
+ * Metrics have their own plain-HTTP port (src/metrics). Bad input — wrong content type,
+ * malformed JSON, an oversized body, a review of the wrong shape — gets a clear 4xx; nothing
+ * is changed and the process keeps serving.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
+import type { TLSSocket } from "node:tls";
 import express, { type NextFunction, type Request, type Response } from "express";
+import type { Logger } from "../logging/logger.js";
+import { admissionUnauthenticated } from "../metrics/metrics.js";
+import { type AdmissionAuth, checkAdmissionClient } from "./client-auth.js";
 import { type HandlerDeps, handleAdmission } from "./handler.js";
 import { parseAdmissionReview, ReviewError } from "./review.js";
 
@@ -16,16 +28,43 @@ export const VALIDATE_PATH = "/validate";
 /** Default body limit: an object and its old version can each approach the API server's 3 MiB limit. */
 export const DEFAULT_BODY_LIMIT_BYTES = 7 * 1024 * 1024;
 
-export interface WebhookServerOptions extends HandlerDeps {
-  tls: { certPem: string; keyPem: string };
+export interface ServingTls {
+  certPem: string;
+  keyPem: string;
+}
+
+interface ListenOptions {
+  tls: ServingTls;
   port: number;
   host?: string;
-  bodyLimitBytes?: number;
   isReady: () => boolean;
+}
+
+export interface AdmissionServerOptions extends HandlerDeps, ListenOptions {
+  /** Who may call /validate (see client-auth.ts). */
+  auth: AdmissionAuth;
+  bodyLimitBytes?: number;
+}
+
+export interface ApiServerOptions extends ListenOptions {
+  logger: Logger;
   /** The approval HTTP API, mounted at /api/v1 when given. */
   api?: express.Router;
   /** Slack interactivity, mounted at /slack/interactions when given. */
   slack?: express.Router;
+}
+
+export interface RunningListener {
+  server: Server;
+  port: number;
+  /** Swaps the serving certificate without restarting (new connections use it). */
+  setTls(tls: ServingTls): void;
+  stop(): Promise<void>;
+}
+
+export interface RunningAdmissionListener extends RunningListener {
+  /** Swaps the admission client CA bundle (client-cert mode; new connections use it). */
+  setClientCa(pem: string): void;
 }
 
 function problem(res: Response, status: number, message: string): void {
@@ -35,25 +74,36 @@ function problem(res: Response, status: number, message: string): void {
     .send(JSON.stringify({ error: message }));
 }
 
-export function createWebhookApp(opts: WebhookServerOptions): express.Express {
-  const app = express();
-  app.disable("x-powered-by");
-  app.set("etag", false);
+function healthRoutes(app: express.Express, isReady: () => boolean): void {
   app.get("/healthz", (_req, res) => {
     res.type("text/plain").send("ok");
   });
   app.get("/readyz", (_req, res) => {
-    if (opts.isReady()) res.type("text/plain").send("ok");
+    if (isReady()) res.type("text/plain").send("ok");
     else res.status(503).type("text/plain").send("policy cache not synced yet");
   });
+}
+
+/** The API listener's routes: approval API, Slack, health; 404 (naming the right port) for the rest. */
+export function createApiApp(opts: ApiServerOptions): express.Express {
+  const app = express();
+  app.disable("x-powered-by");
+  app.set("etag", false);
+  healthRoutes(app, opts.isReady);
   if (opts.api) app.use("/api/v1", opts.api);
   if (opts.slack) app.use("/slack/interactions", opts.slack);
-  // POST /validate never reaches express: startWebhookServer hands it to validateHandler.
+  app.use(VALIDATE_PATH, (_req, res) =>
+    problem(
+      res,
+      404,
+      "not found; admission is served only on the admission port, to the Kubernetes API server",
+    ),
+  );
   app.use((_req, res) =>
     problem(
       res,
       404,
-      "not found; the webhook serves POST /validate, GET /healthz, GET /readyz, and /api/v1 (see /api/v1/openapi.json)",
+      "not found; this port serves /api/v1 (see /api/v1/openapi.json), /slack/interactions, GET /healthz and GET /readyz",
     ),
   );
   // Body-parser errors (oversized, malformed JSON) from the mounted routers and anything
@@ -72,7 +122,7 @@ export function createWebhookApp(opts: WebhookServerOptions): express.Express {
       } else if (err.status && err.status >= 400 && err.status < 500) {
         problem(res, err.status, err.message);
       } else {
-        opts.logger.error("unexpected error in webhook", { error: err.message });
+        opts.logger.error("unexpected error in API listener", { error: err.message });
         problem(res, 500, "internal error; nothing was changed");
       }
     },
@@ -85,7 +135,7 @@ export function createWebhookApp(opts: WebhookServerOptions): express.Express {
  * body with a hard size limit, checks the content type, parses once and answers. Measured in
  * bench/gate.ts: express's generic body handling cost more than the policy evaluation itself.
  */
-export function validateHandler(opts: WebhookServerOptions) {
+export function validateHandler(opts: AdmissionServerOptions) {
   const limit = opts.bodyLimitBytes ?? DEFAULT_BODY_LIMIT_BYTES;
   const reply = (res: ServerResponse, status: number, body: string) => {
     res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
@@ -157,30 +207,147 @@ export function validateHandler(opts: WebhookServerOptions) {
   };
 }
 
-export async function startWebhookServer(
-  opts: WebhookServerOptions,
-): Promise<{ server: Server; port: number }> {
-  const app = createWebhookApp(opts);
-  const validate = validateHandler(opts);
-  const server = createServer(
-    { cert: opts.tls.certPem, key: opts.tls.keyPem, minVersion: "TLSv1.2" },
-    (req, res) => {
-      // The API server calls /validate?timeout=12s: match the path, not the whole URL.
-      const path = req.url?.split("?", 1)[0];
-      if (req.method === "POST" && path === VALIDATE_PATH) validate(req, res);
-      else app(req, res);
-    },
+function send(res: ServerResponse, status: number, contentType: string, body: string): void {
+  res.writeHead(status, { "content-type": contentType, "content-length": Buffer.byteLength(body) });
+  res.end(body);
+}
+
+/**
+ * Refuses a /validate call from anyone but the API server, before its body is read: 403,
+ * a warning and a metric. The body is discarded (bounded), never parsed.
+ */
+function refuseUnauthenticated(
+  req: IncomingMessage,
+  res: ServerResponse,
+  opts: AdmissionServerOptions,
+  limit: number,
+): boolean {
+  const socket = req.socket as TLSSocket;
+  const check = checkAdmissionClient(opts.auth, {
+    authorized: socket.authorized,
+    authorizationError: socket.authorizationError,
+    certificate: opts.auth.mode === "client-cert" ? socket.getPeerCertificate() : undefined,
+  });
+  if (check.ok) return false;
+  admissionUnauthenticated.inc({ reason: check.code });
+  opts.logger.warn("refused an AdmissionReview from a caller that is not the API server", {
+    reason: check.code,
+    detail: check.reason,
+    remoteAddress: socket.remoteAddress,
+  });
+  let drained = 0;
+  req.on("data", (c: Buffer) => {
+    drained += c.length;
+    if (drained > limit) req.destroy();
+  });
+  req.on("error", () => {});
+  res.setHeader("connection", "close");
+  send(
+    res,
+    403,
+    "application/json",
+    JSON.stringify({ error: `forbidden: ${check.reason}; nothing was created or consumed` }),
   );
+  return true;
+}
+
+async function listen(server: Server, port: number, host: string | undefined, flag: string): Promise<number> {
   server.keepAliveTimeout = 65_000;
   await new Promise<void>((resolve, reject) => {
     server.once("error", (err: NodeJS.ErrnoException) =>
       reject(
         err.code === "EADDRINUSE"
-          ? new Error(`webhook port ${opts.port} is already in use; pick another with --port`)
+          ? new Error(`port ${port} is already in use; pick another with ${flag}`)
           : err,
       ),
     );
-    server.listen(opts.port, opts.host ?? "0.0.0.0", () => resolve());
+    server.listen(port, host ?? "0.0.0.0", () => resolve());
   });
-  return { server, port: (server.address() as AddressInfo).port };
+  return (server.address() as AddressInfo).port;
+}
+
+function stopServer(server: Server): Promise<void> {
+  return new Promise<void>((r) => {
+    server.close(() => r());
+    server.closeAllConnections();
+  });
+}
+
+/** The admission listener: POST /validate (authenticated), GET /healthz, GET /readyz. */
+export async function startAdmissionServer(opts: AdmissionServerOptions): Promise<RunningAdmissionListener> {
+  const limit = opts.bodyLimitBytes ?? DEFAULT_BODY_LIMIT_BYTES;
+  const validate = validateHandler(opts);
+  const clientCert = opts.auth.mode === "client-cert";
+  let tls = opts.tls;
+  let clientCaPem = opts.auth.mode === "client-cert" ? opts.auth.clientCaPem : undefined;
+  const context = () => ({
+    cert: tls.certPem,
+    key: tls.keyPem,
+    minVersion: "TLSv1.2" as const,
+    ...(clientCaPem ? { ca: clientCaPem } : {}),
+  });
+  const server = createServer(
+    // rejectUnauthorized: false so health probes (no certificate) still work and a refused
+    // caller reads why; /validate itself checks the verified peer below.
+    { ...context(), requestCert: clientCert, rejectUnauthorized: false },
+    (req, res) => {
+      // The API server calls /validate?timeout=12s: match the path, not the whole URL.
+      const path = req.url?.split("?", 1)[0];
+      if (path === VALIDATE_PATH && req.method === "POST") {
+        if (!refuseUnauthenticated(req, res, opts, limit)) validate(req, res);
+        return;
+      }
+      req.resume();
+      if (req.method === "GET" && path === "/healthz") send(res, 200, "text/plain", "ok");
+      else if (req.method === "GET" && path === "/readyz") {
+        if (opts.isReady()) send(res, 200, "text/plain", "ok");
+        else send(res, 503, "text/plain", "policy cache not synced yet");
+      } else {
+        send(
+          res,
+          404,
+          "application/json",
+          JSON.stringify({
+            error:
+              "not found; the admission port serves POST /validate (to the API server), GET /healthz and GET /readyz; the approval API and Slack interactivity are on the API port",
+          }),
+        );
+      }
+    },
+  );
+  const port = await listen(server, opts.port, opts.host, "--port");
+  return {
+    server,
+    port,
+    setTls(next) {
+      tls = next;
+      server.setSecureContext(context());
+    },
+    setClientCa(pem) {
+      if (!clientCert) return;
+      clientCaPem = pem;
+      server.setSecureContext(context());
+    },
+    stop: () => stopServer(server),
+  };
+}
+
+/** The API listener: approval API, Slack interactivity, health. */
+export async function startApiServer(opts: ApiServerOptions): Promise<RunningListener> {
+  const app = createApiApp(opts);
+  const context = (tls: ServingTls) => ({
+    cert: tls.certPem,
+    key: tls.keyPem,
+    minVersion: "TLSv1.2" as const,
+  });
+  const server = createServer(context(opts.tls), app);
+  const port = await listen(server, opts.port, opts.host, "--api-port");
+  return {
+    server,
+    port,
+    setTls(next) {
+      server.setSecureContext(context(next));
+    },
+    stop: () => stopServer(server),
+  };
 }

@@ -1,7 +1,9 @@
 /**
  * A real Kubernetes control plane (etcd + kube-apiserver) on loopback, the
  * envtest approach: generated CA, serving and client certificates, RBAC
- * authorization, a service-account issuer and signing key, an admin kubeconfig.
+ * authorization, a service-account issuer and signing key, an admin kubeconfig, and an
+ * admission configuration under which kube-apiserver presents a client certificate (from
+ * its own webhook-client CA) to every admission webhook, so webhooks can authenticate it.
  *
  * Used by the integration tests and by `npm run dev`. Child processes are started
  * with a parent-death signal (setpriv --pdeathsig) and killed on process exit, so
@@ -23,6 +25,7 @@ import {
   createCertificateAuthority,
   createSigningKeyPair,
   issueCertificate,
+  type KeyPairPem,
   loadCertificateAuthority,
 } from "../pki/certificates.js";
 import { type ControlPlaneBinaries, controlPlaneBinaries, REPO_ROOT } from "./binaries.js";
@@ -49,6 +52,54 @@ interface ControlPlaneState {
   etcdUrl: string;
   startupMs: number;
   pid: number;
+}
+
+/** The PKI with which the API server authenticates itself to admission webhooks. */
+export interface WebhookClientPki {
+  /** The CA a webhook verifies the API server's client certificate against. */
+  ca: CertificateAuthority;
+  /** The certificate kube-apiserver presents to webhooks (tools that play the API server use it too). */
+  client: KeyPairPem;
+  /** The client certificate's common name. */
+  name: string;
+}
+
+export const WEBHOOK_CLIENT_NAME = "kube-apiserver-webhook-client";
+
+/** The files kube-apiserver reads to present a client certificate to admission webhooks. Pure. */
+export function admissionClientConfig(files: { clientCert: string; clientKey: string; kubeconfig: string }): {
+  admissionConfiguration: string;
+  kubeconfig: string;
+} {
+  const plugin = (name: string) =>
+    [
+      `  - name: ${name}`,
+      "    configuration:",
+      "      apiVersion: apiserver.config.k8s.io/v1",
+      "      kind: WebhookAdmissionConfiguration",
+      `      kubeConfigFile: ${JSON.stringify(files.kubeconfig)}`,
+    ].join("\n");
+  return {
+    admissionConfiguration: [
+      "apiVersion: apiserver.config.k8s.io/v1",
+      "kind: AdmissionConfiguration",
+      "plugins:",
+      plugin("ValidatingAdmissionWebhook"),
+      plugin("MutatingAdmissionWebhook"),
+      "",
+    ].join("\n"),
+    // "*" is the default match: this user is presented to every webhook host.
+    kubeconfig: [
+      "apiVersion: v1",
+      "kind: Config",
+      "users:",
+      '  - name: "*"',
+      "    user:",
+      `      client-certificate: ${JSON.stringify(files.clientCert)}`,
+      `      client-key: ${JSON.stringify(files.clientKey)}`,
+      "",
+    ].join("\n"),
+  };
 }
 
 export interface Identity {
@@ -123,6 +174,8 @@ export class ControlPlane {
     readonly apiServerPort: number,
     readonly etcdUrl: string,
     readonly adminKubeconfigPath: string,
+    /** How the API server authenticates to admission webhooks. */
+    readonly webhookClient: WebhookClientPki,
     /** Milliseconds from start() to a ready API server with CRDs installed. */
     public startupMs: number,
   ) {}
@@ -166,6 +219,14 @@ export class ControlPlane {
       organizations: ["system:masters"],
       usage: "client",
     });
+    // A separate CA for the client certificate kube-apiserver presents to webhooks: a webhook
+    // that trusts it trusts nothing else (not the cluster's users, whose certs the main CA signs).
+    const webhookClientCa = await createCertificateAuthority("countersign-webhook-client-ca");
+    const webhookClientCert = await issueCertificate(webhookClientCa, {
+      commonName: WEBHOOK_CLIENT_NAME,
+      dnsNames: [WEBHOOK_CLIENT_NAME],
+      usage: "client",
+    });
     const saKeys = await createSigningKeyPair();
     const files = {
       ca: join(dir, "ca.crt"),
@@ -174,12 +235,29 @@ export class ControlPlane {
       saPub: join(dir, "sa.pub"),
       saKey: join(dir, "sa.key"),
       auditPolicy: join(dir, "audit-policy.yaml"),
+      webhookClientCa: join(dir, "webhook-client-ca.crt"),
+      webhookClientCaKey: join(dir, "webhook-client-ca.key"),
+      webhookClientCert: join(dir, "webhook-client.crt"),
+      webhookClientKey: join(dir, "webhook-client.key"),
+      webhookClientKubeconfig: join(dir, "webhook-client.kubeconfig"),
+      admissionConfig: join(dir, "admission-config.yaml"),
     };
     writeFileSync(files.ca, ca.certPem);
     writeFileSync(files.servingCert, serving.certPem);
     writeFileSync(files.servingKey, serving.keyPem, { mode: 0o600 });
     writeFileSync(files.saPub, saKeys.publicKeyPem);
     writeFileSync(files.saKey, saKeys.privateKeyPem, { mode: 0o600 });
+    writeFileSync(files.webhookClientCa, webhookClientCa.certPem);
+    writeFileSync(files.webhookClientCaKey, webhookClientCa.keyPem, { mode: 0o600 });
+    writeFileSync(files.webhookClientCert, webhookClientCert.certPem);
+    writeFileSync(files.webhookClientKey, webhookClientCert.keyPem, { mode: 0o600 });
+    const admissionFiles = admissionClientConfig({
+      clientCert: files.webhookClientCert,
+      clientKey: files.webhookClientKey,
+      kubeconfig: files.webhookClientKubeconfig,
+    });
+    writeFileSync(files.webhookClientKubeconfig, admissionFiles.kubeconfig, { mode: 0o600 });
+    writeFileSync(files.admissionConfig, admissionFiles.admissionConfiguration);
     // Metadata level for writes is enough to see who did what and the webhook's audit annotations.
     writeFileSync(
       files.auditPolicy,
@@ -208,7 +286,17 @@ export class ControlPlane {
       credentials: { clientCertificatePem: admin.certPem, clientKeyPem: admin.keyPem },
     });
 
-    const cp = new ControlPlane(dir, ownsDir, binaries, ca, apiServerPort, etcdUrl, adminKubeconfigPath, 0);
+    const cp = new ControlPlane(
+      dir,
+      ownsDir,
+      binaries,
+      ca,
+      apiServerPort,
+      etcdUrl,
+      adminKubeconfigPath,
+      { ca: webhookClientCa, client: webhookClientCert, name: WEBHOOK_CLIENT_NAME },
+      0,
+    );
     try {
       log(`starting etcd on ${etcdUrl}`);
       await assertPortFree(etcdClientPort);
@@ -244,6 +332,7 @@ export class ControlPlane {
         "--allow-privileged=true",
         // No controller-manager runs, so nothing would create the `default` service accounts.
         "--disable-admission-plugins=ServiceAccount",
+        `--admission-control-config-file=${files.admissionConfig}`,
         `--audit-policy-file=${files.auditPolicy}`,
         `--audit-log-path=${join(dir, "audit.log")}`,
         "--audit-log-format=json",
@@ -289,6 +378,10 @@ export class ControlPlane {
       readFileSync(join(dir, "ca.crt"), "utf8"),
       readFileSync(join(dir, "ca.key"), "utf8"),
     );
+    const webhookClientCa = await loadCertificateAuthority(
+      readFileSync(join(dir, "webhook-client-ca.crt"), "utf8"),
+      readFileSync(join(dir, "webhook-client-ca.key"), "utf8"),
+    );
     const cp = new ControlPlane(
       dir,
       false,
@@ -297,6 +390,14 @@ export class ControlPlane {
       state.apiServerPort,
       state.etcdUrl,
       join(dir, "admin.kubeconfig"),
+      {
+        ca: webhookClientCa,
+        client: {
+          certPem: readFileSync(join(dir, "webhook-client.crt"), "utf8"),
+          keyPem: readFileSync(join(dir, "webhook-client.key"), "utf8"),
+        },
+        name: WEBHOOK_CLIENT_NAME,
+      },
       state.startupMs,
     );
     cp.attached = true;

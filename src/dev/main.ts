@@ -6,13 +6,19 @@
  *
  *   npm run dev                       # local control plane
  *   npm run dev -- --use-current-kubeconfig   # an existing cluster whose API server can reach
- *                                             # this machine at --webhook-host (default 127.0.0.1)
+ *                                             # this machine at --webhook-host (default 127.0.0.1);
+ *        with --admission-client-ca-file FILE (the CA of the client certificate that API server
+ *        presents to webhooks), or --admission-auth network to accept any caller (local only)
+ *
+ * The local control plane's API server presents its webhook client certificate, and the
+ * webhook verifies it: the admission port answers only the API server, as in production.
  */
 import { execFile } from "node:child_process";
-import { copyFileSync, mkdirSync, rmSync } from "node:fs";
+import { copyFileSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { KubeConfig, RbacAuthorizationV1Api } from "@kubernetes/client-node";
+import type { AdmissionAuth } from "../admission/client-auth.js";
 import { webhookConfiguration } from "../admission/registration.js";
 import { startCountersign } from "../app.js";
 import { REPO_ROOT } from "../controlplane/binaries.js";
@@ -56,6 +62,9 @@ async function main(): Promise<void> {
       "use-current-kubeconfig": { type: "boolean", default: false },
       dir: { type: "string", default: join(REPO_ROOT, ".countersign", "dev") },
       port: { type: "string", default: "0" },
+      "api-port": { type: "string", default: "0" },
+      "admission-client-ca-file": { type: "string" },
+      "admission-auth": { type: "string" },
       "webhook-host": { type: "string", default: "127.0.0.1" },
       demo: { type: "boolean", default: false },
       exit: { type: "boolean", default: false },
@@ -170,10 +179,28 @@ async function main(): Promise<void> {
     usage: "server",
     ...(isIp ? { ipAddresses: [host] } : { dnsNames: [host] }),
   });
+  let admissionAuth: AdmissionAuth;
+  if (values["admission-client-ca-file"]) {
+    admissionAuth = {
+      mode: "client-cert",
+      clientCaPem: readFileSync(values["admission-client-ca-file"], "utf8"),
+    };
+  } else if (cp) {
+    admissionAuth = { mode: "client-cert", clientCaPem: cp.webhookClient.ca.certPem };
+  } else if (values["admission-auth"] === "network") {
+    admissionAuth = { mode: "network" };
+    say("WARNING: --admission-auth network: any client that reaches the admission port can drive /validate");
+  } else {
+    throw new Error(
+      "with --use-current-kubeconfig, give --admission-client-ca-file (the CA of the client certificate your API server presents to webhooks; see the README's Security model) or --admission-auth network",
+    );
+  }
   const cs = await startCountersign({
     kubeConfig: countersignKc,
     tls,
-    port: Number(values.port),
+    admissionPort: Number(values.port),
+    apiPort: Number(values["api-port"]),
+    admissionAuth,
     installNamespace: INSTALL_NAMESPACE,
     replica: "dev",
     writePolicyStatus: true,
@@ -184,7 +211,7 @@ async function main(): Promise<void> {
     webhookConfiguration({
       name: WEBHOOK_NAME,
       caBundlePem: ca.certPem,
-      url: `https://${host}:${cs.port}`,
+      url: `https://${host}:${cs.admissionPort}`,
       installNamespace: INSTALL_NAMESPACE,
       subjects: { serviceAccountNamespaces: [AGENT_NAMESPACE] },
     }) as never,
@@ -197,7 +224,9 @@ async function main(): Promise<void> {
       .deleteValidatingWebhookConfiguration({ name: WEBHOOK_NAME })
       .catch((err: unknown) => say(`could not remove webhook configuration: ${describeKubeError(err)}`));
   });
-  say(`Countersign webhook serving on https://${host}:${cs.port}/validate`);
+  say(
+    `Countersign admission on https://${host}:${cs.admissionPort}/validate (${admissionAuth.mode === "client-cert" ? "only the API server's client certificate" : "any caller"}), approval API on https://${host}:${cs.apiPort}/api/v1`,
+  );
 
   if (cp) {
     const kubectl = cp.binaries.kubectl;

@@ -24,6 +24,19 @@ export const admissionDecisions = new Counter({
   registers: [registry],
 });
 
+export const admissionUnauthenticated = new Counter({
+  name: "countersign_admission_unauthenticated_total",
+  help: "AdmissionReviews refused before reading the body because the caller was not the API server, by reason (no-certificate, untrusted-certificate, name-not-allowed).",
+  labelNames: ["reason"] as const,
+  registers: [registry],
+});
+
+export const slackReplaysRefused = new Counter({
+  name: "countersign_slack_replays_refused_total",
+  help: "Slack interactions refused because another request with the same signature was already seen (by any replica).",
+  registers: [registry],
+});
+
 let pendingSource: (() => number) | undefined;
 /** The controller registers how to count Pending requests (from its informer cache). */
 export function setPendingSource(fn: (() => number) | undefined): void {

@@ -1,7 +1,7 @@
 /**
  * Slack interactivity: the Approve / Deny buttons on Countersign's Slack messages post here.
  * Every request must carry a valid Slack signature over the exact body, with a timestamp
- * within five minutes, seen only once (replays are refused). The Slack user is mapped to a
+ * within five minutes, seen only once by any replica (replays are refused; see replay-guard.ts). The Slack user is mapped to a
  * Kubernetes identity only through explicit configuration, and the decision goes through the
  * same DecisionService rules as kubectl and the HTTP API. The message is then updated.
  */
@@ -9,8 +9,10 @@ import { createHmac, timingSafeEqual } from "node:crypto";
 import express, { type Request, type Response, type Router } from "express";
 import type { DecisionService } from "../approvals/decision-service.js";
 import type { Logger } from "../logging/logger.js";
+import { slackReplaysRefused } from "../metrics/metrics.js";
 import type { NotificationConfig } from "./messages.js";
 import { postJson } from "./notifier.js";
+import type { ReplayGuard } from "./replay-guard.js";
 
 export const SLACK_MAX_SKEW_SECONDS = 300;
 
@@ -37,6 +39,8 @@ export function verifySlackSignature(
 export interface SlackInteractionOptions {
   config: NonNullable<NotificationConfig["slack"]>;
   decisions: DecisionService;
+  /** Where seen signatures are kept; shared by all replicas in production (KubeReplayGuard). */
+  replay: ReplayGuard;
   logger: Logger;
   /** PEM of a private CA for response_url (tests, proxies); default: the system's CAs. */
   responseCaPem?: string;
@@ -54,7 +58,6 @@ function respond(url: string, payload: object, caPem: string | undefined, log: L
 
 export function slackInteractions(opts: SlackInteractionOptions): Router {
   const router = express.Router();
-  const seen = new Map<string, number>(); // signature → time, for replay protection
   const now = opts.now ?? (() => Math.floor(Date.now() / 1000));
   router.post(
     "/",
@@ -74,13 +77,24 @@ export function slackInteractions(opts: SlackInteractionOptions): Router {
         res.status(401).json({ error: { code: 401, message: `invalid Slack request: ${check.reason}` } });
         return;
       }
-      for (const [sig, t] of seen) if (now() - t > SLACK_MAX_SKEW_SECONDS) seen.delete(sig);
-      if (seen.has(signature!)) {
+      let first: boolean;
+      try {
+        first = await opts.replay.claim(signature!);
+      } catch (err) {
+        opts.logger.error("could not record the Slack request for replay protection; refused it", {
+          error: err instanceof Error ? err.message : String(err),
+        });
+        res.status(503).json({
+          error: { code: 503, message: "cannot check for replays right now; nothing was changed, try again" },
+        });
+        return;
+      }
+      if (!first) {
+        slackReplaysRefused.inc();
         opts.logger.warn("refused a replayed Slack interaction");
         res.status(401).json({ error: { code: 401, message: "invalid Slack request: replayed" } });
         return;
       }
-      seen.set(signature!, now());
 
       let payload: {
         type?: string;

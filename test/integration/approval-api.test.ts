@@ -37,7 +37,7 @@ function call(
     const req = request(
       {
         host: "127.0.0.1",
-        port: cs.replicas[0]!.port,
+        port: cs.replicas[0]!.apiPort,
         path: `/api/v1${path}`,
         method,
         rejectUnauthorized: false,

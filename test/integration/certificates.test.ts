@@ -127,7 +127,9 @@ describe("self-managed webhook certificates", () => {
     const running = await startCountersign({
       kubeConfig: self,
       tls: first,
-      port: 0,
+      admissionPort: 0,
+      apiPort: 0,
+      admissionAuth: { mode: "client-cert", clientCaPem: cp.webhookClient.ca.certPem },
       host: "127.0.0.1",
       installNamespace: ns,
     });
@@ -141,12 +143,12 @@ describe("self-managed webhook certificates", () => {
     );
     await watcher.first();
     watcher.start();
-    const servedSerial = () =>
+    const servedSerial = (port = running.admissionPort) =>
       new Promise<string>((resolve, reject) => {
         const s = connect(
           {
             host: "127.0.0.1",
-            port: running.port,
+            port,
             rejectUnauthorized: false,
             servername: "countersign-webhook",
           },
@@ -159,9 +161,16 @@ describe("self-managed webhook certificates", () => {
       });
     try {
       expect(await servedSerial()).toBe(new X509Certificate(first.certPem).serialNumber);
+      expect(await servedSerial(running.apiPort)).toBe(new X509Certificate(first.certPem).serialNumber);
       const rotated = await reconcileWebhookCertificate(opts(new Date(Date.now() + 3000 * DAY)));
       const want = new X509Certificate(rotated.certPem).serialNumber;
       await eventually(async () => (await servedSerial()) === want, 10_000, "new certificate served");
+      // The API listener (approval API, Slack) rotates with it.
+      await eventually(
+        async () => (await servedSerial(running.apiPort)) === want,
+        10_000,
+        "new certificate served on the API port",
+      );
     } finally {
       watcher.stop();
       await running.stop();

@@ -13,6 +13,7 @@ import { decide as decideRequest } from "../../src/plugin/commands.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import {
   approverIdentity,
+  asApiServer,
   eventually,
   grantServiceAccount,
   startTestCountersign,
@@ -29,6 +30,7 @@ const agentsNs = uniqueName("agents");
 const prod = uniqueName("prod");
 const policyName = uniqueName("prod-guard");
 
+/** POSTs to /validate as the API server (presenting its webhook client certificate). */
 function post(
   port: number,
   body: string,
@@ -42,6 +44,7 @@ function post(
         path: "/validate",
         method: "POST",
         rejectUnauthorized: false,
+        ...asApiServer(cp),
         headers: { "content-type": contentType },
       },
       (res) => {
@@ -195,7 +198,7 @@ describe("the approval gate", () => {
       });
     const results = await Promise.all([
       ...Array.from({ length: 10 }, () => agentDeleteSecret("db-creds")),
-      ...Array.from({ length: 10 }, (_, i) => post(cs.replicas[1]!.port, review(`direct-${i}`))),
+      ...Array.from({ length: 10 }, (_, i) => post(cs.replicas[1]!.admissionPort, review(`direct-${i}`))),
     ]);
     for (const r of results) {
       if ("ok" in r) expect(r.ok).toBe(false);
@@ -246,7 +249,7 @@ describe("the approval gate", () => {
       });
     const results = await Promise.all([
       ...Array.from({ length: 10 }, () => agentDeleteSecret("db-creds")),
-      ...Array.from({ length: 10 }, (_, i) => post(cs.replicas[1]!.port, review(`consume-${i}`))),
+      ...Array.from({ length: 10 }, (_, i) => post(cs.replicas[1]!.admissionPort, review(`consume-${i}`))),
     ]);
     const allowed = results.filter((r) => ("ok" in r ? r.ok : JSON.parse(r.body).response.allowed === true));
     expect(allowed).toHaveLength(1);
@@ -356,7 +359,7 @@ describe("the approval gate", () => {
   });
 
   it("answers bad input with a clear 4xx and keeps serving", async () => {
-    const port = cs.replicas[0]!.port;
+    const port = cs.replicas[0]!.admissionPort;
     expect((await post(port, "{}", "text/plain")).status).toBe(415);
     const malformed = await post(port, "{not json");
     expect(malformed.status).toBe(400);

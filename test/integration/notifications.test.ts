@@ -73,7 +73,7 @@ function slackPost(body: string, timestamp: string, signature: string): Promise<
     const req = request(
       {
         host: "127.0.0.1",
-        port: cs.replicas[0]!.port,
+        port: cs.replicas[0]!.apiPort,
         path: "/slack/interactions",
         method: "POST",
         rejectUnauthorized: false,

@@ -166,6 +166,8 @@ export async function startTestCountersign(
     leaseDurationSeconds?: number;
     notifications?: NotificationConfig;
     slackResponseCaPem?: string;
+    /** Pin the API server's webhook client certificate to these names (default: any from its CA). */
+    admissionClientNames?: string[];
   },
 ): Promise<TestCountersign> {
   const ca = await createCertificateAuthority("countersign-test-webhook-ca");
@@ -184,7 +186,14 @@ export async function startTestCountersign(
       await startCountersign({
         kubeConfig: self,
         tls,
-        port: 0,
+        admissionPort: 0,
+        apiPort: 0,
+        // Only the test API server may call /validate: its webhook client certificate is verified.
+        admissionAuth: {
+          mode: "client-cert",
+          clientCaPem: cp.webhookClient.ca.certPem,
+          allowedNames: opts.admissionClientNames ?? [],
+        },
         host: "127.0.0.1",
         installNamespace,
         replica: `test-replica-${i}`,
@@ -208,7 +217,7 @@ export async function startTestCountersign(
   const config = webhookConfiguration({
     name: webhookName,
     caBundlePem: ca.certPem,
-    url: `https://127.0.0.1:${replicas[0]!.port}`,
+    url: `https://127.0.0.1:${replicas[0]!.admissionPort}`,
     installNamespace,
     subjects: opts.subjects,
   });
@@ -225,6 +234,15 @@ export async function startTestCountersign(
       for (const r of replicas) await r.stop();
     },
   };
+}
+
+/**
+ * TLS options for a client that plays the API server towards the admission port (it presents
+ * the API server's webhook client certificate), e.g. to send AdmissionReviews to a replica
+ * the webhook configuration does not point at.
+ */
+export function asApiServer(cp: ControlPlane): { cert: string; key: string } {
+  return { cert: cp.webhookClient.client.certPem, key: cp.webhookClient.client.keyPem };
 }
 
 /** Polls until `fn` returns a truthy value (or throws after timeoutMs). */

@@ -14,8 +14,16 @@ describe("countersign entry point settings", () => {
       installNamespace: "cs",
       manageCertificates: true,
     });
-    expect(parseSettings(["webhook"], { COUNTERSIGN_IDENTITIES: "a, b" }).identities).toEqual(["a", "b"]);
-    expect(parseSettings(["all"], {}).port).toBe(8443);
+    const ca = { COUNTERSIGN_ADMISSION_CLIENT_CA_FILE: "/etc/countersign/admission-client/ca.crt" };
+    expect(parseSettings(["webhook"], { ...ca, COUNTERSIGN_IDENTITIES: "a, b" }).identities).toEqual([
+      "a",
+      "b",
+    ]);
+    expect(parseSettings(["all"], ca)).toMatchObject({
+      port: 8443,
+      apiPort: 8444,
+      admissionAuth: "client-cert",
+    });
     expect(parseSettings(["uninstall"], {}).mode).toBe("uninstall");
   });
 
@@ -28,5 +36,49 @@ describe("countersign entry point settings", () => {
     );
     expect(() => parseSettings(["webhook", "--tls-cert-file", "a"], {})).toThrow(/go together/);
     expect(() => parseSettings(["webhook", "--bogus"], {})).toThrow(/bogus/);
+  });
+
+  it("refuses to serve admission to unauthenticated callers unless told the port is fenced", () => {
+    // The safe default: client-cert mode, and it needs the CA of the API server's client certificate.
+    expect(() => parseSettings(["webhook"], {})).toThrow(/--admission-client-ca-file/);
+    expect(() => parseSettings(["all"], {})).toThrow(/--admission-auth=network/);
+    // The controller serves no admission, so it needs none.
+    expect(parseSettings(["controller"], {}).mode).toBe("controller");
+    const s = parseSettings(
+      [
+        "webhook",
+        "--admission-client-ca-file",
+        "/ca.pem",
+        "--admission-client-names",
+        "kube-apiserver, apiserver-2",
+      ],
+      {},
+    );
+    expect(s).toMatchObject({
+      admissionAuth: "client-cert",
+      admissionClientCaFile: "/ca.pem",
+      admissionClientNames: ["kube-apiserver", "apiserver-2"],
+    });
+    expect(parseSettings(["webhook"], { COUNTERSIGN_ADMISSION_AUTH: "network" }).admissionAuth).toBe(
+      "network",
+    );
+    expect(() => parseSettings(["webhook", "--admission-auth", "none"], {})).toThrow(
+      /--admission-auth must be client-cert or network, not "none"/,
+    );
+    expect(() =>
+      parseSettings(["webhook", "--admission-auth", "network", "--admission-client-ca-file", "/ca.pem"], {}),
+    ).toThrow(/apply only to --admission-auth=client-cert/);
+  });
+
+  it("serves admission, the approval API and metrics on separate ports", () => {
+    const net = { COUNTERSIGN_ADMISSION_AUTH: "network" };
+    expect(parseSettings(["webhook", "--api-port", "0"], net).apiPort).toBe(0);
+    expect(() => parseSettings(["webhook", "--api-port", "8443"], net)).toThrow(
+      /--port and --api-port must differ \(both 8443\)/,
+    );
+    expect(() => parseSettings(["webhook", "--metrics-port", "8444"], net)).toThrow(
+      /--api-port and --metrics-port must differ/,
+    );
+    expect(() => parseSettings(["webhook", "--api-port", "x"], net)).toThrow(/--api-port: "x" is not a port/);
   });
 });

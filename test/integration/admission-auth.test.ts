@@ -1,0 +1,298 @@
+/**
+ * Only the API server may drive admission. These are the attacks an agent's pod can make by
+ * speaking to the webhook directly — a forged AdmissionReview in the agent's name — and they
+ * must fail: no certificate, or a certificate the API server's webhook-client CA did not sign
+ * (a cluster user's), is refused before the review is read, and creates or consumes nothing.
+ * The real API server, presenting its client certificate, is still served; the API listener
+ * (approval API, Slack) never serves /validate.
+ */
+import { request as httpsRequest } from "node:https";
+import { CoreV1Api, CustomObjectsApi, type KubeConfig, type V1Secret } from "@kubernetes/client-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { ApprovalRequest } from "../../src/approvals/request.js";
+import type { ControlPlane } from "../../src/controlplane/control-plane.js";
+import { kubeStatusOf } from "../../src/kube/errors.js";
+import { admissionUnauthenticated } from "../../src/metrics/metrics.js";
+import { issueCertificate } from "../../src/pki/certificates.js";
+import { decide } from "../../src/plugin/commands.js";
+import { attachControlPlane, uniqueName } from "../support/control-plane.js";
+import {
+  approverIdentity,
+  asApiServer,
+  eventually,
+  grantServiceAccount,
+  startTestCountersign,
+  type TestCountersign,
+} from "../support/countersign.js";
+
+const G = { group: "countersign.io", version: "v1alpha1" };
+let cp: ControlPlane;
+let cs: TestCountersign;
+let agent: KubeConfig;
+let agentUser: string;
+let approver: KubeConfig;
+let userCert: { cert: string; key: string };
+const agentsNs = uniqueName("auth-agents");
+const prod = uniqueName("auth-prod");
+const policyName = uniqueName("auth-guard");
+
+function post(
+  port: number,
+  path: string,
+  body: string,
+  tls: { cert?: string; key?: string } = {},
+  method = "POST",
+): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest(
+      {
+        host: "127.0.0.1",
+        port,
+        path,
+        method,
+        rejectUnauthorized: false,
+        ...tls,
+        headers: { "content-type": "application/json" },
+      },
+      (res) => {
+        let data = "";
+        res.on("data", (c) => (data += c));
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body: data }));
+      },
+    );
+    req.on("error", reject);
+    req.end(body);
+  });
+}
+
+async function requests(): Promise<ApprovalRequest[]> {
+  const list = (await cp
+    .adminKubeConfig()
+    .makeApiClient(CustomObjectsApi)
+    .listNamespacedCustomObject({ ...G, namespace: prod, plural: "approvalrequests" })) as {
+    items: ApprovalRequest[];
+  };
+  return list.items;
+}
+
+/** Polls for `ms` and fails if the condition ever holds (something appeared that must not). */
+async function never(what: string, fn: () => Promise<boolean>, ms = 2000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (await fn()) throw new Error(`${what} appeared`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** A forged review: the agent's identity, deleting a Secret the policy gates. */
+async function forgedDelete(secretName: string, uid: string): Promise<string> {
+  const secret = await cp
+    .adminKubeConfig()
+    .makeApiClient(CoreV1Api)
+    .readNamespacedSecret({ name: secretName, namespace: prod });
+  return JSON.stringify({
+    apiVersion: "admission.k8s.io/v1",
+    kind: "AdmissionReview",
+    request: {
+      uid,
+      kind: { group: "", version: "v1", kind: "Secret" },
+      resource: { group: "", version: "v1", resource: "secrets" },
+      name: secretName,
+      namespace: prod,
+      operation: "DELETE",
+      userInfo: {
+        username: agentUser,
+        groups: ["system:serviceaccounts", `system:serviceaccounts:${agentsNs}`],
+      },
+      oldObject: secret,
+      dryRun: false,
+    },
+  });
+}
+
+async function agentDelete(name: string): Promise<{ ok: boolean; message: string }> {
+  try {
+    await agent.makeApiClient(CoreV1Api).deleteNamespacedSecret({ name, namespace: prod });
+    return { ok: true, message: "" };
+  } catch (err) {
+    const s = kubeStatusOf(err);
+    if (!s) throw err;
+    return { ok: false, message: s.message ?? "" };
+  }
+}
+
+async function refusals(reason: string): Promise<number> {
+  const m = await admissionUnauthenticated.get();
+  return m.values.find((v) => v.labels.reason === reason)?.value ?? 0;
+}
+
+beforeAll(async () => {
+  cp = await attachControlPlane();
+  await cp.ensureNamespace(prod);
+  const id = await cp.serviceAccountIdentity(agentsNs, "ops-bot");
+  agent = id.kubeConfig;
+  agentUser = id.username;
+  await grantServiceAccount(
+    cp,
+    prod,
+    { namespace: agentsNs, name: "ops-bot" },
+    ["secrets"],
+    ["get", "delete"],
+  );
+  approver = await approverIdentity(cp, "alice@example.com", ["countersign:approvers"]);
+  // A cluster user's client certificate: valid for the API server, not for admission.
+  const mallory = await issueCertificate(cp.ca, { commonName: "mallory", usage: "client" });
+  userCert = { cert: mallory.certPem, key: mallory.keyPem };
+  cs = await startTestCountersign(cp, { subjects: { serviceAccountNamespaces: [agentsNs] } });
+  await cp.apply([
+    {
+      apiVersion: "countersign.io/v1alpha1",
+      kind: "ApprovalPolicy",
+      metadata: { name: policyName },
+      spec: {
+        subjects: { serviceAccounts: [{ namespace: agentsNs }] },
+        match: [{ operations: ["DELETE"], apiGroups: [""], resources: ["secrets"], namespaces: [prod] }],
+        rules: [
+          {
+            name: "deletes-in-prod",
+            action: "RequireApproval",
+            approval: { approvers: { groups: ["countersign:approvers"] }, requiredApprovals: 1, ttl: "1h" },
+          },
+        ],
+      },
+    } as never,
+  ]);
+  await eventually(
+    async () => cs.replicas[0]!.policies.list().some((p) => p.name === policyName),
+    10_000,
+    "policy compiled",
+  );
+  const core = cp.adminKubeConfig().makeApiClient(CoreV1Api);
+  for (const name of ["forged-target", "approved-target", "canary"]) {
+    const body: V1Secret = { metadata: { name }, stringData: { password: "hunter2" } };
+    await core.createNamespacedSecret({ namespace: prod, body });
+  }
+  await eventually(
+    async () => {
+      try {
+        await agent
+          .makeApiClient(CoreV1Api)
+          .deleteNamespacedSecret({ name: "canary", namespace: prod, dryRun: "All" });
+        return false;
+      } catch {
+        return true;
+      }
+    },
+    15_000,
+    "webhook active",
+  );
+});
+
+afterAll(async () => {
+  await cs?.stop();
+});
+
+describe("admission answers only the API server", () => {
+  it("a forged review without a client certificate is refused (403) and creates no ApprovalRequest", async () => {
+    const before = await refusals("no-certificate");
+    const out = await post(
+      cs.replicas[0]!.admissionPort,
+      "/validate",
+      await forgedDelete("forged-target", "forged-1"),
+    );
+    expect(out.status).toBe(403);
+    expect(JSON.parse(out.body).error).toMatch(
+      /no client certificate: only the Kubernetes API server may call \/validate/,
+    );
+    expect(JSON.parse(out.body).error).toMatch(/nothing was created or consumed/);
+    expect(await refusals("no-certificate")).toBe(before + 1);
+    await never("an ApprovalRequest for the forged review", async () =>
+      (await requests()).some((r) => r.spec.action.name === "forged-target"),
+    );
+  });
+
+  it("a forged review with a cluster user's client certificate (another CA) is refused and creates nothing", async () => {
+    const before = await refusals("untrusted-certificate");
+    const out = await post(
+      cs.replicas[0]!.admissionPort,
+      "/validate?timeout=10s",
+      await forgedDelete("forged-target", "forged-2"),
+      userCert,
+    );
+    expect(out.status).toBe(403);
+    expect(JSON.parse(out.body).error).toMatch(
+      /"mallory" is not signed by the configured admission client CA/,
+    );
+    expect(await refusals("untrusted-certificate")).toBe(before + 1);
+    await never("an ApprovalRequest for the forged review", async () =>
+      (await requests()).some((r) => r.spec.action.name === "forged-target"),
+    );
+  });
+
+  it("a forged review cannot consume an approval; the agent's real retry through the API server does, once", async () => {
+    const denied = await agentDelete("approved-target");
+    expect(denied.ok).toBe(false);
+    const ar = await eventually(
+      async () => (await requests()).find((r) => r.spec.action.name === "approved-target"),
+      10_000,
+      "ApprovalRequest",
+    );
+    await decide(approver, prod, ar.metadata.name, "Approve", "ok");
+    const read = async () =>
+      (await requests()).find((r) => r.metadata.name === ar.metadata.name) as ApprovalRequest;
+    await eventually(async () => (await read()).status?.phase === "Approved", 10_000, "Approved");
+
+    const forged = await forgedDelete("approved-target", "steal-1");
+    for (const tls of [{}, userCert]) {
+      const out = await post(cs.replicas[0]!.admissionPort, "/validate", forged, tls);
+      expect(out.status).toBe(403);
+    }
+    // Still Approved and unconsumed, for a while.
+    await never("the approval consumed by a forged review", async () => {
+      const now = await read();
+      return now.status?.phase !== "Approved" || now.status?.consumed !== undefined;
+    });
+
+    // The real agent, through the API server: allowed exactly once.
+    expect((await agentDelete("approved-target")).ok).toBe(true);
+    const consumed = await read();
+    expect(consumed.status?.phase).toBe("Consumed");
+    expect(consumed.status?.consumed?.admissionUID).toBeTruthy();
+    expect(consumed.status?.consumed?.admissionUID).not.toBe("steal-1");
+  });
+
+  it("health endpoints stay open for probes; everything else on the admission port is 404", async () => {
+    const port = cs.replicas[0]!.admissionPort;
+    expect((await post(port, "/readyz", "", {}, "GET")).status).toBe(200);
+    expect((await post(port, "/healthz", "", {}, "GET")).status).toBe(200);
+    const api = await post(port, "/api/v1/approvalrequests", "", asApiServer(cp), "GET");
+    expect(api.status).toBe(404);
+    expect(JSON.parse(api.body).error).toMatch(/approval API and Slack interactivity are on the API port/);
+  });
+
+  it("the API listener never serves admission, not even to the API server's certificate", async () => {
+    const port = cs.replicas[0]!.apiPort!;
+    expect(port).not.toBe(cs.replicas[0]!.admissionPort);
+    const body = await forgedDelete("forged-target", "via-api-port");
+    for (const path of ["/validate", "/validate?timeout=10s"]) {
+      const out = await post(port, path, body, asApiServer(cp));
+      expect(out.status).toBe(404);
+      expect(JSON.parse(out.body).error).toMatch(/admission is served only on the admission port/);
+    }
+    await never("an ApprovalRequest from the API port", async () =>
+      (await requests()).some((r) => r.spec.action.name === "forged-target"),
+    );
+  });
+
+  it("the API server itself, presenting its client certificate, is served", async () => {
+    const before = (await requests()).length;
+    const out = await agentDelete("forged-target");
+    expect(out.ok).toBe(false);
+    expect(out.message).toMatch(/needs a human approval/);
+    await eventually(
+      async () => (await requests()).length === before + 1,
+      10_000,
+      "the real request's ApprovalRequest",
+    );
+  });
+});
