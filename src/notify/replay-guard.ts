@@ -68,7 +68,8 @@ export class KubeReplayGuard implements ReplayGuard {
             name: replayMarkerName(signature),
             labels: { [REPLAY_MARKER_LABEL]: "slack" },
           },
-          spec: { holderIdentity: this.replica, acquireTime: this.now() },
+          // creationTimestamp (set by the API server) is what the sweep reads.
+          spec: { holderIdentity: this.replica },
         },
       });
       return true;

@@ -6,12 +6,21 @@
  * The real API server, presenting its client certificate, is still served; the API listener
  * (approval API, Slack) never serves /validate.
  */
+import { execFile } from "node:child_process";
+import { mkdtempSync, readFileSync } from "node:fs";
 import { request as httpsRequest } from "node:https";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
 import { CoreV1Api, CustomObjectsApi, type KubeConfig, type V1Secret } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parse } from "yaml";
+import { startAdmissionServer } from "../../src/admission/server.js";
 import type { ApprovalRequest } from "../../src/approvals/request.js";
-import type { ControlPlane } from "../../src/controlplane/control-plane.js";
+import { REPO_ROOT } from "../../src/controlplane/binaries.js";
+import { admissionClientConfig, type ControlPlane } from "../../src/controlplane/control-plane.js";
 import { kubeStatusOf } from "../../src/kube/errors.js";
+import { componentLogger } from "../../src/logging/logger.js";
 import { admissionUnauthenticated } from "../../src/metrics/metrics.js";
 import { issueCertificate } from "../../src/pki/certificates.js";
 import { decide } from "../../src/plugin/commands.js";
@@ -294,5 +303,49 @@ describe("admission answers only the API server", () => {
       10_000,
       "the real request's ApprovalRequest",
     );
+  });
+});
+
+describe("hack/kind/admission-client.sh (what kind-config.yaml mounts; kind itself is not run here)", () => {
+  it("writes the harness's admission configuration, a client certificate an admission listener accepts, and the chart's ConfigMap", async () => {
+    const out = mkdtempSync(join(tmpdir(), "cs-kind-admission-"));
+    await promisify(execFile)(
+      "bash",
+      [join(REPO_ROOT, "hack/kind/admission-client.sh"), out, "cs", "cs-ns"],
+      {
+        env: { ...process.env, NODE_DIR: "/etc/kubernetes/countersign" },
+      },
+    );
+    const read = (f: string) => readFileSync(join(out, f), "utf8");
+    // The same AdmissionConfiguration and "*" kubeconfig the test API server runs with.
+    const expected = admissionClientConfig({
+      clientCert: "/etc/kubernetes/countersign/webhook-client.crt",
+      clientKey: "/etc/kubernetes/countersign/webhook-client.key",
+      kubeconfig: "/etc/kubernetes/countersign/webhook-client.kubeconfig",
+    });
+    expect(parse(read("admission-config.yaml"))).toEqual(parse(expected.admissionConfiguration));
+    expect(parse(read("webhook-client.kubeconfig"))).toEqual(parse(expected.kubeconfig));
+    const configMap = parse(read("admission-client-ca-configmap.yaml"));
+    expect(configMap.metadata).toEqual({ name: "cs-countersign-admission-client-ca", namespace: "cs-ns" });
+    expect(configMap.data["ca.crt"]).toBe(read("webhook-client-ca.crt"));
+
+    // An admission listener trusting the script's CA lets the script's client certificate
+    // through (a bad body then gets 400, not 403) and refuses the harness API server's.
+    const serving = await issueCertificate(cp.ca, { commonName: "kind-check", usage: "server" });
+    const listener = await startAdmissionServer({
+      tls: serving,
+      port: 0,
+      host: "127.0.0.1",
+      isReady: () => true,
+      auth: { mode: "client-cert", clientCaPem: read("webhook-client-ca.crt") },
+      logger: componentLogger("admission-test"),
+    } as never);
+    try {
+      const kindClient = { cert: read("webhook-client.crt"), key: read("webhook-client.key") };
+      expect((await post(listener.port, "/validate", "{not json", kindClient)).status).toBe(400);
+      expect((await post(listener.port, "/validate", "{not json", asApiServer(cp))).status).toBe(403);
+    } finally {
+      await listener.stop();
+    }
   });
 });

@@ -183,6 +183,70 @@ describe("the Helm chart", () => {
     ).rejects.toThrow(/selectedSubjects/);
   });
 
+  it("serves admission apart from the API, and authenticates admission callers (client certificate or a network fence)", async () => {
+    const render = async (...args: string[]) =>
+      parseAllDocuments(await helm(["template", release, CHART, "-n", ns, ...args]))
+        .map((d) => d.toJS())
+        .filter(Boolean);
+    const deployment = (objs: Awaited<ReturnType<typeof render>>) =>
+      objs.find((o) => o.kind === "Deployment" && o.metadata.name === `${fullname}-webhook`);
+    const env = (objs: Awaited<ReturnType<typeof render>>) =>
+      Object.fromEntries(
+        deployment(objs).spec.template.spec.containers[0].env.map((e: { name: string; value?: string }) => [
+          e.name,
+          e.value,
+        ]),
+      );
+
+    // Default: client-certificate mode, CA from <fullname>-admission-client-ca; two Service ports.
+    const defaults = await render();
+    expect(env(defaults)).toMatchObject({
+      COUNTERSIGN_PORT: "8443",
+      COUNTERSIGN_API_PORT: "8444",
+      COUNTERSIGN_ADMISSION_AUTH: "client-cert",
+      COUNTERSIGN_ADMISSION_CLIENT_CA_FILE: "/etc/countersign-admission/ca.crt",
+    });
+    expect(deployment(defaults).spec.template.spec.volumes).toContainEqual({
+      name: "admission-client-ca",
+      configMap: { name: `${fullname}-admission-client-ca`, items: [{ key: "ca.crt", path: "ca.crt" }] },
+    });
+    const svc = defaults.find((o) => o.kind === "Service" && o.metadata.name === `${fullname}-webhook`);
+    expect(svc.spec.ports).toEqual([
+      { name: "admission", port: 443, targetPort: "admission", protocol: "TCP" },
+      { name: "api", port: 8444, targetPort: "api", protocol: "TCP" },
+    ]);
+    const probe = deployment(defaults).spec.template.spec.containers[0].readinessProbe.httpGet;
+    expect(probe).toEqual({ path: "/readyz", port: "admission", scheme: "HTTPS" });
+    expect(defaults.some((o) => o.kind === "NetworkPolicy")).toBe(false);
+
+    // A Secret and pinned names.
+    const pinned = await render("-f", join(CHART, "ci", "cert-manager-values.yaml"));
+    expect(env(pinned).COUNTERSIGN_ADMISSION_CLIENT_NAMES).toBe("kube-apiserver-webhook-client");
+    expect(deployment(pinned).spec.template.spec.volumes).toContainEqual({
+      name: "admission-client-ca",
+      secret: { secretName: "apiserver-webhook-client-ca", items: [{ key: "ca.crt", path: "ca.crt" }] },
+    });
+
+    // networkPolicy mode: no certificate check, and a NetworkPolicy fencing the admission port.
+    const fenced = await render("-f", join(CHART, "ci", "network-policy-values.yaml"));
+    expect(env(fenced).COUNTERSIGN_ADMISSION_AUTH).toBe("network");
+    expect(env(fenced).COUNTERSIGN_ADMISSION_CLIENT_CA_FILE).toBeUndefined();
+    const policy = fenced.find((o) => o.kind === "NetworkPolicy");
+    expect(policy.spec.policyTypes).toEqual(["Ingress"]);
+    expect(policy.spec.ingress[0]).toEqual({
+      from: [{ ipBlock: { cidr: "10.0.0.0/28" } }, { ipBlock: { cidr: "172.16.5.4/32" } }],
+      ports: [{ port: "admission", protocol: "TCP" }],
+    });
+    // The API port is off here (apiPort 0); only metrics stay open to all.
+    expect(policy.spec.ingress[1]).toEqual({ ports: [{ port: "metrics", protocol: "TCP" }] });
+    await expect(
+      helm(["template", release, CHART, "--set", "webhook.admissionAuth.mode=networkPolicy"]),
+    ).rejects.toThrow(/apiServerCIDRs/);
+    await expect(
+      helm(["template", release, CHART, "--set", "webhook.admissionAuth.mode=anyone"]),
+    ).rejects.toThrow(/admissionAuth\/mode.*must be one of 'clientCert', 'networkPolicy'/);
+  });
+
   it("renders the same webhook configuration the code registers", async () => {
     const rendered = await helm([
       "template",
@@ -217,6 +281,18 @@ describe("the Helm chart", () => {
   });
 
   it("installs, and the webhook and controller run with the chart's own service accounts: the whole flow works", async () => {
+    // The CA of the test API server's webhook client certificate, where the chart reads it.
+    await cp.ensureNamespace(ns);
+    await cp
+      .adminKubeConfig()
+      .makeApiClient(CoreV1Api)
+      .createNamespacedConfigMap({
+        namespace: ns,
+        body: {
+          metadata: { name: `${fullname}-admission-client-ca` },
+          data: { "ca.crt": cp.webhookClient.ca.certPem },
+        },
+      });
     await helm([
       "install",
       release,
@@ -225,6 +301,8 @@ describe("the Helm chart", () => {
       ns,
       "--set",
       `webhook.port=${WEBHOOK_PORT}`,
+      "--set",
+      `webhook.apiPort=${WEBHOOK_PORT + 1}`,
       "--set",
       `webhook.selectedSubjects.serviceAccountNamespaces={${agentsNs}}`,
     ]);
@@ -268,8 +346,14 @@ describe("the Helm chart", () => {
     );
     expect(vwc.webhooks?.every((w) => w.clientConfig.caBundle)).toBe(true);
 
+    // What the pod's volume would hold: the ConfigMap's CA, as a file.
+    const caFile = join(cp.dir, `chart-admission-client-ca-${ns}.crt`);
+    writeFileSync(caFile, cp.webhookClient.ca.certPem);
     startProcess("webhook", webhookKc, {
       COUNTERSIGN_PORT: String(WEBHOOK_PORT),
+      COUNTERSIGN_API_PORT: String(WEBHOOK_PORT + 1),
+      COUNTERSIGN_ADMISSION_AUTH: "client-cert",
+      COUNTERSIGN_ADMISSION_CLIENT_CA_FILE: caFile,
       COUNTERSIGN_TLS_SECRET: `${fullname}-webhook-tls`,
       COUNTERSIGN_IDENTITIES: `system:serviceaccount:${ns}:${fullname}-controller`,
       COUNTERSIGN_METRICS_PORT: String(WEBHOOK_PORT + 3000),
@@ -288,7 +372,7 @@ describe("the Helm chart", () => {
           },
           addressType: "IPv4",
           endpoints: [{ addresses: [hostIp()], conditions: { ready: true } }],
-          ports: [{ name: "https", port: WEBHOOK_PORT, protocol: "TCP" }],
+          ports: [{ name: "admission", port: WEBHOOK_PORT, protocol: "TCP" }],
         },
       });
 
@@ -702,6 +786,16 @@ function rbacProbes(webhook: KubeConfig, controller: KubeConfig): Probe[] {
       controller
         .makeApiClient(RbacAuthorizationV1Api)
         .readNamespacedRole({ name: "nope", namespace: target }),
+    ),
+    // Slack replay markers (rendered only with notifications.config).
+    p("webhook", "leases", "create", () =>
+      import("@kubernetes/client-node").then(({ CoordinationV1Api }) =>
+        webhook.makeApiClient(CoordinationV1Api).createNamespacedLease({
+          namespace: ns,
+          dryRun: "All",
+          body: { metadata: { name: "slack-replay-probe" } },
+        }),
+      ),
     ),
     p("controller", "leases", "get", () =>
       import("@kubernetes/client-node").then(({ CoordinationV1Api }) =>

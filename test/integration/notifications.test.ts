@@ -5,13 +5,20 @@
 import { createHmac } from "node:crypto";
 import { createServer, request } from "node:https";
 import type { AddressInfo } from "node:net";
-import { CoreV1Api, CustomObjectsApi } from "@kubernetes/client-node";
+import { CoordinationV1Api, CoreV1Api, CustomObjectsApi } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ApprovalRequest } from "../../src/approvals/request.js";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
 import { kubeStatusOf } from "../../src/kube/errors.js";
+import { componentLogger } from "../../src/logging/logger.js";
 import type { NotificationConfig } from "../../src/notify/messages.js";
 import { webhookSignature } from "../../src/notify/messages.js";
+import {
+  KubeReplayGuard,
+  REPLAY_MARKER_LABEL,
+  REPLAY_MARKER_TTL_SECONDS,
+  replayMarkerName,
+} from "../../src/notify/replay-guard.js";
 import { createCertificateAuthority, issueCertificate } from "../../src/pki/certificates.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import {
@@ -68,12 +75,12 @@ function slackClick(
   return slackPost(body, timestamp, signature);
 }
 
-function slackPost(body: string, timestamp: string, signature: string): Promise<number> {
+function slackPost(body: string, timestamp: string, signature: string, replica = 0): Promise<number> {
   return new Promise((resolve, reject) => {
     const req = request(
       {
         host: "127.0.0.1",
-        port: cs.replicas[0]!.apiPort,
+        port: cs.replicas[replica]!.apiPort,
         path: "/slack/interactions",
         method: "POST",
         rejectUnauthorized: false,
@@ -104,6 +111,7 @@ async function getAr(name: string): Promise<ApprovalRequest> {
 }
 
 let agentDelete: (name: string) => Promise<string>;
+const installNamespace = uniqueName("cs-notify");
 
 beforeAll(async () => {
   cp = await attachControlPlane();
@@ -139,7 +147,9 @@ beforeAll(async () => {
   };
   cs = await startTestCountersign(cp, {
     subjects: { serviceAccountNamespaces: [agentsNs] },
-    installNamespace: uniqueName("cs-notify"),
+    // Two webhook replicas: Slack may deliver (or an attacker replay) a click to either.
+    replicas: 2,
+    installNamespace,
     webhookName: "countersign-notify-test",
     notifications: config,
     slackResponseCaPem: caPem,
@@ -312,7 +322,7 @@ describe("Slack interactivity", () => {
     expect((await getAr(name)).spec.decisions ?? []).toHaveLength(0);
   });
 
-  it("a signed click approves the real ApprovalRequest as the mapped identity, updates the message, and a replay is refused", async () => {
+  it("a signed click approves the real ApprovalRequest as the mapped identity, updates the message, and a replay to either replica is refused", async () => {
     const name = (JSON.parse(first("webhook").body) as { approvalRequest: { name: string } }).approvalRequest
       .name;
     const body = payload(name);
@@ -337,12 +347,42 @@ describe("Slack interactivity", () => {
       10_000,
       "message updated",
     );
-    expect(await slackPost(body, timestamp, signature)).toBe(401); // the same click again
+    // The same signed click replayed to the other replica, then to the first: both refused,
+    // because the seen-signature marker lives in the API server, not in one process.
+    expect(await slackPost(body, timestamp, signature, 1)).toBe(401);
+    expect(await slackPost(body, timestamp, signature, 0)).toBe(401);
+    const marker = await cp
+      .adminKubeConfig()
+      .makeApiClient(CoordinationV1Api)
+      .readNamespacedLease({ name: replayMarkerName(signature), namespace: installNamespace });
+    expect(marker.metadata?.labels?.[REPLAY_MARKER_LABEL]).toBe("slack");
+    expect((await getAr(name)).spec.decisions).toHaveLength(1);
     await eventually(
       async () => count("slack", /"text":"Approved: DELETE configmaps app-config/) === 1,
       10_000,
       "Approved notification",
     );
     expect(await agentDelete("app-config")).toBe("allowed");
+  });
+
+  it("sweeps replay markers only once their signatures can no longer be valid", async () => {
+    const kc = cp.adminKubeConfig();
+    const log = componentLogger("replay-test");
+    const now = new KubeReplayGuard(kc, installNamespace, "t", log);
+    expect(await now.claim("v0=sweep-me")).toBe(true);
+    expect(await now.claim("v0=sweep-me")).toBe(false);
+    expect(await now.sweep()).toBe(0); // fresh markers stay
+    const later = new KubeReplayGuard(
+      kc,
+      installNamespace,
+      "t",
+      log,
+      () => new Date(Date.now() + (REPLAY_MARKER_TTL_SECONDS + 60) * 1000),
+    );
+    expect(await later.sweep()).toBeGreaterThanOrEqual(1);
+    const leases = await kc
+      .makeApiClient(CoordinationV1Api)
+      .listNamespacedLease({ namespace: installNamespace, labelSelector: `${REPLAY_MARKER_LABEL}=slack` });
+    expect(leases.items).toHaveLength(0);
   });
 });

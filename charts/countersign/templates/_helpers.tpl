@@ -24,6 +24,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "countersign.controllerName" -}}{{ include "countersign.fullname" . }}-controller{{- end -}}
 {{- define "countersign.webhookConfigName" -}}{{ include "countersign.fullname" . }}{{- end -}}
 {{- define "countersign.tlsSecret" -}}{{ .Values.certificates.secretName | default (printf "%s-webhook-tls" (include "countersign.fullname" .)) }}{{- end -}}
+{{- define "countersign.admissionClientCA" -}}{{ .Values.webhook.admissionAuth.clientCA.configMapName | default (printf "%s-admission-client-ca" (include "countersign.fullname" .)) }}{{- end -}}
 {{- define "countersign.controllerUser" -}}system:serviceaccount:{{ .Release.Namespace }}:{{ include "countersign.controllerName" . }}{{- end -}}
 
 {{/* The CEL matchCondition selecting the gated subjects (mirrors src/admission/registration.ts). */}}
