@@ -125,7 +125,7 @@ function api(
     const req = request(
       {
         host: "127.0.0.1",
-        port: cs.replicas[0]!.port,
+        port: cs.replicas[0]!.apiPort,
         path: `/api/v1${path}`,
         method: body ? "POST" : "GET",
         rejectUnauthorized: false,
