@@ -16,7 +16,12 @@ import { approvalApi } from "./api/approval-api.js";
 import { RbacChecker } from "./approvals/decision-guard.js";
 import { DecisionService } from "./approvals/decision-service.js";
 import { ApprovalGate } from "./approvals/gate.js";
+import { OpenRequestIndex } from "./approvals/open-requests.js";
+import { ConfigAuditor } from "./audit/config-audit.js";
+import { AuditWriter } from "./audit/writer.js";
+import { BypassScanner } from "./bypass/scanner.js";
 import { nextRotation, reconcileWebhookCertificate } from "./certs/webhook-certs.js";
+import { WebhookConfigWatch } from "./controller/config-watch.js";
 import { Controller } from "./controller/reconciler.js";
 import { componentLogger } from "./logging/logger.js";
 import type { NotificationConfig } from "./notify/messages.js";
@@ -48,6 +53,8 @@ export interface CountersignOptions {
     leaseDurationSeconds?: number;
     identity?: string;
     notificationRetry?: SenderOptions;
+    /** How often the BypassRisk scan re-checks every policy (default 60 s). */
+    bypassScanIntervalMs?: number;
   };
   /** Notification routes (controller) and Slack interactivity (webhook). */
   notifications?: NotificationConfig;
@@ -92,20 +99,27 @@ export async function startCountersign(opts: CountersignOptions): Promise<Runnin
     writeStatus: opts.writePolicyStatus ?? false,
   });
   const rbac = new RbacChecker(opts.kubeConfig);
+  const openRequests = new OpenRequestIndex(opts.kubeConfig, componentLogger("open-requests", { replica }));
   const gate = new ApprovalGate({
     kubeConfig: opts.kubeConfig,
     installNamespace: opts.installNamespace,
     replica,
     logger: componentLogger("gate", { replica }),
     rbac,
+    openRequests,
   });
   const self = await selfUsername(opts.kubeConfig);
   const countersignUsers = new Set([self, ...(opts.extraIdentities ?? [])]);
+  const auditor = new ConfigAuditor(
+    new AuditWriter(opts.kubeConfig, componentLogger("audit", { replica })),
+    opts.installNamespace,
+  );
   const decisions = new DecisionService(opts.kubeConfig, rbac, componentLogger("decisions", { replica }));
-  const isReady = () => policies.isSynced();
+  const isReady = () => policies.isSynced() && openRequests.isSynced();
   const admission = await startAdmissionServer({
     rbac,
     countersignUsers,
+    configAudit: auditor,
     tls: opts.tls,
     port: opts.admissionPort,
     auth: opts.admissionAuth,
@@ -158,7 +172,7 @@ export async function startCountersign(opts: CountersignOptions): Promise<Runnin
       throw err;
     });
   }
-  await policies.start();
+  await Promise.all([policies.start(), openRequests.start()]);
   let controller: Controller | undefined;
   if (opts.controller) {
     controller = new Controller({
@@ -179,6 +193,20 @@ export async function startCountersign(opts: CountersignOptions): Promise<Runnin
     });
     await controller.start();
   }
+  const guardrails = controller
+    ? await startGuardrails({
+        kubeConfig: opts.kubeConfig,
+        installNamespace: opts.installNamespace,
+        policies,
+        controller,
+        username: self,
+        instance: replica,
+        auditor,
+        ...(opts.controller?.bypassScanIntervalMs
+          ? { intervalMs: opts.controller.bypassScanIntervalMs }
+          : {}),
+      })
+    : undefined;
   return {
     controller,
     admissionPort: admission.port,
@@ -195,10 +223,11 @@ export async function startCountersign(opts: CountersignOptions): Promise<Runnin
     admission,
     api,
     async stop() {
+      await guardrails?.stop();
       replayGuard?.stop();
       await Promise.all([admission.stop(), api?.stop()]);
       await controller?.stop();
-      await policies.stop();
+      await Promise.all([policies.stop(), openRequests.stop()]);
     },
   };
 }
@@ -212,6 +241,48 @@ export interface ControllerRoleOptions {
   /** Self-managed webhook certificates (omit when cert-manager manages them). */
   certificates?: { secretName: string; serviceName: string; webhookConfigurationName: string };
   notifications?: NotificationConfig;
+  bypassScanIntervalMs?: number;
+}
+
+/**
+ * The controller's watch on paths around admission (issue 10): the BypassRisk scan of each
+ * policy's subjects, and a record of every change to Countersign's webhook configurations.
+ */
+export async function startGuardrails(opts: {
+  kubeConfig: KubeConfig;
+  installNamespace: string;
+  policies: PolicyCache;
+  controller: Controller;
+  username: string;
+  instance: string;
+  auditor: ConfigAuditor;
+  intervalMs?: number;
+}): Promise<{ stop(): Promise<void> }> {
+  const scanner = new BypassScanner({
+    kubeConfig: opts.kubeConfig,
+    installNamespace: opts.installNamespace,
+    policies: opts.policies,
+    isLeader: () => opts.controller.isLeader(),
+    logger: componentLogger("bypass-scan", { replica: opts.instance }),
+    instance: opts.instance,
+    ...(opts.intervalMs ? { intervalMs: opts.intervalMs } : {}),
+  });
+  const watch = new WebhookConfigWatch({
+    kubeConfig: opts.kubeConfig,
+    auditor: opts.auditor,
+    isLeader: () => opts.controller.isLeader(),
+    username: opts.username,
+    instance: opts.instance,
+    logger: componentLogger("config-watch", { replica: opts.instance }),
+  });
+  await watch.start();
+  scanner.start();
+  return {
+    async stop() {
+      scanner.stop();
+      await watch.stop();
+    },
+  };
 }
 
 export interface RunningController {
@@ -246,6 +317,19 @@ export async function startController(opts: ControllerRoleOptions): Promise<Runn
     ...(opts.notifications ? { notifications: opts.notifications } : {}),
   });
   await controller.start();
+  const guardrails = await startGuardrails({
+    kubeConfig: opts.kubeConfig,
+    installNamespace: opts.installNamespace,
+    policies,
+    controller,
+    username: self,
+    instance: replica,
+    auditor: new ConfigAuditor(
+      new AuditWriter(opts.kubeConfig, componentLogger("audit", { replica })),
+      opts.installNamespace,
+    ),
+    ...(opts.bypassScanIntervalMs ? { intervalMs: opts.bypassScanIntervalMs } : {}),
+  });
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
   if (opts.certificates) {
@@ -284,6 +368,7 @@ export async function startController(opts: ControllerRoleOptions): Promise<Runn
     async stop() {
       stopped = true;
       if (timer) clearTimeout(timer);
+      await guardrails.stop();
       await controller.stop();
       await policies.stop();
     },

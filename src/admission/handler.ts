@@ -4,10 +4,12 @@
  */
 import { guardWrite, isGuardedResource, type RbacChecker } from "../approvals/decision-guard.js";
 import type { ApprovalGate, GateOutcome } from "../approvals/gate.js";
+import { type ConfigAuditor, policyChange } from "../audit/config-audit.js";
+import { describeKubeError } from "../kube/errors.js";
 import type { Logger } from "../logging/logger.js";
 import { admissionDecisions, admissionDuration } from "../metrics/metrics.js";
 import { compilePolicy, formatCompileErrors } from "../policy/compile.js";
-import { type AdmissionRequest, decide } from "../policy/evaluate.js";
+import { type AdmissionRequest, decide, subjectMatches, type UserInfo } from "../policy/evaluate.js";
 import type { PolicyCache } from "../policy/policy-cache.js";
 import { API_GROUP, type ApprovalPolicy } from "../policy/types.js";
 import { type ReviewResponse, reviewResponse } from "./review.js";
@@ -26,7 +28,9 @@ export const DecisionValue = {
   Denied: "denied",
   ApprovalRequired: "approval-required",
   ApprovalConsumed: "approval-consumed",
+  ApprovalCapped: "approval-capped",
   PolicyRejected: "policy-rejected",
+  PolicyWriteRefused: "policy-write-refused",
   GuardRejected: "guard-rejected",
   Error: "error",
 } as const;
@@ -41,6 +45,8 @@ export interface HandlerDeps {
   rbac: RbacChecker;
   /** Usernames Countersign itself runs as (its webhook and controller). */
   countersignUsers: ReadonlySet<string>;
+  /** Records every ApprovalPolicy change in the install namespace's audit chain. */
+  configAudit?: ConfigAuditor;
 }
 
 /** Answers one AdmissionReview and records its latency and outcome. */
@@ -64,7 +70,7 @@ async function answerAdmission(req: AdmissionRequest, deps: HandlerDeps): Promis
   });
 
   if (req.resource.group === API_GROUP && req.resource.resource === "approvalpolicies") {
-    return validatePolicyWrite(req, log);
+    return guardPolicyWrite(req, deps, log);
   }
   if (isGuardedResource(req)) return guardCountersignWrite(req, deps, log);
 
@@ -128,9 +134,11 @@ async function answerAdmission(req: AdmissionRequest, deps: HandlerDeps): Promis
         [AuditAnnotation.Decision]:
           outcome.state === "consumed"
             ? DecisionValue.ApprovalConsumed
-            : outcome.allowed
-              ? DecisionValue.Allowed
-              : DecisionValue.ApprovalRequired,
+            : outcome.state === "capped"
+              ? DecisionValue.ApprovalCapped
+              : outcome.allowed
+                ? DecisionValue.Allowed
+                : DecisionValue.ApprovalRequired,
         [AuditAnnotation.Policy]: decision.rule.policy,
         [AuditAnnotation.Rule]: decision.rule.rule,
         ...(outcome.approvalRequest
@@ -143,23 +151,79 @@ async function answerAdmission(req: AdmissionRequest, deps: HandlerDeps): Promis
   }
 }
 
-/** ApprovalPolicy CREATE/UPDATE: compile it; invalid CEL or settings are rejected naming the field. */
-function validatePolicyWrite(req: AdmissionRequest, log: Logger): ReviewResponse {
-  if (req.operation !== "CREATE" && req.operation !== "UPDATE") {
-    return reviewResponse(req.uid, true, undefined, { [AuditAnnotation.Decision]: DecisionValue.Allowed });
+/** The policies whose subjects cover this user (what the gate would apply to them). */
+export function coveringPolicies(policies: PolicyCache, user: UserInfo): string[] {
+  return policies
+    .policySet()
+    .candidates(user)
+    .filter((p) => subjectMatches(p.subjects, user, policies.inputs))
+    .map((p) => p.name);
+}
+
+/**
+ * Any ApprovalPolicy write (create, update, delete, status): a subject a policy covers is
+ * refused (an agent must not be able to switch off its own gate); a new spec must compile;
+ * and every admitted create, spec change or delete is an AuditRecord naming who made it,
+ * written before the change is admitted (if it cannot be written, the change is refused).
+ */
+async function guardPolicyWrite(
+  req: AdmissionRequest,
+  deps: HandlerDeps,
+  log: Logger,
+): Promise<ReviewResponse> {
+  const allowed = () =>
+    reviewResponse(req.uid, true, undefined, { [AuditAnnotation.Decision]: DecisionValue.Allowed });
+  const username = req.userInfo.username ?? "";
+  if (!deps.countersignUsers.has(username)) {
+    const covering = coveringPolicies(deps.policies, req.userInfo);
+    if (covering.length > 0) {
+      log.warn("refused a covered subject's write to an ApprovalPolicy", { covering });
+      const what = req.subResource
+        ? `${req.operation.toLowerCase()} the ${req.subResource} of`
+        : req.operation.toLowerCase();
+      return reviewResponse(
+        req.uid,
+        false,
+        `Countersign: ${username} is covered by ApprovalPolicy ${covering.slice(0, 3).join(", ")}${covering.length > 3 ? ` and ${covering.length - 3} more` : ""}, so it may not ${what} ApprovalPolicies: subjects under approval cannot change the rules that gate them. Nothing was changed. Ask a cluster admin to make the policy change.`,
+        {
+          [AuditAnnotation.Decision]: DecisionValue.PolicyWriteRefused,
+          [AuditAnnotation.Policy]: covering[0]!,
+        },
+      );
+    }
   }
-  const policy = req.object as ApprovalPolicy | undefined;
-  const result = policy
-    ? compilePolicy(policy)
-    : { ok: false as const, errors: [{ path: "", message: "no object" }] };
-  if (result.ok) {
-    return reviewResponse(req.uid, true, undefined, { [AuditAnnotation.Decision]: DecisionValue.Allowed });
+  if (req.subResource) return allowed(); // status: Countersign's controller writes conditions
+  if (req.operation === "CREATE" || req.operation === "UPDATE") {
+    const policy = req.object as ApprovalPolicy | undefined;
+    const result = policy
+      ? compilePolicy(policy)
+      : { ok: false as const, errors: [{ path: "", message: "no object" }] };
+    if (!result.ok) {
+      const message = formatCompileErrors(policy?.metadata?.name ?? req.name ?? "(unnamed)", result.errors);
+      log.info("rejected invalid policy", { error: message });
+      return reviewResponse(req.uid, false, message, {
+        [AuditAnnotation.Decision]: DecisionValue.PolicyRejected,
+      });
+    }
   }
-  const message = formatCompileErrors(policy?.metadata?.name ?? req.name ?? "(unnamed)", result.errors);
-  log.info("rejected invalid policy", { error: message });
-  return reviewResponse(req.uid, false, message, {
-    [AuditAnnotation.Decision]: DecisionValue.PolicyRejected,
-  });
+  const change = req.dryRun || !deps.configAudit ? undefined : policyChange(req, new Date());
+  if (change) {
+    try {
+      await deps.configAudit!.record(change);
+    } catch (err) {
+      log.error("could not record the policy change in the audit trail; refusing it", {
+        error: describeKubeError(err),
+      });
+      return reviewResponse(
+        req.uid,
+        false,
+        "Countersign: this ApprovalPolicy change could not be recorded in the audit trail right now, so it was refused. Nothing was changed; retry in a few seconds.",
+        { [AuditAnnotation.Decision]: DecisionValue.Error },
+      );
+    }
+    log.info("policy change recorded", { event: change.content.event, auditRecord: change.name });
+  }
+  return allowed();
 }
 
 /** Writes to ApprovalRequests and AuditRecords: see approvals/decision-guard.ts. */

@@ -102,15 +102,16 @@ export function webhookConfiguration(r: WebhookRegistration): V1ValidatingWebhoo
         name: POLICY_WEBHOOK_NAME,
         admissionReviewVersions: ["v1"],
         clientConfig,
-        sideEffects: "None",
+        sideEffects: "NoneOnDryRun", // records each change in the audit trail
         failurePolicy: "Fail",
         timeoutSeconds: 5,
+        // Every write, by anyone: validated, refused for covered subjects, and recorded.
         rules: [
           {
-            operations: ["CREATE", "UPDATE"],
+            operations: ["CREATE", "UPDATE", "DELETE"],
             apiGroups: [API_GROUP],
             apiVersions: ["*"],
-            resources: ["approvalpolicies"],
+            resources: ["approvalpolicies", "approvalpolicies/status"],
             scope: "Cluster",
           },
         ],

@@ -12,11 +12,13 @@ import { CoreV1Api, CustomObjectsApi, type KubeConfig } from "@kubernetes/client
 import { isAlreadyExists } from "../kube/errors.js";
 import { emitEvent, eventTargetOf } from "../kube/events.js";
 import type { Logger } from "../logging/logger.js";
+import { approvalRequestsCapped } from "../metrics/metrics.js";
 import type { CompiledApproval } from "../policy/compile.js";
 import type { AdmissionRequest, RuleRef } from "../policy/evaluate.js";
 import { API_GROUP, API_VERSION } from "../policy/types.js";
 import { type RbacChecker, Verb } from "./decision-guard.js";
 import { actionIdentity, fingerprintOf } from "./fingerprint.js";
+import { cappedMessage, type OpenRequestIndex } from "./open-requests.js";
 import {
   APPROVAL_REQUEST_PLURAL,
   type ApprovalRequest,
@@ -44,7 +46,7 @@ export interface GateOutcome {
   message: string;
   approvalRequest?: { namespace: string; name: string };
   /** Short machine-readable state for audit annotations and metrics. */
-  state: "consumed" | "pending" | "created" | "denied" | "dry-run" | "error";
+  state: "consumed" | "pending" | "created" | "denied" | "dry-run" | "capped" | "error";
 }
 
 export interface GateOptions {
@@ -56,6 +58,8 @@ export interface GateOptions {
   logger: Logger;
   /** Re-checks the approvers' RBAC before an approval is used (skipped when absent). */
   rbac?: RbacChecker;
+  /** Open requests per requester (informer-backed) for the flood cap; no cap when absent. */
+  openRequests?: OpenRequestIndex;
   now?: () => Date;
 }
 
@@ -105,7 +109,10 @@ export class ApprovalGate {
             message: `Countersign: this action needs approval (ApprovalPolicy ${rule.policy}, rule ${rule.rule}). Dry run: no ApprovalRequest was created. Run it without --dry-run to request approval.`,
           };
         }
+        const capped = this.capped(candidate, approval, rule, log);
+        if (capped) return capped;
         existing = await this.create(candidate, log);
+        this.opts.openRequests?.note(existing);
         if (approval.holdSeconds > 0) {
           const held = await this.hold(existing, fingerprint, approval.holdSeconds, req, log);
           if (held) return held;
@@ -165,6 +172,38 @@ export class ApprovalGate {
       allowed: false,
       state: "error",
       message: `Countersign: could not settle an ApprovalRequest for this action (too many earlier requests or concurrent changes). Nothing was changed; retry shortly.`,
+    };
+  }
+
+  /** The flood cap: refuse to open one more request past the requester's limit (in memory). */
+  private capped(
+    candidate: ApprovalRequest,
+    approval: CompiledApproval,
+    rule: RuleRef,
+    log: Logger,
+  ): GateOutcome | undefined {
+    const index = this.opts.openRequests;
+    if (!index) return undefined;
+    const { namespace } = candidate.metadata;
+    const username = candidate.spec.requester.username;
+    const open = index.open(namespace, username, this.now());
+    if (open.length < approval.maxOpenRequests) return undefined;
+    approvalRequestsCapped.inc({ policy: rule.policy });
+    log.warn("approval request cap reached; nothing created", {
+      open: open.length,
+      limit: approval.maxOpenRequests,
+    });
+    return {
+      allowed: false,
+      state: "capped",
+      message: cappedMessage({
+        username,
+        namespace,
+        open,
+        limit: approval.maxOpenRequests,
+        policy: rule.policy,
+        rule: rule.rule,
+      }),
     };
   }
 

@@ -17,6 +17,12 @@ export const AuditEvent = {
   Consumed: "Consumed",
   Executed: "Executed",
   NotExecuted: "NotExecuted",
+  /** Countersign's own configuration changed (issue 10: turning the gate off leaves a trace). */
+  PolicyCreated: "PolicyCreated",
+  PolicyUpdated: "PolicyUpdated",
+  PolicyDeleted: "PolicyDeleted",
+  WebhookConfigurationChanged: "WebhookConfigurationChanged",
+  WebhookConfigurationDeleted: "WebhookConfigurationDeleted",
 } as const;
 export type AuditEvent = (typeof AuditEvent)[keyof typeof AuditEvent];
 

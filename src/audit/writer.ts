@@ -22,6 +22,9 @@ export const AUDIT_PLURAL = "auditrecords";
 export const LABEL_APPROVAL_REQUEST = "countersign.io/approval-request";
 export const LABEL_EVENT = "countersign.io/event";
 
+/** A record's content; the writer adds the chain fields (sequence, previousHash, hash). */
+export type AuditContent = Omit<AuditRecordSpec, "sequence" | "previousHash" | "hash">;
+
 export interface AuditDetails {
   time: string;
   actor?: AuditActor;
@@ -73,21 +76,53 @@ export class AuditWriter {
 
   /** Writes the record for (request, event) unless it exists. Returns true if it wrote one. */
   ensure(ar: ApprovalRequest, event: AuditEvent, details: AuditDetails): Promise<boolean> {
-    const ns = ar.metadata.namespace;
-    const run = (this.locks.get(ns) ?? Promise.resolve()).then(
-      () => this.write(ar, event, details),
-      () => this.write(ar, event, details),
+    const s = ar.spec;
+    return this.append(
+      ar.metadata.namespace,
+      auditRecordName(ar.metadata.name, event),
+      { [LABEL_APPROVAL_REQUEST]: ar.metadata.name.slice(0, 63), [LABEL_EVENT]: event },
+      {
+        event,
+        time: details.time,
+        approvalRequest: { name: ar.metadata.name, ...(ar.metadata.uid ? { uid: ar.metadata.uid } : {}) },
+        fingerprint: s.fingerprint,
+        requester: s.requester,
+        ...(details.actor ? { actor: details.actor } : {}),
+        ...(details.reason ? { reason: details.reason.slice(0, 2048) } : {}),
+        action: { ...s.action },
+        ...(s.agentContext ? { agentContext: { ...s.agentContext } as Record<string, string> } : {}),
+        policy: { name: s.policy.name, rule: s.policy.rule },
+      },
+    );
+  }
+
+  /**
+   * Appends one record named `name` to the namespace's chain unless a record of that name
+   * exists (serialized per namespace in this process). Returns true if it wrote one.
+   */
+  append(
+    namespace: string,
+    name: string,
+    labels: Record<string, string>,
+    content: AuditContent,
+  ): Promise<boolean> {
+    const run = (this.locks.get(namespace) ?? Promise.resolve()).then(
+      () => this.write(namespace, name, labels, content),
+      () => this.write(namespace, name, labels, content),
     );
     this.locks.set(
-      ns,
+      namespace,
       run.catch(() => undefined),
     );
     return run;
   }
 
-  private async write(ar: ApprovalRequest, event: AuditEvent, details: AuditDetails): Promise<boolean> {
-    const ns = ar.metadata.namespace;
-    const name = auditRecordName(ar.metadata.name, event);
+  private async write(
+    ns: string,
+    name: string,
+    labels: Record<string, string>,
+    body: AuditContent,
+  ): Promise<boolean> {
     try {
       await this.api.getNamespacedCustomObject({
         group: API_GROUP,
@@ -101,30 +136,16 @@ export class AuditWriter {
       if (!isNotFound(err)) throw err;
     }
     const tail = await this.tail(ns);
-    const s = ar.spec;
     const content: Omit<AuditRecordSpec, "hash"> = {
       sequence: tail.sequence + 1,
-      event,
-      time: details.time,
-      approvalRequest: { name: ar.metadata.name, ...(ar.metadata.uid ? { uid: ar.metadata.uid } : {}) },
-      fingerprint: s.fingerprint,
-      requester: s.requester,
-      ...(details.actor ? { actor: details.actor } : {}),
-      ...(details.reason ? { reason: details.reason.slice(0, 2048) } : {}),
-      action: { ...s.action },
-      ...(s.agentContext ? { agentContext: { ...s.agentContext } as Record<string, string> } : {}),
-      policy: { name: s.policy.name, rule: s.policy.rule },
+      ...body,
       previousHash: tail.hash,
     };
     const spec: AuditRecordSpec = { ...content, hash: hashRecord(content) };
     const record: AuditRecord = {
       apiVersion: API_GROUP_VERSION,
       kind: "AuditRecord",
-      metadata: {
-        name,
-        namespace: ns,
-        labels: { [LABEL_APPROVAL_REQUEST]: ar.metadata.name.slice(0, 63), [LABEL_EVENT]: event },
-      },
+      metadata: { name, namespace: ns, labels },
       spec,
     };
     try {

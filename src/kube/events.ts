@@ -25,6 +25,8 @@ export interface EventSpec {
    * the same transition finds it exists instead of adding another); omit for a fresh name.
    */
   dedupeKey?: string;
+  /** Where the Event goes when the target is cluster-scoped (target.namespace ""): "default". */
+  eventNamespace?: string;
   now: Date;
 }
 
@@ -44,15 +46,16 @@ export function eventTargetOf(obj: {
 
 export async function emitEvent(core: CoreV1Api, e: EventSpec, log: Logger): Promise<void> {
   const { target } = e;
+  const namespace = target.namespace || e.eventNamespace || "default";
   const metadata = e.dedupeKey
     ? {
         name: `${target.name.slice(0, 200)}.countersign.${createHash("sha256").update(e.dedupeKey).digest("hex").slice(0, 16)}`,
-        namespace: target.namespace,
+        namespace,
       }
-    : { generateName: `${target.name.slice(0, 200)}.`, namespace: target.namespace };
+    : { generateName: `${target.name.slice(0, 200)}.`, namespace };
   try {
     await core.createNamespacedEvent({
-      namespace: target.namespace,
+      namespace,
       body: {
         metadata,
         involvedObject: target,

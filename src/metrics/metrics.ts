@@ -60,6 +60,13 @@ export const timeToDecision = new Histogram({
   registers: [registry],
 });
 
+export const approvalRequestsCapped = new Counter({
+  name: "countersign_approval_requests_capped_total",
+  help: "Actions refused because their requester already had the maximum of open ApprovalRequests in the namespace (nothing was created), by policy.",
+  labelNames: ["policy"] as const,
+  registers: [registry],
+});
+
 /** Serves /metrics over plain HTTP (scraped inside the cluster network). */
 export async function startMetricsServer(
   port: number,

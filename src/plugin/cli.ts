@@ -18,6 +18,7 @@ import {
   revoke,
   showRequest,
 } from "./commands.js";
+import { doctor } from "./doctor.js";
 
 const USAGE = `Usage:
   kubectl approve NAME [-n NAMESPACE] [--reason TEXT]
@@ -28,6 +29,8 @@ const USAGE = `Usage:
       withdraw an Approved, not yet used approval (approvers only; RBAC verb revoke)
   kubectl approvals audit verify [-n NAMESPACE | -A]
   kubectl approvals audit --for KIND/NAME [-n NAMESPACE | -A]
+  kubectl approvals doctor       ways around the gate, the bindings that grant them, and fixes
+                                 (exit code 1 when any exist)
 Common flags: --kubeconfig PATH, --context NAME
 Exit codes: 0 done, 1 refused or failed (the reason is printed), 2 usage error`;
 
@@ -102,6 +105,10 @@ export async function runCli(
           return { code: 0, out: await showRequest(kc, namespace, rest[0], now), err: "" };
         if (sub === "audit" && rest[0] === "verify") {
           const { ok, report } = await auditVerify(kc, allNs ? undefined : namespace);
+          return { code: ok ? 0 : 1, out: report, err: "" };
+        }
+        if (sub === "doctor") {
+          const { ok, report } = await doctor(kc);
           return { code: ok ? 0 : 1, out: report, err: "" };
         }
         if (sub === "audit" && values.for) {

@@ -27,6 +27,9 @@ export const OPERATIONS: readonly Operation[] = ["CREATE", "UPDATE", "DELETE", "
 
 /** A resource name (lowercase plural, as in a URL) or "*". */
 const RESOURCE_PART = /^(\*|[a-z0-9]([-a-z0-9.]*[a-z0-9])?)$/;
+/** Open requests per requester per namespace before the gate refuses to open more (issue 10). */
+export const DEFAULT_MAX_OPEN_REQUESTS = 10;
+export const MAX_MAX_OPEN_REQUESTS = 1000;
 
 export interface CompiledApproval {
   approvers: { users: string[]; groups: string[] };
@@ -35,6 +38,7 @@ export interface CompiledApproval {
   ttlSeconds: number;
   holdSeconds: number;
   notify: string[];
+  maxOpenRequests: number;
 }
 
 export interface CompiledRule {
@@ -90,6 +94,13 @@ function compileApproval(a: ApprovalSettings, path: string, errors: CompileError
       message: `${requiredApprovals} approvals required but only ${approvers.users.length} approver users are named and no groups`,
     });
   }
+  const maxOpenRequests = a.maxOpenRequests ?? DEFAULT_MAX_OPEN_REQUESTS;
+  if (!Number.isInteger(maxOpenRequests) || maxOpenRequests < 1 || maxOpenRequests > MAX_MAX_OPEN_REQUESTS) {
+    errors.push({
+      path: `${path}.maxOpenRequests`,
+      message: `maxOpenRequests must be a whole number from 1 to ${MAX_MAX_OPEN_REQUESTS}, not ${maxOpenRequests}`,
+    });
+  }
   return {
     approvers,
     requiredApprovals,
@@ -97,6 +108,7 @@ function compileApproval(a: ApprovalSettings, path: string, errors: CompileError
     ttlSeconds: ttlSeconds ?? DEFAULT_TTL_SECONDS,
     holdSeconds: a.holdSeconds ?? 0,
     notify: a.notify ?? [],
+    maxOpenRequests,
   };
 }
 

@@ -23,9 +23,10 @@ import type { Logger } from "../logging/logger.js";
 import { type CompiledPolicy, compilePolicy, formatCompileErrors } from "./compile.js";
 import type { EvaluationInputs } from "./evaluate.js";
 import { PolicySet } from "./policy-set.js";
-import { API_GROUP, API_VERSION, type ApprovalPolicy, type Condition } from "./types.js";
+import { API_GROUP, API_GROUP_VERSION, API_VERSION, type ApprovalPolicy, type Condition } from "./types.js";
 
 export const POLICY_PLURAL = "approvalpolicies";
+const STATUS_FIELD_MANAGER = "countersign-policy-status";
 export const ConditionType = { Ready: "Ready" } as const;
 export const ConditionReason = { Compiled: "Compiled", InvalidPolicy: "InvalidPolicy" } as const;
 
@@ -174,13 +175,19 @@ export class PolicyCache {
       if (old.observedGeneration === generation) return;
     }
     try {
+      // Server-side apply with its own field manager: other conditions (BypassRisk) stay.
       await this.custom.patchClusterCustomObjectStatus(
         {
           group: API_GROUP,
           version: API_VERSION,
           plural: POLICY_PLURAL,
           name: p.metadata.name,
+          fieldManager: STATUS_FIELD_MANAGER,
+          force: true,
           body: {
+            apiVersion: API_GROUP_VERSION,
+            kind: "ApprovalPolicy",
+            metadata: { name: p.metadata.name },
             status: {
               observedGeneration: generation,
               ruleCount: p.spec.rules?.length ?? 0,
@@ -188,7 +195,7 @@ export class PolicyCache {
             },
           },
         },
-        setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+        setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply),
       );
     } catch (err) {
       this.opts.logger.warn("could not write policy status", {

@@ -43,6 +43,8 @@ export interface ApprovalSettings {
   ttl?: string;
   holdSeconds?: number;
   notify?: string[];
+  /** Open (Pending or Approved, unused) requests one requester may have per namespace. */
+  maxOpenRequests?: number;
 }
 
 export interface PolicyRule {

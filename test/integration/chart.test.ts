@@ -741,6 +741,15 @@ function rbacProbes(webhook: KubeConfig, controller: KubeConfig): Probe[] {
           .createTokenReview({ body: { spec: { token: "not-a-token" } } }),
       ),
     ),
+    p("webhook", "auditrecords", "create", () =>
+      wCustom.createNamespacedCustomObject({
+        ...G,
+        namespace: ns,
+        plural: "auditrecords",
+        dryRun: "All",
+        body: { apiVersion: "countersign.io/v1alpha1", kind: "AuditRecord", metadata: { name: "probe" } },
+      }),
+    ),
     p("webhook", "secrets", "get", () =>
       webhook
         .makeApiClient(CoreV1Api)
@@ -769,6 +778,24 @@ function rbacProbes(webhook: KubeConfig, controller: KubeConfig): Probe[] {
       cCustom.patchClusterCustomObjectStatus({ ...G, plural: "approvalpolicies", name: "nope", body: [] }),
     ),
     p("controller", "events", "create", () => event(controller)),
+    p("controller", "serviceaccounts", "list", () =>
+      controller.makeApiClient(CoreV1Api).listServiceAccountForAllNamespaces({ limit: 1 }),
+    ),
+    p("controller", "rolebindings", "list", () =>
+      controller.makeApiClient(RbacAuthorizationV1Api).listRoleBindingForAllNamespaces({ limit: 1 }),
+    ),
+    p("controller", "subjectaccessreviews", "create", () =>
+      import("@kubernetes/client-node").then(({ AuthorizationV1Api }) =>
+        controller.makeApiClient(AuthorizationV1Api).createSubjectAccessReview({
+          body: { spec: { user: "x", resourceAttributes: { verb: "impersonate", resource: "users" } } },
+        }),
+      ),
+    ),
+    p("controller", "validatingwebhookconfigurations", "watch", () =>
+      controller
+        .makeApiClient(AdmissionregistrationV1Api)
+        .listValidatingWebhookConfiguration({ limit: 1, watch: false }),
+    ),
     p("controller", "validatingwebhookconfigurations", "get", () =>
       controller
         .makeApiClient(AdmissionregistrationV1Api)

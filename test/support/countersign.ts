@@ -168,6 +168,7 @@ export async function startTestCountersign(
     slackResponseCaPem?: string;
     /** Pin the API server's webhook client certificate to these names (default: any from its CA). */
     admissionClientNames?: string[];
+    bypassScanIntervalMs?: number;
   },
 ): Promise<TestCountersign> {
   const ca = await createCertificateAuthority("countersign-test-webhook-ca");
@@ -206,6 +207,7 @@ export async function startTestCountersign(
                 ...(opts.retentionSeconds !== undefined ? { retentionSeconds: opts.retentionSeconds } : {}),
                 leaseDurationSeconds: opts.leaseDurationSeconds ?? 4,
                 notificationRetry: { attempts: 3, backoffMs: 100, timeoutMs: 2000 },
+                ...(opts.bypassScanIntervalMs ? { bypassScanIntervalMs: opts.bypassScanIntervalMs } : {}),
               },
             }
           : {}),

@@ -1,0 +1,130 @@
+/**
+ * Open ApprovalRequests per requester per namespace, for the flood cap (issue 10): an
+ * informer keeps every ApprovalRequest in memory, indexed by (namespace, requester), so the
+ * gate counts a requester's open requests without an API call. Requests this process has
+ * just created are added at once (the informer may lag a burst by a few milliseconds).
+ */
+import {
+  CustomObjectsApi,
+  type Informer,
+  type KubeConfig,
+  makeInformer,
+  type ObjectCache,
+} from "@kubernetes/client-node";
+import { restartOnError } from "../kube/informers.js";
+import type { Logger } from "../logging/logger.js";
+import { API_GROUP, API_VERSION } from "../policy/types.js";
+import { APPROVAL_REQUEST_PLURAL, type ApprovalRequest, effectivePhase, Phase } from "./request.js";
+
+/** Whether a request still holds a slot: Pending, or Approved and not yet used, and unexpired. Pure. */
+export function isOpen(ar: ApprovalRequest, now: Date): boolean {
+  const phase = effectivePhase(ar, now);
+  return phase === Phase.Pending || phase === Phase.Approved;
+}
+
+/** The open requests among `requests`, oldest first. Pure. */
+export function openRequests(requests: Iterable<ApprovalRequest>, now: Date): ApprovalRequest[] {
+  return [...requests]
+    .filter((ar) => isOpen(ar, now))
+    .sort((a, b) => (a.spec.approval.expiresAt < b.spec.approval.expiresAt ? -1 : 1));
+}
+
+/** The message a capped requester reads: how many, which ones, and how to free a slot. Pure. */
+export function cappedMessage(args: {
+  username: string;
+  namespace: string;
+  open: readonly ApprovalRequest[];
+  limit: number;
+  policy: string;
+  rule: string;
+}): string {
+  const { open, namespace } = args;
+  const shown = open.slice(0, 5).map((ar) => ar.metadata.name);
+  const more = open.length > shown.length ? ` and ${open.length - shown.length} more` : "";
+  const earliest = open[0]?.spec.approval.expiresAt;
+  return (
+    `Countersign: ${args.username} already has ${open.length} open ApprovalRequests in namespace ${namespace} ` +
+    `(the limit is ${args.limit}, ApprovalPolicy ${args.policy}, rule ${args.rule}): ${shown.join(", ")}${more}. ` +
+    `Nothing was created and nothing was changed. A slot frees when an approver decides one ` +
+    `(kubectl approve|deny NAME -n ${namespace}), when an approved one is used by retrying its action, ` +
+    `or when one expires${earliest ? ` (the first at ${earliest})` : ""}. ` +
+    `See them: kubectl approvals list -n ${namespace}`
+  );
+}
+
+/** True when `a` is known to be an older version than `b` (etcd resourceVersions are integers). */
+function olderThan(a: ApprovalRequest, b: ApprovalRequest): boolean {
+  const ra = Number(a.metadata.resourceVersion);
+  const rb = Number(b.metadata.resourceVersion);
+  return Number.isFinite(ra) && Number.isFinite(rb) && ra < rb;
+}
+
+const key = (namespace: string, username: string) => `${namespace}\u0000${username}`;
+
+export class OpenRequestIndex {
+  private readonly informer: Informer<ApprovalRequest> & ObjectCache<ApprovalRequest>;
+  private readonly byRequester = new Map<string, Map<string, ApprovalRequest>>();
+  private stopped = false;
+  private synced = false;
+
+  constructor(kc: KubeConfig, log: Logger) {
+    const custom = kc.makeApiClient(CustomObjectsApi);
+    this.informer = makeInformer<ApprovalRequest>(
+      kc,
+      `/apis/${API_GROUP}/${API_VERSION}/${APPROVAL_REQUEST_PLURAL}`,
+      () =>
+        custom.listClusterCustomObject({
+          group: API_GROUP,
+          version: API_VERSION,
+          plural: APPROVAL_REQUEST_PLURAL,
+        }),
+    );
+    this.informer.on("add", (ar) => this.note(ar));
+    this.informer.on("update", (ar) => this.note(ar));
+    this.informer.on("delete", (ar) => this.forget(ar));
+    restartOnError(this.informer, "approvalrequests", log, () => this.stopped);
+  }
+
+  async start(): Promise<void> {
+    await this.informer.start();
+    this.synced = true;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.informer.stop();
+  }
+
+  isSynced(): boolean {
+    return this.synced;
+  }
+
+  /** Records a request (from the informer, or one this process just created). */
+  note(ar: ApprovalRequest): void {
+    const username = ar.spec?.requester?.username;
+    if (!username) return;
+    const k = key(ar.metadata.namespace, username);
+    let m = this.byRequester.get(k);
+    if (!m) {
+      m = new Map();
+      this.byRequester.set(k, m);
+    }
+    const prev = m.get(ar.metadata.name);
+    // Keep the newer of two versions (a just-created object may race its own informer event).
+    if (!prev || !olderThan(ar, prev)) m.set(ar.metadata.name, ar);
+  }
+
+  private forget(ar: ApprovalRequest): void {
+    const username = ar.spec?.requester?.username;
+    if (!username) return;
+    const k = key(ar.metadata.namespace, username);
+    const m = this.byRequester.get(k);
+    m?.delete(ar.metadata.name);
+    if (m?.size === 0) this.byRequester.delete(k);
+  }
+
+  /** The requester's open requests in the namespace, oldest first. In memory. */
+  open(namespace: string, username: string, now: Date): ApprovalRequest[] {
+    return openRequests(this.byRequester.get(key(namespace, username))?.values() ?? [], now);
+  }
+}

@@ -1,0 +1,241 @@
+/** Issue 10's pure parts: the RBAC matcher, the bypass report, the flood cap, policy-change records, doctor. */
+import { describe, expect, it } from "vitest";
+import { cappedMessage, openRequests } from "../../src/approvals/open-requests.js";
+import type { ApprovalRequest } from "../../src/approvals/request.js";
+import { policyChange } from "../../src/audit/config-audit.js";
+import { bypassCondition, concreteSubjects } from "../../src/bypass/checks.js";
+import {
+  boundNamespaces,
+  fixFor,
+  grantsFor,
+  type RbacSnapshot,
+  ruleAllows,
+  serviceAccountWho,
+} from "../../src/bypass/rbac-match.js";
+import { formatDoctor, whoOf } from "../../src/plugin/doctor.js";
+import { compilePolicy } from "../../src/policy/compile.js";
+import type { AdmissionRequest } from "../../src/policy/evaluate.js";
+
+const bot = serviceAccountWho("agents", "bot");
+const rbac: RbacSnapshot = {
+  roles: [
+    {
+      metadata: { name: "tokens", namespace: "prod" },
+      rules: [{ apiGroups: [""], resources: ["serviceaccounts/token"], verbs: ["create"] }],
+    },
+  ],
+  clusterRoles: [
+    {
+      metadata: { name: "impersonator" },
+      rules: [{ apiGroups: [""], resources: ["users"], verbs: ["impersonate"] }],
+    },
+    { metadata: { name: "admin-ish" }, rules: [{ apiGroups: ["*"], resources: ["*"], verbs: ["*"] }] },
+  ],
+  roleBindings: [
+    {
+      metadata: { name: "bot-tokens", namespace: "prod" },
+      roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: "tokens" },
+      subjects: [{ kind: "ServiceAccount", name: "bot", namespace: "agents" }],
+    },
+  ],
+  clusterRoleBindings: [
+    {
+      metadata: { name: "bot-impersonates" },
+      roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: "impersonator" },
+      subjects: [{ kind: "Group", name: "system:serviceaccounts:agents" }],
+    },
+    {
+      metadata: { name: "someone-else" },
+      roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: "admin-ish" },
+      subjects: [{ kind: "User", name: "alice" }],
+    },
+  ],
+};
+
+describe("RBAC matcher", () => {
+  it("matches verbs, groups, resources, subresources and resourceNames like the RBAC authorizer", () => {
+    const rule = { apiGroups: [""], resources: ["pods", "*/scale"], verbs: ["create"] };
+    expect(ruleAllows(rule, { verb: "create", group: "", resource: "pods" })).toBe(true);
+    expect(ruleAllows(rule, { verb: "create", group: "", resource: "pods", subresource: "exec" })).toBe(
+      false,
+    );
+    expect(
+      ruleAllows(rule, { verb: "create", group: "", resource: "deployments", subresource: "scale" }),
+    ).toBe(true);
+    expect(ruleAllows(rule, { verb: "delete", group: "", resource: "pods" })).toBe(false);
+    expect(ruleAllows(rule, { verb: "create", group: "apps", resource: "pods" })).toBe(false);
+    const named = { apiGroups: [""], resources: ["secrets"], verbs: ["get"], resourceNames: ["a"] };
+    expect(ruleAllows(named, { verb: "get", group: "", resource: "secrets" })).toBe(false);
+    expect(ruleAllows(named, { verb: "get", group: "", resource: "secrets", name: "a" })).toBe(true);
+  });
+
+  it("names the binding that grants a right, through groups and namespaces, and the fix", () => {
+    const imp = grantsFor(bot, { verb: "impersonate", group: "", resource: "users" }, rbac);
+    expect(imp).toEqual([
+      {
+        binding: { kind: "ClusterRoleBinding", name: "bot-impersonates" },
+        role: { kind: "ClusterRole", name: "impersonator" },
+      },
+    ]);
+    const a = {
+      verb: "create",
+      group: "",
+      resource: "serviceaccounts",
+      subresource: "token",
+      namespace: "prod",
+    };
+    const tok = grantsFor(bot, a, rbac);
+    expect(tok.map((g) => g.binding.name)).toEqual(["bot-tokens"]);
+    expect(fixFor(tok[0]!, a)).toMatch(/^kubectl delete rolebinding bot-tokens -n prod/);
+    expect(grantsFor(bot, { ...a, namespace: "dev" }, rbac)).toEqual([]);
+    expect(boundNamespaces(bot, rbac)).toEqual(["prod"]);
+    expect(grantsFor(bot, { verb: "delete", group: "", resource: "nodes" }, rbac)).toEqual([]);
+  });
+});
+
+describe("bypass report", () => {
+  it("expands a policy's subjects to the service accounts that exist, and bounds the condition", () => {
+    const { subjects } = concreteSubjects(
+      {
+        users: ["u"],
+        serviceAccounts: [{ namespace: "agents" }],
+        serviceAccountSelector: { matchLabels: { ai: "yes" } },
+      },
+      [
+        { metadata: { namespace: "agents", name: "bot" } },
+        { metadata: { namespace: "agents", name: "default" } },
+        { metadata: { namespace: "other", name: "labelled", labels: { ai: "yes" } } },
+        { metadata: { namespace: "other", name: "plain" } },
+      ],
+    );
+    expect(subjects.map((s) => s.display)).toEqual([
+      "ServiceAccount agents/bot",
+      "ServiceAccount agents/default",
+      "ServiceAccount other/labelled",
+      "user u",
+    ]);
+    const risk = {
+      subject: "ServiceAccount agents/bot",
+      check: "impersonate-users",
+      verb: "impersonate",
+      apiGroup: "",
+      resource: "users",
+      description: "impersonate users",
+    };
+    const c = bypassCondition(
+      Array.from({ length: 8 }, () => risk),
+      3,
+      false,
+    );
+    expect(c.status).toBe("True");
+    expect(c.message).toMatch(
+      /^8 way\(s\) around the gate: ServiceAccount agents\/bot can impersonate users cluster-wide/,
+    );
+    expect(c.message).toMatch(/and 3 more/);
+    expect(bypassCondition([], 3, false).status).toBe("False");
+  });
+
+  it("doctor prints each risk with its binding and fix, and counts them", () => {
+    expect(whoOf("ServiceAccount agents/bot")).toEqual(bot);
+    const { risks, report } = formatDoctor(
+      [
+        {
+          metadata: { name: "p" },
+          status: {
+            conditions: [{ type: "BypassRisk", status: "True" }],
+            bypassRisks: [
+              { subject: "ServiceAccount agents/bot", verb: "impersonate", apiGroup: "", resource: "users" },
+            ],
+          },
+        },
+        { metadata: { name: "q" }, status: { conditions: [{ type: "BypassRisk", status: "False" }] } },
+      ],
+      rbac,
+    );
+    expect(risks).toBe(1);
+    expect(report).toContain("granted by: ClusterRoleBinding bot-impersonates (ClusterRole impersonator)");
+    expect(report).toContain("fix: kubectl delete clusterrolebinding bot-impersonates");
+    expect(report).toContain("ApprovalPolicy q: no way around the gate found");
+  });
+});
+
+describe("flood cap", () => {
+  const ar = (name: string, phase: string, expiresAt: string) =>
+    ({
+      metadata: { name, namespace: "prod" },
+      spec: { requester: { username: "bot" }, approval: { expiresAt } },
+      status: { phase },
+    }) as unknown as ApprovalRequest;
+  const now = new Date("2030-01-01T00:00:00Z");
+
+  it("counts Pending and unused Approved requests that have not expired, oldest first", () => {
+    const open = openRequests(
+      [
+        ar("b", "Pending", "2030-01-01T02:00:00Z"),
+        ar("a", "Approved", "2030-01-01T01:00:00Z"),
+        ar("c", "Consumed", "2030-01-01T01:00:00Z"),
+        ar("d", "Denied", "2030-01-01T01:00:00Z"),
+        ar("e", "Pending", "2029-12-31T23:00:00Z"),
+      ],
+      now,
+    );
+    expect(open.map((x) => x.metadata.name)).toEqual(["a", "b"]);
+    const msg = cappedMessage({ username: "bot", namespace: "prod", open, limit: 2, policy: "p", rule: "r" });
+    expect(msg).toMatch(/bot already has 2 open ApprovalRequests in namespace prod \(the limit is 2/);
+    expect(msg).toContain("a, b");
+    expect(msg).toMatch(/Nothing was created/);
+  });
+
+  it("validates maxOpenRequests and defaults it to 10", () => {
+    const policy = (max?: number) => ({
+      apiVersion: "countersign.io/v1alpha1" as const,
+      kind: "ApprovalPolicy" as const,
+      metadata: { name: "p" },
+      spec: {
+        subjects: { users: ["u"] },
+        rules: [
+          {
+            name: "r",
+            action: "RequireApproval" as const,
+            approval: { approvers: { users: ["a"] }, ...(max !== undefined ? { maxOpenRequests: max } : {}) },
+          },
+        ],
+      },
+    });
+    const ok = compilePolicy(policy());
+    expect(ok.ok && ok.policy.rules[0]!.approval!.maxOpenRequests).toBe(10);
+    const bad = compilePolicy(policy(0));
+    expect(bad.ok).toBe(false);
+    if (!bad.ok) expect(bad.errors[0]!.path).toBe("spec.rules[0].approval.maxOpenRequests");
+  });
+});
+
+describe("policy change records", () => {
+  const req = (
+    operation: AdmissionRequest["operation"],
+    oldSpec?: unknown,
+    newSpec?: unknown,
+  ): AdmissionRequest => ({
+    uid: "0f0e-1",
+    kind: { group: "countersign.io", version: "v1alpha1", kind: "ApprovalPolicy" },
+    resource: { group: "countersign.io", version: "v1alpha1", resource: "approvalpolicies" },
+    name: "p",
+    operation,
+    userInfo: { username: "admin", groups: ["system:masters"] },
+    ...(oldSpec ? { oldObject: { metadata: { name: "p", uid: "u1", generation: 2 }, spec: oldSpec } } : {}),
+    ...(newSpec ? { object: { metadata: { name: "p" }, spec: newSpec } } : {}),
+  });
+
+  it("records creates, spec changes and deletes with the API server's user; a no-op update is not a change", () => {
+    const upd = policyChange(req("UPDATE", { a: 1 }, { a: 2 }), new Date("2030-01-01T00:00:00Z"))!;
+    expect(upd.content.event).toBe("PolicyUpdated");
+    expect(upd.content.actor).toMatchObject({ username: "admin", via: "admission" });
+    expect(upd.content.reason).toMatch(/changed the spec of ApprovalPolicy p \(generation 2/);
+    expect(policyChange(req("UPDATE", { a: 1 }, { a: 1 }), new Date())).toBeUndefined();
+    const del1 = policyChange(req("DELETE", { a: 1 }), new Date())!;
+    const del2 = policyChange({ ...req("DELETE", { a: 1 }), uid: "other" }, new Date())!;
+    expect(del1.content.event).toBe("PolicyDeleted");
+    expect(del1.name).toBe(del2.name); // a re-validated delete is one record
+    expect(del1.labels["countersign.io/event"]).toBe("PolicyDeleted");
+  });
+});
