@@ -3,11 +3,12 @@
  * at apply time), then the gate (pure decision → allow | deny | require approval).
  */
 import { guardWrite, isGuardedResource, type RbacChecker } from "../approvals/decision-guard.js";
+import { isNoOpUpdate } from "../approvals/fingerprint.js";
 import type { ApprovalGate, GateOutcome } from "../approvals/gate.js";
 import { type ConfigAuditor, policyChange } from "../audit/config-audit.js";
 import { describeKubeError } from "../kube/errors.js";
 import type { Logger } from "../logging/logger.js";
-import { admissionDecisions, admissionDuration } from "../metrics/metrics.js";
+import { admissionDecisions, admissionDuration, noOpUpdates } from "../metrics/metrics.js";
 import { compilePolicy, formatCompileErrors } from "../policy/compile.js";
 import { type AdmissionRequest, decide, subjectMatches, type UserInfo } from "../policy/evaluate.js";
 import type { PolicyCache } from "../policy/policy-cache.js";
@@ -29,6 +30,8 @@ export const DecisionValue = {
   ApprovalRequired: "approval-required",
   ApprovalConsumed: "approval-consumed",
   ApprovalCapped: "approval-capped",
+  /** An UPDATE a rule would gate that changes nothing the fingerprint binds: allowed, no request. */
+  NoOp: "no-op",
   PolicyRejected: "policy-rejected",
   PolicyWriteRefused: "policy-write-refused",
   GuardRejected: "guard-rejected",
@@ -111,6 +114,17 @@ async function answerAdmission(req: AdmissionRequest, deps: HandlerDeps): Promis
         { [AuditAnnotation.Decision]: DecisionValue.Error, [AuditAnnotation.Policy]: decision.policy },
       );
     case "require-approval": {
+      if (isNoOpUpdate(req)) {
+        // Re-asserting the current state (a GitOps sync, a retried apply) risks nothing: the
+        // canonical old and new objects are identical, so there is nothing to countersign.
+        noOpUpdates.inc({ policy: decision.rule.policy });
+        log.info("no-op update allowed without approval", { policy: decision.rule.policy });
+        return reviewResponse(req.uid, true, undefined, {
+          [AuditAnnotation.Decision]: DecisionValue.NoOp,
+          [AuditAnnotation.Policy]: decision.rule.policy,
+          [AuditAnnotation.Rule]: decision.rule.rule,
+        });
+      }
       let outcome: GateOutcome;
       try {
         outcome = await deps.gate.handle(req, decision.rule, decision.approval, decision.message, log);

@@ -1,10 +1,36 @@
 /**
- * What exactly is being approved: the action's fingerprint, a readable summary, a
- * field-level diff for updates, and the agent's stated context. Pure functions.
+ * What exactly is being approved. Pure functions.
  *
- * Secret values never leave this module: summaries and diffs show Secret data keys
- * with redacted values, and the last-applied-configuration annotation (which can
- * hold a Secret's data) is dropped.
+ * One **transition** per admission request is the single source of truth: it is hashed into
+ * the fingerprint, and the summary and diff a human approves are rendered from it, so what is
+ * shown and what is bound cannot diverge.
+ *
+ *   transition = { uid, before, after }
+ *   - CREATE:  before null; after = canonical new object. With `metadata.generateName` and a
+ *              server-generated name, `metadata.name` is left out, so a retry (which gets a new
+ *              generated name) is the same action.
+ *   - UPDATE:  uid of the object; before = canonical old object; after = canonical new object.
+ *              An approval never covers the same new object written on top of another state.
+ *   - DELETE:  uid and canonical content of the object being deleted (status left out).
+ *   - CONNECT: after = the connect options (command, container, ...).
+ *
+ * Canonical form of an object (`canonicalContent`): everything except
+ *   - metadata.resourceVersion, managedFields, generation, uid (bound separately),
+ *     creationTimestamp, selfLink: written by the API server, or not the object's content;
+ *   - the agent-context annotations countersign.io/reason|prompt|ticket|agent (shown
+ *     separately as what the agent said; they change nothing in the cluster);
+ *   - status, except where status is what the write changes: the /status and /approval
+ *     subresources keep it always; a main-resource write keeps it when old and new status
+ *     differ (custom resources without a status subresource take status through the main
+ *     resource; for everything else the API server resets it before validation, so it never
+ *     differs); /scale never (the API server ignores a Scale's status); DELETE never.
+ * Everything else is bound, including labels, other annotations (also
+ * kubectl.kubernetes.io/last-applied-configuration, which a later `kubectl apply` merges
+ * from), finalizers, ownerReferences and deletionTimestamp.
+ *
+ * Secret values never leave this module: for a Secret, data/stringData values and the
+ * last-applied-configuration annotation are shown as `<redacted>` (CREATE/DELETE) or
+ * `<changed>`/`<added>`/`<removed>` (UPDATE), never as values or hashes of values.
  */
 import { createHash } from "node:crypto";
 import { type AdmissionRequest, serviceAccountOf } from "../policy/evaluate.js";
@@ -17,38 +43,43 @@ export const AGENT_CONTEXT_ANNOTATIONS = {
   ticket: "countersign.io/ticket",
   agent: "countersign.io/agent",
 } as const;
+const AGENT_CONTEXT_KEYS: ReadonlySet<string> = new Set(Object.values(AGENT_CONTEXT_ANNOTATIONS));
 const CONTEXT_LIMITS = { reason: 2048, prompt: 8192, ticket: 253, agent: 253 } as const;
-const LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration";
+export const LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration";
 const VOLATILE_METADATA = [
   "resourceVersion",
   "managedFields",
   "generation",
   "uid",
   "creationTimestamp",
-  "deletionTimestamp",
-  "deletionGracePeriodSeconds",
   "selfLink",
 ];
+/** Subresources whose write is the status itself. */
+const STATUS_SUBRESOURCES: ReadonlySet<string> = new Set(["status", "approval"]);
+/** Subresources whose object's status is ignored by the API server. */
+const STATUS_IGNORED_SUBRESOURCES: ReadonlySet<string> = new Set(["scale"]);
+/** The API server's generated-name suffix: 5 characters of this alphabet (k8s.io/apimachinery rand). */
+const GENERATED_SUFFIX = /^[bcdfghjklmnpqrstvwxz2456789]{5}$/;
+const MAX_GENERATE_NAME_BASE = 58;
 
-type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
+export type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
-/** The object without volatile fields, status, or Countersign's own annotations. */
-export function canonicalObject(obj: unknown): Json {
+/** The object without volatile metadata, the agent-context annotations, and (unless kept) status. */
+export function canonicalContent(obj: unknown, keepStatus: boolean): Json {
   if (!isObject(obj)) return (obj ?? null) as Json;
-  const { status: _status, metadata, ...rest } = obj;
+  const { status, metadata, ...rest } = obj;
   const out: Record<string, unknown> = { ...rest };
+  if (keepStatus && status !== undefined) out.status = status;
   if (isObject(metadata)) {
     const md: Record<string, unknown> = { ...metadata };
     for (const k of VOLATILE_METADATA) delete md[k];
     if (isObject(md.annotations)) {
       const ann = Object.fromEntries(
-        Object.entries(md.annotations).filter(
-          ([k]) => !k.startsWith(ANNOTATION_PREFIX) && k !== LAST_APPLIED,
-        ),
+        Object.entries(md.annotations).filter(([k]) => !AGENT_CONTEXT_KEYS.has(k)),
       );
       if (Object.keys(ann).length > 0) md.annotations = ann;
       else delete md.annotations;
@@ -56,6 +87,11 @@ export function canonicalObject(obj: unknown): Json {
     out.metadata = md;
   }
   return out as Json;
+}
+
+/** The object's content without status (what the controller compares after an UPDATE). */
+export function canonicalObject(obj: unknown): Json {
+  return canonicalContent(obj, false);
 }
 
 /** JSON with object keys sorted at every level: equal objects give equal strings. */
@@ -71,15 +107,80 @@ export function canonicalJson(value: unknown): string {
 
 const sha256 = (s: string) => createHash("sha256").update(s).digest("hex");
 
+const metadataOf = (obj: unknown): Record<string, unknown> | undefined =>
+  isObject(obj) && isObject(obj.metadata) ? obj.metadata : undefined;
+
 /**
- * The hash of the object an action carries: the new object for CREATE/UPDATE, the
- * options for CONNECT, and for DELETE the identity (uid) of the object being deleted,
- * so an approval to delete one object never covers a same-named replacement.
+ * The generateName of a CREATE whose name the API server generated from it (validating
+ * admission already sees the generated name), else undefined. A name the client chose
+ * itself does not count, unless it is indistinguishable from a generated one.
+ */
+export function generatedNameBase(req: AdmissionRequest): string | undefined {
+  if (req.operation !== "CREATE" || req.subResource) return undefined;
+  const md = metadataOf(req.object);
+  const base = md?.generateName;
+  const name = md?.name ?? req.name;
+  if (typeof base !== "string" || !base || typeof name !== "string") return undefined;
+  const stem = base.slice(0, MAX_GENERATE_NAME_BASE);
+  return name.startsWith(stem) && GENERATED_SUFFIX.test(name.slice(stem.length)) ? base : undefined;
+}
+
+/** What one admission request does: the hashed and displayed unit. */
+export interface Transition {
+  /** The uid of the existing object an UPDATE or DELETE applies to. */
+  uid?: string;
+  /** The canonical object before (UPDATE, DELETE); null when there is none. */
+  before: Json;
+  /** The canonical object after (CREATE, UPDATE) or the CONNECT options; null for DELETE. */
+  after: Json;
+}
+
+function emptyStatus(v: unknown): boolean {
+  return v === undefined || v === null || (isObject(v) && Object.keys(v).length === 0);
+}
+
+export function transitionOf(req: AdmissionRequest): Transition {
+  const sub = req.subResource ?? "";
+  const op = req.operation;
+  const oldObj = op === "UPDATE" || op === "DELETE" ? req.oldObject : undefined;
+  const newObj = op === "DELETE" ? undefined : req.object;
+  const oldStatus = isObject(oldObj) ? oldObj.status : undefined;
+  const newStatus = isObject(newObj) ? newObj.status : undefined;
+  let keepStatus: boolean;
+  if (op === "DELETE" || STATUS_IGNORED_SUBRESOURCES.has(sub)) keepStatus = false;
+  else if (STATUS_SUBRESOURCES.has(sub)) keepStatus = true;
+  else if (op === "CREATE" || op === "CONNECT") keepStatus = !emptyStatus(newStatus);
+  else keepStatus = canonicalJson(oldStatus ?? null) !== canonicalJson(newStatus ?? null);
+
+  const before = oldObj === undefined ? null : canonicalContent(oldObj, keepStatus);
+  const after = newObj === undefined ? null : canonicalContent(newObj, keepStatus);
+  if (generatedNameBase(req) !== undefined && isObject(after) && isObject(after.metadata)) {
+    delete after.metadata.name;
+  }
+  const uid = metadataOf(oldObj)?.uid;
+  return { ...(typeof uid === "string" && uid ? { uid } : {}), before, after };
+}
+
+export function transitionHash(t: Transition): string {
+  return sha256(canonicalJson({ uid: t.uid ?? "", before: t.before, after: t.after }));
+}
+
+/** An UPDATE that changes nothing the canonical form keeps (see the module comment). */
+export function isNoOpUpdate(req: AdmissionRequest): boolean {
+  if (req.operation !== "UPDATE" || !isObject(req.object) || !isObject(req.oldObject)) return false;
+  const t = transitionOf(req);
+  const newUid = metadataOf(req.object)?.uid;
+  if (typeof newUid === "string" && newUid && newUid !== t.uid) return false;
+  return canonicalJson(t.before) === canonicalJson(t.after);
+}
+
+/**
+ * The hash of the object the controller checks after admission: the canonical new object for
+ * CREATE/UPDATE, the options for CONNECT, and for DELETE the identity (uid) of the object.
  */
 export function objectHash(req: AdmissionRequest): string {
   if (req.operation === "DELETE") {
-    const uid =
-      isObject(req.oldObject) && isObject(req.oldObject.metadata) ? req.oldObject.metadata.uid : undefined;
+    const uid = metadataOf(req.oldObject)?.uid;
     return typeof uid === "string" ? sha256(`uid:${uid}`) : "";
   }
   if (req.object === undefined || req.object === null) return "";
@@ -94,11 +195,17 @@ export interface ActionIdentity {
   resource: string;
   subResource: string;
   namespace: string;
+  /** The target's name; empty for a CREATE whose name the server generates. */
   name: string;
+  /** For a CREATE with a server-generated name: the generateName it was made from. */
+  generateName?: string;
   objectHash: string;
+  /** sha256 of the transition (the old and new canonical objects); part of the fingerprint. */
+  transitionHash: string;
 }
 
-export function actionIdentity(req: AdmissionRequest): ActionIdentity {
+export function actionIdentity(req: AdmissionRequest, transition = transitionOf(req)): ActionIdentity {
+  const generateName = generatedNameBase(req);
   return {
     username: req.userInfo.username ?? "",
     operation: req.operation,
@@ -107,8 +214,10 @@ export function actionIdentity(req: AdmissionRequest): ActionIdentity {
     resource: req.resource.resource,
     subResource: req.subResource ?? "",
     namespace: req.namespace ?? "",
-    name: req.name ?? "",
+    name: generateName === undefined ? (req.name ?? "") : "",
+    ...(generateName !== undefined ? { generateName } : {}),
     objectHash: objectHash(req),
+    transitionHash: transitionHash(transition),
   };
 }
 
@@ -123,7 +232,8 @@ export function fingerprintOf(a: ActionIdentity): string {
       a.subResource,
       a.namespace,
       a.name,
-      a.objectHash,
+      a.generateName ?? "",
+      a.transitionHash,
     ]),
   );
 }
@@ -132,46 +242,139 @@ export function isSecret(req: AdmissionRequest): boolean {
   return req.resource.group === "" && req.resource.resource === "secrets";
 }
 
-/** A copy safe to show humans: Secret values redacted, last-applied-configuration dropped. */
+/** Whether the value at `path` of a Secret must never be shown. */
+function secretPath(path: readonly (string | number)[]): boolean {
+  const [a, b] = path;
+  return (
+    ((a === "data" || a === "stringData") && path.length >= 2) ||
+    (a === "metadata" && b === "annotations" && path[2] === LAST_APPLIED)
+  );
+}
+
+/** A copy safe to show humans: Secret values (and their last-applied copy) redacted. */
 export function redactedObject(obj: unknown, secret: boolean): Json {
   const c = canonicalObject(obj);
-  if (!isObject(c)) return c;
-  if (secret) {
-    for (const field of ["data", "stringData"]) {
-      const d = c[field];
-      if (isObject(d)) c[field] = Object.fromEntries(Object.keys(d).map((k) => [k, REDACTED]));
-    }
+  if (!isObject(c) || !secret) return c;
+  for (const field of ["data", "stringData"]) {
+    const d = c[field];
+    if (isObject(d)) c[field] = Object.fromEntries(Object.keys(d).map((k) => [k, REDACTED]));
   }
+  const ann = isObject(c.metadata) ? c.metadata.annotations : undefined;
+  if (isObject(ann) && LAST_APPLIED in ann) ann[LAST_APPLIED] = REDACTED;
   return c;
+}
+
+/** Longest value shown on one diff line before it is cut (the hash always covers all of it). */
+const VALUE_LIMIT = 400;
+
+function formatPath(path: readonly (string | number)[]): string {
+  let out = "";
+  for (const seg of path) {
+    if (typeof seg === "number") out += `[${seg}]`;
+    else if (/^[A-Za-z_$][A-Za-z0-9_$-]*$/.test(seg)) out += out ? `.${seg}` : seg;
+    else out += `[${JSON.stringify(seg)}]`;
+  }
+  return out || "(object)";
 }
 
 function describeValue(v: Json | undefined): string {
   if (v === undefined) return "(absent)";
   const s = JSON.stringify(v);
-  return s.length > 120 ? `${s.slice(0, 117)}...` : s;
+  return s.length > VALUE_LIMIT ? `${s.slice(0, VALUE_LIMIT - 3)}... (${s.length} characters)` : s;
 }
 
-/** Field-level changes between two redacted objects: `path: old → new`, one per line. */
-export function fieldDiff(oldObj: Json, newObj: Json, maxLines = 200): string {
+/** Two long strings that differ: both cut to a window around their first difference. */
+function describeChangedStrings(a: string, b: string): string {
+  let i = 0;
+  while (i < a.length && i < b.length && a[i] === b[i]) i++;
+  const from = Math.max(0, i - 40);
+  const cut = (s: string) =>
+    `${from > 0 ? "…" : ""}${JSON.stringify(s.slice(from, from + VALUE_LIMIT / 2 - 20))}${from + VALUE_LIMIT / 2 - 20 < s.length ? "…" : ""}`;
+  return `${cut(a)} → ${cut(b)} (${a.length} → ${b.length} characters, first difference at ${i})`;
+}
+
+export interface DiffOptions {
+  /** Secret: values under data/stringData and last-applied-configuration are never shown. */
+  secret?: boolean;
+  maxLines?: number;
+}
+
+/**
+ * Field-level rendering of a transition, one line per leaf, sorted by path:
+ * CREATE/CONNECT (no before) and DELETE (no after) list `path: value`;
+ * UPDATE lists `path: old → new` with `(absent)` for a side that has no value.
+ * Arrays are compared element by element, so an appended element is its own line.
+ */
+export function fieldDiff(before: Json, after: Json, opts: DiffOptions = {}): string[] {
+  const maxLines = opts.maxLines ?? 500;
   const lines: string[] = [];
-  const visit = (a: Json | undefined, b: Json | undefined, path: string) => {
-    if (lines.length >= maxLines) return;
-    if (isObject(a) && isObject(b)) {
-      for (const k of [...new Set([...Object.keys(a), ...Object.keys(b)])].sort()) {
-        visit(a[k] as Json | undefined, b[k] as Json | undefined, path ? `${path}.${k}` : k);
-      }
-      return;
-    }
-    if (Array.isArray(a) && Array.isArray(b) && a.length === b.length) {
-      for (let i = 0; i < a.length; i++) visit(a[i], b[i], `${path}[${i}]`);
-      return;
-    }
-    if (canonicalJson(a) !== canonicalJson(b))
-      lines.push(`${path}: ${describeValue(a)} → ${describeValue(b)}`);
+  let omitted = 0;
+  const oneSided = before === null || after === null;
+  const push = (line: string) => {
+    if (lines.length < maxLines) lines.push(line);
+    else omitted++;
   };
-  visit(oldObj, newObj, "");
-  if (lines.length >= maxLines) lines.push("... (more changes)");
-  return lines.join("\n");
+  const containerOf = (v: Json | undefined) =>
+    isObject(v) ? "object" : Array.isArray(v) ? "array" : undefined;
+  const visit = (a: Json | undefined, b: Json | undefined, path: (string | number)[]) => {
+    const ca = containerOf(a);
+    const cb = containerOf(b);
+    if ((ca || cb) && (ca === cb || a === undefined || b === undefined)) {
+      const keysOf = (v: Json | undefined): (string | number)[] =>
+        Array.isArray(v) ? v.map((_, i) => i) : isObject(v) ? Object.keys(v).sort() : [];
+      const ka = keysOf(a);
+      const kb = keysOf(b);
+      const keys =
+        (ca ?? cb) === "array"
+          ? Array.from({ length: Math.max(ka.length, kb.length) }, (_, i) => i)
+          : [...new Set([...ka, ...kb])].sort();
+      if (keys.length === 0) {
+        // Both empty: nothing changed. One side absent: the empty container is the change.
+        if (a === undefined || b === undefined) {
+          const p = formatPath(path);
+          push(
+            oneSided ? `${p}: ${describeValue(a ?? b)}` : `${p}: ${describeValue(a)} → ${describeValue(b)}`,
+          );
+        }
+        return;
+      }
+      const at = (v: Json | undefined, k: string | number): Json | undefined =>
+        Array.isArray(v)
+          ? v[k as number]
+          : isObject(v)
+            ? (v as Record<string, Json>)[k as string]
+            : undefined;
+      for (const k of keys) visit(at(a, k), at(b, k), [...path, k]);
+      return;
+    }
+    if (canonicalJson(a ?? null) === canonicalJson(b ?? null) && (a === undefined) === (b === undefined))
+      return;
+    const p = formatPath(path);
+    if (opts.secret && secretPath(path)) {
+      if (oneSided) push(`${p}: ${REDACTED}`);
+      else push(`${p}: ${a === undefined ? "<added>" : b === undefined ? "<removed>" : "<changed>"}`);
+      return;
+    }
+    if (oneSided) {
+      push(`${p}: ${describeValue(a === undefined ? b : a)}`);
+      return;
+    }
+    if (
+      typeof a === "string" &&
+      typeof b === "string" &&
+      (a.length > VALUE_LIMIT / 2 || b.length > VALUE_LIMIT / 2)
+    ) {
+      push(`${p}: ${describeChangedStrings(a, b)}`);
+      return;
+    }
+    push(`${p}: ${describeValue(a)} → ${describeValue(b)}`);
+  };
+  visit(before ?? undefined, after ?? undefined, []);
+  if (omitted > 0)
+    lines.push(
+      `... ${omitted} more line${omitted === 1 ? "" : "s"} not shown (the fingerprint covers the whole object)`,
+    );
+  return lines;
 }
 
 export function requesterName(username: string): string {
@@ -179,33 +382,124 @@ export function requesterName(username: string): string {
   return sa ? `service account ${sa.namespace}/${sa.name}` : username;
 }
 
-/** One readable paragraph: who wants to do what, where. */
-export function actionSummary(req: AdmissionRequest): string {
+const q = (v: unknown) => JSON.stringify(typeof v === "string" ? v : String(v ?? ""));
+const at = (v: Json | undefined, ...path: string[]): Json | undefined => {
+  let cur: Json | undefined = v;
+  for (const k of path) cur = isObject(cur) ? (cur as Record<string, Json>)[k] : undefined;
+  return cur;
+};
+
+/** What matters most about a few well-known actions, named in the summary itself. */
+function highlights(req: AdmissionRequest, t: Transition): string[] {
+  const sub = req.subResource ?? "";
+  const res = req.resource.resource;
+  const out: string[] = [];
+  if (
+    req.resource.group === "rbac.authorization.k8s.io" &&
+    (res === "rolebindings" || res === "clusterrolebindings") &&
+    !sub &&
+    t.after !== null
+  ) {
+    const ref = at(t.after, "roleRef");
+    const subjects = at(t.after, "subjects");
+    const who = (Array.isArray(subjects) ? subjects : []).map((s) => {
+      const ns = at(s, "namespace");
+      return `${String(at(s, "kind") ?? "?")} ${q(typeof ns === "string" && ns ? `${ns}/${String(at(s, "name"))}` : at(s, "name"))}`;
+    });
+    const shown = who.slice(0, 5).join(", ") + (who.length > 5 ? ` and ${who.length - 5} more` : "");
+    out.push(`binds ${String(at(ref, "kind") ?? "?")} ${q(at(ref, "name"))} to ${shown || "no subjects"}`);
+  }
+  if (sub === "scale" && req.operation === "UPDATE") {
+    out.push(
+      `replicas ${JSON.stringify(at(t.before, "spec", "replicas") ?? null)} → ${JSON.stringify(at(t.after, "spec", "replicas") ?? null)}`,
+    );
+  }
+  if (sub === "approval" && res === "certificatesigningrequests") {
+    const conds = at(t.after, "status", "conditions");
+    const old = new Set(
+      (Array.isArray(at(t.before, "status", "conditions"))
+        ? (at(t.before, "status", "conditions") as Json[])
+        : []
+      ).map((c) => `${String(at(c, "type"))}=${String(at(c, "status"))}`),
+    );
+    const added = (Array.isArray(conds) ? conds : [])
+      .map((c) => `${String(at(c, "type"))}=${String(at(c, "status"))}`)
+      .filter((c) => !old.has(c));
+    out.push(added.length ? `sets condition ${added.join(", ")}` : "changes no condition");
+  }
+  if (sub === "eviction") out.push(`evicts pod ${q(req.name)}`);
+  if (sub === "binding" && res === "pods")
+    out.push(
+      `binds the pod to ${String(at(t.after, "target", "kind") ?? "?")} ${q(at(t.after, "target", "name"))}`,
+    );
+  if (sub === "token" && res === "serviceaccounts") {
+    const aud = at(t.after, "spec", "audiences");
+    out.push(
+      `issues a token for audiences ${Array.isArray(aud) && aud.length ? aud.map(q).join(", ") : "(API server default)"}, valid ${String(at(t.after, "spec", "expirationSeconds") ?? "default")} s`,
+    );
+  }
+  if (sub === "ephemeralcontainers") {
+    const before = new Set(
+      ((at(t.before, "spec", "ephemeralContainers") as Json[] | undefined) ?? []).map((c) =>
+        String(at(c, "name")),
+      ),
+    );
+    const added = ((at(t.after, "spec", "ephemeralContainers") as Json[] | undefined) ?? []).filter(
+      (c) => !before.has(String(at(c, "name"))),
+    );
+    out.push(
+      `adds ephemeral container${added.length === 1 ? "" : "s"} ${added.map((c) => `${q(at(c, "name"))} (image ${q(at(c, "image"))})`).join(", ") || "(none)"}`,
+    );
+  }
+  if (req.operation === "CONNECT") {
+    const cmd = at(t.after, "command");
+    if (Array.isArray(cmd)) out.push(`command ${q(cmd.join(" "))}`);
+  }
+  return out;
+}
+
+/** One readable paragraph: who wants to do what, where, and what matters most about it. */
+export function actionSummary(req: AdmissionRequest, t: Transition = transitionOf(req)): string {
   const res = req.subResource ? `${req.resource.resource}/${req.subResource}` : req.resource.resource;
   const group = req.resource.group ? `.${req.resource.group}` : "";
-  const target = req.name ? `${res}${group} "${req.name}"` : `a new ${req.kind.kind}`;
-  const where = req.namespace ? ` in namespace "${req.namespace}"` : " (cluster-scoped)";
-  const extra: string[] = [];
-  if (req.operation === "UPDATE" && isObject(req.object) && isObject(req.oldObject)) {
-    const n = fieldDiff(
-      redactedObject(req.oldObject, isSecret(req)),
-      redactedObject(req.object, isSecret(req)),
-    )
-      .split("\n")
-      .filter(Boolean).length;
+  const generateName = generatedNameBase(req);
+  const target =
+    generateName !== undefined
+      ? `${res}${group} named ${q(`${generateName}*`)} (name generated by the server)`
+      : req.name
+        ? `${res}${group} ${q(req.name)}`
+        : `a new ${req.kind.kind}`;
+  const where = req.namespace ? ` in namespace ${q(req.namespace)}` : " (cluster-scoped)";
+  const extra = highlights(req, t);
+  if (req.operation === "UPDATE") {
+    const n = fieldDiff(t.before, t.after, { secret: isSecret(req), maxLines: 10_000 }).length;
     extra.push(`${n} field${n === 1 ? "" : "s"} changed`);
   }
   if (isSecret(req)) extra.push("Secret values redacted");
-  return `${requesterName(req.userInfo.username ?? "unknown")} wants to ${req.operation} ${target}${where}${extra.length ? ` (${extra.join("; ")})` : ""}.`;
+  const text = `${requesterName(req.userInfo.username ?? "unknown")} wants to ${req.operation} ${target}${where}${extra.length ? ` (${extra.join("; ")})` : ""}.`;
+  return text.length > 4000 ? `${text.slice(0, 3997)}...` : text;
 }
 
-export function actionDiff(req: AdmissionRequest): string | undefined {
-  if (req.operation !== "UPDATE") return undefined;
-  const secret = isSecret(req);
-  return (
-    fieldDiff(redactedObject(req.oldObject, secret), redactedObject(req.object, secret)) ||
-    "(no field changes)"
-  );
+/** Longest diff stored in an ApprovalRequest (the CRD allows 32768). */
+export const DIFF_LIMIT = 30_000;
+
+/**
+ * What the approver reads: the whole transition, field by field (see fieldDiff), with Secret
+ * values redacted. Computed from the same transition that is hashed.
+ */
+export function actionDiff(req: AdmissionRequest, t: Transition = transitionOf(req)): string {
+  const lines = fieldDiff(t.before, t.after, { secret: isSecret(req) });
+  if (lines.length === 0) return "(no field changes)";
+  let out = "";
+  for (let i = 0; i < lines.length; i++) {
+    const next = `${out ? "\n" : ""}${lines[i]}`;
+    const rest = lines.length - i;
+    if (out.length + next.length > DIFF_LIMIT - 120) {
+      return `${out}\n... ${rest} more line${rest === 1 ? "" : "s"} not shown (the fingerprint covers the whole object)`;
+    }
+    out += next;
+  }
+  return out;
 }
 
 export interface AgentContext {

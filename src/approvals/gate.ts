@@ -17,7 +17,7 @@ import type { CompiledApproval } from "../policy/compile.js";
 import type { AdmissionRequest, RuleRef } from "../policy/evaluate.js";
 import { API_GROUP, API_VERSION } from "../policy/types.js";
 import { type RbacChecker, Verb } from "./decision-guard.js";
-import { actionIdentity, fingerprintOf } from "./fingerprint.js";
+import { actionIdentity, fingerprintOf, transitionOf } from "./fingerprint.js";
 import { cappedMessage, type OpenRequestIndex } from "./open-requests.js";
 import {
   APPROVAL_REQUEST_PLURAL,
@@ -81,7 +81,8 @@ export class ApprovalGate {
     ruleMessage: string | undefined,
     log: Logger,
   ): Promise<GateOutcome> {
-    const action = actionIdentity(req);
+    const transition = transitionOf(req);
+    const action = actionIdentity(req, transition);
     const fingerprint = fingerprintOf(action);
     const namespace = req.namespace || this.opts.installNamespace;
 
@@ -96,6 +97,7 @@ export class ApprovalGate {
         ...(ruleMessage ? { ruleMessage } : {}),
         approval,
         now: this.now(),
+        transition,
       });
       const name = candidate.metadata.name;
       let existing = await this.get(namespace, name);

@@ -15,6 +15,8 @@ import {
   actionDiff,
   actionSummary,
   agentContext,
+  type Transition,
+  transitionOf,
 } from "./fingerprint.js";
 
 export const APPROVAL_REQUEST_PLURAL = "approvalrequests";
@@ -59,7 +61,12 @@ export interface ApprovalRequestSpec {
     groups?: string[];
     serviceAccount?: { namespace: string; name: string };
   };
-  action: Omit<ActionIdentity, "username"> & { kind?: string; summary: string };
+  action: Omit<ActionIdentity, "username" | "transitionHash"> & {
+    kind?: string;
+    summary: string;
+    /** Absent on requests created before the fingerprint bound the transition. */
+    transitionHash?: string;
+  };
   admissionUID?: string;
   diff?: string;
   agentContext?: AgentContext;
@@ -113,12 +120,13 @@ const DNS_LABEL_MAX = 63;
 
 /**
  * Deterministic name from the fingerprint (and attempt), readable in `kubectl get`:
- * `<operation>-<resource>-<name>-<hash12>[-<attempt>]`, at most 63 characters.
+ * `<operation>-<resource>-<name>-<hash12>[-<attempt>]`, at most 63 characters. A CREATE
+ * whose name the server generates is named after its generateName.
  */
 export function approvalRequestName(action: ActionIdentity, fingerprint: string, attempt: number): string {
   const suffix = `-${fingerprint.slice(0, 12)}${attempt > 0 ? `-${attempt + 1}` : ""}`;
   const res = action.subResource ? `${action.resource}-${action.subResource}` : action.resource;
-  const stem = `${action.operation}-${res}-${action.name || "new"}`
+  const stem = `${action.operation}-${res}-${action.name || action.generateName || "new"}`
     .toLowerCase()
     .replace(/[^a-z0-9-]+/g, "-")
     .replace(/-+/g, "-")
@@ -136,8 +144,11 @@ export function buildApprovalRequest(args: {
   ruleMessage?: string;
   approval: CompiledApproval;
   now: Date;
+  /** The transition `action` was hashed from; summary and diff are rendered from it. */
+  transition?: Transition;
 }): ApprovalRequest {
   const { req, action, fingerprint, attempt, approval } = args;
+  const transition = args.transition ?? transitionOf(req);
   const { username: _u, ...actionRest } = action;
   const sa = serviceAccountOf(req.userInfo.username);
   const spec: ApprovalRequestSpec = {
@@ -149,7 +160,7 @@ export function buildApprovalRequest(args: {
       groups: req.userInfo.groups ?? [],
       ...(sa ? { serviceAccount: sa } : {}),
     },
-    action: { ...actionRest, kind: req.kind.kind, summary: actionSummary(req) },
+    action: { ...actionRest, kind: req.kind.kind, summary: actionSummary(req, transition) },
     admissionUID: req.uid,
     policy: {
       name: args.rule.policy,
@@ -166,8 +177,7 @@ export function buildApprovalRequest(args: {
       notify: approval.notify,
     },
   };
-  const diff = actionDiff(req);
-  if (diff !== undefined) spec.diff = diff.slice(0, 32_000);
+  spec.diff = actionDiff(req, transition);
   const ctx = agentContext(req);
   if (ctx) spec.agentContext = ctx;
   return {

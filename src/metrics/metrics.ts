@@ -1,6 +1,6 @@
 /**
  * Prometheus metrics (served on a plain-HTTP port, /metrics): admission latency by decision,
- * decisions by policy and outcome, pending requests, time to decision.
+ * decisions by policy and outcome, no-op updates let through, pending requests, time to decision.
  */
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -34,6 +34,13 @@ export const admissionUnauthenticated = new Counter({
 export const slackReplaysRefused = new Counter({
   name: "countersign_slack_replays_refused_total",
   help: "Slack interactions refused because another request with the same signature was already seen (by any replica).",
+  registers: [registry],
+});
+
+export const noOpUpdates = new Counter({
+  name: "countersign_noop_updates_total",
+  help: "UPDATEs a RequireApproval rule matched that changed nothing the fingerprint binds (old and new canonical objects identical), allowed without an ApprovalRequest, by policy.",
+  labelNames: ["policy"] as const,
   registers: [registry],
 });
 
