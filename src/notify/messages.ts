@@ -1,9 +1,15 @@
 /**
  * Notification configuration and message formats (pure): Slack (Block Kit, with approve/deny
  * buttons), Microsoft Teams (Adaptive Card for a workflow webhook), and a generic JSON webhook
- * signed with HMAC-SHA256. Messages carry the requester, the action summary (Secret values are
- * already redacted there), namespace, policy, the agent's reason, the expiry and how to decide.
- * Never the object itself.
+ * signed with HMAC-SHA256. Messages carry the requester, the action summary, the diff (bounded,
+ * with the command that shows all of it; Secret values are already redacted in both), namespace,
+ * policy, the agent's reason, the expiry and how to decide.
+ *
+ * Agent-controlled text (names, labels, reason, everything in the summary and diff) is escaped
+ * for the medium: in Slack mrkdwn `&`, `<`, `>` are entities (so no `<!channel>`, `<@U…>` or
+ * `<url|fake text>`) and `@channel`-style words are broken; in Teams markdown the characters
+ * of links, emphasis, code, headings and lists are backslash-escaped. Button values and
+ * URLs carry only the ApprovalRequest's own (sanitized) namespace/name.
  */
 import { createHmac } from "node:crypto";
 import { parse as parseYaml } from "yaml";
@@ -71,6 +77,49 @@ export function routesFor(ar: ApprovalRequest, event: NotifyEvent, config: Notif
   return config.routes.filter((r) => wanted.includes(r.name) && (r.events ?? NOTIFY_EVENTS).includes(event));
 }
 
+/** Lines and characters of the diff a chat message carries. */
+export const CHAT_DIFF_LINES = 20;
+export const CHAT_DIFF_CHARS = 2500;
+
+/** Slack mrkdwn: entities for the three control characters, and no @channel/@here/@everyone. */
+export function slackEscape(text: string): string {
+  return text
+    .replace(/&/g, "&amp;")
+    .replace(/</g, "&lt;")
+    .replace(/>/g, "&gt;")
+    .replace(/@(channel|here|everyone)\b/gi, "@\u200b$1");
+}
+
+/**
+ * Teams (Adaptive Card markdown): the characters that make links, emphasis and code are
+ * backslash-escaped everywhere, and those that start headings or lists at a line's start.
+ */
+export function teamsEscape(text: string): string {
+  return text
+    .replace(/[\\`*_[\]()~<>]/g, (c) => `\\${c}`)
+    .replace(/^(\s*)([#+-])/gm, "$1\\$2")
+    .replace(/^(\s*\d+)\./gm, "$1\\.");
+}
+
+/** The first lines of a diff for a chat message, and how many lines were left out. */
+export function boundedDiff(
+  diff: string | undefined,
+  maxLines = CHAT_DIFF_LINES,
+  maxChars = CHAT_DIFF_CHARS,
+): { lines: string[]; omitted: number } {
+  const all = (diff ?? "").split("\n").filter((l) => l.length > 0);
+  const lines: string[] = [];
+  let chars = 0;
+  for (const line of all) {
+    if (lines.length >= maxLines) break;
+    const cut = line.length > 300 ? `${line.slice(0, 297)}...` : line;
+    if (chars + cut.length > maxChars) break;
+    lines.push(cut);
+    chars += cut.length + 1;
+  }
+  return { lines, omitted: all.length - lines.length };
+}
+
 interface Facts {
   title: string;
   requester: string;
@@ -82,6 +131,8 @@ interface Facts {
   decidedBy?: string;
   approveCommand: string;
   revokeCommand: string;
+  showCommand: string;
+  diff: { lines: string[]; omitted: number };
 }
 
 function facts(ar: ApprovalRequest, event: NotifyEvent): Facts {
@@ -114,25 +165,44 @@ function facts(ar: ApprovalRequest, event: NotifyEvent): Facts {
     ...(decider ? { decidedBy: `${decider.approver}${decider.reason ? `: ${decider.reason}` : ""}` } : {}),
     approveCommand: `kubectl approve ${name} -n ${namespace}`,
     revokeCommand: `kubectl approvals revoke ${name} -n ${namespace} --reason "..."`,
+    showCommand: `kubectl approvals show ${name} -n ${namespace}`,
+    diff: boundedDiff(s.diff),
   };
 }
 
 export function slackMessage(ar: ApprovalRequest, event: NotifyEvent): object {
   const f = facts(ar, event);
+  const e = slackEscape;
   const value = `${ar.metadata.namespace}/${ar.metadata.name}`;
   const fields = [
-    `*Requester*\n${f.requester}`,
-    `*Namespace*\n${f.namespace}`,
-    `*Policy*\n${f.policy}`,
-    `*Expires*\n${f.expires}`,
-    ...(f.reason ? [`*Agent's reason*\n${f.reason}`] : []),
-    ...(f.decidedBy ? [`*Decided by*\n${f.decidedBy}`] : []),
-  ].map((text) => ({ type: "mrkdwn", text }));
+    `*Requester*\n${e(f.requester)}`,
+    `*Namespace*\n${e(f.namespace)}`,
+    `*Policy*\n${e(f.policy)}`,
+    `*Expires*\n${e(f.expires)}`,
+    ...(f.reason ? [`*Agent's reason*\n${e(f.reason)}`] : []),
+    ...(f.decidedBy ? [`*Decided by*\n${e(f.decidedBy)}`] : []),
+  ].map((text) => ({ type: "mrkdwn", text: text.slice(0, 2000) }));
   const blocks: object[] = [
     { type: "header", text: { type: "plain_text", text: f.title.slice(0, 150) } },
-    { type: "section", text: { type: "mrkdwn", text: f.action } },
+    { type: "section", text: { type: "mrkdwn", text: e(f.action).slice(0, 3000) } },
     { type: "section", fields: fields.slice(0, 10) },
   ];
+  if (f.diff.lines.length > 0) {
+    // Backticks could close the code block: shown as a look-alike instead.
+    const code = e(f.diff.lines.join("\n")).replace(/`/g, "\u02cb");
+    blocks.push({ type: "section", text: { type: "mrkdwn", text: `*Changes*\n\`\`\`${code}\`\`\`` } });
+  }
+  if (f.diff.omitted > 0) {
+    blocks.push({
+      type: "context",
+      elements: [
+        {
+          type: "mrkdwn",
+          text: `${f.diff.omitted} more line${f.diff.omitted === 1 ? "" : "s"}: \`${f.showCommand}\``,
+        },
+      ],
+    });
+  }
   if (event === "Requested") {
     blocks.push(
       {
@@ -164,11 +234,39 @@ export function slackMessage(ar: ApprovalRequest, event: NotifyEvent): object {
       elements: [{ type: "mrkdwn", text: `Changed your mind before it is used? \`${f.revokeCommand}\`` }],
     });
   }
-  return { text: `${f.title} (${value})`, blocks };
+  return { text: e(`${f.title} (${value})`), blocks };
 }
 
 export function teamsMessage(ar: ApprovalRequest, event: NotifyEvent): object {
   const f = facts(ar, event);
+  const e = teamsEscape;
+  const diff: object[] = f.diff.lines.length
+    ? [
+        { type: "TextBlock", text: "Changes", weight: "Bolder", wrap: true },
+        {
+          type: "Container",
+          style: "emphasis",
+          items: f.diff.lines.map((line) => ({
+            type: "TextBlock",
+            text: e(line),
+            fontType: "Monospace",
+            size: "Small",
+            wrap: true,
+            spacing: "None",
+          })),
+        },
+        ...(f.diff.omitted > 0
+          ? [
+              {
+                type: "TextBlock",
+                text: e(`${f.diff.omitted} more line${f.diff.omitted === 1 ? "" : "s"}: ${f.showCommand}`),
+                isSubtle: true,
+                wrap: true,
+              },
+            ]
+          : []),
+      ]
+    : [];
   return {
     type: "message",
     attachments: [
@@ -179,24 +277,25 @@ export function teamsMessage(ar: ApprovalRequest, event: NotifyEvent): object {
           type: "AdaptiveCard",
           version: "1.4",
           body: [
-            { type: "TextBlock", size: "Medium", weight: "Bolder", text: f.title, wrap: true },
-            { type: "TextBlock", text: f.action, wrap: true },
+            { type: "TextBlock", size: "Medium", weight: "Bolder", text: e(f.title), wrap: true },
+            { type: "TextBlock", text: e(f.action), wrap: true },
             {
               type: "FactSet",
               facts: [
-                { title: "Requester", value: f.requester },
-                { title: "Namespace", value: f.namespace },
-                { title: "Policy", value: f.policy },
-                { title: "Expires", value: f.expires },
-                ...(f.reason ? [{ title: "Agent's reason", value: f.reason }] : []),
-                ...(f.decidedBy ? [{ title: "Decided by", value: f.decidedBy }] : []),
+                { title: "Requester", value: e(f.requester) },
+                { title: "Namespace", value: e(f.namespace) },
+                { title: "Policy", value: e(f.policy) },
+                { title: "Expires", value: e(f.expires) },
+                ...(f.reason ? [{ title: "Agent's reason", value: e(f.reason) }] : []),
+                ...(f.decidedBy ? [{ title: "Decided by", value: e(f.decidedBy) }] : []),
               ],
             },
+            ...diff,
             ...(event === "Requested"
               ? [
                   {
                     type: "TextBlock",
-                    text: `Approve: ${f.approveCommand}`,
+                    text: e(`Approve: ${f.approveCommand}`),
                     fontType: "Monospace",
                     wrap: true,
                   },
@@ -206,7 +305,7 @@ export function teamsMessage(ar: ApprovalRequest, event: NotifyEvent): object {
               ? [
                   {
                     type: "TextBlock",
-                    text: `Revoke before it is used: ${f.revokeCommand}`,
+                    text: e(`Revoke before it is used: ${f.revokeCommand}`),
                     fontType: "Monospace",
                     wrap: true,
                   },
@@ -228,6 +327,7 @@ export function webhookMessage(ar: ApprovalRequest, event: NotifyEvent): object 
     action: ar.spec.action,
     policy: ar.spec.policy,
     ...(ar.spec.agentContext ? { agentContext: ar.spec.agentContext } : {}),
+    ...(ar.spec.diff ? { diff: ar.spec.diff } : {}),
     expiresAt: f.expires,
     ...(f.decidedBy ? { decidedBy: f.decidedBy } : {}),
     approve: f.approveCommand,

@@ -194,6 +194,17 @@ export function formatList(items: ApprovalRequest[], now: Date, all: boolean): s
   return table(rows);
 }
 
+/** Agent-written text for a terminal: control characters (escape sequences) made visible. */
+function printable(text: string): string {
+  let out = "";
+  for (const c of text) {
+    const code = c.charCodeAt(0);
+    const control = (code < 0x20 && c !== "\n") || (code >= 0x7f && code <= 0x9f);
+    out += control ? `\\u${code.toString(16).padStart(4, "0")}` : c;
+  }
+  return out;
+}
+
 export function formatShow(ar: ApprovalRequest, now: Date): string {
   const s = ar.spec;
   const a = s.action;
@@ -210,11 +221,21 @@ export function formatShow(ar: ApprovalRequest, now: Date): string {
     `Fingerprint: ${s.fingerprint}`,
   ];
   if (s.agentContext) {
-    lines.push("Agent context:");
+    lines.push("Agent context (as the agent stated it):");
     for (const [k, v] of Object.entries(s.agentContext))
-      lines.push(`  ${k}: ${String(v).replace(/\n/g, "\n    ")}`);
+      lines.push(`  ${k}: ${printable(String(v)).replace(/\n/g, "\n    ")}`);
   }
-  if (s.diff) lines.push("Changes:", ...s.diff.split("\n").map((l) => `  ${l}`));
+  if (s.diff) {
+    const heading =
+      a.operation === "CREATE"
+        ? "Object (as it will be created):"
+        : a.operation === "DELETE"
+          ? "Object (as it will be deleted):"
+          : a.operation === "CONNECT"
+            ? "Options:"
+            : "Changes:";
+    lines.push(heading, ...s.diff.split("\n").map((l) => `  ${printable(l)}`));
+  }
   lines.push("Decisions:");
   if (!s.decisions?.length) lines.push("  (none yet)");
   for (const d of s.decisions ?? [])

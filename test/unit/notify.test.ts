@@ -5,7 +5,11 @@ import {
   messageFor,
   parseNotificationConfig,
   routesFor,
+  slackEscape,
   slackMessage,
+  teamsEscape,
+  teamsMessage,
+  webhookMessage,
   webhookSignature,
 } from "../../src/notify/messages.js";
 import { verifySlackSignature } from "../../src/notify/slack-interactions.js";
@@ -129,5 +133,65 @@ describe("Slack request verification", () => {
       ok: false,
       reason: /missing/,
     });
+  });
+});
+
+describe("what approvers see in chat (issue 9 item 3)", () => {
+  const hostile =
+    "<!channel> <@U123> <https://evil.example/approve|Approve> @here **urgent** [Approve](https://evil.example) ```";
+  const withDiff = (lines: number): ApprovalRequest => {
+    const a = ar();
+    a.spec.action.summary = `service account ai/bot wants to CREATE rolebindings "${hostile}"`;
+    a.spec.agentContext = { reason: hostile };
+    a.spec.diff = Array.from({ length: lines }, (_, i) => `data.k${i}: "${i === 0 ? hostile : "v"}"`).join(
+      "\n",
+    );
+    return a;
+  };
+
+  it("Slack carries the diff, bounded, with the command that shows all of it", () => {
+    const msg = slackMessage(withDiff(30), "Requested") as { blocks: { text?: { text: string } }[] };
+    const text = JSON.stringify(msg);
+    expect(text).toContain("data.k19");
+    expect(text).not.toContain("data.k20");
+    expect(text).toContain("10 more lines: `kubectl approvals show delete-secrets-db-abc -n prod`");
+    const short = JSON.stringify(slackMessage(withDiff(3), "Requested"));
+    expect(short).toContain("data.k2");
+    expect(short).not.toContain("more line");
+  });
+
+  it("Slack: agent text cannot mention, link or close the code block", () => {
+    const text = JSON.stringify(slackMessage(withDiff(3), "Requested"));
+    for (const bad of ["<!channel>", "<@U123>", "<https://evil", "@here"]) expect(text).not.toContain(bad);
+    expect(text).toContain("&lt;!channel&gt;");
+    const msg = slackMessage(withDiff(3), "Requested") as { blocks: { text?: { text: string } }[] };
+    const code = msg.blocks.map((b) => b.text?.text ?? "").find((t) => t.startsWith("*Changes*"))!;
+    expect(code.match(/```/g)).toHaveLength(2);
+    // Buttons carry only the request's own namespace/name.
+    const actions = JSON.stringify(msg.blocks.find((b) => (b as { type?: string }).type === "actions"));
+    expect(actions).not.toContain("evil");
+  });
+
+  it("Teams: the diff in monospace, bounded; agent text cannot make links or emphasis", () => {
+    const card = JSON.stringify(teamsMessage(withDiff(30), "Requested"));
+    expect(card).toContain("Monospace");
+    expect(card).toContain("data.k19");
+    expect(card).not.toContain("data.k20");
+    expect(card).toContain("10 more lines: kubectl approvals show delete-secrets-db-abc -n prod");
+    expect(card).not.toContain("[Approve](https");
+    expect(card).not.toContain("**urgent**");
+    expect(teamsEscape("[x](https://e) **b** - item\n1. one")).toBe(
+      "\\[x\\]\\(https://e\\) \\*\\*b\\*\\* - item\n1\\. one",
+    );
+    expect(teamsEscape("- a\n# b")).toBe("\\- a\n\\# b");
+  });
+
+  it("escapes for Slack mrkdwn", () => {
+    expect(slackEscape("a & <b> @channel")).toBe("a &amp; &lt;b&gt; @\u200bchannel");
+  });
+
+  it("the generic webhook carries the whole diff", () => {
+    const body = webhookMessage(withDiff(30), "Requested") as { diff?: string };
+    expect(body.diff?.split("\n")).toHaveLength(30);
   });
 });

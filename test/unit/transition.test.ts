@@ -13,6 +13,7 @@ import {
   transitionOf,
 } from "../../src/approvals/fingerprint.js";
 import { approvalRequestName, buildApprovalRequest } from "../../src/approvals/request.js";
+import { formatShow } from "../../src/plugin/commands.js";
 import type { AdmissionRequest } from "../../src/policy/evaluate.js";
 
 const AGENT = "system:serviceaccount:ai-agents:ops-bot";
@@ -452,5 +453,27 @@ describe("no-op updates (item 8)", () => {
     ).toBe(false);
     expect(isNoOpUpdate(req({ operation: "CREATE", object: a }))).toBe(false);
     expect(transitionOf(req({ oldObject: a, object: a })).uid).toBe("uid-1");
+  });
+});
+
+describe("kubectl approvals show", () => {
+  it("prints the whole diff, and agent text cannot drive the terminal", () => {
+    const many = Object.fromEntries(Array.from({ length: 60 }, (_, i) => [`k${i}`, "v"]));
+    const r = req({
+      operation: "CREATE",
+      object: {
+        ...cm(many),
+        metadata: {
+          name: "cfg",
+          namespace: "prod",
+          annotations: { "countersign.io/reason": "ok\u001b[2K\rApproved by security" },
+        },
+      },
+    });
+    const out = formatShow(buildSpec(r), new Date("2026-01-01T00:00:00Z"));
+    expect(out).toContain("Object (as it will be created):");
+    for (let i = 0; i < 60; i++) expect(out).toContain(`data.k${i}: "v"`);
+    expect(out).not.toContain("\u001b");
+    expect(out).toContain("\\u001b[2K\\u000dApproved by security");
   });
 });
