@@ -295,7 +295,16 @@ describe("the approval gate", () => {
     await approve(ar.metadata.name);
     expect(await update("reckless")).toBe(false); // changed manifest: not what was approved
     expect(await update("fast")).toBe(true); // exactly what was approved: once
-    // The approval is spent: the same change again is a new action that needs a new approval.
+    // Issue 9 item 8 changed this: writing "fast" again now changes nothing (a no-op), so it is
+    // allowed without a request...
+    expect(await update("fast")).toBe(true);
+    // ...but the approval is spent: the same transition (safe → fast) again needs a new approval.
+    const current = await admin.readNamespacedConfigMap({ name: "flags", namespace: prod });
+    await admin.replaceNamespacedConfigMap({
+      name: "flags",
+      namespace: prod,
+      body: { ...current, data: { mode: "safe" } },
+    });
     expect(await update("fast")).toBe(false);
   });
 
