@@ -19,6 +19,8 @@
  *     creationTimestamp, selfLink: written by the API server, or not the object's content;
  *   - the agent-context annotations countersign.io/reason|prompt|ticket|agent (shown
  *     separately as what the agent said; they change nothing in the cluster);
+ *   - the timestamps of status conditions (lastUpdateTime, lastTransitionTime, ...), which the
+ *     API server stamps on each write;
  *   - status, except where status is what the write changes: the /status and /approval
  *     subresources keep it always; a main-resource write keeps it when old and new status
  *     differ (custom resources without a status subresource take status through the main
@@ -68,12 +70,31 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
+/**
+ * Condition timestamps the API server stamps on every write (e.g. a CSR approval's
+ * lastUpdateTime): kept, a retry of the same decision would never match its approval.
+ */
+const CONDITION_TIMES = ["lastUpdateTime", "lastTransitionTime", "lastHeartbeatTime", "lastProbeTime"];
+
+function withoutConditionTimes(status: unknown): unknown {
+  if (!isObject(status) || !Array.isArray(status.conditions)) return status;
+  return {
+    ...status,
+    conditions: status.conditions.map((c) => {
+      if (!isObject(c)) return c;
+      const copy = { ...c };
+      for (const k of CONDITION_TIMES) delete copy[k];
+      return copy;
+    }),
+  };
+}
+
 /** The object without volatile metadata, the agent-context annotations, and (unless kept) status. */
 export function canonicalContent(obj: unknown, keepStatus: boolean): Json {
   if (!isObject(obj)) return (obj ?? null) as Json;
   const { status, metadata, ...rest } = obj;
   const out: Record<string, unknown> = { ...rest };
-  if (keepStatus && status !== undefined) out.status = status;
+  if (keepStatus && status !== undefined) out.status = withoutConditionTimes(status);
   if (isObject(metadata)) {
     const md: Record<string, unknown> = { ...metadata };
     for (const k of VOLATILE_METADATA) delete md[k];

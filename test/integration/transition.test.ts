@@ -4,6 +4,7 @@
  * CREATE by its template), the human sees what will run, and re-asserting the current state
  * pages nobody.
  */
+import "reflect-metadata";
 import { webcrypto } from "node:crypto";
 import {
   AppsV1Api,

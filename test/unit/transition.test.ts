@@ -128,6 +128,18 @@ describe("subresources bind what they write (item 2)", () => {
     expect(actionSummary(csrApproval("Denied"))).toContain("sets condition Denied=True");
   });
 
+  it("the condition timestamps the API server stamps on each write do not change the action", () => {
+    const stamped = (time: string) => {
+      const r = csrApproval("Approved");
+      const o = r.object as { status: { conditions: Record<string, unknown>[] } };
+      o.status.conditions[0]!.lastUpdateTime = time;
+      o.status.conditions[0]!.lastTransitionTime = time;
+      return r;
+    };
+    expect(fp(stamped("2026-01-01T00:00:00Z"))).toBe(fp(stamped("2026-01-01T00:00:07Z")));
+    expect(actionDiff(stamped("2026-01-01T00:00:00Z"))).not.toContain("lastUpdateTime");
+  });
+
   const scale = (from: number, to: number) =>
     req({
       kind: { group: "autoscaling", version: "v1", kind: "Scale" },
