@@ -2,8 +2,9 @@
  * Notification configuration and message formats (pure): Slack (Block Kit, with approve/deny
  * buttons), Microsoft Teams (Adaptive Card for a workflow webhook), and a generic JSON webhook
  * signed with HMAC-SHA256. Messages carry the requester, the action summary, the diff (bounded,
- * with the command that shows all of it; Secret values are already redacted in both), namespace,
- * policy, the agent's reason, the expiry and how to decide.
+ * with the command that shows all of it; Secret values are already redacted in both; for a
+ * DELETE, whose diff is the whole object being deleted, only the command), namespace, policy,
+ * the agent's reason, the expiry and how to decide.
  *
  * Agent-controlled text (names, labels, reason, everything in the summary and diff) is escaped
  * for the medium: in Slack mrkdwn `&`, `<`, `>` are entities (so no `<!channel>`, `<@U…>` or
@@ -166,8 +167,17 @@ function facts(ar: ApprovalRequest, event: NotifyEvent): Facts {
     approveCommand: `kubectl approve ${name} -n ${namespace}`,
     revokeCommand: `kubectl approvals revoke ${name} -n ${namespace} --reason "..."`,
     showCommand: `kubectl approvals show ${name} -n ${namespace}`,
-    diff: boundedDiff(s.diff),
+    // A DELETE's "diff" is the whole object being deleted: chat gets only the command to see it.
+    diff: s.action.operation === "DELETE" ? boundedDiff(s.diff, 0, 0) : boundedDiff(s.diff),
   };
+}
+
+/** Where to read the rest of the diff (or, for a DELETE, the object being deleted). */
+function moreLines(f: Facts): string {
+  const n = f.diff.omitted;
+  return f.diff.lines.length === 0
+    ? `The object (${n} line${n === 1 ? "" : "s"}): ${f.showCommand}`
+    : `${n} more line${n === 1 ? "" : "s"}: ${f.showCommand}`;
 }
 
 export function slackMessage(ar: ApprovalRequest, event: NotifyEvent): object {
@@ -198,7 +208,7 @@ export function slackMessage(ar: ApprovalRequest, event: NotifyEvent): object {
       elements: [
         {
           type: "mrkdwn",
-          text: `${f.diff.omitted} more line${f.diff.omitted === 1 ? "" : "s"}: \`${f.showCommand}\``,
+          text: slackEscape(moreLines(f)).replace(f.showCommand, `\`${f.showCommand}\``),
         },
       ],
     });
@@ -240,33 +250,26 @@ export function slackMessage(ar: ApprovalRequest, event: NotifyEvent): object {
 export function teamsMessage(ar: ApprovalRequest, event: NotifyEvent): object {
   const f = facts(ar, event);
   const e = teamsEscape;
-  const diff: object[] = f.diff.lines.length
-    ? [
-        { type: "TextBlock", text: "Changes", weight: "Bolder", wrap: true },
-        {
-          type: "Container",
-          style: "emphasis",
-          items: f.diff.lines.map((line) => ({
-            type: "TextBlock",
-            text: e(line),
-            fontType: "Monospace",
-            size: "Small",
-            wrap: true,
-            spacing: "None",
-          })),
-        },
-        ...(f.diff.omitted > 0
-          ? [
-              {
-                type: "TextBlock",
-                text: e(`${f.diff.omitted} more line${f.diff.omitted === 1 ? "" : "s"}: ${f.showCommand}`),
-                isSubtle: true,
-                wrap: true,
-              },
-            ]
-          : []),
-      ]
-    : [];
+  const diff: object[] = [
+    ...(f.diff.lines.length
+      ? [
+          { type: "TextBlock", text: "Changes", weight: "Bolder", wrap: true },
+          {
+            type: "Container",
+            style: "emphasis",
+            items: f.diff.lines.map((line) => ({
+              type: "TextBlock",
+              text: e(line),
+              fontType: "Monospace",
+              size: "Small",
+              wrap: true,
+              spacing: "None",
+            })),
+          },
+        ]
+      : []),
+    ...(f.diff.omitted > 0 ? [{ type: "TextBlock", text: e(moreLines(f)), isSubtle: true, wrap: true }] : []),
+  ];
   return {
     type: "message",
     attachments: [
@@ -327,7 +330,7 @@ export function webhookMessage(ar: ApprovalRequest, event: NotifyEvent): object 
     action: ar.spec.action,
     policy: ar.spec.policy,
     ...(ar.spec.agentContext ? { agentContext: ar.spec.agentContext } : {}),
-    ...(ar.spec.diff ? { diff: ar.spec.diff } : {}),
+    ...(ar.spec.diff && ar.spec.action.operation !== "DELETE" ? { diff: ar.spec.diff } : {}),
     expiresAt: f.expires,
     ...(f.decidedBy ? { decidedBy: f.decidedBy } : {}),
     approve: f.approveCommand,

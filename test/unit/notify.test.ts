@@ -141,7 +141,8 @@ describe("what approvers see in chat (issue 9 item 3)", () => {
     "<!channel> <@U123> <https://evil.example/approve|Approve> @here **urgent** [Approve](https://evil.example) ```";
   const withDiff = (lines: number): ApprovalRequest => {
     const a = ar();
-    a.spec.action.summary = `service account ai/bot wants to CREATE rolebindings "${hostile}"`;
+    a.spec.action.operation = "UPDATE";
+    a.spec.action.summary = `service account ai/bot wants to UPDATE rolebindings "${hostile}"`;
     a.spec.agentContext = { reason: hostile };
     a.spec.diff = Array.from({ length: lines }, (_, i) => `data.k${i}: "${i === 0 ? hostile : "v"}"`).join(
       "\n",
@@ -193,5 +194,18 @@ describe("what approvers see in chat (issue 9 item 3)", () => {
   it("the generic webhook carries the whole diff", () => {
     const body = webhookMessage(withDiff(30), "Requested") as { diff?: string };
     expect(body.diff?.split("\n")).toHaveLength(30);
+  });
+});
+
+describe("a DELETE's notification", () => {
+  it("does not carry the object being deleted, only the command that shows it", () => {
+    const a = ar();
+    a.spec.diff = 'data.config: "internal-only"\nkind: "ConfigMap"';
+    for (const route of ["slack", "teams", "webhook"] as const) {
+      const body = JSON.stringify(messageFor({ name: "r", type: route, url: "https://x" }, a, "Requested"));
+      expect(body).not.toContain("internal-only");
+      if (route !== "webhook") expect(body).toContain("2 lines");
+      if (route !== "webhook") expect(body).toContain("kubectl approvals show delete-secrets-db-abc -n prod");
+    }
   });
 });
