@@ -20,6 +20,7 @@ import { OpenRequestIndex } from "./approvals/open-requests.js";
 import { ConfigAuditor } from "./audit/config-audit.js";
 import { AuditWriter } from "./audit/writer.js";
 import { BypassScanner } from "./bypass/scanner.js";
+import { namespaceArchiveState } from "./audit/archive.js";
 import { nextRotation, reconcileWebhookCertificate } from "./certs/webhook-certs.js";
 import { WebhookConfigWatch } from "./controller/config-watch.js";
 import { Controller } from "./controller/reconciler.js";
@@ -120,6 +121,7 @@ export async function startCountersign(opts: CountersignOptions): Promise<Runnin
     rbac,
     countersignUsers,
     configAudit: auditor,
+    archiveState: (namespace) => namespaceArchiveState(opts.kubeConfig, opts.installNamespace, namespace),
     tls: opts.tls,
     port: opts.admissionPort,
     auth: opts.admissionAuth,

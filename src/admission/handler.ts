@@ -7,6 +7,7 @@ import { isNoOpUpdate } from "../approvals/fingerprint.js";
 import type { ApprovalGate, GateOutcome } from "../approvals/gate.js";
 import { type ConfigAuditor, policyChange } from "../audit/config-audit.js";
 import { describeKubeError } from "../kube/errors.js";
+import type { ArchiveState } from "../audit/archive.js";
 import type { Logger } from "../logging/logger.js";
 import { admissionDecisions, admissionDuration, noOpUpdates } from "../metrics/metrics.js";
 import { compilePolicy, formatCompileErrors } from "../policy/compile.js";
@@ -50,6 +51,8 @@ export interface HandlerDeps {
   countersignUsers: ReadonlySet<string>;
   /** Records every ApprovalPolicy change in the install namespace's audit chain. */
   configAudit?: ConfigAuditor;
+  /** Whether a namespace is Terminating with its audit chain archived (see audit/archive.ts). */
+  archiveState?: (namespace: string) => Promise<ArchiveState>;
 }
 
 /** Answers one AdmissionReview and records its latency and outcome. */
@@ -256,6 +259,7 @@ async function guardCountersignWrite(
       [AuditAnnotation.Decision]: DecisionValue.GuardRejected,
     });
   }
+  if (result.allowed === "needs-archive") return guardNamespaceCleanup(req, result.namespace, deps, log);
   let rbac: { allowed: boolean; reason: string };
   try {
     rbac = await deps.rbac.allowed(req.userInfo, result.verb, result.namespace, result.name);
@@ -287,5 +291,37 @@ async function guardCountersignWrite(
   return reviewResponse(req.uid, true, undefined, {
     [AuditAnnotation.Decision]: `${result.verb}-recorded`,
     [AuditAnnotation.ApprovalRequest]: `${result.namespace}/${result.name}`,
+  });
+}
+
+/** The namespace controller emptying a deleted namespace: allowed once its chain is archived. */
+async function guardNamespaceCleanup(
+  req: AdmissionRequest,
+  namespace: string,
+  deps: HandlerDeps,
+  log: Logger,
+): Promise<ReviewResponse> {
+  let state: ArchiveState;
+  try {
+    state = deps.archiveState
+      ? await deps.archiveState(namespace)
+      : { archived: false, reason: "Countersign: this webhook cannot check namespace archives" };
+  } catch (err) {
+    log.warn("could not check the namespace's audit archive", {
+      error: err instanceof Error ? err.message : String(err),
+    });
+    state = {
+      archived: false,
+      reason: `Countersign could not check whether namespace ${namespace}'s audit chain is archived; retry shortly`,
+    };
+  }
+  if (!state.archived) {
+    log.info("namespace cleanup waits for the audit archive", { reason: state.reason });
+    return reviewResponse(req.uid, false, state.reason, {
+      [AuditAnnotation.Decision]: DecisionValue.GuardRejected,
+    });
+  }
+  return reviewResponse(req.uid, true, undefined, {
+    [AuditAnnotation.Decision]: DecisionValue.Allowed,
   });
 }

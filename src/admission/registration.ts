@@ -129,7 +129,7 @@ export function webhookConfiguration(r: WebhookRegistration): V1ValidatingWebhoo
             operations: ["CREATE", "UPDATE", "DELETE"],
             apiGroups: [API_GROUP],
             apiVersions: ["*"],
-            resources: ["approvalrequests", "approvalrequests/status", "auditrecords"],
+            resources: ["approvalrequests", "approvalrequests/status", "auditrecords", "auditcheckpoints"],
             scope: "Namespaced",
           },
         ],

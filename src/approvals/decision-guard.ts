@@ -2,8 +2,10 @@
  * Guards writes to Countersign's own resources. Pure checks first, then (for a decision)
  * one SubjectAccessReview as the caller, cached for a few seconds.
  *
- *  - ApprovalRequest create, delete and status writes, and every AuditRecord write, are
- *    Countersign's alone (its own identity, learned at start-up).
+ *  - ApprovalRequest create, delete and status writes, and every AuditRecord and
+ *    AuditCheckpoint write, are Countersign's alone (its own identity, learned at start-up),
+ *    except that the namespace controller may delete them in a Terminating namespace once
+ *    Countersign has archived that namespace's chain (checked by the caller: "needs-archive").
  *  - A decision is appended by its decider, whose identity is the admission userInfo: the
  *    recorded approver, uid and groups must equal the caller's (all present; kubectl approve
  *    fills them in from a SelfSubjectReview), `time` must be within DECISION_CLOCK_SKEW_SECONDS
@@ -29,6 +31,15 @@ import {
 } from "./request.js";
 
 export const AUDIT_RECORD_PLURAL = "auditrecords";
+export const AUDIT_CHECKPOINT_PLURAL = "auditcheckpoints";
+/**
+ * Who empties a deleted namespace: the namespace controller (its own service account with
+ * --use-service-account-credentials, else the controller-manager's identity).
+ */
+export const NAMESPACE_DELETERS: ReadonlySet<string> = new Set([
+  "system:serviceaccount:kube-system:namespace-controller",
+  "system:kube-controller-manager",
+]);
 export const Verb = { Approve: "approve", Deny: "deny", Revoke: "revoke" } as const;
 export type DecisionVerb = (typeof Verb)[keyof typeof Verb];
 export const VERB_OF: Record<DecisionKind, DecisionVerb> = {
@@ -58,7 +69,9 @@ export type RefusalCode = (typeof RefusalCode)[keyof typeof RefusalCode];
 export type GuardResult =
   | { allowed: true; message?: string }
   | { allowed: false; message: string; code?: RefusalCode }
-  | { allowed: "needs-rbac"; verb: DecisionVerb; namespace: string; name: string; decision: Decision };
+  | { allowed: "needs-rbac"; verb: DecisionVerb; namespace: string; name: string; decision: Decision }
+  /** The namespace controller deleting: allowed once the namespace is Terminating and its chain archived. */
+  | { allowed: "needs-archive"; namespace: string };
 
 const refuse = (message: string, code: RefusalCode = RefusalCode.Forbidden): GuardResult => ({
   allowed: false,
@@ -76,7 +89,9 @@ function who(user: UserInfo): string {
 export function isGuardedResource(req: AdmissionRequest): boolean {
   return (
     req.resource.group === API_GROUP &&
-    (req.resource.resource === APPROVAL_REQUEST_PLURAL || req.resource.resource === AUDIT_RECORD_PLURAL)
+    (req.resource.resource === APPROVAL_REQUEST_PLURAL ||
+      req.resource.resource === AUDIT_RECORD_PLURAL ||
+      req.resource.resource === AUDIT_CHECKPOINT_PLURAL)
   );
 }
 
@@ -87,6 +102,15 @@ export function guardWrite(
 ): GuardResult {
   const user = req.userInfo;
   const self = countersignUsers.has(user.username ?? "");
+  if (!self && req.operation === "DELETE" && req.namespace && NAMESPACE_DELETERS.has(user.username ?? ""))
+    return { allowed: "needs-archive", namespace: req.namespace };
+  if (req.resource.resource === AUDIT_CHECKPOINT_PLURAL) {
+    if (self) return { allowed: true };
+    return {
+      allowed: false,
+      message: `Countersign: AuditCheckpoints anchor the audit trail and are written only by Countersign; ${who(user)} may not ${req.operation.toLowerCase()} them.`,
+    };
+  }
   const kind = req.resource.resource === AUDIT_RECORD_PLURAL ? "AuditRecord" : "ApprovalRequest";
   const specWrite = kind === "ApprovalRequest" && req.operation === "UPDATE" && req.subResource !== "status";
   if (self && !specWrite) return { allowed: true };

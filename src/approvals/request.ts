@@ -89,6 +89,8 @@ export interface ApprovalRequestStatus {
   decidedAt?: string;
   consumed?: { admissionUID: string; time: string; replica?: string };
   execution?: { result: "Executed" | "NotExecuted" | "Unknown"; message?: string; checkedAt?: string };
+  /** This request's AuditRecords: where each sits in the namespace's chain. */
+  auditRecords?: { event: string; sequence: number; record: string }[];
   notifications?: {
     route: string;
     event: "Requested" | "Approved" | "Denied" | "Expired" | "Revoked";

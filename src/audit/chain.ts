@@ -71,6 +71,58 @@ export function auditRecordName(approvalRequestName: string, event: AuditEvent):
   return `${approvalRequestName}.${event.toLowerCase()}`;
 }
 
+/** The one AuditCheckpoint of a namespace's live chain. */
+export const CHECKPOINT_NAME = "audit-chain";
+/** On archived copies (records and checkpoint): the source namespace's name and uid. */
+export const LABEL_ARCHIVED_FROM = "countersign.io/archived-from";
+export const LABEL_ARCHIVE_UID = "countersign.io/archive-uid";
+
+/** The newest record of a chain, as its checkpoint anchors it. `sequence` -1: empty chain. */
+export interface ChainHead {
+  sequence: number;
+  hash: string;
+  record?: string;
+  time?: string;
+}
+
+export interface AuditCheckpointSpec {
+  /** Stable id of this chain (also in every exported log line), kept when archived. */
+  chain: string;
+  head: ChainHead;
+  /** The head when this checkpoint was first written: records up to it predate the anchor. */
+  anchoredAt?: { sequence: number; time: string };
+  /** An append in flight: the record claimed as head + 1 (completed by the next writer after a crash). */
+  pending?: { record: string; hash: string; spec: AuditRecordSpec; labels?: Record<string, string> };
+  /** Set on an archive: the namespace this chain was copied from before it was deleted. */
+  archive?: { namespace: string; uid: string; archivedAt: string; records: number };
+}
+
+export interface AuditCheckpoint {
+  apiVersion: typeof API_GROUP_VERSION;
+  kind: "AuditCheckpoint";
+  metadata: {
+    name: string;
+    namespace: string;
+    labels?: Record<string, string>;
+    resourceVersion?: string;
+    uid?: string;
+  };
+  spec: AuditCheckpointSpec;
+}
+
+/** Where a deleted namespace's chain is archived: one checkpoint per namespace incarnation (uid). */
+export function archiveCheckpointName(namespace: string, uid: string): string {
+  return `archive.${namespace}.${uid}`;
+}
+
+/** The archived copy of a record: same spec (so it verifies), a name unique in the install namespace. */
+export function archivedRecordName(namespace: string, uid: string, record: string): string {
+  const name = `${namespace}.${uid.slice(0, 8)}.${record}`;
+  if (name.length <= 253) return name;
+  const h = createHash("sha256").update(record).digest("hex").slice(0, 16);
+  return `${name.slice(0, 253 - 17)}.${h}`;
+}
+
 export interface ChainProblem {
   sequence?: number;
   record?: string;

@@ -177,7 +177,14 @@ export class ConfigAuditor {
     readonly namespace: string,
   ) {}
 
-  record(change: ConfigChange): Promise<boolean> {
-    return this.writer.append(this.namespace, change.name, change.labels, change.content);
+  /** Appends the change to the install namespace's chain; true if this call wrote it. */
+  async record(change: ConfigChange): Promise<boolean> {
+    const { created } = await this.writer.append({
+      namespace: this.namespace,
+      name: change.name,
+      labels: change.labels,
+      content: change.content,
+    });
+    return created;
   }
 }

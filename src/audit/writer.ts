@@ -1,29 +1,49 @@
 /**
- * Writes AuditRecords: idempotent (deterministic names), serialized per namespace, chained
- * (sequence + previousHash), and mirrored as JSON log lines for SIEM export. Only the
- * leader-elected controller writes, so one namespace's chain has one writer.
+ * Appends AuditRecords to a namespace's hash chain, anchored by the namespace's
+ * AuditCheckpoint (the chain head: sequence, hash). Safe for several writers in different
+ * processes (controller replicas, a stale ex-leader, webhook replicas):
+ *
+ *   1. read the checkpoint; if it holds a `pending` append, complete that first;
+ *   2. if the record exists (deterministic name), it was written already: done;
+ *   3. claim: store the full record as `pending` (sequence head + 1, previousHash = head hash)
+ *      with the checkpoint's resourceVersion as precondition; of racing writers exactly one
+ *      claims, the others re-read and go again;
+ *   4. create the record; 5. advance the head and clear `pending` (resourceVersion precondition).
+ *
+ * A crash after 3 or 4 leaves `pending`, which the next append (by any writer) completes from
+ * the checkpoint alone, so the chain never forks, and a record the checkpoint does not cover is
+ * never left behind (it would read as tampering). The SIEM line is written by whoever creates
+ * the record.
  */
+import { randomUUID } from "node:crypto";
 import { CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
 import type { ApprovalRequest } from "../approvals/request.js";
-import { isAlreadyExists, isNotFound } from "../kube/errors.js";
+import { isAlreadyExists, isConflict, isNotFound } from "../kube/errors.js";
+import { kubeTime } from "../kube/time.js";
 import type { Logger } from "../logging/logger.js";
 import { API_GROUP, API_GROUP_VERSION, API_VERSION } from "../policy/types.js";
 import {
   type AuditActor,
+  type AuditCheckpoint,
   type AuditEvent,
   type AuditRecord,
   type AuditRecordSpec,
   auditRecordName,
+  CHECKPOINT_NAME,
   GENESIS_HASH,
   hashRecord,
+  LABEL_ARCHIVE_UID,
 } from "./chain.js";
 
 export const AUDIT_PLURAL = "auditrecords";
+export const AUDIT_CHECKPOINT_PLURAL = "auditcheckpoints";
 export const LABEL_APPROVAL_REQUEST = "countersign.io/approval-request";
 export const LABEL_EVENT = "countersign.io/event";
+/** The SIEM log line's message; `kubectl approvals audit verify --against FILE` reads these lines. */
+export const SIEM_MESSAGE = "audit record";
+const MAX_ATTEMPTS = 30;
 
-/** A record's content; the writer adds the chain fields (sequence, previousHash, hash). */
-export type AuditContent = Omit<AuditRecordSpec, "sequence" | "previousHash" | "hash">;
+const G = { group: API_GROUP, version: API_VERSION };
 
 export interface AuditDetails {
   time: string;
@@ -31,9 +51,236 @@ export interface AuditDetails {
   reason?: string;
 }
 
+/** A record's content; the append adds the chain fields (sequence, previousHash, hash). */
+export type AuditContent = Omit<AuditRecordSpec, "sequence" | "previousHash" | "hash">;
+
+export interface AppendArgs {
+  namespace: string;
+  /** Deterministic per logical event: appending the same name twice writes one record. */
+  name: string;
+  /** What to record; sequence, previousHash and hash are filled in by the append. */
+  content: AuditContent;
+  labels?: Record<string, string>;
+}
+
+export interface AppendResult {
+  record: AuditRecord;
+  /** False when a record of that name already existed (nothing was written). */
+  created: boolean;
+}
+
+async function getOrUndefined<T>(fn: () => Promise<unknown>): Promise<T | undefined> {
+  try {
+    return (await fn()) as T;
+  } catch (err) {
+    if (isNotFound(err)) return undefined;
+    throw err;
+  }
+}
+
+export function readCheckpoint(
+  api: CustomObjectsApi,
+  namespace: string,
+  name = CHECKPOINT_NAME,
+): Promise<AuditCheckpoint | undefined> {
+  return getOrUndefined(() =>
+    api.getNamespacedCustomObject({ ...G, namespace, plural: AUDIT_CHECKPOINT_PLURAL, name }),
+  );
+}
+
+function readRecord(
+  api: CustomObjectsApi,
+  namespace: string,
+  name: string,
+): Promise<AuditRecord | undefined> {
+  return getOrUndefined(() => api.getNamespacedCustomObject({ ...G, namespace, plural: AUDIT_PLURAL, name }));
+}
+
+/** The records of `namespace`'s own chain (archived copies of other namespaces' chains excluded). */
+export async function listChainRecords(api: CustomObjectsApi, namespace: string): Promise<AuditRecord[]> {
+  const out = (await api.listNamespacedCustomObject({
+    ...G,
+    namespace,
+    plural: AUDIT_PLURAL,
+    labelSelector: `!${LABEL_ARCHIVE_UID}`,
+  })) as { items: AuditRecord[] };
+  return out.items;
+}
+
+/** Replaces the checkpoint as read (resourceVersion precondition); undefined when someone else wrote first. */
+async function replaceCheckpoint(
+  api: CustomObjectsApi,
+  cp: AuditCheckpoint,
+): Promise<AuditCheckpoint | undefined> {
+  try {
+    return (await api.replaceNamespacedCustomObject({
+      ...G,
+      namespace: cp.metadata.namespace,
+      plural: AUDIT_CHECKPOINT_PLURAL,
+      name: cp.metadata.name,
+      body: cp,
+    })) as AuditCheckpoint;
+  } catch (err) {
+    if (isConflict(err) || isNotFound(err)) return undefined;
+    throw err;
+  }
+}
+
+/**
+ * The first checkpoint of a namespace: anchored at the chain as it stands (empty on a fresh
+ * install; records written before checkpoints existed are covered from here on). Undefined
+ * when another writer created it first.
+ */
+async function createCheckpoint(
+  api: CustomObjectsApi,
+  namespace: string,
+): Promise<AuditCheckpoint | undefined> {
+  const records = await listChainRecords(api, namespace);
+  const last = records.reduce<AuditRecord | undefined>(
+    (m, r) => (!m || r.spec.sequence > m.spec.sequence ? r : m),
+    undefined,
+  );
+  const now = kubeTime(new Date());
+  const head = last
+    ? { sequence: last.spec.sequence, hash: last.spec.hash, record: last.metadata.name, time: last.spec.time }
+    : { sequence: -1, hash: GENESIS_HASH };
+  const body: AuditCheckpoint = {
+    apiVersion: API_GROUP_VERSION,
+    kind: "AuditCheckpoint",
+    metadata: { name: CHECKPOINT_NAME, namespace },
+    spec: { chain: randomUUID(), head, anchoredAt: { sequence: head.sequence, time: now } },
+  };
+  try {
+    return (await api.createNamespacedCustomObject({
+      ...G,
+      namespace,
+      plural: AUDIT_CHECKPOINT_PLURAL,
+      body,
+    })) as AuditCheckpoint;
+  } catch (err) {
+    if (isAlreadyExists(err)) return undefined;
+    throw err;
+  }
+}
+
+function logRecord(siem: Logger | undefined, chain: string, record: AuditRecord): void {
+  const ns = record.metadata.namespace;
+  siem?.info(SIEM_MESSAGE, {
+    auditRecord: `${ns}/${record.metadata.name}`,
+    namespace: ns,
+    chain,
+    sequence: record.spec.sequence,
+    event: record.spec.event,
+    spec: record.spec,
+  });
+}
+
+/**
+ * Completes the checkpoint's pending append: creates the claimed record if it is missing,
+ * then advances the head to it (or, if a different record of that name exists, drops the
+ * claim). Undefined when another writer changed the checkpoint first.
+ */
+async function completePending(
+  api: CustomObjectsApi,
+  siem: Logger | undefined,
+  cp: AuditCheckpoint,
+): Promise<AuditCheckpoint | undefined> {
+  const p = cp.spec.pending!;
+  const ns = cp.metadata.namespace;
+  let record = await readRecord(api, ns, p.record);
+  if (!record) {
+    const body: AuditRecord = {
+      apiVersion: API_GROUP_VERSION,
+      kind: "AuditRecord",
+      metadata: { name: p.record, namespace: ns, ...(p.labels ? { labels: p.labels } : {}) },
+      spec: p.spec,
+    };
+    try {
+      record = (await api.createNamespacedCustomObject({
+        ...G,
+        namespace: ns,
+        plural: AUDIT_PLURAL,
+        body,
+      })) as AuditRecord;
+      logRecord(siem, cp.spec.chain, record);
+    } catch (err) {
+      if (!isAlreadyExists(err)) throw err;
+      record = await readRecord(api, ns, p.record);
+    }
+  }
+  const landed =
+    record !== undefined &&
+    record.spec.hash === p.hash &&
+    record.spec.sequence === cp.spec.head.sequence + 1 &&
+    record.spec.previousHash === cp.spec.head.hash;
+  const { pending: _done, ...rest } = cp.spec;
+  return replaceCheckpoint(api, {
+    ...cp,
+    spec: landed
+      ? {
+          ...rest,
+          head: { sequence: p.spec.sequence, hash: p.hash, record: p.record, time: p.spec.time },
+        }
+      : rest,
+  });
+}
+
+/**
+ * Appends one record to `namespace`'s audit chain: the one way any component (controller,
+ * webhook) writes an AuditRecord. Idempotent by `name`; safe against concurrent writers in
+ * other processes (see the protocol at the top of this file); logs the SIEM line. Throws only
+ * on API errors (the caller retries); returns the record as stored.
+ */
+export async function appendAuditRecord(
+  api: CustomObjectsApi,
+  siem: Logger | undefined,
+  args: AppendArgs,
+): Promise<AppendResult> {
+  const { namespace, name } = args;
+  for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+    let cp = await readCheckpoint(api, namespace);
+    if (!cp) {
+      cp = await createCheckpoint(api, namespace);
+      if (!cp) continue;
+    }
+    if (cp.spec.pending) {
+      await completePending(api, siem, cp);
+      continue; // re-read: the head moved (or someone else moved it)
+    }
+    const existing = await readRecord(api, namespace, name);
+    if (existing) return { record: existing, created: false };
+    const content: Omit<AuditRecordSpec, "hash"> = {
+      ...args.content,
+      sequence: cp.spec.head.sequence + 1,
+      previousHash: cp.spec.head.hash,
+    };
+    const spec: AuditRecordSpec = { ...content, hash: hashRecord(content) };
+    const claimed = await replaceCheckpoint(api, {
+      ...cp,
+      spec: {
+        ...cp.spec,
+        pending: { record: name, hash: spec.hash, spec, ...(args.labels ? { labels: args.labels } : {}) },
+      },
+    });
+    if (!claimed) continue; // another writer appended first: go again on the new head
+    await completePending(api, siem, claimed); // undefined: another writer completed it for us
+    const record = await readRecord(api, namespace, name);
+    if (record) return { record, created: record.spec.hash === spec.hash };
+  }
+  throw new Error(
+    `could not append audit record ${namespace}/${name}: the chain kept changing (${MAX_ATTEMPTS} attempts)`,
+  );
+}
+
+/** Where a request's record sits in the chain (listed in the request's status). */
+export interface AuditRef {
+  event: AuditEvent;
+  sequence: number;
+  record: string;
+}
+
 export class AuditWriter {
   private readonly api: CustomObjectsApi;
-  private readonly tails = new Map<string, { sequence: number; hash: string }>();
   private readonly locks = new Map<string, Promise<unknown>>();
 
   constructor(
@@ -43,45 +290,38 @@ export class AuditWriter {
     this.api = kc.makeApiClient(CustomObjectsApi);
   }
 
-  /** Forget cached chain tails (e.g. after losing leadership: another replica may have written). */
-  reset(): void {
-    this.tails.clear();
+  /** The records of `namespace`'s own chain. */
+  list(namespace: string): Promise<AuditRecord[]> {
+    return listChainRecords(this.api, namespace);
   }
 
-  async list(namespace: string): Promise<AuditRecord[]> {
-    const out = (await this.api.listNamespacedCustomObject({
-      group: API_GROUP,
-      version: API_VERSION,
-      namespace,
-      plural: AUDIT_PLURAL,
-    })) as { items: AuditRecord[] };
-    return out.items;
+  /** appendAuditRecord, one at a time per namespace within this process (fewer conflicts). */
+  append(args: AppendArgs): Promise<AppendResult> {
+    const ns = args.namespace;
+    const run = (this.locks.get(ns) ?? Promise.resolve()).then(
+      () => appendAuditRecord(this.api, this.siem, args),
+      () => appendAuditRecord(this.api, this.siem, args),
+    );
+    this.locks.set(
+      ns,
+      run.catch(() => undefined),
+    );
+    return run;
   }
 
-  private async tail(namespace: string): Promise<{ sequence: number; hash: string }> {
-    let t = this.tails.get(namespace);
-    if (!t) {
-      const records = await this.list(namespace);
-      const last = records.reduce<AuditRecord | undefined>(
-        (m, r) => (!m || r.spec.sequence > m.spec.sequence ? r : m),
-        undefined,
-      );
-      t = last
-        ? { sequence: last.spec.sequence, hash: last.spec.hash }
-        : { sequence: -1, hash: GENESIS_HASH };
-      this.tails.set(namespace, t);
-    }
-    return t;
-  }
-
-  /** Writes the record for (request, event) unless it exists. Returns true if it wrote one. */
-  ensure(ar: ApprovalRequest, event: AuditEvent, details: AuditDetails): Promise<boolean> {
+  /** Writes the record for (request, event) unless it exists; returns where it is in the chain. */
+  async ensure(
+    ar: ApprovalRequest,
+    event: AuditEvent,
+    details: AuditDetails,
+  ): Promise<AuditRef & { created: boolean }> {
     const s = ar.spec;
-    return this.append(
-      ar.metadata.namespace,
-      auditRecordName(ar.metadata.name, event),
-      { [LABEL_APPROVAL_REQUEST]: ar.metadata.name.slice(0, 63), [LABEL_EVENT]: event },
-      {
+    const name = auditRecordName(ar.metadata.name, event);
+    const { record, created } = await this.append({
+      namespace: ar.metadata.namespace,
+      name,
+      labels: { [LABEL_APPROVAL_REQUEST]: ar.metadata.name.slice(0, 63), [LABEL_EVENT]: event },
+      content: {
         event,
         time: details.time,
         approvalRequest: { name: ar.metadata.name, ...(ar.metadata.uid ? { uid: ar.metadata.uid } : {}) },
@@ -93,76 +333,7 @@ export class AuditWriter {
         ...(s.agentContext ? { agentContext: { ...s.agentContext } as Record<string, string> } : {}),
         policy: { name: s.policy.name, rule: s.policy.rule },
       },
-    );
-  }
-
-  /**
-   * Appends one record named `name` to the namespace's chain unless a record of that name
-   * exists (serialized per namespace in this process). Returns true if it wrote one.
-   */
-  append(
-    namespace: string,
-    name: string,
-    labels: Record<string, string>,
-    content: AuditContent,
-  ): Promise<boolean> {
-    const run = (this.locks.get(namespace) ?? Promise.resolve()).then(
-      () => this.write(namespace, name, labels, content),
-      () => this.write(namespace, name, labels, content),
-    );
-    this.locks.set(
-      namespace,
-      run.catch(() => undefined),
-    );
-    return run;
-  }
-
-  private async write(
-    ns: string,
-    name: string,
-    labels: Record<string, string>,
-    body: AuditContent,
-  ): Promise<boolean> {
-    try {
-      await this.api.getNamespacedCustomObject({
-        group: API_GROUP,
-        version: API_VERSION,
-        namespace: ns,
-        plural: AUDIT_PLURAL,
-        name,
-      });
-      return false;
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
-    }
-    const tail = await this.tail(ns);
-    const content: Omit<AuditRecordSpec, "hash"> = {
-      sequence: tail.sequence + 1,
-      ...body,
-      previousHash: tail.hash,
-    };
-    const spec: AuditRecordSpec = { ...content, hash: hashRecord(content) };
-    const record: AuditRecord = {
-      apiVersion: API_GROUP_VERSION,
-      kind: "AuditRecord",
-      metadata: { name, namespace: ns, labels },
-      spec,
-    };
-    try {
-      await this.api.createNamespacedCustomObject({
-        group: API_GROUP,
-        version: API_VERSION,
-        namespace: ns,
-        plural: AUDIT_PLURAL,
-        body: record,
-      });
-    } catch (err) {
-      this.tails.delete(ns); // re-read the chain next time
-      if (isAlreadyExists(err)) return false;
-      throw err;
-    }
-    this.tails.set(ns, { sequence: spec.sequence, hash: spec.hash });
-    this.siem.info("audit record", { auditRecord: `${ns}/${name}`, namespace: ns, ...spec });
-    return true;
+    });
+    return { event, sequence: record.spec.sequence, record: name, created };
   }
 }

@@ -19,6 +19,7 @@ import {
   KubernetesObjectApi,
   makeInformer,
   type ObjectCache,
+  type V1Namespace,
 } from "@kubernetes/client-node";
 import { canonicalJson, canonicalObject } from "../approvals/fingerprint.js";
 import {
@@ -30,8 +31,9 @@ import {
 } from "../approvals/request.js";
 import { computePhase, isFinished, nextStatus } from "../approvals/state.js";
 import { getApprovalRequest, replaceStatus } from "../approvals/store.js";
+import { archiveNamespaceChain, holdsCountersignObjects } from "../audit/archive.js";
 import { type AuditActor, AuditEvent } from "../audit/chain.js";
-import { type AuditDetails, AuditWriter } from "../audit/writer.js";
+import { type AuditDetails, type AuditRef, AuditWriter } from "../audit/writer.js";
 import { describeKubeError, isNotFound } from "../kube/errors.js";
 import { type EventTarget, emitEvent, eventTargetOf } from "../kube/events.js";
 import { restartOnError } from "../kube/informers.js";
@@ -270,6 +272,10 @@ export class Controller {
   private readonly core: CoreV1Api;
   private readonly objects: KubernetesObjectApi;
   private readonly informer: Informer<ApprovalRequest> & ObjectCache<ApprovalRequest>;
+  /** Namespaces, to archive the audit chain of one being deleted (see audit/archive.ts). */
+  private readonly namespaces: Informer<V1Namespace> & ObjectCache<V1Namespace>;
+  private readonly archiving = new Set<string>();
+  private readonly archiveTimers = new Map<string, NodeJS.Timeout>();
   private readonly audit: AuditWriter;
   private readonly elector: LeaderElector;
   private readonly queue = new Set<string>();
@@ -300,6 +306,13 @@ export class Controller {
     this.informer.on("update", enqueue);
     this.informer.on("delete", (ar) => this.clearTimer(`${ar.metadata.namespace}/${ar.metadata.name}`));
     restartOnError(this.informer, "approvalrequests", opts.logger, () => this.stopped);
+    this.namespaces = makeInformer<V1Namespace>(kc, "/api/v1/namespaces", () => this.core.listNamespace());
+    const onNamespace = (n: V1Namespace) => {
+      if (n.metadata?.deletionTimestamp && n.metadata.name) void this.archive(n.metadata.name);
+    };
+    this.namespaces.on("add", onNamespace);
+    this.namespaces.on("update", onNamespace);
+    restartOnError(this.namespaces, "namespaces", opts.logger, () => this.stopped);
     this.elector = new LeaderElector({
       kubeConfig: kc,
       namespace: opts.installNamespace,
@@ -308,8 +321,8 @@ export class Controller {
       leaseDurationSeconds: opts.leaseDurationSeconds ?? 15,
       logger: opts.logger,
       onStartedLeading: () => {
-        this.audit.reset();
         for (const ar of this.informer.list()) enqueue(ar);
+        for (const n of this.namespaces.list()) onNamespace(n);
       },
       onStoppedLeading: () => {
         for (const key of [...this.timers.keys()]) this.clearTimer(key);
@@ -323,7 +336,7 @@ export class Controller {
   }
 
   async start(): Promise<void> {
-    await this.informer.start();
+    await Promise.all([this.informer.start(), this.namespaces.start()]);
     setPendingSource(() => {
       const now = this.now();
       return this.informer.list().filter((ar) => effectivePhase(ar, now) === Phase.Pending).length;
@@ -336,8 +349,54 @@ export class Controller {
     this.stopped = true;
     setPendingSource(undefined);
     for (const key of [...this.timers.keys()]) this.clearTimer(key);
+    for (const t of this.archiveTimers.values()) clearTimeout(t);
+    this.archiveTimers.clear();
     await this.elector.stop(releaseLease);
-    await this.informer.stop();
+    await Promise.all([this.informer.stop(), this.namespaces.stop()]);
+  }
+
+  /**
+   * A namespace is being deleted: archive its audit chain into the install namespace, so the
+   * guard lets the namespace controller delete its Countersign objects. Re-checked while the
+   * namespace exists (an object may appear late; an API error is retried).
+   */
+  private async archive(name: string): Promise<void> {
+    if (this.stopped || !this.elector.isLeader() || this.archiving.has(name)) return;
+    if (name === this.opts.installNamespace) return;
+    const ns = this.namespaces.get(name);
+    const uid = ns?.metadata?.uid;
+    if (!ns?.metadata?.deletionTimestamp || !uid) return;
+    const log = this.opts.logger.child({ namespace: name });
+    this.archiving.add(name);
+    let again = 0;
+    try {
+      const kc = this.opts.kubeConfig;
+      if (!(await holdsCountersignObjects(kc, name))) again = 5000;
+      else {
+        await archiveNamespaceChain(kc, {
+          namespace: name,
+          uid,
+          installNamespace: this.opts.installNamespace,
+          now: this.now(),
+          logger: log,
+        });
+      }
+    } catch (err) {
+      log.warn("archiving the audit chain failed; retrying", { error: describeKubeError(err) });
+      again = 2000;
+    } finally {
+      this.archiving.delete(name);
+    }
+    if (again > 0 && !this.stopped) {
+      clearTimeout(this.archiveTimers.get(name));
+      this.archiveTimers.set(
+        name,
+        setTimeout(() => {
+          this.archiveTimers.delete(name);
+          void this.archive(name);
+        }, again),
+      );
+    }
   }
 
   private enqueue(key: string): void {
@@ -393,14 +452,20 @@ export class Controller {
     const computed = computePhase(cached, now);
     const target = computed.phase;
 
-    // 1. audit records (before anything else can be observed)
+    // 1. audit records (before anything else can be observed); the status lists where each
+    //    sits in the chain, so records it already names cost no API call
+    const known = cached.status?.auditRecords ?? [];
+    const refs: AuditRef[] = [];
     for (const event of expectedAuditEvents(cached, target)) {
-      const wrote = await this.audit.ensure(
+      const listed = known.find((r) => r.event === event);
+      if (listed) continue;
+      const ref = await this.audit.ensure(
         cached,
         event,
         auditDetails(cached, event, now, this.opts.username),
       );
-      if (wrote) log.info("audit record written", { event });
+      if (ref.created) log.info("audit record written", { event, sequence: ref.sequence });
+      refs.push({ event: ref.event, sequence: ref.sequence, record: ref.record });
     }
 
     this.opts.afterStep?.("audit", key);
@@ -412,7 +477,8 @@ export class Controller {
     this.opts.afterStep?.("events", key);
 
     // 3. status
-    const status = nextStatus(cached, now);
+    let status = nextStatus(cached, now);
+    if (refs.length > 0) status = { ...(status ?? cached.status), auditRecords: [...known, ...refs] };
     let current = cached;
     if (status) {
       const written = await replaceStatus(this.custom, cached, status);

@@ -132,7 +132,7 @@ async function main(): Promise<void> {
         },
         {
           apiGroups: ["countersign.io"],
-          resources: ["approvalpolicies", "auditrecords"],
+          resources: ["approvalpolicies", "auditrecords", "auditcheckpoints"],
           verbs: ["get", "list", "watch"],
         },
       ],

@@ -4,6 +4,7 @@
  * Uses the kubeconfig like kubectl: $KUBECONFIG or ~/.kube/config, --kubeconfig, --context,
  * -n/--namespace (default: the context's namespace, else "default").
  */
+import { readFileSync } from "node:fs";
 import { basename } from "node:path";
 import { parseArgs } from "node:util";
 import { KubeConfig } from "@kubernetes/client-node";
@@ -27,7 +28,7 @@ const USAGE = `Usage:
   kubectl approvals show NAME [-n NAMESPACE]
   kubectl approvals revoke NAME [-n NAMESPACE] --reason TEXT
       withdraw an Approved, not yet used approval (approvers only; RBAC verb revoke)
-  kubectl approvals audit verify [-n NAMESPACE | -A]
+  kubectl approvals audit verify [-n NAMESPACE | -A] [--against EXPORTED-LOG.jsonl]
   kubectl approvals audit --for KIND/NAME [-n NAMESPACE | -A]
   kubectl approvals doctor       ways around the gate, the bindings that grant them, and fixes
                                  (exit code 1 when any exist)
@@ -104,7 +105,19 @@ export async function runCli(
         if (sub === "show" && rest[0])
           return { code: 0, out: await showRequest(kc, namespace, rest[0], now), err: "" };
         if (sub === "audit" && rest[0] === "verify") {
-          const { ok, report } = await auditVerify(kc, allNs ? undefined : namespace);
+          let log: string | undefined;
+          if (values.against) {
+            try {
+              log = readFileSync(values.against, "utf8");
+            } catch (err) {
+              return {
+                code: 2,
+                out: "",
+                err: `cannot read --against ${values.against}: ${(err as Error).message}`,
+              };
+            }
+          }
+          const { ok, report } = await auditVerify(kc, allNs ? undefined : namespace, log);
           return { code: ok ? 0 : 1, out: report, err: "" };
         }
         if (sub === "doctor") {
@@ -135,6 +148,7 @@ function parse(args: string[]) {
       all: { type: "boolean" },
       reason: { type: "string" },
       for: { type: "string" },
+      against: { type: "string" },
       kubeconfig: { type: "string" },
       context: { type: "string" },
       help: { type: "boolean", short: "h" },

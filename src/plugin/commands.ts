@@ -12,8 +12,21 @@ import {
   Phase,
 } from "../approvals/request.js";
 import { appendDecision, getApprovalRequest, isDecisionRace } from "../approvals/store.js";
-import { type AuditRecord, verifyChain } from "../audit/chain.js";
-import { AUDIT_PLURAL } from "../audit/writer.js";
+import {
+  type AuditCheckpoint,
+  type AuditRecord,
+  CHECKPOINT_NAME,
+  LABEL_ARCHIVE_UID,
+  LABEL_ARCHIVED_FROM,
+} from "../audit/chain.js";
+import {
+  type ChainUnderTest,
+  type ExportedRecord,
+  exportedFor,
+  parseExportedLog,
+  verifyAnchoredChain,
+} from "../audit/verify.js";
+import { AUDIT_CHECKPOINT_PLURAL, AUDIT_PLURAL } from "../audit/writer.js";
 import { kubeStatusOf } from "../kube/errors.js";
 import { API_GROUP, API_VERSION } from "../policy/types.js";
 
@@ -269,27 +282,148 @@ export async function listAuditRecords(
   return out.items;
 }
 
-/** Verifies every namespace's chain. Returns the report and whether all chains are intact. */
+async function listOrEmpty<T>(
+  kc: KubeConfig,
+  plural: string,
+  namespace: string | undefined,
+  notes: string[],
+): Promise<T[]> {
+  const api = kc.makeApiClient(CustomObjectsApi);
+  try {
+    const out = (
+      namespace
+        ? await api.listNamespacedCustomObject({ ...G, namespace, plural })
+        : await api.listClusterCustomObject({ ...G, plural })
+    ) as { items: T[] };
+    return out.items;
+  } catch (err) {
+    const s = kubeStatusOf(err);
+    if (s?.code !== 403) throw err;
+    notes.push(`cannot list ${plural} (${s.message ?? "forbidden"}): not checked against them`);
+    return [];
+  }
+}
+
+/** The chains in scope: each namespace's live chain, and the archives of deleted namespaces. */
+export function chainsOf(
+  records: readonly AuditRecord[],
+  checkpoints: readonly AuditCheckpoint[],
+  requests: readonly ApprovalRequest[],
+): ChainUnderTest[] {
+  const chains = new Map<string, ChainUnderTest & { records: AuditRecord[] }>();
+  const live = (ns: string) => {
+    const key = `live/${ns}`;
+    let c = chains.get(key);
+    if (!c) {
+      c = { label: ns, origin: ns, records: [], requests: [] };
+      chains.set(key, c);
+    }
+    return c;
+  };
+  for (const cp of checkpoints) {
+    const a = cp.spec.archive;
+    if (a) {
+      chains.set(`archive/${cp.metadata.namespace}/${a.uid}`, {
+        label: `archive of ${a.namespace} (deleted; uid ${a.uid}) in ${cp.metadata.namespace}`,
+        origin: a.namespace,
+        records: [],
+        checkpoint: cp,
+      });
+    } else if (cp.metadata.name === CHECKPOINT_NAME) live(cp.metadata.namespace).checkpoint = cp;
+  }
+  for (const r of records) {
+    const uid = r.metadata.labels?.[LABEL_ARCHIVE_UID];
+    if (uid) {
+      const key = `archive/${r.metadata.namespace}/${uid}`;
+      let c = chains.get(key);
+      if (!c) {
+        const from = r.metadata.labels?.[LABEL_ARCHIVED_FROM] ?? "?";
+        c = {
+          label: `archive of ${from} (uid ${uid}) in ${r.metadata.namespace}`,
+          origin: from,
+          records: [],
+        };
+        chains.set(key, c);
+      }
+      c.records.push(r);
+    } else live(r.metadata.namespace).records.push(r);
+  }
+  for (const ar of requests) {
+    if (ar.status?.auditRecords?.length) (live(ar.metadata.namespace).requests as ApprovalRequest[]).push(ar);
+  }
+  return [...chains.values()].sort((a, b) => a.label.localeCompare(b.label));
+}
+
+/**
+ * Verifies the audit chains in `namespace` (or all): linkage and hashes, each chain's tail
+ * against its checkpoint, the requests' recorded sequences, and with `exportedLog` (the SIEM
+ * export, JSON lines) every record against the log. Returns the report and whether all is intact.
+ */
 export async function auditVerify(
   kc: KubeConfig,
   namespace: string | undefined,
+  exportedLog?: string,
 ): Promise<{ ok: boolean; report: string }> {
+  const notes: string[] = [];
   const records = await listAuditRecords(kc, namespace);
-  const byNs = new Map<string, AuditRecord[]>();
-  for (const r of records) byNs.set(r.metadata.namespace, [...(byNs.get(r.metadata.namespace) ?? []), r]);
-  if (byNs.size === 0) return { ok: true, report: `no audit records${namespace ? ` in ${namespace}` : ""}` };
+  const checkpoints = await listOrEmpty<AuditCheckpoint>(kc, AUDIT_CHECKPOINT_PLURAL, namespace, notes);
+  const requests = await listOrEmpty<ApprovalRequest>(kc, APPROVAL_REQUEST_PLURAL, namespace, notes);
+  const chains = chainsOf(records, checkpoints, requests);
+  const exported = exportedLog === undefined ? undefined : parseExportedLog(exportedLog);
   const lines: string[] = [];
   let ok = true;
-  for (const [ns, rs] of [...byNs.entries()].sort()) {
-    const problems = verifyChain(rs);
-    if (problems.length === 0) lines.push(`${ns}: OK, ${rs.length} records, chain intact`);
+  const matched = new Set<ExportedRecord>();
+  for (const c of chains) {
+    if (exported) {
+      c.exported = exportedFor(exported.records, c.origin, c.checkpoint?.spec.chain);
+      for (const e of c.exported) matched.add(e);
+    }
+    const { findings, notes: chainNotes, head } = verifyAnchoredChain(c);
+    const anchor = c.checkpoint
+      ? `, checkpoint head ${head?.sequence ?? "?"}${c.exported ? `, exported log ${c.exported.length} lines` : ""}`
+      : "";
+    if (findings.length === 0)
+      lines.push(`${c.label}: OK, ${c.records.length} records, chain intact${anchor}`);
     else {
       ok = false;
-      lines.push(`${ns}: TAMPERED, ${problems.length} problem(s) in ${rs.length} records`);
-      for (const p of problems)
-        lines.push(`  sequence ${p.sequence ?? "?"} (${p.record ?? "?"}): ${p.problem}`);
+      lines.push(
+        `${c.label}: TAMPERED, ${findings.length} problem(s) in ${c.records.length} records${anchor}`,
+      );
+      for (const f of findings)
+        lines.push(
+          f.sequence === undefined
+            ? `  ${f.problem}`
+            : `  sequence ${f.sequence} (${f.record ?? "name unknown"}): ${f.problem}`,
+        );
     }
+    for (const n of chainNotes) lines.push(`  note: ${n}`);
   }
+  // Log lines of chains the cluster no longer has at all (every record and the checkpoint gone).
+  if (exported) {
+    const orphans = exported.records.filter(
+      (e) => !matched.has(e) && (namespace === undefined || e.namespace === namespace),
+    );
+    const byChain = new Map<string, ExportedRecord[]>();
+    for (const e of orphans) {
+      const key = `${e.namespace} ${e.chain ?? ""}`;
+      byChain.set(key, [...(byChain.get(key) ?? []), e]);
+    }
+    for (const es of byChain.values()) {
+      ok = false;
+      const seqs = es.map((e) => e.spec.sequence).sort((a, b) => a - b);
+      lines.push(
+        `${es[0]!.namespace}: TAMPERED, the exported log has ${es.length} record(s) of a chain the cluster does not have${es[0]!.chain ? ` (chain ${es[0]!.chain})` : ""}: records and checkpoint were removed`,
+      );
+      for (const e of es.slice(0, 50))
+        lines.push(`  sequence ${e.spec.sequence} (${e.record}): is missing (exported log line ${e.line})`);
+      if (es.length > 50) lines.push(`  … sequences ${seqs[0]}-${seqs[seqs.length - 1]}`);
+    }
+    if (exported.records.length === 0)
+      notes.push(`the exported log has no audit record lines (${exported.skipped} other lines skipped)`);
+  }
+  if (chains.length === 0 && lines.length === 0)
+    lines.push(`no audit records${namespace ? ` in ${namespace}` : ""}`);
+  for (const n of notes) lines.push(`note: ${n}`);
   return { ok, report: lines.join("\n") };
 }
 

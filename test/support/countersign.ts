@@ -71,7 +71,7 @@ export async function approverIdentity(
           },
           {
             apiGroups: ["countersign.io"],
-            resources: ["auditrecords", "approvalpolicies"],
+            resources: ["auditrecords", "auditcheckpoints", "approvalpolicies"],
             verbs: ["get", "list", "watch"],
           },
         ],
