@@ -231,7 +231,8 @@ export function verifyAnchoredChain(c: ChainUnderTest): ChainReport {
   }
 
   // Missing records: every sequence up to the newest anyone knows of must exist.
-  const last = Math.max(newest, head?.sequence ?? -1, logNewest);
+  const listed = (c.requests ?? []).flatMap((ar) => (ar.status?.auditRecords ?? []).map((r) => r.sequence));
+  const last = Math.max(newest, head?.sequence ?? -1, logNewest, ...listed);
   const missing: number[] = [];
   for (let s = 0; s <= last; s++) if (!bySeq.has(s)) missing.push(s);
   if (missing.length > 0) {

@@ -3,9 +3,11 @@ import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   ApiextensionsV1Api,
+  CustomObjectsApi,
   type KubeConfig,
   type KubernetesObject,
   KubernetesObjectApi,
+  loadYaml,
   PatchStrategy,
 } from "@kubernetes/client-node";
 import { parseAllDocuments } from "yaml";
@@ -42,8 +44,12 @@ export async function applyObjects(
   const client = KubernetesObjectApi.makeApiClient(kc);
   const applied: KubernetesObject[] = [];
   for (const obj of objects) {
+    // The client serializes built-in kinds through its typed models, which drop keys they do
+    // not know by their wire names (a CRD's `x-kubernetes-validations` and
+    // `x-kubernetes-preserve-unknown-fields`); loading the object into the model first keeps them.
+    const typed = loadYaml<KubernetesObject>(JSON.stringify(obj));
     applied.push(
-      await client.patch(obj, undefined, undefined, fieldManager, true, PatchStrategy.ServerSideApply),
+      await client.patch(typed, undefined, undefined, fieldManager, true, PatchStrategy.ServerSideApply),
     );
   }
   return applied;
@@ -54,6 +60,7 @@ export async function installCrds(kc: KubeConfig, dir: string, timeoutMs = 30_00
   const crds = readManifestDir(dir).filter((o) => o.kind === "CustomResourceDefinition");
   await applyObjects(kc, crds);
   const api = kc.makeApiClient(ApiextensionsV1Api);
+  const custom = kc.makeApiClient(CustomObjectsApi);
   const names = crds.map((c) => c.metadata?.name ?? "");
   const deadline = Date.now() + timeoutMs;
   for (const name of names) {
@@ -62,7 +69,18 @@ export async function installCrds(kc: KubeConfig, dir: string, timeoutMs = 30_00
       const established = crd.status?.conditions?.some(
         (c) => c.type === "Established" && c.status === "True",
       );
-      if (established) break;
+      if (established) {
+        // Established, but the new resource's storage may still answer 429 for a moment.
+        const { group, names: n, versions } = crd.spec;
+        const version = versions.find((v) => v.storage)?.name ?? versions[0]!.name;
+        const listable = await custom
+          .listClusterCustomObject({ group, version, plural: n.plural, limit: 1 })
+          .then(
+            () => true,
+            () => false,
+          );
+        if (listable) break;
+      }
       if (Date.now() > deadline) throw new Error(`CRD ${name} was not Established within ${timeoutMs} ms`);
       await new Promise((r) => setTimeout(r, 100));
     }

@@ -785,7 +785,12 @@ function rbacProbes(webhook: KubeConfig, controller: KubeConfig): Probe[] {
     ),
     p("webhook", "namespaces", "get", () => webhook.makeApiClient(CoreV1Api).readNamespace({ name: target })),
     p("webhook", "auditcheckpoints", "get", () =>
-      wCustom.getNamespacedCustomObject({ ...G, namespace: target, plural: "auditcheckpoints", name: "nope" }),
+      wCustom.getNamespacedCustomObject({
+        ...G,
+        namespace: target,
+        plural: "auditcheckpoints",
+        name: "nope",
+      }),
     ),
     p("controller", "approvalpolicies", "list", () =>
       cCustom.listClusterCustomObject({ ...G, plural: "approvalpolicies", limit: 1 }),

@@ -144,6 +144,9 @@ describe("anchored chain verification", () => {
     });
     expect(report.findings.map((f) => f.record)).toEqual(records.map((r) => r.metadata.name));
     expect(report.findings.every((f) => /is missing/.test(f.problem))).toBe(true);
+    // the checkpoint gone too: the requests alone still name every record
+    const alone = verifyAnchoredChain({ label: NS, origin: NS, records: [], requests: [ar] });
+    expect(alone.findings.map((f) => f.record)).toEqual(records.map((r) => r.metadata.name));
   });
 
   it("records without a checkpoint, and records beyond the checkpoint's head, are findings", () => {
