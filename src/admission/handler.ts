@@ -5,9 +5,9 @@
 import { guardWrite, isGuardedResource, type RbacChecker } from "../approvals/decision-guard.js";
 import { isNoOpUpdate } from "../approvals/fingerprint.js";
 import type { ApprovalGate, GateOutcome } from "../approvals/gate.js";
+import type { ArchiveState } from "../audit/archive.js";
 import { type ConfigAuditor, policyChange } from "../audit/config-audit.js";
 import { describeKubeError } from "../kube/errors.js";
-import type { ArchiveState } from "../audit/archive.js";
 import type { Logger } from "../logging/logger.js";
 import { admissionDecisions, admissionDuration, noOpUpdates } from "../metrics/metrics.js";
 import { compilePolicy, formatCompileErrors } from "../policy/compile.js";
