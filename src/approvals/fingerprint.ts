@@ -11,7 +11,9 @@
  *              generated name) is the same action.
  *   - UPDATE:  uid of the object; before = canonical old object; after = canonical new object.
  *              An approval never covers the same new object written on top of another state.
- *   - DELETE:  uid and canonical content of the object being deleted (status left out).
+ *   - DELETE:  uid and canonical content of the object being deleted (status left out), and
+ *              the delete options that change its effect (propagationPolicy, orphanDependents,
+ *              gracePeriodSeconds) when given.
  *   - CONNECT: after = the connect options (command, container, ...).
  *
  * Canonical form of an object (`canonicalContent`): everything except
@@ -154,6 +156,23 @@ export interface Transition {
   before: Json;
   /** The canonical object after (CREATE, UPDATE) or the CONNECT options; null for DELETE. */
   after: Json;
+  /** DELETE options that change what the delete does (cascade, grace period), when given. */
+  deleteOptions?: { [k: string]: Json };
+}
+
+/** The DeleteOptions fields that change what a DELETE does; the rest (dryRun, preconditions) only restrict it. */
+const DELETE_EFFECT_OPTIONS = ["propagationPolicy", "orphanDependents", "gracePeriodSeconds"];
+
+function deleteOptionsOf(req: AdmissionRequest): { [k: string]: Json } | undefined {
+  if (req.operation !== "DELETE" || !isObject(req.options)) return undefined;
+  const opts = req.options;
+  const picked = Object.fromEntries(
+    DELETE_EFFECT_OPTIONS.filter((k) => opts[k] !== undefined && opts[k] !== null).map((k) => [
+      k,
+      opts[k] as Json,
+    ]),
+  );
+  return Object.keys(picked).length > 0 ? picked : undefined;
 }
 
 function emptyStatus(v: unknown): boolean {
@@ -179,11 +198,24 @@ export function transitionOf(req: AdmissionRequest): Transition {
     delete after.metadata.name;
   }
   const uid = metadataOf(oldObj)?.uid;
-  return { ...(typeof uid === "string" && uid ? { uid } : {}), before, after };
+  const deleteOptions = deleteOptionsOf(req);
+  return {
+    ...(typeof uid === "string" && uid ? { uid } : {}),
+    before,
+    after,
+    ...(deleteOptions ? { deleteOptions } : {}),
+  };
 }
 
 export function transitionHash(t: Transition): string {
-  return sha256(canonicalJson({ uid: t.uid ?? "", before: t.before, after: t.after }));
+  return sha256(
+    canonicalJson({
+      uid: t.uid ?? "",
+      before: t.before,
+      after: t.after,
+      ...(t.deleteOptions ? { deleteOptions: t.deleteOptions } : {}),
+    }),
+  );
 }
 
 /** An UPDATE that changes nothing the canonical form keeps (see the module comment). */
@@ -472,6 +504,14 @@ function highlights(req: AdmissionRequest, t: Transition): string[] {
       `adds ephemeral container${added.length === 1 ? "" : "s"} ${added.map((c) => `${q(at(c, "name"))} (image ${q(at(c, "image"))})`).join(", ") || "(none)"}`,
     );
   }
+  if (t.deleteOptions) {
+    out.push(
+      Object.entries(t.deleteOptions)
+        .sort(([a], [b]) => a.localeCompare(b))
+        .map(([k, v]) => `${k} ${JSON.stringify(v)}`)
+        .join(", "),
+    );
+  }
   if (req.operation === "CONNECT") {
     const cmd = at(t.after, "command");
     if (Array.isArray(cmd)) out.push(`command ${q(cmd.join(" "))}`);
@@ -509,7 +549,12 @@ export const DIFF_LIMIT = 30_000;
  * values redacted. Computed from the same transition that is hashed.
  */
 export function actionDiff(req: AdmissionRequest, t: Transition = transitionOf(req)): string {
-  const lines = fieldDiff(t.before, t.after, { secret: isSecret(req) });
+  const lines = [
+    ...Object.entries(t.deleteOptions ?? {})
+      .sort(([a], [b]) => a.localeCompare(b))
+      .map(([k, v]) => `(delete option) ${k}: ${describeValue(v)}`),
+    ...fieldDiff(t.before, t.after, { secret: isSecret(req) }),
+  ];
   if (lines.length === 0) return "(no field changes)";
   let out = "";
   for (let i = 0; i < lines.length; i++) {

@@ -138,7 +138,7 @@ beforeAll(async () => {
       {
         apiGroups: [""],
         resources: ["configmaps", "secrets"],
-        verbs: ["get", "list", "create", "update", "patch"],
+        verbs: ["get", "list", "create", "update", "patch", "delete"],
       },
       { apiGroups: [""], resources: ["serviceaccounts/token"], verbs: ["create"] },
       { apiGroups: ["apps"], resources: ["deployments/scale"], verbs: ["get", "update", "patch"] },
@@ -182,7 +182,7 @@ beforeAll(async () => {
         subjects: { serviceAccounts: [{ namespace: agentsNs }] },
         match: [
           {
-            operations: ["UPDATE", "CREATE"],
+            operations: ["UPDATE", "CREATE", "DELETE"],
             apiGroups: [""],
             resources: ["configmaps", "secrets"],
             namespaces: [prod],
@@ -301,6 +301,28 @@ describe("an UPDATE's approval binds the transition (item 1)", () => {
     });
     expect(await writeB({ mode: "dangerous" })).toBe("");
     expect((await getRequest(prod, approved)).status?.phase).toBe("Consumed");
+  });
+});
+
+describe("a DELETE binds its options", () => {
+  it("an approved delete with propagationPolicy Orphan does not cover a cascading delete", async () => {
+    await admin()
+      .makeApiClient(CoreV1Api)
+      .createNamespacedConfigMap({
+        namespace: prod,
+        body: { metadata: { name: "to-delete" }, data: { a: "1" } },
+      });
+    const del = (propagationPolicy: string) =>
+      attempt(() =>
+        core().deleteNamespacedConfigMap({ name: "to-delete", namespace: prod, body: { propagationPolicy } }),
+      );
+    const orphan = await getRequest(prod, requestNameIn(await del("Orphan")));
+    expect(orphan.spec.diff).toMatch(/^\(delete option\) propagationPolicy: "Orphan"\n/);
+    await approve(prod, orphan.metadata.name);
+    const cascade = await del("Background");
+    expect(cascade).toMatch(/needs a human approval/);
+    expect(requestNameIn(cascade)).not.toBe(orphan.metadata.name);
+    expect(await del("Orphan")).toBe("");
   });
 });
 

@@ -489,3 +489,28 @@ describe("kubectl approvals show", () => {
     expect(out).toContain("\\u001b[2K\\u000dApproved by security");
   });
 });
+
+describe("DELETE options", () => {
+  const del = (options?: Record<string, unknown>) =>
+    req({
+      operation: "DELETE",
+      kind: { group: "apps", version: "v1", kind: "Deployment" },
+      resource: { group: "apps", version: "v1", resource: "deployments" },
+      name: "api",
+      oldObject: { kind: "Deployment", metadata: { name: "api", uid: "d-1" }, spec: { replicas: 3 } },
+      ...(options ? { options } : {}),
+    });
+
+  it("an approval to delete with cascade does not cover orphaning, or a forced grace period", () => {
+    const plain = fp(del({ kind: "DeleteOptions", apiVersion: "meta.k8s.io/v1" }));
+    expect(fp(del())).toBe(plain);
+    expect(fp(del({ propagationPolicy: "Orphan" }))).not.toBe(plain);
+    expect(fp(del({ propagationPolicy: "Orphan" }))).not.toBe(fp(del({ propagationPolicy: "Foreground" })));
+    expect(fp(del({ gracePeriodSeconds: 0 }))).not.toBe(plain);
+    expect(fp(del({ dryRun: ["All"] }))).toBe(plain);
+    expect(actionDiff(del({ propagationPolicy: "Orphan" }))).toMatch(
+      /^\(delete option\) propagationPolicy: "Orphan"\n/,
+    );
+    expect(actionSummary(del({ propagationPolicy: "Orphan" }))).toContain('propagationPolicy "Orphan"');
+  });
+});
