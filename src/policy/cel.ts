@@ -17,9 +17,11 @@
  */
 import {
   type CelEnv,
+  CelScalar,
   celEnv,
   celList,
   celMap,
+  celMethod,
   isCelError,
   isCelList,
   isCelMap,
@@ -89,9 +91,71 @@ let meteredEnv: CelEnv | undefined;
 
 /** The environment expressions are checked against (function names, namespaces). */
 export function policyCelEnv(): CelEnv {
-  sharedEnv ??= celEnv({ funcs: strings, re2: cachingRe2 });
+  sharedEnv ??= celEnv({ funcs: [...strings, ...linearReplace], re2: cachingRe2 });
   return sharedEnv;
 }
+
+/**
+ * `replace` in linear time, with cel-go's semantics (Kubernetes' CEL): at most n replacements,
+ * all when n is absent or negative; an empty `from` matches before every character and at the
+ * end. (The library's own rebuilds and re-searches the whole string per occurrence: quadratic,
+ * so one call on a 1 MiB string could run for minutes.)
+ */
+function replaceLinear(s: string, from: string, to: string, n?: bigint): string {
+  const limit = n === undefined || n < 0n ? Number.POSITIVE_INFINITY : Number(n);
+  const parts: string[] = [];
+  let count = 0;
+  if (from === "") {
+    for (const ch of s) {
+      if (count++ < limit) parts.push(to);
+      parts.push(ch);
+    }
+    if (count < limit) parts.push(to);
+    return parts.join("");
+  }
+  let start = 0;
+  for (let i = s.indexOf(from); i !== -1 && count < limit; i = s.indexOf(from, start), count++) {
+    parts.push(s.slice(start, i), to);
+    start = i + from.length;
+  }
+  parts.push(s.slice(start));
+  return parts.join("");
+}
+
+const { STRING, INT } = CelScalar;
+const linearReplace = [
+  celMethod("replace", STRING, [STRING, STRING], STRING, function (this: string, from: string, to: string) {
+    return replaceLinear(this, from, to);
+  }),
+  celMethod(
+    "replace",
+    STRING,
+    [STRING, STRING, INT],
+    STRING,
+    function (this: string, from: string, to: string, n: bigint) {
+      return replaceLinear(this, from, to, n);
+    },
+  ),
+];
+
+/**
+ * Upper bounds on the length of what a call returns, charged before it runs, for the calls
+ * whose output can be far larger than their inputs.
+ */
+const OUTPUT_BOUNDS: Record<string, (target: unknown, args: unknown[]) => number> = {
+  replace(target, [from, to, n]) {
+    if (typeof target !== "string" || typeof from !== "string" || typeof to !== "string") return 0;
+    const matches = from === "" ? target.length + 1 : Math.floor(target.length / from.length);
+    const count = typeof n === "bigint" && n >= 0n ? Math.min(matches, Number(n)) : matches;
+    return target.length + count * to.length;
+  },
+  join(target, [sep]) {
+    if (!isCelList(target)) return 0;
+    let total = Math.max(0, target.size - 1) * (typeof sep === "string" ? sep.length : 0);
+    for (const item of target) if (typeof item === "string") total += item.length;
+    return total;
+  },
+};
 
 /** Thrown out of the interpreter when the budget runs out; never escapes `evaluate`. */
 class CostLimitExceeded extends Error {}
@@ -142,6 +206,7 @@ function passThrough(name: string, baseCost: number): FuncGroup {
 /** Wraps a function group so every call is charged before it runs and for what it returns. */
 function meteredGroup(group: FuncGroup): FuncGroup {
   const isIn = group.name === IN_CALL;
+  const outputBound = OUTPUT_BOUNDS[group.name];
   return {
     name: group.name,
     [Symbol.iterator]: () => group[Symbol.iterator](),
@@ -150,6 +215,7 @@ function meteredGroup(group: FuncGroup): FuncGroup {
       // `k in someMap` is a hash lookup: charge the key only, not the map.
       if (isIn && isCelMap(args[1])) units += sizeOf(args[0]);
       else for (let i = 0; i < args.length; i++) units += sizeOf(args[i]);
+      if (outputBound) units += Math.ceil(outputBound(target, args) / STRING_CHARS_PER_UNIT);
       charge(units);
       const out = group.call(id, target as never, args as never);
       if (typeof out === "string" || typeof out === "object") charge(sizeOf(out));

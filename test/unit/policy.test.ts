@@ -422,6 +422,33 @@ describe("evaluation cost (issue 10: one expensive expression must not stall adm
     expect(evaluate("object.items.map(x, x).size() > 0").out).toBeInstanceOf(EvaluationError);
   });
 
+  it("charges a call for what it may return before it runs: replace and join cannot blow up", () => {
+    const strings = toCel({
+      s: "a".repeat(1 << 20),
+      list: Array.from({ length: 1000 }, () => "a".repeat(1000)),
+    });
+    for (const expr of [
+      "object.s.replace('a', object.s).size() > 0",
+      "object.list.join(object.s).size() > 0",
+    ]) {
+      const { out, ms } = evaluate(expr, strings);
+      expect(out).toBeInstanceOf(EvaluationError);
+      expect(ms).toBeLessThan(500);
+    }
+    // One replace over 1 MiB with a million matches is linear (the library's own was quadratic: minutes).
+    const { out, ms } = evaluate("object.s.replace('a', 'b').startsWith('bbb')", strings);
+    expect(out).toBe(true);
+    expect(ms).toBeLessThan(2000);
+  });
+
+  it("replace follows cel-go (Kubernetes) semantics", () => {
+    expect(
+      evaluate(
+        "'ab'.replace('', 'X') == 'XaXbX' && 'abc'.replace('', '-', 2) == '-a-bc' && 'aaa'.replace('a', 'b', 2) == 'bba' && 'aaa'.replace('a', 'b', -1) == 'bbb' && 'aaa'.replace('a', 'b', 0) == 'aaa' && 'a.b.c'.replace('.', '::') == 'a::b::c'",
+      ).out,
+    ).toBe(true);
+  });
+
   it("fails closed even when || would have absorbed the interrupted branch", () => {
     expect(evaluate("object.items.all(x, x in object.items) || true").out).toBeInstanceOf(EvaluationError);
   });
