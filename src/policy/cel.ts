@@ -184,6 +184,26 @@ function sizeOf(v: unknown): number {
   return 0;
 }
 
+const deepSizes = new WeakMap<object, number>();
+
+/**
+ * Size of a value including everything nested in it, for the calls that walk all of it
+ * (equality, membership in a list). Memoized per value, so each part of a request is walked once.
+ */
+function deepSizeOf(v: unknown): number {
+  if (!isCelList(v) && !isCelMap(v)) return sizeOf(v);
+  const known = deepSizes.get(v);
+  if (known !== undefined) return known;
+  let total = v.size;
+  if (isCelList(v)) for (const el of v) total += deepSizeOf(el);
+  else for (const [k, el] of v) total += sizeOf(k) + deepSizeOf(el);
+  deepSizes.set(v, total);
+  return total;
+}
+
+/** Calls whose work is proportional to everything nested in their arguments. */
+const DEEP_CALLS = new Set(["_==_", "_!=_", "@in"]);
+
 type FuncResolver = CelEnv["funcs"];
 type FuncGroup = NonNullable<ReturnType<FuncResolver["find"]>>;
 
@@ -206,6 +226,7 @@ function passThrough(name: string, baseCost: number): FuncGroup {
 /** Wraps a function group so every call is charged before it runs and for what it returns. */
 function meteredGroup(group: FuncGroup): FuncGroup {
   const isIn = group.name === IN_CALL;
+  const size = DEEP_CALLS.has(group.name) ? deepSizeOf : sizeOf;
   const outputBound = OUTPUT_BOUNDS[group.name];
   return {
     name: group.name,
@@ -213,8 +234,8 @@ function meteredGroup(group: FuncGroup): FuncGroup {
     call(id: number, target: unknown, args: unknown[]) {
       let units = 1 + sizeOf(target);
       // `k in someMap` is a hash lookup: charge the key only, not the map.
-      if (isIn && isCelMap(args[1])) units += sizeOf(args[0]);
-      else for (let i = 0; i < args.length; i++) units += sizeOf(args[i]);
+      if (isIn && isCelMap(args[1])) units += size(args[0]);
+      else for (let i = 0; i < args.length; i++) units += size(args[i]);
       if (outputBound) units += Math.ceil(outputBound(target, args) / STRING_CHARS_PER_UNIT);
       charge(units);
       const out = group.call(id, target as never, args as never);

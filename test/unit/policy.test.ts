@@ -441,6 +441,21 @@ describe("evaluation cost (issue 10: one expensive expression must not stall adm
     expect(ms).toBeLessThan(2000);
   });
 
+  it("charges equality by everything nested in its operands, not just the top level", () => {
+    const spec = { template: { containers: Array.from({ length: 20_000 }, (_, i) => ({ name: `c${i}` })) } };
+    const deep = toCel({ metadata: { annotations: Object.fromEntries(items.map((k) => [k, "v"])) }, spec });
+    const old = toCel({ spec });
+    const c = compileExpression(
+      "object.metadata.annotations.all(k, object.spec == oldObject.spec)",
+      "p",
+      new Set(),
+    );
+    if (!("evaluate" in c)) throw new Error(c.message);
+    const started = performance.now();
+    expect(c.evaluate({ object: deep, oldObject: old })).toBeInstanceOf(EvaluationError);
+    expect(performance.now() - started).toBeLessThan(2000);
+  });
+
   it("replace follows cel-go (Kubernetes) semantics", () => {
     expect(
       evaluate(
