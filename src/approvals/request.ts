@@ -94,7 +94,8 @@ export interface ApprovalRequestStatus {
   notifications?: {
     route: string;
     event: "Requested" | "Approved" | "Denied" | "Expired" | "Revoked";
-    state: "Sending" | "Sent" | "Failed";
+    /** Batched: held for the summary of a burst (see notify/bursts.ts). */
+    state: "Sending" | "Sent" | "Failed" | "Batched";
     attempts?: number;
     message?: string;
     time?: string;

@@ -40,7 +40,14 @@ import { restartOnError } from "../kube/informers.js";
 import { kubeTime } from "../kube/time.js";
 import type { Logger } from "../logging/logger.js";
 import { setPendingSource, timeToDecision } from "../metrics/metrics.js";
-import { type NotificationConfig, type NotifyEvent, type Route, routesFor } from "../notify/messages.js";
+import { BurstTracker, burstKey, DEFAULT_BURST_WINDOW_SECONDS } from "../notify/bursts.js";
+import {
+  type NotificationConfig,
+  type NotifyEvent,
+  type Route,
+  routesFor,
+  summaryFor,
+} from "../notify/messages.js";
 import { messageFor, type SenderOptions, sendToRoute } from "../notify/notifier.js";
 import { API_GROUP, API_VERSION } from "../policy/types.js";
 import { LeaderElector } from "./leader-election.js";
@@ -57,6 +64,8 @@ export const EventReason = {
   NotExecuted: "ApprovedActionNotExecuted",
   GarbageCollected: "GarbageCollected",
 } as const;
+
+type Notification = NonNullable<NonNullable<ApprovalRequest["status"]>["notifications"]>[number];
 
 export const DEFAULT_RETENTION_SECONDS = 24 * 3600;
 export const LEASE_NAME = "countersign-controller";
@@ -282,6 +291,8 @@ export class Controller {
   private readonly timers = new Map<string, NodeJS.Timeout>();
   private processing = false;
   private stopped = false;
+  private readonly bursts: BurstTracker;
+  private readonly burstTimers = new Map<string, NodeJS.Timeout>();
   private readonly now: () => Date;
 
   constructor(private readonly opts: ControllerOptions) {
@@ -291,6 +302,9 @@ export class Controller {
     this.objects = KubernetesObjectApi.makeApiClient(kc);
     this.now = opts.now ?? (() => new Date());
     this.audit = new AuditWriter(kc, opts.siemLogger);
+    this.bursts = new BurstTracker(
+      (opts.notifications?.burstWindowSeconds ?? DEFAULT_BURST_WINDOW_SECONDS) * 1000,
+    );
     this.informer = makeInformer<ApprovalRequest>(
       kc,
       `/apis/${API_GROUP}/${API_VERSION}/${APPROVAL_REQUEST_PLURAL}`,
@@ -326,6 +340,7 @@ export class Controller {
       },
       onStoppedLeading: () => {
         for (const key of [...this.timers.keys()]) this.clearTimer(key);
+        this.clearBursts(); // Batched entries stay recorded; the next leader adopts them
         this.queue.clear();
       },
     });
@@ -351,6 +366,7 @@ export class Controller {
     for (const key of [...this.timers.keys()]) this.clearTimer(key);
     for (const t of this.archiveTimers.values()) clearTimeout(t);
     this.archiveTimers.clear();
+    this.clearBursts();
     await this.elector.stop(releaseLease);
     await Promise.all([this.informer.stop(), this.namespaces.stop()]);
   }
@@ -555,27 +571,178 @@ export class Controller {
     }
   }
 
-  /** Writes Sending entries for due notifications and starts sending them; "conflict" on a stale read. */
+  /**
+   * Writes Sending entries for due notifications and starts sending them; "conflict" on a stale
+   * read. A Requested notification that follows another from the same requester, namespace and
+   * route within the burst window is written Batched instead, for the window's summary.
+   */
   private async markNotifications(ar: ApprovalRequest): Promise<ApprovalRequest | "conflict" | undefined> {
     const config = this.opts.notifications!;
     const event = notifyEventFor(ar.status?.phase);
     if (!event) return undefined;
-    const done = new Set(
-      (ar.status?.notifications ?? []).filter((n) => n.event === event).map((n) => n.route),
-    );
-    const due = routesFor(ar, event, config).filter((r) => !done.has(r.name));
+    const member = `${ar.metadata.namespace}/${ar.metadata.name}`;
+    const routes = routesFor(ar, event, config);
+    const entries = (ar.status?.notifications ?? []).filter((n) => n.event === event);
+    if (event === "Requested") {
+      // Held entries no window knows of (written before a restart or by another leader): adopt them.
+      for (const n of entries.filter((e) => e.state === "Batched")) {
+        const route = routes.find((r) => r.name === n.route);
+        if (!route || this.bursts.holds(burstKey(route, ar), member)) continue;
+        const flushAt = this.bursts.adopt(burstKey(route, ar), member, this.now().getTime());
+        if (flushAt !== undefined) this.scheduleFlush(burstKey(route, ar), route, flushAt);
+      }
+    }
+    const done = new Set(entries.map((n) => n.route));
+    const due = routes.filter((r) => !done.has(r.name));
     if (due.length === 0) return undefined;
     const time = kubeTime(this.now());
+    const placed = due.map((r) => {
+      if (event !== "Requested" || this.bursts.windowMs === 0) return { route: r, batch: false };
+      const key = burstKey(r, ar);
+      const p = this.bursts.place(key, member, this.now().getTime());
+      if (p.kind === "send") this.scheduleFlush(key, r, p.flushAt);
+      return { route: r, batch: p.kind === "batch" };
+    });
     const updated = await replaceStatus(this.custom, ar, {
       ...ar.status,
       notifications: [
         ...(ar.status?.notifications ?? []),
-        ...due.map((r) => ({ route: r.name, event, state: "Sending" as const, attempts: 0, time })),
+        ...placed.map(({ route, batch }) => ({
+          route: route.name,
+          event,
+          state: batch ? ("Batched" as const) : ("Sending" as const),
+          attempts: 0,
+          time,
+        })),
       ],
     });
     if (updated === "conflict") return "conflict";
-    for (const route of due) void this.deliver(updated, route, event);
+    for (const { route, batch } of placed) if (!batch) void this.deliver(updated, route, event);
     return updated;
+  }
+
+  private scheduleFlush(key: string, route: Route, at: number): void {
+    const old = this.burstTimers.get(key);
+    if (old) clearTimeout(old);
+    const delay = Math.max(0, at - this.now().getTime());
+    this.burstTimers.set(
+      key,
+      setTimeout(() => {
+        this.burstTimers.delete(key);
+        void this.flushBurst(key, route);
+      }, delay),
+    );
+  }
+
+  private clearBursts(): void {
+    for (const t of this.burstTimers.values()) clearTimeout(t);
+    this.burstTimers.clear();
+    this.bursts.clear();
+  }
+
+  /**
+   * The window closed: one summary for the held requests. Each held entry becomes Sending
+   * before the message goes out (at most once, as for single messages), then Sent or Failed.
+   */
+  private async flushBurst(key: string, route: Route): Promise<void> {
+    if (this.stopped || !this.elector.isLeader()) return;
+    const { members, nextFlushAt } = this.bursts.flush(key, this.now().getTime());
+    if (nextFlushAt !== undefined) this.scheduleFlush(key, route, nextFlushAt);
+    if (members.length === 0) return;
+    const log = this.opts.logger.child({ route: route.name, burst: members.length });
+    const claimed: ApprovalRequest[] = [];
+    for (const m of members) {
+      const [namespace, name] = m.split("/") as [string, string];
+      let pending = true;
+      const marked = await this.setNotificationState(
+        namespace,
+        name,
+        route.name,
+        "Requested",
+        (n, current) => {
+          if (n.state !== "Batched") return undefined;
+          pending = effectivePhase(current, this.now()) === Phase.Pending;
+          return pending
+            ? { ...n, state: "Sending" }
+            : { ...n, state: "Sent", message: "decided before the burst summary went out; not announced" };
+        },
+      );
+      if (marked && pending) claimed.push(marked);
+    }
+    if (claimed.length === 0) return;
+    const result = await sendToRoute(
+      route,
+      summaryFor(route, claimed),
+      `summary/${route.name}/${claimed.map((a) => a.metadata.uid ?? a.metadata.name).join(",")}`.slice(
+        0,
+        512,
+      ),
+      log,
+      this.opts.notificationRetry,
+    );
+    if (result.ok) log.info("burst summary sent", { requests: claimed.length, attempts: result.attempts });
+    else log.warn("burst summary failed", { requests: claimed.length, error: result.message });
+    for (const ar of claimed) {
+      await this.setNotificationState(
+        ar.metadata.namespace,
+        ar.metadata.name,
+        route.name,
+        "Requested",
+        (n) => ({
+          ...n,
+          state: result.ok ? "Sent" : "Failed",
+          attempts: result.attempts,
+          message:
+            `${result.ok ? "in a summary" : "summary not delivered"} of ${claimed.length} requests: ${result.message}`.slice(
+              0,
+              500,
+            ),
+        }),
+      );
+      if (!result.ok) {
+        await this.emitRaw(
+          ar,
+          EventReason.NotificationFailed,
+          `Summary notification to route ${route.name} failed after ${result.attempts} attempts: ${result.message}. The approval flow is not affected.`,
+          "Warning",
+          log,
+        );
+      }
+    }
+  }
+
+  /** Rewrites one notification entry (re-reading on conflicts); undefined when it was not changed. */
+  private async setNotificationState(
+    namespace: string,
+    name: string,
+    route: string,
+    event: NotifyEvent,
+    change: (n: Notification, current: ApprovalRequest) => Notification | undefined,
+  ): Promise<ApprovalRequest | undefined> {
+    for (let i = 0; i < 5; i++) {
+      try {
+        const current = await getApprovalRequest(this.custom, namespace, name);
+        if (!current) return undefined;
+        let changed = false;
+        const notifications = (current.status?.notifications ?? []).map((n) => {
+          if (n.route !== route || n.event !== event) return n;
+          const next = change(n, current);
+          if (!next) return n;
+          changed = true;
+          return next;
+        });
+        if (!changed) return undefined;
+        const written = await replaceStatus(this.custom, current, { ...current.status, notifications });
+        if (written !== "conflict") return written;
+      } catch (err) {
+        this.opts.logger.warn("could not update a notification entry", {
+          approvalRequest: `${namespace}/${name}`,
+          error: describeKubeError(err),
+        });
+        return undefined;
+      }
+    }
+    return undefined;
   }
 
   private async deliver(ar: ApprovalRequest, route: Route, event: NotifyEvent): Promise<void> {

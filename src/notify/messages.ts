@@ -34,6 +34,11 @@ export interface NotificationConfig {
   routes: Route[];
   /** Routes for requests whose policy rule names none. */
   defaultRoutes: string[];
+  /**
+   * Requests one requester opens in a namespace within this many seconds of an announced one
+   * are announced together in one summary message (default 30; 0 sends each on its own).
+   */
+  burstWindowSeconds?: number;
   /** Slack interactivity: signing secret and the Slack-user → Kubernetes-identity mapping. */
   slack?: { signingSecret: string; users: Record<string, { username: string; groups?: string[] }> };
 }
@@ -64,11 +69,17 @@ export function parseNotificationConfig(
   });
   for (const d of raw.defaultRoutes ?? [])
     if (!names.has(d)) throw new Error(`defaultRoutes names unknown route "${d}"`);
+  if (
+    raw.burstWindowSeconds !== undefined &&
+    (!Number.isInteger(raw.burstWindowSeconds) || raw.burstWindowSeconds < 0 || raw.burstWindowSeconds > 3600)
+  )
+    throw new Error("burstWindowSeconds must be a whole number of seconds from 0 to 3600");
   if (raw.slack && !raw.slack.signingSecret)
     throw new Error("slack.signingSecret is required for Slack interactivity");
   return {
     routes,
     defaultRoutes: raw.defaultRoutes ?? [],
+    ...(raw.burstWindowSeconds !== undefined ? { burstWindowSeconds: raw.burstWindowSeconds } : {}),
     ...(raw.slack ? { slack: { signingSecret: raw.slack.signingSecret, users: raw.slack.users ?? {} } } : {}),
   };
 }
@@ -349,4 +360,100 @@ export function messageFor(route: Route, ar: ApprovalRequest, event: NotifyEvent
     : route.type === "teams"
       ? teamsMessage(ar, event)
       : webhookMessage(ar, event);
+}
+
+/** At most this many requests are itemized in one summary (the rest are counted). */
+export const SUMMARY_MAX_ITEMS = 10;
+
+/**
+ * One message for a burst of approval requests from one requester in one namespace (the
+ * first of the burst was announced on its own). Each item names the request, what it does
+ * and how to decide it. Pure.
+ */
+export function summaryFor(route: Route, requests: readonly ApprovalRequest[]): object {
+  const first = requests[0]!;
+  const ns = first.metadata.namespace;
+  const requester = first.spec.requester.username;
+  const title = `${requests.length} more approval request${requests.length === 1 ? "" : "s"} from ${requester} in ${ns}`;
+  const items = requests.slice(0, SUMMARY_MAX_ITEMS);
+  const rest = requests.length - items.length;
+  const more = rest > 0 ? `…and ${rest} more: kubectl approvals list -n ${ns}` : undefined;
+  if (route.type === "slack") {
+    const blocks: object[] = [{ type: "header", text: { type: "plain_text", text: title.slice(0, 150) } }];
+    for (const ar of items) {
+      const value = `${ar.metadata.namespace}/${ar.metadata.name}`;
+      blocks.push(
+        {
+          type: "section",
+          text: {
+            type: "mrkdwn",
+            text: `*${ar.metadata.name}*\n${ar.spec.action.summary}\n\`kubectl approve ${ar.metadata.name} -n ${ns}\``.slice(
+              0,
+              2900,
+            ),
+          },
+        },
+        {
+          type: "actions",
+          block_id: `countersign-decision-${ar.metadata.name}`.slice(0, 255),
+          elements: [
+            {
+              type: "button",
+              action_id: "approve",
+              style: "primary",
+              text: { type: "plain_text", text: "Approve" },
+              value,
+            },
+            {
+              type: "button",
+              action_id: "deny",
+              style: "danger",
+              text: { type: "plain_text", text: "Deny" },
+              value,
+            },
+          ],
+        },
+      );
+    }
+    if (more) blocks.push({ type: "context", elements: [{ type: "mrkdwn", text: more }] });
+    return { text: title, blocks };
+  }
+  if (route.type === "teams") {
+    return {
+      type: "message",
+      attachments: [
+        {
+          contentType: "application/vnd.microsoft.card.adaptive",
+          content: {
+            $schema: "http://adaptivecards.io/schemas/adaptive-card.json",
+            type: "AdaptiveCard",
+            version: "1.4",
+            body: [
+              { type: "TextBlock", size: "Medium", weight: "Bolder", text: title, wrap: true },
+              ...items.map((ar) => ({
+                type: "TextBlock",
+                text: `${ar.metadata.name}: ${ar.spec.action.summary} — kubectl approve ${ar.metadata.name} -n ${ns}`,
+                wrap: true,
+              })),
+              ...(more ? [{ type: "TextBlock", text: more, wrap: true }] : []),
+            ],
+          },
+        },
+      ],
+    };
+  }
+  return {
+    event: "RequestedSummary",
+    namespace: ns,
+    requester: first.spec.requester,
+    count: requests.length,
+    approvalRequests: requests.map((ar) => ({
+      name: ar.metadata.name,
+      uid: ar.metadata.uid,
+      action: ar.spec.action,
+      policy: ar.spec.policy,
+      expiresAt: ar.spec.approval.expiresAt,
+      approve: `kubectl approve ${ar.metadata.name} -n ${ns}`,
+    })),
+  };
 }

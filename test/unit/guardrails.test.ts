@@ -12,6 +12,8 @@ import {
   ruleAllows,
   serviceAccountWho,
 } from "../../src/bypass/rbac-match.js";
+import { BurstTracker } from "../../src/notify/bursts.js";
+import { summaryFor } from "../../src/notify/messages.js";
 import { formatDoctor, whoOf } from "../../src/plugin/doctor.js";
 import { compilePolicy } from "../../src/policy/compile.js";
 import type { AdmissionRequest } from "../../src/policy/evaluate.js";
@@ -237,5 +239,43 @@ describe("policy change records", () => {
     expect(del1.content.event).toBe("PolicyDeleted");
     expect(del1.name).toBe(del2.name); // a re-validated delete is one record
     expect(del1.labels["countersign.io/event"]).toBe("PolicyDeleted");
+  });
+});
+
+describe("notification bursts", () => {
+  it("announces the first request of a window alone, holds the rest for one summary per window", () => {
+    const t = new BurstTracker(30_000);
+    expect(t.place("k", "ns/a", 0)).toEqual({ kind: "send", flushAt: 30_000 });
+    expect(t.place("k", "ns/b", 1000)).toEqual({ kind: "batch" });
+    expect(t.place("k", "ns/c", 2000)).toEqual({ kind: "batch" });
+    expect(t.place("other", "ns/x", 2000).kind).toBe("send");
+    expect(t.flush("k", 30_000)).toEqual({ members: ["ns/b", "ns/c"], nextFlushAt: 60_000 });
+    expect(t.place("k", "ns/d", 31_000)).toEqual({ kind: "batch" }); // the flood goes on: next summary
+    expect(t.flush("k", 60_000).members).toEqual(["ns/d"]);
+    expect(t.flush("k", 90_000)).toEqual({ members: [] });
+    expect(t.place("k", "ns/e", 100_000).kind).toBe("send"); // quiet again: announced alone
+    expect(new BurstTracker(0).place("k", "ns/a", 0).kind).toBe("send");
+    expect(new BurstTracker(0).place("k", "ns/b", 1).kind).toBe("send");
+  });
+
+  it("summarizes a burst in one message per route type", () => {
+    const ar = (name: string) =>
+      ({
+        metadata: { name, namespace: "prod", uid: name },
+        spec: {
+          requester: { username: "bot" },
+          action: { summary: `DELETE configmaps prod/${name}` },
+          policy: { name: "p", rule: "r" },
+          approval: { expiresAt: "2030-01-01T00:00:00Z" },
+        },
+      }) as unknown as ApprovalRequest;
+    const reqs = Array.from({ length: 12 }, (_, i) => ar(`r${i}`));
+    const hook = summaryFor({ name: "h", type: "webhook", url: "https://x" }, reqs) as { count: number };
+    expect(hook.count).toBe(12);
+    const slack = JSON.stringify(summaryFor({ name: "s", type: "slack", url: "https://x" }, reqs));
+    expect(slack).toContain("12 more approval requests from bot in prod");
+    expect(slack).toContain("kubectl approve r0 -n prod");
+    expect(slack).toContain("and 2 more");
+    expect(slack).not.toContain("r11");
   });
 });
