@@ -376,9 +376,11 @@ describe("revocation (9.7)", () => {
     expect(note).toMatchObject({ event: "Revoked", decidedBy: "bob@example.com: wrong cluster" });
     // Nothing more happens to it.
     expect(await revoke(alice, ns, name, "again").catch((e: Error) => e.message)).toMatch(/already Revoked/);
-    expect(await forged(bob, name, { decision: "Revoke", reason: "twice" })).toMatch(
+    expect(await forged(alice, name, { decision: "Revoke", reason: "me too" })).toMatch(
       /already revoked by bob@example.com/,
     );
+    // One decision of a kind per approver: the CRD's list-map key (approver, decision) refuses it.
+    expect(await forged(bob, name, { decision: "Revoke", reason: "twice" })).toMatch(/Duplicate value/);
     expect(await forged(dave, name, { decision: "Approve" })).toMatch(/already Revoked/);
   });
 
