@@ -348,4 +348,40 @@ describe("hack/kind/admission-client.sh (what kind-config.yaml mounts; kind itse
       await listener.stop();
     }
   });
+
+  it("pins the client certificate's names, and picks up a new client CA without a restart", async () => {
+    const serving = await issueCertificate(cp.ca, { commonName: "pin-check", usage: "server" });
+    // A certificate from the right CA but for another name (e.g. another component's client).
+    const other = await issueCertificate(cp.webhookClient.ca, {
+      commonName: "not-the-apiserver",
+      usage: "client",
+    });
+    const otherTls = { cert: other.certPem, key: other.keyPem };
+    const userCa = { certPem: cp.ca.certPem };
+    const listener = await startAdmissionServer({
+      tls: serving,
+      port: 0,
+      host: "127.0.0.1",
+      isReady: () => true,
+      // Starts out trusting the wrong CA (the cluster's client CA).
+      auth: { mode: "client-cert", clientCaPem: userCa.certPem, allowedNames: [cp.webhookClient.name] },
+      logger: componentLogger("admission-test"),
+    } as never);
+    try {
+      const refused = await post(listener.port, "/validate", "{not json", asApiServer(cp));
+      expect(refused.status).toBe(403);
+      expect(JSON.parse(refused.body).error).toMatch(/not signed by the configured admission client CA/);
+      listener.setClientCa(cp.webhookClient.ca.certPem);
+      // New connections verify against the new CA: the API server passes (400: the body is bad)...
+      expect((await post(listener.port, "/validate", "{not json", asApiServer(cp))).status).toBe(400);
+      // ...and a certificate from the same CA with a name that is not pinned does not.
+      const pinned = await post(listener.port, "/validate", "{not json", otherTls);
+      expect(pinned.status).toBe(403);
+      expect(JSON.parse(pinned.body).error).toMatch(
+        /"not-the-apiserver" is not one of the allowed admission client names/,
+      );
+    } finally {
+      await listener.stop();
+    }
+  });
 });
