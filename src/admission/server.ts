@@ -20,7 +20,7 @@ import type { TLSSocket } from "node:tls";
 import express, { type NextFunction, type Request, type Response } from "express";
 import type { Logger } from "../logging/logger.js";
 import { admissionUnauthenticated } from "../metrics/metrics.js";
-import { type AdmissionAuth, checkAdmissionClient } from "./client-auth.js";
+import { type AdmissionAuth, type ClientCheck, checkAdmissionClient } from "./client-auth.js";
 import { type HandlerDeps, handleAdmission } from "./handler.js";
 import { parseAdmissionReview, ReviewError } from "./review.js";
 
@@ -212,6 +212,8 @@ function send(res: ServerResponse, status: number, contentType: string, body: st
   res.end(body);
 }
 
+const verifiedPeers = new WeakMap<TLSSocket, ClientCheck>();
+
 /**
  * Refuses a /validate call from anyone but the API server, before its body is read: 403,
  * a warning and a metric. The body is discarded (bounded), never parsed.
@@ -223,11 +225,17 @@ function refuseUnauthenticated(
   limit: number,
 ): boolean {
   const socket = req.socket as TLSSocket;
-  const check = checkAdmissionClient(opts.auth, {
-    authorized: socket.authorized,
-    authorizationError: socket.authorizationError,
-    certificate: opts.auth.mode === "client-cert" ? socket.getPeerCertificate() : undefined,
-  });
+  // A connection's peer is fixed at its handshake: check it once per connection (the API
+  // server keeps its connections alive), not once per review.
+  let check = verifiedPeers.get(socket);
+  if (!check) {
+    check = checkAdmissionClient(opts.auth, {
+      authorized: socket.authorized,
+      authorizationError: socket.authorizationError,
+      certificate: opts.auth.mode === "client-cert" ? socket.getPeerCertificate() : undefined,
+    });
+    verifiedPeers.set(socket, check);
+  }
   if (check.ok) return false;
   admissionUnauthenticated.inc({ reason: check.code });
   opts.logger.warn("refused an AdmissionReview from a caller that is not the API server", {
