@@ -387,7 +387,7 @@ export function summaryFor(route: Route, requests: readonly ApprovalRequest[]): 
           type: "section",
           text: {
             type: "mrkdwn",
-            text: `*${ar.metadata.name}*\n${ar.spec.action.summary}\n\`kubectl approve ${ar.metadata.name} -n ${ns}\``.slice(
+            text: `*${ar.metadata.name}*\n${slackEscape(ar.spec.action.summary)}\n\`kubectl approve ${ar.metadata.name} -n ${ns}\``.slice(
               0,
               2900,
             ),
@@ -416,7 +416,7 @@ export function summaryFor(route: Route, requests: readonly ApprovalRequest[]): 
       );
     }
     if (more) blocks.push({ type: "context", elements: [{ type: "mrkdwn", text: more }] });
-    return { text: title, blocks };
+    return { text: slackEscape(title), blocks };
   }
   if (route.type === "teams") {
     return {
@@ -429,13 +429,15 @@ export function summaryFor(route: Route, requests: readonly ApprovalRequest[]): 
             type: "AdaptiveCard",
             version: "1.4",
             body: [
-              { type: "TextBlock", size: "Medium", weight: "Bolder", text: title, wrap: true },
+              { type: "TextBlock", size: "Medium", weight: "Bolder", text: teamsEscape(title), wrap: true },
               ...items.map((ar) => ({
                 type: "TextBlock",
-                text: `${ar.metadata.name}: ${ar.spec.action.summary} — kubectl approve ${ar.metadata.name} -n ${ns}`,
+                text: teamsEscape(
+                  `${ar.metadata.name}: ${ar.spec.action.summary} — kubectl approve ${ar.metadata.name} -n ${ns}`,
+                ),
                 wrap: true,
               })),
-              ...(more ? [{ type: "TextBlock", text: more, wrap: true }] : []),
+              ...(more ? [{ type: "TextBlock", text: teamsEscape(more), wrap: true }] : []),
             ],
           },
         },

@@ -7,6 +7,7 @@ import {
   routesFor,
   slackEscape,
   slackMessage,
+  summaryFor,
   teamsEscape,
   teamsMessage,
   webhookMessage,
@@ -207,5 +208,18 @@ describe("a DELETE's notification", () => {
       if (route !== "webhook") expect(body).toContain("2 lines");
       if (route !== "webhook") expect(body).toContain("kubectl approvals show delete-secrets-db-abc -n prod");
     }
+  });
+});
+
+describe("a burst summary", () => {
+  it("escapes agent text in the summaries it lists", () => {
+    const a = ar();
+    a.spec.action.summary =
+      'service account ai/bot wants to CREATE rolebindings "x" (binds ClusterRole "cluster-admin" to User "<!channel> [ok](https://evil.example)")';
+    const slack = JSON.stringify(summaryFor({ name: "s", type: "slack", url: "https://x" }, [a, a]));
+    expect(slack).not.toContain("<!channel>");
+    expect(slack).toContain("&lt;!channel&gt;");
+    const teams = JSON.stringify(summaryFor({ name: "t", type: "teams", url: "https://x" }, [a]));
+    expect(teams).not.toContain("[ok](https");
   });
 });
