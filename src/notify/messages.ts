@@ -362,6 +362,9 @@ export function messageFor(route: Route, ar: ApprovalRequest, event: NotifyEvent
       : webhookMessage(ar, event);
 }
 
+/** block_id prefix of a summary's per-request buttons (a click answers without replacing the summary). */
+export const SUMMARY_BLOCK_PREFIX = "countersign-decision-";
+
 /** At most this many requests are itemized in one summary (the rest are counted). */
 export const SUMMARY_MAX_ITEMS = 10;
 
@@ -395,7 +398,7 @@ export function summaryFor(route: Route, requests: readonly ApprovalRequest[]): 
         },
         {
           type: "actions",
-          block_id: `countersign-decision-${ar.metadata.name}`.slice(0, 255),
+          block_id: `${SUMMARY_BLOCK_PREFIX}${ar.metadata.name}`.slice(0, 255),
           elements: [
             {
               type: "button",

@@ -5,12 +5,13 @@
  * Kubernetes identity only through explicit configuration, and the decision goes through the
  * same DecisionService rules as kubectl and the HTTP API. The message is then updated.
  */
+
 import { createHmac, timingSafeEqual } from "node:crypto";
 import express, { type Request, type Response, type Router } from "express";
 import type { DecisionService } from "../approvals/decision-service.js";
 import type { Logger } from "../logging/logger.js";
 import { slackReplaysRefused } from "../metrics/metrics.js";
-import type { NotificationConfig } from "./messages.js";
+import { type NotificationConfig, SUMMARY_BLOCK_PREFIX } from "./messages.js";
 import { postJson } from "./notifier.js";
 import type { ReplayGuard } from "./replay-guard.js";
 
@@ -99,7 +100,7 @@ export function slackInteractions(opts: SlackInteractionOptions): Router {
       let payload: {
         type?: string;
         user?: { id?: string; username?: string };
-        actions?: { action_id?: string; value?: string }[];
+        actions?: { action_id?: string; value?: string; block_id?: string }[];
         response_url?: string;
       };
       try {
@@ -120,11 +121,13 @@ export function slackInteractions(opts: SlackInteractionOptions): Router {
       const [namespace, name] = (action.value ?? "").split("/");
       const slackUser = payload.user?.id ?? "";
       const identity = opts.config.users[slackUser];
+      // A button in a burst summary (block per request) must not replace the whole summary.
+      const inSummary = action.block_id?.startsWith(SUMMARY_BLOCK_PREFIX) ?? false;
       const reply = (text: string, replace: boolean) => {
         if (payload.response_url) {
           respond(
             payload.response_url,
-            replace
+            replace && !inSummary
               ? { replace_original: true, text }
               : { response_type: "ephemeral", replace_original: false, text },
             opts.responseCaPem,

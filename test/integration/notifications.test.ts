@@ -365,6 +365,53 @@ describe("Slack interactivity", () => {
     expect(await agentDelete("app-config")).toBe("allowed");
   });
 
+  it("a click on a burst summary's button decides that request and answers without replacing the summary", async () => {
+    await cp
+      .adminKubeConfig()
+      .makeApiClient(CoreV1Api)
+      .createNamespacedConfigMap({
+        namespace: ns,
+        body: { metadata: { name: "in-a-burst" }, data: { k: "v" } },
+      });
+    expect(await agentDelete("in-a-burst")).toMatch(/needs a human approval/);
+    const ar = await eventually(
+      async () =>
+        (
+          (await cp.adminKubeConfig().makeApiClient(CustomObjectsApi).listNamespacedCustomObject({
+            group: "countersign.io",
+            version: "v1alpha1",
+            namespace: ns,
+            plural: "approvalrequests",
+          })) as { items: ApprovalRequest[] }
+        ).items.find((a) => a.spec.action.name === "in-a-burst"),
+      10_000,
+      "request",
+    );
+    const name = ar.metadata.name;
+    const body = `payload=${encodeURIComponent(
+      JSON.stringify({
+        type: "block_actions",
+        user: { id: "U_HELEN", username: "helen" },
+        actions: [{ action_id: "approve", block_id: `countersign-decision-${name}`, value: `${ns}/${name}` }],
+        response_url: `https://127.0.0.1:${(servers[4]!.address() as AddressInfo).port}/response`,
+      }),
+    )}`;
+    expect(await slackClick(body)).toBe(200);
+    await eventually(async () => (await getAr(name)).status?.phase === "Approved", 10_000, "Approved");
+    await eventually(
+      async () =>
+        received.some(
+          (m) =>
+            m.route === "response" &&
+            m.body.includes(name) &&
+            /"replace_original":false/.test(m.body) &&
+            /Approved by helen@example.com/.test(m.body),
+        ),
+      10_000,
+      "an answer that leaves the summary in place",
+    );
+  });
+
   it("sweeps replay markers only once their signatures can no longer be valid", async () => {
     const kc = cp.adminKubeConfig();
     const log = componentLogger("replay-test");
