@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the control-plane binaries that Countersign's tests and dev environment run
-# (kube-apiserver, kubectl, etcd, helm) from the Go module proxy, and caches them by
+# (kube-apiserver, kube-controller-manager, kubectl, etcd, helm) from the Go module proxy, and caches them by
 # version under ${COUNTERSIGN_CACHE:-$HOME/.cache/countersign}/bin. A second run with
 # the cache in place costs well under a second.
 #
@@ -68,10 +68,20 @@ done
 if [[ ! -x "$kube_dir/kube-apiserver" || ! -x "$kube_dir/kubectl" ]]; then
   need_go
   tmp="$(mktemp -d "$bin/.kubernetes-build.XXXXXX")"
-  build_step "kube-apiserver and kubectl $KUBERNETES_VERSION" "$cache/logs/kubernetes-$KUBERNETES_VERSION.log" \
+  build_step "kube-apiserver, kube-controller-manager and kubectl $KUBERNETES_VERSION" "$cache/logs/kubernetes-$KUBERNETES_VERSION.log" \
     env -C "$here/kube" GOFLAGS=-mod=mod go build -trimpath -ldflags "$kube_ldflags" -o "$tmp/" \
-      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
+      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl
   rm -rf "$kube_dir" && mv "$tmp" "$kube_dir"
+fi
+
+# Caches from before the controller-manager was part of the harness get it added.
+if [[ ! -x "$kube_dir/kube-controller-manager" ]]; then
+  need_go
+  tmp="$(mktemp -d "$bin/.kcm-build.XXXXXX")"
+  build_step "kube-controller-manager $KUBERNETES_VERSION" "$cache/logs/kube-controller-manager-$KUBERNETES_VERSION.log" \
+    env -C "$here/kube" GOFLAGS=-mod=mod go build -trimpath -ldflags "$kube_ldflags" -o "$tmp/" \
+      k8s.io/kubernetes/cmd/kube-controller-manager
+  mv "$tmp/kube-controller-manager" "$kube_dir/kube-controller-manager" && rm -rf "$tmp"
 fi
 
 if [[ ! -x "$etcd_dir/etcd" ]]; then
@@ -98,11 +108,13 @@ fi
 
 if [[ $print_env == 1 ]]; then
   echo "KUBE_APISERVER=$kube_dir/kube-apiserver"
+  echo "KUBE_CONTROLLER_MANAGER=$kube_dir/kube-controller-manager"
   echo "KUBECTL=$kube_dir/kubectl"
   echo "ETCD=$etcd_dir/etcd"
   echo "HELM=$helm_dir/helm"
 fi
 say "kube-apiserver: $kube_dir/kube-apiserver ($("$kube_dir/kube-apiserver" --version 2>&1))"
+say "kube-controller-manager: $kube_dir/kube-controller-manager"
 say "kubectl:        $kube_dir/kubectl"
 say "etcd:           $etcd_dir/etcd"
 say "helm:           $helm_dir/helm"

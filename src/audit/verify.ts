@@ -11,6 +11,7 @@ import {
   type AuditCheckpoint,
   type AuditRecord,
   type AuditRecordSpec,
+  archivedRecordName,
   type ChainHead,
   verifyChain,
 } from "./chain.js";
@@ -34,6 +35,8 @@ export interface ChainUnderTest {
   checkpoint?: AuditCheckpoint;
   /** The chain's ApprovalRequests (their status lists where their records are). */
   requests?: readonly ApprovalRequest[];
+  /** Set for an archived chain: its copies are named archivedRecordName(origin, uid, original). */
+  archiveUid?: string;
   /** The exported log's lines for this chain (see exportedFor); undefined: no log given. */
   exported?: readonly ExportedRecord[];
 }
@@ -203,18 +206,21 @@ export function verifyAnchoredChain(c: ChainUnderTest): ChainReport {
       logNewest = Math.max(logNewest, e.spec.sequence);
       if (!knownName.has(e.spec.sequence)) knownName.set(e.spec.sequence, e.record);
     }
+    const nameOf = (logged: string) =>
+      c.archiveUid ? archivedRecordName(c.origin, c.archiveUid, logged) : logged;
     for (const [seq, e] of [...logBySeq.entries()].sort((a, b) => a[0] - b[0])) {
       const at = bySeq.get(seq) ?? [];
       if (at.length === 0) continue; // missing: below
-      const same = at.find((r) => r.metadata.name === e.record && r.spec.hash === e.spec.hash);
+      const expected = nameOf(e.record);
+      const same = at.find((r) => r.metadata.name === expected && r.spec.hash === e.spec.hash);
       if (same && changedFields(same.spec, e.spec).length === 0) continue;
-      const r = at.find((x) => x.metadata.name === e.record) ?? at[0]!;
+      const r = at.find((x) => x.metadata.name === expected) ?? at[0]!;
       const fields = changedFields(r.spec, e.spec);
       findings.push({
         sequence: seq,
         record: r.metadata.name,
         problem:
-          r.metadata.name !== e.record
+          r.metadata.name !== expected
             ? `differs from the exported log (line ${e.line}): the log has ${e.record} at this sequence`
             : `differs from the exported log (line ${e.line}): ${fields.join(", ")} changed`,
       });

@@ -11,6 +11,7 @@ const run = promisify(execFile);
 
 export interface ControlPlaneBinaries {
   kubeApiserver: string;
+  kubeControllerManager: string;
   kubectl: string;
   etcd: string;
   helm: string;
@@ -52,6 +53,7 @@ async function locate(): Promise<ControlPlaneBinaries> {
   };
   return {
     kubeApiserver: need("KUBE_APISERVER"),
+    kubeControllerManager: need("KUBE_CONTROLLER_MANAGER"),
     kubectl: need("KUBECTL"),
     etcd: need("ETCD"),
     helm: need("HELM"),

@@ -1,6 +1,6 @@
 /**
- * A real Kubernetes control plane (etcd + kube-apiserver) on loopback, the
- * envtest approach: generated CA, serving and client certificates, RBAC
+ * A real Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager) on
+ * loopback, the envtest approach: generated CA, serving and client certificates, RBAC
  * authorization, a service-account issuer and signing key, an admin kubeconfig, and an
  * admission configuration under which kube-apiserver presents a client certificate (from
  * its own webhook-client CA) to every admission webhook, so webhooks can authenticate it.
@@ -16,7 +16,12 @@ import { request as httpsRequest } from "node:https";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { CoreV1Api, KubeConfig, type KubernetesObject } from "@kubernetes/client-node";
+import {
+  CoreV1Api,
+  KubeConfig,
+  type KubernetesObject,
+  RbacAuthorizationV1Api,
+} from "@kubernetes/client-node";
 import { applyObjects, installCrds } from "../kube/apply.js";
 import { isAlreadyExists } from "../kube/errors.js";
 import { kubeConfigFromSpec, writeKubeconfig } from "../kube/kubeconfig.js";
@@ -32,6 +37,15 @@ import { type ControlPlaneBinaries, controlPlaneBinaries, REPO_ROOT } from "./bi
 
 export const SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local";
 const READY_TIMEOUT_MS = 90_000;
+/** The kube-controller-manager controllers the harness runs. */
+const CONTROLLERS = [
+  "namespace-controller",
+  "garbage-collector-controller",
+  "clusterrole-aggregation-controller",
+  "serviceaccount-controller",
+  "serviceaccount-token-controller",
+  "root-ca-certificate-publisher-controller",
+];
 const STOP_TIMEOUT_MS = 10_000;
 
 export interface ControlPlaneOptions {
@@ -41,6 +55,11 @@ export interface ControlPlaneOptions {
   crdDir?: string | false;
   /** Extra kube-apiserver flags (e.g. feature gates). */
   extraApiServerArgs?: string[];
+  /**
+   * Run kube-controller-manager (namespace deletion, garbage collection, RBAC aggregation,
+   * `default` service accounts). Default true.
+   */
+  controllerManager?: boolean;
   /** Progress messages (start-up steps); default: silent. */
   log?: (message: string) => void;
 }
@@ -330,8 +349,6 @@ export class ControlPlane {
         `--service-account-signing-key-file=${files.saKey}`,
         "--service-cluster-ip-range=10.0.0.0/24",
         "--allow-privileged=true",
-        // No controller-manager runs, so nothing would create the `default` service accounts.
-        "--disable-admission-plugins=ServiceAccount",
         `--admission-control-config-file=${files.admissionConfig}`,
         `--audit-policy-file=${files.auditPolicy}`,
         `--audit-log-path=${join(dir, "audit.log")}`,
@@ -349,6 +366,7 @@ export class ControlPlane {
           }),
         READY_TIMEOUT_MS,
       );
+      if (options.controllerManager !== false) await cp.startControllerManager(files, log);
       const crdDir = options.crdDir === undefined ? join(REPO_ROOT, "crds") : options.crdDir;
       if (crdDir !== false && existsSync(crdDir)) {
         const names = await installCrds(cp.adminKubeConfig(), crdDir);
@@ -404,6 +422,57 @@ export class ControlPlane {
     return cp;
   }
 
+  /**
+   * kube-controller-manager with the controllers a real cluster's API objects depend on:
+   * namespace deletion, garbage collection, ClusterRole aggregation (the built-in admin/edit/
+   * view roles), `default` service accounts and the root CA ConfigMap. Each controller acts as
+   * its own service account (--use-service-account-credentials), as in kubeadm clusters.
+   */
+  private async startControllerManager(
+    files: { ca: string; saKey: string },
+    log: (message: string) => void,
+  ): Promise<void> {
+    const cert = await issueCertificate(this.ca, {
+      commonName: "system:kube-controller-manager",
+      usage: "client",
+    });
+    const kubeconfig = writeKubeconfig(join(this.dir, "controller-manager.kubeconfig"), {
+      server: this.server,
+      caPem: this.ca.certPem,
+      user: "system:kube-controller-manager",
+      credentials: { clientCertificatePem: cert.certPem, clientKeyPem: cert.keyPem },
+    });
+    const port = await freePort();
+    log(`starting kube-controller-manager (${CONTROLLERS.join(", ")})`);
+    this.spawnChild("kube-controller-manager", this.binaries.kubeControllerManager, [
+      `--kubeconfig=${kubeconfig}`,
+      `--authentication-kubeconfig=${kubeconfig}`,
+      `--authorization-kubeconfig=${kubeconfig}`,
+      "--bind-address=127.0.0.1",
+      `--secure-port=${port}`,
+      `--cert-dir=${join(this.dir, "controller-manager-certs")}`,
+      "--leader-elect=false",
+      "--use-service-account-credentials=true",
+      `--service-account-private-key-file=${files.saKey}`,
+      `--root-ca-file=${files.ca}`,
+      `--controllers=${CONTROLLERS.join(",")}`,
+      "--profiling=false",
+    ]);
+    // Ready when its controllers act: the `default` service account exists (the ServiceAccount
+    // admission plugin needs it for pods) and the aggregated `edit` role has its rules.
+    const kc = this.adminKubeConfig();
+    const core = kc.makeApiClient(CoreV1Api);
+    const rbac = kc.makeApiClient(RbacAuthorizationV1Api);
+    await this.waitFor(
+      "kube-controller-manager",
+      async () => {
+        await core.readNamespacedServiceAccount({ name: "default", namespace: "default" });
+        return ((await rbac.readClusterRole({ name: "edit" })).rules ?? []).length > 0;
+      },
+      READY_TIMEOUT_MS,
+    );
+  }
+
   private spawnChild(name: string, bin: string, args: string[]): void {
     const logPath = join(this.dir, `${name}.log`);
     const fd = openSync(logPath, "a");
@@ -436,7 +505,7 @@ export class ControlPlane {
     );
   }
 
-  /** Stops the API server, then etcd, and removes the temp dir it created. Safe to call twice. */
+  /** Stops the controller-manager, the API server, then etcd, and removes the temp dir it created. Safe to call twice. */
   async stop(): Promise<void> {
     if (this.stopped || this.attached) return;
     this.stopped = true;

@@ -1,8 +1,8 @@
 /**
- * `npm run dev`: the local environment. Starts a real control plane (etcd +
- * kube-apiserver on loopback), installs the CRDs and sample policies, runs Countersign
- * in-process with its webhook registered, and writes kubeconfigs for three identities
- * under .countersign/dev/. Runs until Ctrl-C, then cleans up.
+ * `npm run dev`: the local environment. Starts a real control plane (etcd, kube-apiserver
+ * and kube-controller-manager on loopback), installs the CRDs and sample policies, runs
+ * Countersign in-process with its webhook registered, and writes kubeconfigs for three
+ * identities under .countersign/dev/. Runs until Ctrl-C, then cleans up.
  *
  *   npm run dev                       # local control plane
  *   npm run dev -- --use-current-kubeconfig   # an existing cluster whose API server can reach
@@ -104,22 +104,11 @@ async function main(): Promise<void> {
     });
     await cp.ensureNamespace("prod");
     await cp.ensureNamespace(INSTALL_NAMESPACE);
-    // The agent may edit things (Kubernetes' built-in `edit` role is not there without a
-    // controller-manager, so grant the verbs the walkthrough uses); approvers may read and
-    // decide ApprovalRequests.
-    await ensureClusterRole(kc, {
-      metadata: { name: "countersign-dev-agent" },
-      rules: [
-        {
-          apiGroups: ["", "apps"],
-          resources: ["*"],
-          verbs: ["get", "list", "watch", "create", "update", "patch", "delete"],
-        },
-      ],
-    });
+    // The agent may edit things (Kubernetes' built-in `edit` role, aggregated by the
+    // controller-manager); approvers may read and decide ApprovalRequests.
     await ensureBinding(kc, {
       metadata: { name: "countersign-dev-agent" },
-      roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: "countersign-dev-agent" },
+      roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: "edit" },
       subjects: [{ kind: "ServiceAccount", name: AGENT_NAME, namespace: AGENT_NAMESPACE }],
     });
     await ensureClusterRole(kc, {

@@ -326,6 +326,7 @@ export function chainsOf(
       chains.set(`archive/${cp.metadata.namespace}/${a.uid}`, {
         label: `archive of ${a.namespace} (deleted; uid ${a.uid}) in ${cp.metadata.namespace}`,
         origin: a.namespace,
+        archiveUid: a.uid,
         records: [],
         checkpoint: cp,
       });
@@ -341,6 +342,7 @@ export function chainsOf(
         c = {
           label: `archive of ${from} (uid ${uid}) in ${r.metadata.namespace}`,
           origin: from,
+          archiveUid: uid,
           records: [],
         };
         chains.set(key, c);

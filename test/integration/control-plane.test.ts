@@ -1,7 +1,13 @@
-import { AuthenticationV1Api, CoreV1Api, CustomObjectsApi } from "@kubernetes/client-node";
+import {
+  AuthenticationV1Api,
+  CoreV1Api,
+  CustomObjectsApi,
+  RbacAuthorizationV1Api,
+} from "@kubernetes/client-node";
 import { describe, expect, it } from "vitest";
 import { isNotFound } from "../../src/kube/errors.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
+import { eventually } from "../support/countersign.js";
 
 describe("control plane harness (real etcd + kube-apiserver)", () => {
   it("creates a namespace and a Countersign custom object through the API server", async () => {
@@ -91,6 +97,31 @@ describe("control plane harness (real etcd + kube-apiserver)", () => {
     // RBAC is on: a user with no bindings cannot list namespaces.
     await expect(approver.kubeConfig.makeApiClient(CoreV1Api).listNamespace()).rejects.toSatisfy(
       (e: unknown) => (e as { code?: number }).code === 403,
+    );
+  });
+
+  it("runs kube-controller-manager: default service accounts, the aggregated built-in roles, namespace deletion", async () => {
+    const cp = await attachControlPlane();
+    const kc = cp.adminKubeConfig();
+    const core = kc.makeApiClient(CoreV1Api);
+    const ns = uniqueName("kcm");
+    await cp.ensureNamespace(ns);
+    await eventually(
+      async () =>
+        (await core.readNamespacedServiceAccount({ name: "default", namespace: ns })).metadata?.name,
+      10_000,
+      "default service account (serviceaccount controller)",
+    );
+    const edit = await kc.makeApiClient(RbacAuthorizationV1Api).readClusterRole({ name: "edit" });
+    expect(edit.rules?.some((r) => r.resources?.includes("deployments") && r.verbs.includes("delete"))).toBe(
+      true,
+    );
+    await core.createNamespacedConfigMap({ namespace: ns, body: { metadata: { name: "x" } } });
+    await core.deleteNamespace({ name: ns });
+    await eventually(
+      async () => core.readNamespace({ name: ns }).then(() => false, isNotFound),
+      30_000,
+      "namespace deleted (namespace controller)",
     );
   });
 });

@@ -1,6 +1,6 @@
 /**
- * Starts one real control plane (etcd + kube-apiserver on loopback) for all integration
- * tests and stops it afterwards. Test files attach to it with `attachControlPlane()`.
+ * Starts one real control plane (etcd, kube-apiserver, kube-controller-manager on loopback)
+ * for all integration tests and stops it afterwards. Test files attach to it with `attachControlPlane()`.
  */
 import type { TestProject } from "vitest/node";
 import { ControlPlane } from "../../src/controlplane/control-plane.js";
@@ -18,7 +18,7 @@ export async function setup(project: TestProject): Promise<void> {
   // kube-proxy here): the chart tests publish the locally running webhook that way.
   cp = await ControlPlane.start({ extraApiServerArgs: ["--enable-aggregator-routing=true"] });
   console.log(
-    `[countersign] control plane (etcd + kube-apiserver) ready in ${cp.startupMs} ms at ${cp.server}`,
+    `[countersign] control plane (etcd + kube-apiserver + kube-controller-manager) ready in ${cp.startupMs} ms at ${cp.server}`,
   );
   project.provide("controlPlaneDir", cp.dir);
 }

@@ -253,6 +253,11 @@ describe("anchored chain verification", () => {
       [NS, NS, 2],
     ]);
     for (const c of chains) expect(verifyAnchoredChain(c).findings).toEqual([]);
+    // the archive against the log lines written under the records' original names
+    const archive = chains[0]!;
+    archive.exported = exportedFor(parseExportedLog(exportOf(chain(3))).records, "gone", "c-1");
+    expect(archive.exported).toHaveLength(3);
+    expect(verifyAnchoredChain(archive).findings).toEqual([]);
   });
 });
 
