@@ -143,6 +143,17 @@ export function guardWrite(
   const newAr = req.object as ApprovalRequest | undefined;
   if (!oldAr?.spec || !newAr?.spec)
     return { allowed: false, message: "Countersign: malformed ApprovalRequest update" };
+  const lifecycle = (o: ApprovalRequest) => {
+    const m = o.metadata as { finalizers?: unknown; ownerReferences?: unknown };
+    return canonicalJson([m.finalizers ?? [], m.ownerReferences ?? []]);
+  };
+  if (!self && lifecycle(oldAr) !== lifecycle(newAr)) {
+    return {
+      allowed: false,
+      message:
+        "Countersign: only Countersign sets an ApprovalRequest's finalizers and owner references (a finalizer would keep its namespace from being deleted; an owner reference would hand its removal to the garbage collector)",
+    };
+  }
   const { decisions: oldDecisions = [], ...oldSpec } = oldAr.spec;
   const { decisions: newDecisions = [], ...newSpec } = newAr.spec;
   if (canonicalJson(oldSpec) !== canonicalJson(newSpec)) {

@@ -157,7 +157,7 @@ afterAll(async () => {
 });
 
 describe("namespace deletion", () => {
-  it("in a live namespace, the agent and even the namespace controller's identity are refused deleting the audit trail", async () => {
+  it("in a live namespace, the agent and even the namespace controller's identity are refused deleting the audit trail, and nobody pins a request with a finalizer", async () => {
     await approvedRequest(live, "keep");
     const [record] = await listAuditRecords(self, live);
     const custom = agent.makeApiClient(CustomObjectsApi);
@@ -188,6 +188,18 @@ describe("namespace deletion", () => {
         }),
       ),
     ).toMatch(new RegExp(`namespace ${live} is not being deleted`));
+    // An approver (who may patch requests) cannot pin one with a finalizer to hold the namespace.
+    expect(
+      await refusal(
+        alice.makeApiClient(CustomObjectsApi).patchNamespacedCustomObject({
+          ...G,
+          namespace: live,
+          plural: "approvalrequests",
+          name: record!.spec.approvalRequest.name,
+          body: [{ op: "add", path: "/metadata/finalizers", value: ["example.com/hold"] }],
+        }),
+      ),
+    ).toMatch(/only Countersign sets an ApprovalRequest's finalizers/);
     expect(
       (await runCli(["audit", "verify", "-n", live, "--kubeconfig", auditor], "kubectl-approvals")).code,
     ).toBe(0);

@@ -287,4 +287,20 @@ describe("the guard and namespace deletion", () => {
       message: expect.stringMatching(/AuditCheckpoints anchor the audit trail/),
     });
   });
+
+  it("refuses a finalizer or owner reference on an ApprovalRequest from anyone but Countersign", () => {
+    const ar = { metadata: { name: "x", namespace: NS }, spec: { fingerprint: "f" } };
+    for (const extra of [{ finalizers: ["example.com/hold"] }, { ownerReferences: [{ uid: "u" }] }]) {
+      const req = {
+        ...del("alice@example.com", "approvalrequests"),
+        operation: "UPDATE",
+        oldObject: ar,
+        object: { ...ar, metadata: { ...ar.metadata, ...extra } },
+      } as AdmissionRequest;
+      expect(guardWrite(req, new Set<string>(), new Date())).toMatchObject({
+        allowed: false,
+        message: expect.stringMatching(/only Countersign sets an ApprovalRequest's finalizers/),
+      });
+    }
+  });
 });
