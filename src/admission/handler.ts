@@ -3,7 +3,7 @@
  * at apply time), then the gate (pure decision → allow | deny | require approval).
  */
 import { guardWrite, isGuardedResource, type RbacChecker } from "../approvals/decision-guard.js";
-import { isNoOpUpdate } from "../approvals/fingerprint.js";
+import { isNoOpUpdate, MAX_NESTING_DEPTH, nestingDepth } from "../approvals/fingerprint.js";
 import type { ApprovalGate, GateOutcome } from "../approvals/gate.js";
 import type { ArchiveState } from "../audit/archive.js";
 import { type ConfigAuditor, policyChange } from "../audit/config-audit.js";
@@ -117,6 +117,20 @@ async function answerAdmission(req: AdmissionRequest, deps: HandlerDeps): Promis
         { [AuditAnnotation.Decision]: DecisionValue.Error, [AuditAnnotation.Policy]: decision.policy },
       );
     case "require-approval": {
+      if (nestingDepth(req.object) > MAX_NESTING_DEPTH || nestingDepth(req.oldObject) > MAX_NESTING_DEPTH) {
+        // Fail closed with a clear reason: such an object can be neither hashed safely nor shown.
+        log.warn("object nests too deeply to review; denied", { limit: MAX_NESTING_DEPTH });
+        return reviewResponse(
+          req.uid,
+          false,
+          `Countersign: this action needs approval, but the object nests deeper than ${MAX_NESTING_DEPTH} levels, too deep to show to an approver, so it is denied. Nothing was changed. Flatten the object (at most ${MAX_NESTING_DEPTH} levels of nesting) and retry.`,
+          {
+            [AuditAnnotation.Decision]: DecisionValue.Denied,
+            [AuditAnnotation.Policy]: decision.rule.policy,
+            [AuditAnnotation.Rule]: decision.rule.rule,
+          },
+        );
+      }
       if (isNoOpUpdate(req)) {
         // Re-asserting the current state (a GitOps sync, a retried apply) risks nothing: the
         // canonical old and new objects are identical, so there is nothing to countersign.

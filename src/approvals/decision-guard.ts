@@ -304,6 +304,12 @@ export function checkDecision(oldAr: ApprovalRequest, user: UserInfo, d: Decisio
     return refuse(`${d.approver} has already decided this request`, RefusalCode.Conflict);
   }
   if (isRequester(oldAr, user)) return refuse("nobody decides their own request; ask one of its approvers");
+  if (d.decision === DecisionKind.Approve && oldAr.spec.diffTruncated) {
+    // Nobody can have seen the whole change, so nobody may approve it; Deny stays possible.
+    return refuse(
+      `ApprovalRequest ${oldAr.metadata.namespace}/${oldAr.metadata.name} cannot be approved: the change is too large to show in full. Deny it; the requester must split the change, or an admin adds an Allow rule for it`,
+    );
+  }
   const phase = effectivePhase(oldAr, now);
   if (phase !== Phase.Pending) {
     const what =

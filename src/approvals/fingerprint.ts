@@ -38,6 +38,7 @@
  */
 import { createHash } from "node:crypto";
 import { type AdmissionRequest, serviceAccountOf } from "../policy/evaluate.js";
+import { visible } from "./visible.js";
 
 export const REDACTED = "<redacted>";
 export const ANNOTATION_PREFIX = "countersign.io/";
@@ -317,64 +318,148 @@ export function redactedObject(obj: unknown, secret: boolean): Json {
   return c;
 }
 
-/** Longest value shown on one diff line before it is cut (the hash always covers all of it). */
-const VALUE_LIMIT = 400;
+/** Deepest nesting Countersign renders and hashes; deeper objects are denied (see nestingDepth). */
+export const MAX_NESTING_DEPTH = 200;
+
+/** How deeply a JSON value nests (iterative: never overflows the stack), stopping past `limit`. */
+export function nestingDepth(value: unknown, limit = MAX_NESTING_DEPTH): number {
+  let deepest = 0;
+  const stack: [unknown, number][] = [[value, 0]];
+  while (stack.length > 0) {
+    const [v, d] = stack.pop()!;
+    if (typeof v !== "object" || v === null) continue;
+    if (d + 1 > deepest) deepest = d + 1;
+    if (deepest > limit) return deepest;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) {
+      if (typeof child === "object" && child !== null) stack.push([child, d + 1]);
+    }
+  }
+  return deepest;
+}
 
 function formatPath(path: readonly (string | number)[]): string {
   let out = "";
   for (const seg of path) {
     if (typeof seg === "number") out += `[${seg}]`;
     else if (/^[A-Za-z_$][A-Za-z0-9_$-]*$/.test(seg)) out += out ? `.${seg}` : seg;
-    else out += `[${JSON.stringify(seg)}]`;
+    else out += `[${visible(JSON.stringify(seg))}]`;
   }
   return out || "(object)";
 }
 
+/** A value in full, as JSON, with control and format characters escaped. Never cut. */
 function describeValue(v: Json | undefined): string {
   if (v === undefined) return "(absent)";
-  const s = JSON.stringify(v);
-  return s.length > VALUE_LIMIT ? `${s.slice(0, VALUE_LIMIT - 3)}... (${s.length} characters)` : s;
+  return visible(JSON.stringify(v));
 }
 
-/** Two long strings that differ: both cut to a window around their first difference. */
-function describeChangedStrings(a: string, b: string): string {
-  let i = 0;
-  while (i < a.length && i < b.length && a[i] === b[i]) i++;
-  const from = Math.max(0, i - 40);
-  const cut = (s: string) =>
-    `${from > 0 ? "…" : ""}${JSON.stringify(s.slice(from, from + VALUE_LIMIT / 2 - 20))}${from + VALUE_LIMIT / 2 - 20 < s.length ? "…" : ""}`;
-  return `${cut(a)} → ${cut(b)} (${a.length} → ${b.length} characters, first difference at ${i})`;
+/** Continuation lines of a multi-line value: never start like a `path: value` line. */
+const textLine = (mark: "|" | "-" | "+", line: string) => `  ${mark} ${visible(line)}`;
+
+/** A multi-line string in full, one line per line. */
+function textBlock(p: string, s: string): string[] {
+  const lines = s.split("\n");
+  return [`${p}: (text, ${lines.length} lines)`, ...lines.map((l) => textLine("|", l))];
+}
+
+/**
+ * Two strings of which one is multi-line: every changed line in full, as one hunk from the
+ * first to the last changed line (removed `-`, added `+`), with two lines of context.
+ */
+function textChange(p: string, a: string, b: string): string[] {
+  const A = a.split("\n");
+  const B = b.split("\n");
+  let s = 0;
+  while (s < A.length && s < B.length && A[s] === B[s]) s++;
+  let e = 0;
+  while (e < A.length - s && e < B.length - s && A[A.length - 1 - e] === B[B.length - 1 - e]) e++;
+  const CONTEXT = 2;
+  return [
+    `${p}: (text, ${A.length} → ${B.length} lines, changed from line ${s + 1}; every changed line shown)`,
+    ...A.slice(Math.max(0, s - CONTEXT), s).map((l) => textLine("|", l)),
+    ...A.slice(s, A.length - e).map((l) => textLine("-", l)),
+    ...B.slice(s, B.length - e).map((l) => textLine("+", l)),
+    ...A.slice(A.length - e, Math.min(A.length, A.length - e + CONTEXT)).map((l) => textLine("|", l)),
+  ];
 }
 
 export interface DiffOptions {
   /** Secret: values under data/stringData and last-applied-configuration are never shown. */
   secret?: boolean;
+  /** Stop rendering before exceeding this many lines (default 500). */
   maxLines?: number;
+  /** Stop rendering before exceeding this many characters (default unbounded). */
+  maxChars?: number;
+  /** Stop walking once this many changed fields are counted (default: count them all). */
+  countLimit?: number;
 }
 
+export interface RenderedDiff {
+  /** Whole entries only, in display order; a field is either shown in full or not at all. */
+  lines: string[];
+  /** Changed fields shown. */
+  shown: number;
+  /** Changed fields counted (at most countLimit). */
+  total: number;
+  /** Whether every changed field is in `lines`. */
+  complete: boolean;
+}
+
+/** Paths shown after everything else: an agent cannot pad them to push the rest out of view. */
+const isLateContainer = (path: readonly (string | number)[]) =>
+  path.length === 2 && path[0] === "metadata" && (path[1] === "annotations" || path[1] === "labels");
+
+class CountLimitReached extends Error {}
+
 /**
- * Field-level rendering of a transition, one line per leaf, sorted by path:
+ * Field-level rendering of a transition, one entry per changed leaf:
  * CREATE/CONNECT (no before) and DELETE (no after) list `path: value`;
  * UPDATE lists `path: old → new` with `(absent)` for a side that has no value.
- * Arrays are compared element by element, so an appended element is its own line.
+ * Arrays are compared element by element, so an appended element is its own entry.
+ * Values are never cut: multi-line strings are shown line by line (an UPDATE as a line diff
+ * with every changed line). Paths are sorted, except that metadata.labels and
+ * metadata.annotations come last, after spec, data, rules, roleRef, subjects, ...
+ * Rendering stops at the first entry that does not fit maxLines/maxChars (counting goes on,
+ * up to countLimit), so what is shown is always a prefix of whole entries.
  */
-export function fieldDiff(before: Json, after: Json, opts: DiffOptions = {}): string[] {
+export function renderDiff(before: Json, after: Json, opts: DiffOptions = {}): RenderedDiff {
   const maxLines = opts.maxLines ?? 500;
+  const maxChars = opts.maxChars ?? Number.POSITIVE_INFINITY;
+  const countLimit = opts.countLimit ?? Number.POSITIVE_INFINITY;
   const lines: string[] = [];
-  let omitted = 0;
+  let chars = 0;
+  let shown = 0;
+  let total = 0;
+  let full = maxLines <= 0;
   const oneSided = before === null || after === null;
-  const push = (line: string) => {
-    if (lines.length < maxLines) lines.push(line);
-    else omitted++;
+  const entry = (render: () => string[]) => {
+    total++;
+    if (!full) {
+      const out = render();
+      const size = out.reduce((n, l) => n + l.length + 1, 0);
+      if (lines.length + out.length > maxLines || chars + size > maxChars) full = true;
+      else {
+        lines.push(...out);
+        chars += size;
+        shown++;
+      }
+    }
+    if (total >= countLimit) throw new CountLimitReached();
   };
   const containerOf = (v: Json | undefined) =>
     isObject(v) ? "object" : Array.isArray(v) ? "array" : undefined;
+  const deferred: [Json | undefined, Json | undefined, (string | number)[]][] = [];
+  let deferring = true;
   const visit = (a: Json | undefined, b: Json | undefined, path: (string | number)[]) => {
+    if (deferring && isLateContainer(path)) {
+      deferred.push([a, b, path]);
+      return;
+    }
     const ca = containerOf(a);
     const cb = containerOf(b);
     if ((ca || cb) && (ca === cb || a === undefined || b === undefined)) {
       const keysOf = (v: Json | undefined): (string | number)[] =>
-        Array.isArray(v) ? v.map((_, i) => i) : isObject(v) ? Object.keys(v).sort() : [];
+        Array.isArray(v) ? v.map((_, i) => i) : isObject(v) ? Object.keys(v) : [];
       const ka = keysOf(a);
       const kb = keysOf(b);
       const keys =
@@ -384,10 +469,12 @@ export function fieldDiff(before: Json, after: Json, opts: DiffOptions = {}): st
       if (keys.length === 0) {
         // Both empty: nothing changed. One side absent: the empty container is the change.
         if (a === undefined || b === undefined) {
-          const p = formatPath(path);
-          push(
-            oneSided ? `${p}: ${describeValue(a ?? b)}` : `${p}: ${describeValue(a)} → ${describeValue(b)}`,
-          );
+          entry(() => {
+            const p = formatPath(path);
+            return [
+              oneSided ? `${p}: ${describeValue(a ?? b)}` : `${p}: ${describeValue(a)} → ${describeValue(b)}`,
+            ];
+          });
         }
         return;
       }
@@ -400,34 +487,49 @@ export function fieldDiff(before: Json, after: Json, opts: DiffOptions = {}): st
       for (const k of keys) visit(at(a, k), at(b, k), [...path, k]);
       return;
     }
-    if (canonicalJson(a ?? null) === canonicalJson(b ?? null) && (a === undefined) === (b === undefined))
+    if ((a === undefined) === (b === undefined) && canonicalJson(a ?? null) === canonicalJson(b ?? null))
       return;
-    const p = formatPath(path);
-    if (opts.secret && secretPath(path)) {
-      if (oneSided) push(`${p}: ${REDACTED}`);
-      else push(`${p}: ${a === undefined ? "<added>" : b === undefined ? "<removed>" : "<changed>"}`);
-      return;
-    }
-    if (oneSided) {
-      push(`${p}: ${describeValue(a === undefined ? b : a)}`);
-      return;
-    }
-    if (
-      typeof a === "string" &&
-      typeof b === "string" &&
-      (a.length > VALUE_LIMIT / 2 || b.length > VALUE_LIMIT / 2)
-    ) {
-      push(`${p}: ${describeChangedStrings(a, b)}`);
-      return;
-    }
-    push(`${p}: ${describeValue(a)} → ${describeValue(b)}`);
+    entry(() => {
+      const p = formatPath(path);
+      if (opts.secret && secretPath(path)) {
+        if (oneSided) return [`${p}: ${REDACTED}`];
+        return [`${p}: ${a === undefined ? "<added>" : b === undefined ? "<removed>" : "<changed>"}`];
+      }
+      if (oneSided) {
+        const v = a === undefined ? b : a;
+        return typeof v === "string" && v.includes("\n") ? textBlock(p, v) : [`${p}: ${describeValue(v)}`];
+      }
+      if (typeof a === "string" && typeof b === "string" && (a.includes("\n") || b.includes("\n")))
+        return textChange(p, a, b);
+      return [`${p}: ${describeValue(a)} → ${describeValue(b)}`];
+    });
   };
-  visit(before ?? undefined, after ?? undefined, []);
+  let stopped = false;
+  try {
+    visit(before ?? undefined, after ?? undefined, []);
+    deferring = false;
+    for (const [a, b, path] of deferred) visit(a, b, path);
+  } catch (err) {
+    if (!(err instanceof CountLimitReached)) throw err;
+    stopped = true;
+  }
+  return { lines, shown, total, complete: !stopped && shown === total };
+}
+
+/** The changed fields of a transition, counted with an early exit at `limit`. */
+export function countChanges(before: Json, after: Json, secret: boolean, limit: number): number {
+  return renderDiff(before, after, { secret, maxLines: 0, countLimit: limit }).total;
+}
+
+/** renderDiff as lines, with a closing line saying how many changed fields are not shown. */
+export function fieldDiff(before: Json, after: Json, opts: DiffOptions = {}): string[] {
+  const r = renderDiff(before, after, opts);
+  const omitted = r.total - r.shown;
   if (omitted > 0)
-    lines.push(
-      `... ${omitted} more line${omitted === 1 ? "" : "s"} not shown (the fingerprint covers the whole object)`,
+    r.lines.push(
+      `... ${omitted} more changed field${omitted === 1 ? "" : "s"} not shown (the fingerprint covers the whole object)`,
     );
-  return lines;
+  return r.lines;
 }
 
 export function requesterName(username: string): string {
@@ -533,39 +635,72 @@ export function actionSummary(req: AdmissionRequest, t: Transition = transitionO
   const where = req.namespace ? ` in namespace ${q(req.namespace)}` : " (cluster-scoped)";
   const extra = highlights(req, t);
   if (req.operation === "UPDATE") {
-    const n = fieldDiff(t.before, t.after, { secret: isSecret(req), maxLines: 10_000 }).length;
-    extra.push(`${n} field${n === 1 ? "" : "s"} changed`);
+    const n = countChanges(t.before, t.after, isSecret(req), SUMMARY_COUNT_LIMIT);
+    extra.push(`${n >= SUMMARY_COUNT_LIMIT ? "at least " : ""}${n} field${n === 1 ? "" : "s"} changed`);
   }
   if (isSecret(req)) extra.push("Secret values redacted");
   const text = `${requesterName(req.userInfo.username ?? "unknown")} wants to ${req.operation} ${target}${where}${extra.length ? ` (${extra.join("; ")})` : ""}.`;
-  return text.length > 4000 ? `${text.slice(0, 3997)}...` : text;
+  const shown = visible(text);
+  return shown.length > SUMMARY_LIMIT ? `${shown.slice(0, SUMMARY_LIMIT - 3)}...` : shown;
 }
 
-/** Longest diff stored in an ApprovalRequest (the CRD allows 32768). */
-export const DIFF_LIMIT = 30_000;
+/** The summary's "N fields changed" stops counting here. */
+const SUMMARY_COUNT_LIMIT = 10_000;
+/** The summary is a paragraph (its highlights are bounded); the CRD allows 4096. */
+const SUMMARY_LIMIT = 3600;
 
 /**
- * What the approver reads: the whole transition, field by field (see fieldDiff), with Secret
- * values redacted. Computed from the same transition that is hashed.
+ * Longest diff stored in an ApprovalRequest (the CRD's spec.diff allows 262144 characters;
+ * the rest of the object stays far below etcd's 1.5 MiB request limit).
  */
+export const DIFF_LIMIT = 256 * 1024 - 2048;
+
+/** What the approver reads, and whether it is the whole transition. */
+export interface ActionDiff {
+  text: string;
+  /** Some changed fields are not in `text`: the request must not be approved (see the decision guard). */
+  truncated: boolean;
+  /** Changed fields (entries) in the whole transition. */
+  fields: number;
+}
+
+/** Said in the summary and the diff of a request whose change is too large to show in full. */
+export function tooLargeMessage(fields: number): string {
+  return `THE CHANGE IS TOO LARGE TO SHOW IN FULL (${fields} changed fields); IT CANNOT BE APPROVED - split it into smaller changes, or have an admin add an Allow rule for it.`;
+}
+
+/**
+ * What the approver reads: the whole transition, field by field (see renderDiff), with Secret
+ * values redacted. Computed from the same transition that is hashed. Never cut silently: if
+ * the whole rendering does not fit DIFF_LIMIT, `truncated` is set and the text says so.
+ */
+export function renderActionDiff(req: AdmissionRequest, t: Transition = transitionOf(req)): ActionDiff {
+  const optionLines = Object.entries(t.deleteOptions ?? {})
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([k, v]) => `(delete option) ${k}: ${describeValue(v)}`);
+  const budget = DIFF_LIMIT - 400 - optionLines.reduce((n, l) => n + l.length + 1, 0);
+  const r = renderDiff(t.before, t.after, {
+    secret: isSecret(req),
+    maxLines: Number.POSITIVE_INFINITY,
+    maxChars: budget,
+  });
+  const lines = [...optionLines, ...r.lines];
+  if (r.complete)
+    return {
+      text: lines.length ? lines.join("\n") : "(no field changes)",
+      truncated: false,
+      fields: r.total,
+    };
+  const omitted = r.total - r.shown;
+  lines.push(
+    `... ${omitted} more changed field${omitted === 1 ? "" : "s"} NOT SHOWN. ${tooLargeMessage(r.total)}`,
+  );
+  return { text: lines.join("\n"), truncated: true, fields: r.total };
+}
+
+/** The text of renderActionDiff. */
 export function actionDiff(req: AdmissionRequest, t: Transition = transitionOf(req)): string {
-  const lines = [
-    ...Object.entries(t.deleteOptions ?? {})
-      .sort(([a], [b]) => a.localeCompare(b))
-      .map(([k, v]) => `(delete option) ${k}: ${describeValue(v)}`),
-    ...fieldDiff(t.before, t.after, { secret: isSecret(req) }),
-  ];
-  if (lines.length === 0) return "(no field changes)";
-  let out = "";
-  for (let i = 0; i < lines.length; i++) {
-    const next = `${out ? "\n" : ""}${lines[i]}`;
-    const rest = lines.length - i;
-    if (out.length + next.length > DIFF_LIMIT - 120) {
-      return `${out}\n... ${rest} more line${rest === 1 ? "" : "s"} not shown (the fingerprint covers the whole object)`;
-    }
-    out += next;
-  }
-  return out;
+  return renderActionDiff(req, t).text;
 }
 
 export interface AgentContext {

@@ -22,6 +22,7 @@ import { cappedMessage, type OpenRequestIndex } from "./open-requests.js";
 import {
   APPROVAL_REQUEST_PLURAL,
   type ApprovalRequest,
+  approvalRequestName,
   buildApprovalRequest,
   countedApprovals,
   DecisionKind,
@@ -87,19 +88,7 @@ export class ApprovalGate {
     const namespace = req.namespace || this.opts.installNamespace;
 
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      const candidate = buildApprovalRequest({
-        req,
-        action,
-        fingerprint,
-        attempt,
-        namespace,
-        rule,
-        ...(ruleMessage ? { ruleMessage } : {}),
-        approval,
-        now: this.now(),
-        transition,
-      });
-      const name = candidate.metadata.name;
+      const name = approvalRequestName(action, fingerprint, attempt);
       let existing = await this.get(namespace, name);
       if (existing && existing.spec.fingerprint !== fingerprint) continue; // name collision: skip the slot
 
@@ -111,6 +100,20 @@ export class ApprovalGate {
             message: `Countersign: this action needs approval (ApprovalPolicy ${rule.policy}, rule ${rule.rule}). Dry run: no ApprovalRequest was created. Run it without --dry-run to request approval.`,
           };
         }
+        // Rendered only now, when a request is created: a retry of an existing one pays only
+        // for the fingerprint.
+        const candidate = buildApprovalRequest({
+          req,
+          action,
+          fingerprint,
+          attempt,
+          namespace,
+          rule,
+          ...(ruleMessage ? { ruleMessage } : {}),
+          approval,
+          now: this.now(),
+          transition,
+        });
         const capped = this.capped(candidate, approval, rule, log);
         if (capped) return capped;
         existing = await this.create(candidate, log);

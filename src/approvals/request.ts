@@ -12,10 +12,11 @@ import { API_GROUP_VERSION, type Condition } from "../policy/types.js";
 import {
   type ActionIdentity,
   type AgentContext,
-  actionDiff,
   actionSummary,
   agentContext,
+  renderActionDiff,
   type Transition,
+  tooLargeMessage,
   transitionOf,
 } from "./fingerprint.js";
 
@@ -69,6 +70,8 @@ export interface ApprovalRequestSpec {
   };
   admissionUID?: string;
   diff?: string;
+  /** The diff could not be stored in full: the request cannot be approved (only denied). */
+  diffTruncated?: boolean;
   agentContext?: AgentContext;
   policy: { name: string; rule: string; generation?: number; message?: string };
   approval: {
@@ -180,7 +183,13 @@ export function buildApprovalRequest(args: {
       notify: approval.notify,
     },
   };
-  spec.diff = actionDiff(req, transition);
+  const diff = renderActionDiff(req, transition);
+  spec.diff = diff.text;
+  if (diff.truncated) {
+    // Loud, first, and enforced: the decision guard refuses an Approve of such a request.
+    spec.diffTruncated = true;
+    spec.action.summary = `${tooLargeMessage(diff.fields)} ${spec.action.summary}`;
+  }
   const ctx = agentContext(req);
   if (ctx) spec.agentContext = ctx;
   return {
@@ -282,6 +291,8 @@ export function usableApproval(
   now: Date,
 ): { usable: true } | { usable: false; why: string } {
   if (ar.spec.fingerprint !== fingerprint) return { usable: false, why: "it approves a different action" };
+  if (ar.spec.diffTruncated)
+    return { usable: false, why: "the change is too large to show in full, so it cannot be approved" };
   const { approvers, deniedBy, revokedBy } = tallyDecisions(ar.spec);
   if (revokedBy && !ar.status?.consumed) {
     return {

@@ -12,9 +12,11 @@
  * of links, emphasis, code, headings and lists are backslash-escaped. Button values and
  * URLs carry only the ApprovalRequest's own (sanitized) namespace/name.
  */
+
 import { createHmac } from "node:crypto";
 import { parse as parseYaml } from "yaml";
 import type { ApprovalRequest } from "../approvals/request.js";
+import { visible } from "../approvals/visible.js";
 
 export type NotifyEvent = "Requested" | "Approved" | "Denied" | "Expired" | "Revoked";
 export const NOTIFY_EVENTS: NotifyEvent[] = ["Requested", "Approved", "Denied", "Expired", "Revoked"];
@@ -95,7 +97,7 @@ export const CHAT_DIFF_CHARS = 2500;
 
 /** Slack mrkdwn: entities for the three control characters, and no @channel/@here/@everyone. */
 export function slackEscape(text: string): string {
-  return text
+  return visible(text, { newlines: true })
     .replace(/&/g, "&amp;")
     .replace(/</g, "&lt;")
     .replace(/>/g, "&gt;")
@@ -107,7 +109,7 @@ export function slackEscape(text: string): string {
  * backslash-escaped everywhere, and those that start headings or lists at a line's start.
  */
 export function teamsEscape(text: string): string {
-  return text
+  return visible(text, { newlines: true })
     .replace(/[\\`*_[\]()~<>]/g, (c) => `\\${c}`)
     .replace(/^(\s*)([#+-])/gm, "$1\\$2")
     .replace(/^(\s*\d+)\./gm, "$1\\.");
@@ -118,18 +120,20 @@ export function boundedDiff(
   diff: string | undefined,
   maxLines = CHAT_DIFF_LINES,
   maxChars = CHAT_DIFF_CHARS,
-): { lines: string[]; omitted: number } {
+): { lines: string[]; omitted: number; cut: number } {
   const all = (diff ?? "").split("\n").filter((l) => l.length > 0);
   const lines: string[] = [];
   let chars = 0;
+  let cutLines = 0;
   for (const line of all) {
     if (lines.length >= maxLines) break;
     const cut = line.length > 300 ? `${line.slice(0, 297)}...` : line;
     if (chars + cut.length > maxChars) break;
     lines.push(cut);
+    if (cut !== line) cutLines++;
     chars += cut.length + 1;
   }
-  return { lines, omitted: all.length - lines.length };
+  return { lines, omitted: all.length - lines.length, cut: cutLines };
 }
 
 interface Facts {
@@ -144,7 +148,7 @@ interface Facts {
   approveCommand: string;
   revokeCommand: string;
   showCommand: string;
-  diff: { lines: string[]; omitted: number };
+  diff: { lines: string[]; omitted: number; cut: number };
 }
 
 function facts(ar: ApprovalRequest, event: NotifyEvent): Facts {
@@ -186,10 +190,16 @@ function facts(ar: ApprovalRequest, event: NotifyEvent): Facts {
 /** Where to read the rest of the diff (or, for a DELETE, the object being deleted). */
 function moreLines(f: Facts): string {
   const n = f.diff.omitted;
-  return f.diff.lines.length === 0
-    ? `The object (${n} line${n === 1 ? "" : "s"}): ${f.showCommand}`
-    : `${n} more line${n === 1 ? "" : "s"}: ${f.showCommand}`;
+  if (f.diff.lines.length === 0) return `The object (${n} line${n === 1 ? "" : "s"}): ${f.showCommand}`;
+  const what = [
+    ...(n > 0 ? [`${n} more line${n === 1 ? "" : "s"}`] : []),
+    ...(f.diff.cut > 0 ? [`${f.diff.cut} long line${f.diff.cut === 1 ? "" : "s"} cut`] : []),
+  ];
+  return `Partial diff, ${what.join(", ")}: ${f.showCommand}`;
 }
+
+/** Whether the chat message shows less than the stored diff (then it says so). */
+const partial = (f: Facts) => f.diff.omitted > 0 || f.diff.cut > 0;
 
 export function slackMessage(ar: ApprovalRequest, event: NotifyEvent): object {
   const f = facts(ar, event);
@@ -213,7 +223,7 @@ export function slackMessage(ar: ApprovalRequest, event: NotifyEvent): object {
     const code = e(f.diff.lines.join("\n")).replace(/`/g, "\u02cb");
     blocks.push({ type: "section", text: { type: "mrkdwn", text: `*Changes*\n\`\`\`${code}\`\`\`` } });
   }
-  if (f.diff.omitted > 0) {
+  if (partial(f)) {
     blocks.push({
       type: "context",
       elements: [
@@ -279,7 +289,7 @@ export function teamsMessage(ar: ApprovalRequest, event: NotifyEvent): object {
           },
         ]
       : []),
-    ...(f.diff.omitted > 0 ? [{ type: "TextBlock", text: e(moreLines(f)), isSubtle: true, wrap: true }] : []),
+    ...(partial(f) ? [{ type: "TextBlock", text: e(moreLines(f)), isSubtle: true, wrap: true }] : []),
   ];
   return {
     type: "message",

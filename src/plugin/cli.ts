@@ -4,10 +4,12 @@
  * Uses the kubeconfig like kubectl: $KUBECONFIG or ~/.kube/config, --kubeconfig, --context,
  * -n/--namespace (default: the context's namespace, else "default").
  */
+
 import { readFileSync } from "node:fs";
 import { basename } from "node:path";
 import { parseArgs } from "node:util";
 import { KubeConfig } from "@kubernetes/client-node";
+import { visible } from "../approvals/visible.js";
 import { describeKubeError } from "../kube/errors.js";
 import {
   auditFor,
@@ -159,8 +161,10 @@ function parse(args: string[]) {
 /** Entry point for the executables in bin/. */
 export async function main(): Promise<void> {
   const { code, out, err } = await runCli(process.argv.slice(2), basename(process.argv[1] ?? ""));
-  if (out) process.stdout.write(`${out}\n`);
-  if (err) process.stderr.write(`${err}\n`);
+  // Last line of defence for every command (the formatters escape field by field already):
+  // no terminal escape, bidi override or zero-width character reaches the terminal.
+  if (out) process.stdout.write(`${visible(out, { newlines: true })}\n`);
+  if (err) process.stderr.write(`${visible(err, { newlines: true })}\n`);
   process.exitCode = code;
 }
 

@@ -12,6 +12,7 @@ import {
   Phase,
 } from "../approvals/request.js";
 import { appendDecision, getApprovalRequest, isDecisionRace } from "../approvals/store.js";
+import { visible } from "../approvals/visible.js";
 import {
   type AuditCheckpoint,
   type AuditRecord,
@@ -201,21 +202,11 @@ export function formatList(items: ApprovalRequest[], now: Date, all: boolean): s
       `${a.operation} ${a.subResource ? `${a.resource}/${a.subResource}` : a.resource}`,
       a.name || "(new)",
       age(ar.metadata.creationTimestamp, now),
-      (ar.spec.agentContext?.reason ?? "").replace(/\s+/g, " ").slice(0, 60),
+      visible((ar.spec.agentContext?.reason ?? "").replace(/\s+/g, " ")).slice(0, 60),
     ]);
   }
-  return table(rows);
-}
-
-/** Agent-written text for a terminal: control characters (escape sequences) made visible. */
-function printable(text: string): string {
-  let out = "";
-  for (const c of text) {
-    const code = c.charCodeAt(0);
-    const control = (code < 0x20 && c !== "\n") || (code >= 0x7f && code <= 0x9f);
-    out += control ? `\\u${code.toString(16).padStart(4, "0")}` : c;
-  }
-  return out;
+  // Every cell is agent-derived or may be: one line each, escapes made visible.
+  return table(rows.map((r) => r.map((c) => visible(c))));
 }
 
 export function formatShow(ar: ApprovalRequest, now: Date): string {
@@ -235,8 +226,10 @@ export function formatShow(ar: ApprovalRequest, now: Date): string {
   ];
   if (s.agentContext) {
     lines.push("Agent context (as the agent stated it):");
-    for (const [k, v] of Object.entries(s.agentContext))
-      lines.push(`  ${k}: ${printable(String(v)).replace(/\n/g, "\n    ")}`);
+    for (const [k, v] of Object.entries(s.agentContext)) {
+      const [first, ...more] = String(v).split("\n");
+      lines.push(`  ${k}: ${first}`, ...more.map((l) => `    ${l}`));
+    }
   }
   if (s.diff) {
     const heading =
@@ -247,7 +240,11 @@ export function formatShow(ar: ApprovalRequest, now: Date): string {
           : a.operation === "CONNECT"
             ? "Options:"
             : "Changes:";
-    lines.push(heading, ...s.diff.split("\n").map((l) => `  ${printable(l)}`));
+    if (s.diffTruncated)
+      lines.push(
+        "WARNING: the change is too large to show in full; this request cannot be approved (deny it).",
+      );
+    lines.push(heading, ...s.diff.split("\n").map((l) => `  ${l}`));
   }
   lines.push("Decisions:");
   if (!s.decisions?.length) lines.push("  (none yet)");
@@ -257,7 +254,9 @@ export function formatShow(ar: ApprovalRequest, now: Date): string {
     );
   if (ar.status?.consumed)
     lines.push(`Consumed:    ${ar.status.consumed.time} (admission uid ${ar.status.consumed.admissionUID})`);
-  return lines.join("\n");
+  // One place for every line: agent-derived text (summary, context, diff, names, reasons)
+  // cannot carry a terminal escape, a line break or a bidi/zero-width character.
+  return lines.map((l) => visible(l)).join("\n");
 }
 
 export async function showRequest(
@@ -464,8 +463,8 @@ export async function auditFor(
       );
       if (s.agentContext?.reason) lines.push(`      agent reason: ${s.agentContext.reason}`);
       if (s.agentContext?.prompt)
-        lines.push(`      agent prompt: ${s.agentContext.prompt.replace(/\n/g, " ").slice(0, 300)}`);
+        lines.push(`      agent prompt: ${visible(s.agentContext.prompt.replace(/\n/g, " ")).slice(0, 300)}`);
     } else if (s.reason) lines.push(`      ${s.reason}`);
   }
-  return lines.join("\n");
+  return lines.map((l) => visible(l)).join("\n");
 }
