@@ -13,6 +13,7 @@ import { admissionDecisions, admissionDuration, noOpUpdates } from "../metrics/m
 import { compilePolicy, formatCompileErrors } from "../policy/compile.js";
 import { type AdmissionRequest, decide, subjectMatches, type UserInfo } from "../policy/evaluate.js";
 import type { PolicyCache } from "../policy/policy-cache.js";
+import { coverageLostBy, isServiceAccountWrite } from "../policy/subject-relabel.js";
 import { API_GROUP, type ApprovalPolicy } from "../policy/types.js";
 import { type ReviewResponse, reviewResponse } from "./review.js";
 
@@ -35,6 +36,8 @@ export const DecisionValue = {
   NoOp: "no-op",
   PolicyRejected: "policy-rejected",
   PolicyWriteRefused: "policy-write-refused",
+  /** A covered subject's ServiceAccount write that would take an account out of a policy. */
+  SubjectChangeRefused: "subject-change-refused",
   GuardRejected: "guard-rejected",
   Error: "error",
 } as const;
@@ -79,6 +82,10 @@ async function answerAdmission(req: AdmissionRequest, deps: HandlerDeps): Promis
     return guardPolicyWrite(req, deps, log);
   }
   if (isGuardedResource(req)) return guardCountersignWrite(req, deps, log);
+  if (isServiceAccountWrite(req)) {
+    const refused = guardServiceAccountWrite(req, deps, log);
+    if (refused) return refused;
+  }
 
   const started = performance.now();
   const decision = decide(req, deps.policies.policySet(), {
@@ -255,6 +262,42 @@ async function guardPolicyWrite(
     log.info("policy change recorded", { event: change.content.event, auditRecord: change.name });
   }
   return allowed();
+}
+
+/**
+ * A ServiceAccount UPDATE or DELETE that would take the account out of a policy selecting it by
+ * label (`serviceAccountSelector`), by a subject a policy covers: refused, so an agent cannot
+ * remove the label that puts it (or another agent) under approval. Returns undefined when the
+ * write may go on to the gate. In memory: the labels come from the request's old and new object.
+ */
+function guardServiceAccountWrite(
+  req: AdmissionRequest,
+  deps: HandlerDeps,
+  log: Logger,
+): ReviewResponse | undefined {
+  const username = req.userInfo.username ?? "";
+  if (deps.countersignUsers.has(username)) return undefined;
+  const lost = coverageLostBy(req, deps.policies.policySet());
+  if (lost.length === 0) return undefined;
+  const covering = coveringPolicies(deps.policies, req.userInfo);
+  if (covering.length === 0) return undefined;
+  log.warn("refused a covered subject's ServiceAccount write that leaves a policy", { covering, lost });
+  const names = (list: string[]) =>
+    `${list.slice(0, 3).join(", ")}${list.length > 3 ? ` and ${list.length - 3} more` : ""}`;
+  const target = `ServiceAccount ${req.namespace}/${req.name}`;
+  const what =
+    req.operation === "DELETE"
+      ? `delete ${target}`
+      : `change the labels of ${target} so that ApprovalPolicy ${names(lost)} no longer selects it`;
+  return reviewResponse(
+    req.uid,
+    false,
+    `Countersign: ${username} is covered by ApprovalPolicy ${names(covering)}, so it may not ${what} (${lost.length === 1 ? "that policy selects" : "those policies select"} service accounts by label: serviceAccountSelector). Subjects under approval cannot change the labels that put a subject under approval. Nothing was changed. Ask a cluster admin to make this change.`,
+    {
+      [AuditAnnotation.Decision]: DecisionValue.SubjectChangeRefused,
+      [AuditAnnotation.Policy]: lost[0]!,
+    },
+  );
 }
 
 /** Writes to ApprovalRequests and AuditRecords: see approvals/decision-guard.ts. */
