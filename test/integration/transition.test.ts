@@ -567,18 +567,16 @@ describe("what the approver sees (item 3)", () => {
     );
     // An approver cannot unmark it either.
     const unmark = await attempt(() =>
-      approver
-        .makeApiClient(CustomObjectsApi)
-        .patchNamespacedCustomObject(
-          {
-            ...G,
-            namespace: prod,
-            plural: "approvalrequests",
-            name,
-            body: [{ op: "remove", path: "/spec/diffTruncated" }],
-          },
-          setHeaderOptions("Content-Type", PatchStrategy.JsonPatch),
-        ),
+      approver.makeApiClient(CustomObjectsApi).patchNamespacedCustomObject(
+        {
+          ...G,
+          namespace: prod,
+          plural: "approvalrequests",
+          name,
+          body: [{ op: "remove", path: "/spec/diffTruncated" }],
+        },
+        setHeaderOptions("Content-Type", PatchStrategy.JsonPatch),
+      ),
     );
     expect(unmark).toMatch(/immutable|only decisions|forbidden|not allowed/i);
     await decide(approver, prod, name, "Deny", "too large to review");
