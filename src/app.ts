@@ -15,6 +15,7 @@ import {
 import { approvalApi } from "./api/approval-api.js";
 import { RbacChecker } from "./approvals/decision-guard.js";
 import { DecisionService } from "./approvals/decision-service.js";
+import { loadFingerprintKey } from "./approvals/fingerprint-key.js";
 import { ApprovalGate } from "./approvals/gate.js";
 import { OpenRequestIndex } from "./approvals/open-requests.js";
 import { namespaceArchiveState } from "./audit/archive.js";
@@ -101,6 +102,11 @@ export async function startCountersign(opts: CountersignOptions): Promise<Runnin
   });
   const rbac = new RbacChecker(opts.kubeConfig);
   const openRequests = new OpenRequestIndex(opts.kubeConfig, componentLogger("open-requests", { replica }));
+  const fingerprintKey = await loadFingerprintKey(
+    opts.kubeConfig,
+    opts.installNamespace,
+    componentLogger("fingerprint-key", { replica }),
+  );
   const gate = new ApprovalGate({
     kubeConfig: opts.kubeConfig,
     installNamespace: opts.installNamespace,
@@ -108,6 +114,7 @@ export async function startCountersign(opts: CountersignOptions): Promise<Runnin
     logger: componentLogger("gate", { replica }),
     rbac,
     openRequests,
+    fingerprintKey,
   });
   const self = await selfUsername(opts.kubeConfig);
   const countersignUsers = new Set([self, ...(opts.extraIdentities ?? [])]);
@@ -182,6 +189,7 @@ export async function startCountersign(opts: CountersignOptions): Promise<Runnin
       installNamespace: opts.installNamespace,
       identity: opts.controller.identity ?? replica,
       username: self,
+      fingerprintKey,
       ...(opts.controller.retentionSeconds !== undefined
         ? { retentionSeconds: opts.controller.retentionSeconds }
         : {}),
@@ -307,11 +315,17 @@ export async function startController(opts: ControllerRoleOptions): Promise<Runn
     lookups: false,
   });
   await policies.start();
+  const fingerprintKey = await loadFingerprintKey(
+    opts.kubeConfig,
+    opts.installNamespace,
+    componentLogger("fingerprint-key", { replica }),
+  );
   const controller = new Controller({
     kubeConfig: opts.kubeConfig,
     installNamespace: opts.installNamespace,
     identity: replica,
     username: self,
+    fingerprintKey,
     ...(opts.retentionSeconds !== undefined ? { retentionSeconds: opts.retentionSeconds } : {}),
     ...(opts.leaseDurationSeconds !== undefined ? { leaseDurationSeconds: opts.leaseDurationSeconds } : {}),
     logger: componentLogger("controller", { replica }),

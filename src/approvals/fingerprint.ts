@@ -32,11 +32,15 @@
  * kubectl.kubernetes.io/last-applied-configuration, which a later `kubectl apply` merges
  * from), finalizers, ownerReferences and deletionTimestamp.
  *
+ * Secrets: in the canonical form that is hashed, each data/stringData value and the
+ * last-applied-configuration annotation is replaced by an HMAC-SHA256 under the per-install
+ * FingerprintKey, so no stored or logged hash lets a reader brute-force a value offline.
+ *
  * Secret values never leave this module: for a Secret, data/stringData values and the
  * last-applied-configuration annotation are shown as `<redacted>` (CREATE/DELETE) or
  * `<changed>`/`<added>`/`<removed>` (UPDATE), never as values or hashes of values.
  */
-import { createHash } from "node:crypto";
+import { createHash, createHmac, randomBytes } from "node:crypto";
 import { type AdmissionRequest, serviceAccountOf } from "../policy/evaluate.js";
 import { visible } from "./visible.js";
 
@@ -180,7 +184,60 @@ function emptyStatus(v: unknown): boolean {
   return v === undefined || v === null || (isObject(v) && Object.keys(v).length === 0);
 }
 
-export function transitionOf(req: AdmissionRequest): Transition {
+/**
+ * The per-install key that Secret values are HMAC'd with before anything derived from them is
+ * hashed (objectHash, transitionHash, fingerprint): a reader of ApprovalRequests, AuditRecords or
+ * logs cannot brute-force a weak Secret value without it. Held only by Countersign (the Secret
+ * `countersign-fingerprint-key` in the install namespace, see fingerprint-key.ts).
+ */
+export type FingerprintKey = Uint8Array;
+
+/**
+ * Used when no key is passed (unit tests, display-only callers): random per process and never
+ * stored, so it still hides values; hashes made with it match only within this process.
+ */
+const PROCESS_KEY: FingerprintKey = randomBytes(32);
+
+const keyedValue = (key: FingerprintKey, field: string, name: string, value: unknown): string =>
+  `hmac-sha256:${createHmac("sha256", key)
+    .update(`${field}\u0000${name}\u0000${typeof value === "string" ? value : canonicalJson(value)}`)
+    .digest("hex")}`;
+
+/**
+ * A canonical Secret with each `data`/`stringData` value and its last-applied annotation replaced
+ * by an HMAC under `key` (in place; `c` is a fresh copy from canonicalContent). Equal values give
+ * equal HMACs, so changes and no-ops are still seen.
+ */
+function keyedSecret(c: Json, key: FingerprintKey): Json {
+  if (!isObject(c)) return c;
+  for (const field of ["data", "stringData"]) {
+    const d = c[field];
+    if (isObject(d)) {
+      c[field] = Object.fromEntries(Object.entries(d).map(([k, v]) => [k, keyedValue(key, field, k, v)]));
+    }
+  }
+  const md = c.metadata;
+  if (isObject(md) && isObject(md.annotations) && LAST_APPLIED in md.annotations) {
+    md.annotations = {
+      ...md.annotations,
+      [LAST_APPLIED]: keyedValue(key, "annotation", LAST_APPLIED, md.annotations[LAST_APPLIED]),
+    };
+  }
+  return c;
+}
+
+const isSecretResource = (group: string, resource: string) => group === "" && resource === "secrets";
+
+/**
+ * The hash the controller compares after an UPDATE: the canonical object without status, with
+ * Secret values keyed (the same key the webhook used, else the hashes do not match).
+ */
+export function contentHash(obj: unknown, secret: boolean, key: FingerprintKey = PROCESS_KEY): string {
+  const c = canonicalObject(obj);
+  return sha256(canonicalJson(secret ? keyedSecret(c, key) : c));
+}
+
+export function transitionOf(req: AdmissionRequest, key: FingerprintKey = PROCESS_KEY): Transition {
   const sub = req.subResource ?? "";
   const op = req.operation;
   const oldObj = op === "UPDATE" || op === "DELETE" ? req.oldObject : undefined;
@@ -193,8 +250,13 @@ export function transitionOf(req: AdmissionRequest): Transition {
   else if (op === "CREATE" || op === "CONNECT") keepStatus = !emptyStatus(newStatus);
   else keepStatus = canonicalJson(oldStatus ?? null) !== canonicalJson(newStatus ?? null);
 
-  const before = oldObj === undefined ? null : canonicalContent(oldObj, keepStatus);
-  const after = newObj === undefined ? null : canonicalContent(newObj, keepStatus);
+  const secret = isSecretResource(req.resource.group, req.resource.resource);
+  const canonical = (o: unknown) => {
+    const c = canonicalContent(o, keepStatus);
+    return secret ? keyedSecret(c, key) : c;
+  };
+  const before = oldObj === undefined ? null : canonical(oldObj);
+  const after = newObj === undefined ? null : canonical(newObj);
   if (generatedNameBase(req) !== undefined && isObject(after) && isObject(after.metadata)) {
     delete after.metadata.name;
   }
@@ -220,9 +282,9 @@ export function transitionHash(t: Transition): string {
 }
 
 /** An UPDATE that changes nothing the canonical form keeps (see the module comment). */
-export function isNoOpUpdate(req: AdmissionRequest): boolean {
+export function isNoOpUpdate(req: AdmissionRequest, key: FingerprintKey = PROCESS_KEY): boolean {
   if (req.operation !== "UPDATE" || !isObject(req.object) || !isObject(req.oldObject)) return false;
-  const t = transitionOf(req);
+  const t = transitionOf(req, key);
   const newUid = metadataOf(req.object)?.uid;
   if (typeof newUid === "string" && newUid && newUid !== t.uid) return false;
   return canonicalJson(t.before) === canonicalJson(t.after);
@@ -232,13 +294,13 @@ export function isNoOpUpdate(req: AdmissionRequest): boolean {
  * The hash of the object the controller checks after admission: the canonical new object for
  * CREATE/UPDATE, the options for CONNECT, and for DELETE the identity (uid) of the object.
  */
-export function objectHash(req: AdmissionRequest): string {
+export function objectHash(req: AdmissionRequest, key: FingerprintKey = PROCESS_KEY): string {
   if (req.operation === "DELETE") {
     const uid = metadataOf(req.oldObject)?.uid;
     return typeof uid === "string" ? sha256(`uid:${uid}`) : "";
   }
   if (req.object === undefined || req.object === null) return "";
-  return sha256(canonicalJson(canonicalObject(req.object)));
+  return contentHash(req.object, isSecretResource(req.resource.group, req.resource.resource), key);
 }
 
 export interface ActionIdentity {
@@ -258,7 +320,12 @@ export interface ActionIdentity {
   transitionHash: string;
 }
 
-export function actionIdentity(req: AdmissionRequest, transition = transitionOf(req)): ActionIdentity {
+export function actionIdentity(
+  req: AdmissionRequest,
+  transition?: Transition,
+  key: FingerprintKey = PROCESS_KEY,
+): ActionIdentity {
+  const t = transition ?? transitionOf(req, key);
   const generateName = generatedNameBase(req);
   return {
     username: req.userInfo.username ?? "",
@@ -270,8 +337,8 @@ export function actionIdentity(req: AdmissionRequest, transition = transitionOf(
     namespace: req.namespace ?? "",
     name: generateName === undefined ? (req.name ?? "") : "",
     ...(generateName !== undefined ? { generateName } : {}),
-    objectHash: objectHash(req),
-    transitionHash: transitionHash(transition),
+    objectHash: objectHash(req, key),
+    transitionHash: transitionHash(t),
   };
 }
 
@@ -293,7 +360,7 @@ export function fingerprintOf(a: ActionIdentity): string {
 }
 
 export function isSecret(req: AdmissionRequest): boolean {
-  return req.resource.group === "" && req.resource.resource === "secrets";
+  return isSecretResource(req.resource.group, req.resource.resource);
 }
 
 /** Whether the value at `path` of a Secret must never be shown. */

@@ -17,7 +17,7 @@ import type { CompiledApproval } from "../policy/compile.js";
 import type { AdmissionRequest, RuleRef } from "../policy/evaluate.js";
 import { API_GROUP, API_VERSION } from "../policy/types.js";
 import { type RbacChecker, Verb } from "./decision-guard.js";
-import { actionIdentity, fingerprintOf, transitionOf } from "./fingerprint.js";
+import { actionIdentity, type FingerprintKey, fingerprintOf, transitionOf } from "./fingerprint.js";
 import { cappedMessage, type OpenRequestIndex } from "./open-requests.js";
 import {
   APPROVAL_REQUEST_PLURAL,
@@ -61,6 +61,11 @@ export interface GateOptions {
   rbac?: RbacChecker;
   /** Open requests per requester (informer-backed) for the flood cap; no cap when absent. */
   openRequests?: OpenRequestIndex;
+  /**
+   * The per-install key Secret values are HMAC'd with before hashing (fingerprint-key.ts);
+   * without it a random per-process key is used, so fingerprints would differ between replicas.
+   */
+  fingerprintKey?: FingerprintKey;
   now?: () => Date;
 }
 
@@ -82,8 +87,8 @@ export class ApprovalGate {
     ruleMessage: string | undefined,
     log: Logger,
   ): Promise<GateOutcome> {
-    const transition = transitionOf(req);
-    const action = actionIdentity(req, transition);
+    const transition = transitionOf(req, this.opts.fingerprintKey);
+    const action = actionIdentity(req, transition, this.opts.fingerprintKey);
     const fingerprint = fingerprintOf(action);
     const namespace = req.namespace || this.opts.installNamespace;
 

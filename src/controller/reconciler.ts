@@ -21,7 +21,7 @@ import {
   type ObjectCache,
   type V1Namespace,
 } from "@kubernetes/client-node";
-import { canonicalJson, canonicalObject } from "../approvals/fingerprint.js";
+import { contentHash, type FingerprintKey } from "../approvals/fingerprint.js";
 import {
   APPROVAL_REQUEST_PLURAL,
   type ApprovalRequest,
@@ -103,7 +103,11 @@ export type ExecutionResult = { result: "Executed" | "NotExecuted" | "Unknown"; 
  * Whether the consumed action is visible in the cluster. Pure: given the target as read now
  * (undefined when it does not exist).
  */
-export function judgeExecution(ar: ApprovalRequest, target: KubernetesObject | undefined): ExecutionResult {
+export function judgeExecution(
+  ar: ApprovalRequest,
+  target: KubernetesObject | undefined,
+  key?: FingerprintKey,
+): ExecutionResult {
   const a = ar.spec.action;
   const sha = (s: string) => createHash("sha256").update(s).digest("hex");
   // An eviction, a TokenRequest, a scale or an ephemeral container is not an object that can
@@ -139,7 +143,7 @@ export function judgeExecution(ar: ApprovalRequest, target: KubernetesObject | u
           };
     case "UPDATE": {
       if (!target) return { result: "NotExecuted", message: "the object no longer exists" };
-      const hash = sha(canonicalJson(canonicalObject(target)));
+      const hash = contentHash(target, a.group === "" && a.resource === "secrets", key);
       return hash === a.objectHash
         ? { result: "Executed", message: "the object matches the approved version" }
         : {
@@ -259,6 +263,8 @@ export interface ControllerOptions {
   notifications?: NotificationConfig;
   /** Retry settings for notifications (tests shorten the backoff). */
   notificationRetry?: SenderOptions;
+  /** The webhook's fingerprint key: a Secret's objectHash is keyed with it (fingerprint-key.ts). */
+  fingerprintKey?: FingerprintKey;
 }
 
 /** The notification event a phase announces (none for Consumed). Pure. */
@@ -803,7 +809,7 @@ export class Controller {
           kind: a.kind,
           metadata: { name: a.name, ...(a.namespace ? { namespace: a.namespace } : {}) },
         });
-        verdict = judgeExecution(ar, target);
+        verdict = judgeExecution(ar, target, this.opts.fingerprintKey);
       } catch (err) {
         verdict = isNotFound(err)
           ? judgeExecution(ar, undefined)

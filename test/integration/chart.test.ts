@@ -759,6 +759,13 @@ function rbacProbes(webhook: KubeConfig, controller: KubeConfig): Probe[] {
         body: { apiVersion: "countersign.io/v1alpha1", kind: "AuditCheckpoint", metadata: { name: "nope" } },
       }),
     ),
+    p("webhook", "secrets", "create", () =>
+      webhook.makeApiClient(CoreV1Api).createNamespacedSecret({
+        namespace: ns,
+        dryRun: "All",
+        body: { metadata: { name: "probe-secret" } },
+      }),
+    ),
     p("webhook", "secrets", "get", () =>
       webhook
         .makeApiClient(CoreV1Api)
@@ -869,7 +876,7 @@ function rbacProbes(webhook: KubeConfig, controller: KubeConfig): Probe[] {
     p("controller", "secrets", "get", () =>
       controller
         .makeApiClient(CoreV1Api)
-        .readNamespacedSecret({ name: `${fullname}-webhook-tls`, namespace: ns }),
+        .readNamespacedSecret({ name: "countersign-fingerprint-key", namespace: ns }),
     ),
   ];
 }
