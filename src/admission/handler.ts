@@ -306,7 +306,9 @@ async function guardCountersignWrite(
   deps: HandlerDeps,
   log: Logger,
 ): Promise<ReviewResponse> {
-  const result = guardWrite(req, deps.countersignUsers, new Date());
+  const result = guardWrite(req, deps.countersignUsers, new Date(), (user) =>
+    coveringPolicies(deps.policies, user),
+  );
   if (result.allowed === true) {
     return reviewResponse(req.uid, true, undefined, { [AuditAnnotation.Decision]: DecisionValue.Allowed });
   }

@@ -99,6 +99,8 @@ export function guardWrite(
   req: AdmissionRequest,
   countersignUsers: ReadonlySet<string>,
   now: Date,
+  /** The ApprovalPolicies that cover a subject (in memory); such a subject may not decide. */
+  coveringPolicies: (user: UserInfo) => readonly string[] = () => [],
 ): GuardResult {
   const user = req.userInfo;
   const self = countersignUsers.has(user.username ?? "");
@@ -175,6 +177,15 @@ export function guardWrite(
   if (added.length > 1)
     return { allowed: false, message: "Countersign: add one decision per write: your own" };
   const d = added[0]!;
+  const decider: UserInfo = self ? { username: d.approver, groups: d.groups ?? [] } : user;
+  // The requester is refused by checkDecision with its own, more specific message.
+  const covering = isRequester(oldAr, decider) ? [] : coveringPolicies(decider);
+  if (covering.length > 0) {
+    return {
+      allowed: false,
+      message: `Countersign: ${who(decider)} is covered by ApprovalPolicy ${covering.slice(0, 3).join(", ")}${covering.length > 3 ? ` and ${covering.length - 3} more` : ""}, so it may not ${d.decision.toLowerCase()} ApprovalRequests: subjects under approval never decide requests, not even another agent's. Nothing was recorded. Ask a human approver: kubectl approvals show ${oldAr.metadata.name} -n ${oldAr.metadata.namespace}`,
+    };
+  }
   if (self) return checkRelayedDecision(oldAr, d, now);
   const metadata = checkDecisionMetadata(d, user, now);
   if (metadata) return metadata;

@@ -17,7 +17,8 @@
  *   - CONNECT: after = the connect options (command, container, ...).
  *
  * Canonical form of an object (`canonicalContent`): everything except
- *   - metadata.resourceVersion, managedFields, generation, uid (bound separately),
+ *   - metadata.resourceVersion, managedFields (an UPDATE binds their normalized form
+ *     separately as `owners`, see ownershipOf), generation, uid (bound separately),
  *     creationTimestamp, selfLink: written by the API server, or not the object's content;
  *   - the agent-context annotations countersign.io/reason|prompt|ticket|agent (shown
  *     separately as what the agent said; they change nothing in the cluster);
@@ -163,6 +164,96 @@ export interface Transition {
   after: Json;
   /** DELETE options that change what the delete does (cascade, grace period), when given. */
   deleteOptions?: { [k: string]: Json };
+  /**
+   * UPDATE: field ownership (normalized managedFields, see ownershipOf) before and after, when
+   * either has any. A later server-side apply removes fields by ownership, so it is bound.
+   */
+  owners?: { before: Json[]; after: Json[] };
+}
+
+/** The managedFields entry fields that decide ownership (`time` is left out). */
+const OWNERSHIP_FIELDS = ["manager", "operation", "apiVersion", "subresource", "fieldsV1"] as const;
+
+/**
+ * An object's field ownership as an order-independent set of {manager, operation, apiVersion,
+ * subresource, fieldsV1}, sorted by canonical JSON, duplicates and entries owning no field
+ * removed. Without status
+ * (`keepStatus` false), status fields are left out of each entry (controllers' status writes
+ * change them all the time; they are not what the write changes), and entries left empty go.
+ */
+export function ownershipOf(obj: unknown, keepStatus: boolean): Json[] {
+  const mf = metadataOf(obj)?.managedFields;
+  if (!Array.isArray(mf)) return [];
+  const seen = new Map<string, Json>();
+  for (const e of mf) {
+    if (!isObject(e)) continue;
+    const entry: Record<string, Json> = {};
+    for (const k of OWNERSHIP_FIELDS) if (e[k] !== undefined && e[k] !== "") entry[k] = e[k] as Json;
+    // An entry that owns no field changes nothing a later apply does.
+    if (!isObject(entry.fieldsV1) || Object.keys(entry.fieldsV1).length === 0) continue;
+    if (!keepStatus && "f:status" in entry.fieldsV1) {
+      const { "f:status": _status, ...fields } = entry.fieldsV1;
+      if (Object.keys(fields).length === 0) continue;
+      entry.fieldsV1 = fields as Json;
+    }
+    seen.set(canonicalJson(entry), entry);
+  }
+  return [...seen.keys()].sort().map((k) => seen.get(k) as Json);
+}
+
+/** The field paths in a managedFields fieldsV1 set, readable (`data.mode`, `spec.containers[k:{"name":"app"}]`). */
+function ownedPaths(fields: unknown, prefix = ""): string[] {
+  if (!isObject(fields)) return [];
+  const out: string[] = [];
+  for (const [k, v] of Object.entries(fields)) {
+    if (k === ".") continue;
+    const part = k.startsWith("f:") ? k.slice(2) : k;
+    const path = k.startsWith("f:") ? (prefix ? `${prefix}.${part}` : part) : `${prefix}[${part}]`;
+    const children = ownedPaths(v, path);
+    out.push(...(children.length > 0 ? children : [path]));
+  }
+  return out;
+}
+
+const ownerKey = (e: Json): string => {
+  const o = isObject(e) ? e : {};
+  const tail = [o.operation, o.subresource ? `/${String(o.subresource)}` : "", o.apiVersion]
+    .filter((x) => x)
+    .join(", ");
+  return `${JSON.stringify(String(o.manager ?? ""))} (${tail})`;
+};
+
+/** One line per manager whose field ownership the UPDATE changes (empty when none does). */
+export function ownershipLines(t: Transition): string[] {
+  if (!t.owners) return [];
+  const paths = (entries: Json[]) => {
+    const m = new Map<string, Set<string>>();
+    for (const e of entries) {
+      const key = ownerKey(e);
+      const set = m.get(key) ?? new Set<string>();
+      for (const p of ownedPaths(isObject(e) ? e.fieldsV1 : undefined)) set.add(p);
+      m.set(key, set);
+    }
+    return m;
+  };
+  const before = paths(t.owners.before);
+  const after = paths(t.owners.after);
+  const list = (xs: string[]) =>
+    xs.length <= 10 ? xs.join(", ") : `${xs.slice(0, 10).join(", ")} and ${xs.length - 10} more`;
+  const lines: string[] = [];
+  for (const key of [...new Set([...before.keys(), ...after.keys()])].sort()) {
+    const b = before.get(key) ?? new Set<string>();
+    const a = after.get(key) ?? new Set<string>();
+    const gains = [...a].filter((p) => !b.has(p)).sort();
+    const loses = [...b].filter((p) => !a.has(p)).sort();
+    if (gains.length === 0 && loses.length === 0) continue;
+    const parts = [
+      ...(gains.length ? [`now owns ${list(gains)}`] : []),
+      ...(loses.length ? [`no longer owns ${list(loses)}`] : []),
+    ];
+    lines.push(`(field ownership) ${key}: ${parts.join("; ")}`);
+  }
+  return lines;
 }
 
 /** The DeleteOptions fields that change what a DELETE does; the rest (dryRun, preconditions) only restrict it. */
@@ -262,11 +353,16 @@ export function transitionOf(req: AdmissionRequest, key: FingerprintKey = PROCES
   }
   const uid = metadataOf(oldObj)?.uid;
   const deleteOptions = deleteOptionsOf(req);
+  const owners =
+    op === "UPDATE"
+      ? { before: ownershipOf(oldObj, keepStatus), after: ownershipOf(newObj, keepStatus) }
+      : undefined;
   return {
     ...(typeof uid === "string" && uid ? { uid } : {}),
     before,
     after,
     ...(deleteOptions ? { deleteOptions } : {}),
+    ...(owners && (owners.before.length > 0 || owners.after.length > 0) ? { owners } : {}),
   };
 }
 
@@ -277,6 +373,7 @@ export function transitionHash(t: Transition): string {
       before: t.before,
       after: t.after,
       ...(t.deleteOptions ? { deleteOptions: t.deleteOptions } : {}),
+      ...(t.owners ? { owners: t.owners } : {}),
     }),
   );
 }
@@ -287,7 +384,10 @@ export function isNoOpUpdate(req: AdmissionRequest, key: FingerprintKey = PROCES
   const t = transitionOf(req, key);
   const newUid = metadataOf(req.object)?.uid;
   if (typeof newUid === "string" && newUid && newUid !== t.uid) return false;
-  return canonicalJson(t.before) === canonicalJson(t.after);
+  return (
+    canonicalJson(t.before) === canonicalJson(t.after) &&
+    canonicalJson(t.owners?.before ?? []) === canonicalJson(t.owners?.after ?? [])
+  );
 }
 
 /**
@@ -342,9 +442,15 @@ export function actionIdentity(
   };
 }
 
-export function fingerprintOf(a: ActionIdentity): string {
+/**
+ * The fingerprint: the action, and (when given) the policy and rule that decide it. With the
+ * rule in it, an approval obtained under one rule is never found for an action another (e.g.
+ * stricter, newer) rule decides now: that action gets its own request and name.
+ */
+export function fingerprintOf(a: ActionIdentity, rule?: { policy: string; rule: string }): string {
   return sha256(
     canonicalJson([
+      ...(rule ? [`policy:${rule.policy}`, `rule:${rule.rule}`] : []),
       a.username,
       a.operation,
       a.group,
@@ -744,7 +850,8 @@ export function tooLargeMessage(fields: number): string {
 export function renderActionDiff(req: AdmissionRequest, t: Transition = transitionOf(req)): ActionDiff {
   const optionLines = Object.entries(t.deleteOptions ?? {})
     .sort(([a], [b]) => a.localeCompare(b))
-    .map(([k, v]) => `(delete option) ${k}: ${describeValue(v)}`);
+    .map(([k, v]) => `(delete option) ${k}: ${describeValue(v)}`)
+    .concat(ownershipLines(t));
   const budget = DIFF_LIMIT - 400 - optionLines.reduce((n, l) => n + l.length + 1, 0);
   const r = renderDiff(t.before, t.after, {
     secret: isSecret(req),

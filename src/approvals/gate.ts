@@ -89,7 +89,7 @@ export class ApprovalGate {
   ): Promise<GateOutcome> {
     const transition = transitionOf(req, this.opts.fingerprintKey);
     const action = actionIdentity(req, transition, this.opts.fingerprintKey);
-    const fingerprint = fingerprintOf(action);
+    const fingerprint = fingerprintOf(action, rule);
     const namespace = req.namespace || this.opts.installNamespace;
 
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
@@ -145,7 +145,7 @@ export class ApprovalGate {
           return this.pendingOutcome(existing, "pending");
         }
         // Approved.
-        const check = usableApproval(existing, fingerprint, this.now());
+        const check = usableApproval(existing, fingerprint, this.now(), rule);
         if (!check.usable) {
           return {
             allowed: false,

@@ -289,8 +289,16 @@ export function usableApproval(
   ar: ApprovalRequest,
   fingerprint: string,
   now: Date,
+  /** The policy and rule deciding the action now: an approval counts only under the same one. */
+  rule?: { policy: string; rule: string },
 ): { usable: true } | { usable: false; why: string } {
   if (ar.spec.fingerprint !== fingerprint) return { usable: false, why: "it approves a different action" };
+  if (rule && (ar.spec.policy.name !== rule.policy || ar.spec.policy.rule !== rule.rule)) {
+    return {
+      usable: false,
+      why: `it was approved under ApprovalPolicy ${ar.spec.policy.name} rule ${ar.spec.policy.rule}, but ApprovalPolicy ${rule.policy} rule ${rule.rule} decides this action now`,
+    };
+  }
   if (ar.spec.diffTruncated)
     return { usable: false, why: "the change is too large to show in full, so it cannot be approved" };
   const { approvers, deniedBy, revokedBy } = tallyDecisions(ar.spec);

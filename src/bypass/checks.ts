@@ -110,6 +110,14 @@ export const BYPASS_CHECKS: readonly BypassCheck[] = [
       what: `${verb} ValidatingWebhookConfigurations (switch the gate off; no webhook can refuse this)`,
     }),
   ),
+  ...(["delete", "update", "patch"] as const).map(
+    (verb): BypassCheck => ({
+      id: `${verb}-namespaces`,
+      attributes: { verb, group: "", resource: "namespaces" },
+      scope: "cluster",
+      what: `${verb} Namespaces (the namespaces Countersign leaves out — kube-system, its own install namespace — can be ${verb === "delete" ? "deleted, taking Countersign with them" : "relabelled, e.g. their pod-security labels"})`,
+    }),
+  ),
   {
     id: "delete-crds",
     attributes: { verb: "delete", group: "apiextensions.k8s.io", resource: "customresourcedefinitions" },
@@ -120,13 +128,37 @@ export const BYPASS_CHECKS: readonly BypassCheck[] = [
 
 /** Checks on Countersign's own workload in its install namespace. Pure. */
 export function installChecks(installNamespace: string): BypassCheck[] {
-  return (["update", "patch"] as const).map((verb) => ({
-    id: `${verb}-countersign-deployments`,
-    attributes: { verb, group: "apps", resource: "deployments" },
+  const inInstall = (check: Omit<BypassCheck, "scope" | "fixedNamespace">): BypassCheck => ({
+    ...check,
     scope: "cluster",
     fixedNamespace: installNamespace,
-    what: `${verb} Deployments in ${installNamespace}, where Countersign runs (run code as Countersign)`,
-  }));
+  });
+  return [
+    ...(["update", "patch"] as const).map((verb) =>
+      inInstall({
+        id: `${verb}-countersign-deployments`,
+        attributes: { verb, group: "apps", resource: "deployments" },
+        what: `${verb} Deployments in ${installNamespace}, where Countersign runs (run code as Countersign)`,
+      }),
+    ),
+    ...(["update", "patch"] as const).map((verb) =>
+      inInstall({
+        id: `${verb}-countersign-configmaps`,
+        attributes: { verb, group: "", resource: "configmaps" },
+        what: `${verb} ConfigMaps in ${installNamespace} (the admission client CA is reloaded from one: add its own CA and forge admission reviews)`,
+      }),
+    ),
+    inInstall({
+      id: "get-countersign-secrets",
+      attributes: { verb: "get", group: "", resource: "secrets" },
+      what: `read Secrets in ${installNamespace} (the webhook's serving key, notification credentials, the fingerprint key)`,
+    }),
+    inInstall({
+      id: "exec-countersign-pods",
+      attributes: { verb: "create", group: "", resource: "pods", subresource: "exec" },
+      what: `exec into pods in ${installNamespace} (act as Countersign's service account, which relays decisions naming any approver)`,
+    }),
+  ];
 }
 
 /** A concrete subject to check: how it is named for people and the identity to review. */

@@ -283,8 +283,10 @@ describe("an UPDATE's approval binds the transition (item 1)", () => {
     expect(onOtherState).toMatch(/needs a human approval/);
     const other = requestNameIn(onOtherState);
     expect(other).not.toBe(approved);
+    // Red team 9 finding 3: field ownership is bound and shown (admin and agent both write as
+    // the client's default manager "node-fetch"; the agent's write drops data.audit).
     expect((await getRequest(prod, other)).spec.diff).toBe(
-      'data.audit: "on" → (absent)\ndata.mode: "safe" → "dangerous"',
+      '(field ownership) "node-fetch" (Update, v1): no longer owns data.audit\ndata.audit: "on" → (absent)\ndata.mode: "safe" → "dangerous"',
     );
 
     // A different new object is not covered either.

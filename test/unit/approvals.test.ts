@@ -192,6 +192,23 @@ describe("ApprovalRequest names and state", () => {
     ).toBe(false);
   });
 
+  it("an approval counts only under the policy and rule that decide the action now (red team 9, finding 10)", () => {
+    const approved = ar({ phase: "Approved" }, [{ approver: "alice", decision: "Approve" }]);
+    expect(usableApproval(approved, fp, now, { policy: "p", rule: "r" }).usable).toBe(true);
+    expect(usableApproval(approved, fp, now, { policy: "strict", rule: "r" })).toMatchObject({
+      why: expect.stringMatching(
+        /approved under ApprovalPolicy p rule r, but ApprovalPolicy strict rule r decides/,
+      ),
+    });
+    expect(usableApproval(approved, fp, now, { policy: "p", rule: "two-person" }).usable).toBe(false);
+    // The fingerprint (and so the request's name) differs per policy and rule: a new request.
+    const action = actionIdentity(base());
+    const lenient = fingerprintOf(action, { policy: "p", rule: "r" });
+    expect(fingerprintOf(action, { policy: "p", rule: "r" })).toBe(lenient);
+    expect(fingerprintOf(action, { policy: "strict", rule: "r" })).not.toBe(lenient);
+    expect(fingerprintOf(action, { policy: "p", rule: "two-person" })).not.toBe(lenient);
+  });
+
   it("refuses a revoked approval as soon as the Revoke is in spec, before the controller writes Revoked", () => {
     const revoked = ar({ phase: "Approved" }, [
       { approver: "alice", decision: "Approve" },

@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { cappedMessage, openRequests } from "../../src/approvals/open-requests.js";
 import type { ApprovalRequest } from "../../src/approvals/request.js";
 import { policyChange } from "../../src/audit/config-audit.js";
-import { bypassCondition, concreteSubjects } from "../../src/bypass/checks.js";
+import { BYPASS_CHECKS, bypassCondition, concreteSubjects, installChecks } from "../../src/bypass/checks.js";
 import {
   boundNamespaces,
   fixFor,
@@ -158,6 +158,59 @@ describe("bypass report", () => {
     expect(report).toContain("granted by: ClusterRoleBinding bot-impersonates (ClusterRole impersonator)");
     expect(report).toContain("fix: kubectl delete clusterrolebinding bot-impersonates");
     expect(report).toContain("ApprovalPolicy q: no way around the gate found");
+  });
+});
+
+describe("bypass checks (red team 9, findings 7 and 16)", () => {
+  it("report writes to Namespaces, and ConfigMaps, Secrets and pods/exec in the install namespace", () => {
+    const ids = BYPASS_CHECKS.map((c) => c.id);
+    for (const id of ["delete-namespaces", "update-namespaces", "patch-namespaces"])
+      expect(ids).toContain(id);
+    const install = installChecks("countersign");
+    const byId = Object.fromEntries(install.map((c) => [c.id, c]));
+    expect(byId["update-countersign-configmaps"]).toMatchObject({
+      attributes: { verb: "update", group: "", resource: "configmaps" },
+      fixedNamespace: "countersign",
+    });
+    expect(byId["patch-countersign-configmaps"]?.attributes.verb).toBe("patch");
+    expect(byId["get-countersign-secrets"]?.attributes).toEqual({
+      verb: "get",
+      group: "",
+      resource: "secrets",
+    });
+    expect(byId["exec-countersign-pods"]?.attributes).toEqual({
+      verb: "create",
+      group: "",
+      resource: "pods",
+      subresource: "exec",
+    });
+    // A Role in the install namespace granting these is found by the matcher the scanner uses.
+    const snapshot: RbacSnapshot = {
+      roles: [
+        {
+          metadata: { name: "ops", namespace: "countersign" },
+          rules: [
+            { apiGroups: [""], resources: ["configmaps"], verbs: ["update"] },
+            { apiGroups: [""], resources: ["pods/exec"], verbs: ["create"] },
+          ],
+        },
+      ],
+      clusterRoles: [],
+      roleBindings: [
+        {
+          metadata: { name: "bot-ops", namespace: "countersign" },
+          roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: "ops" },
+          subjects: [{ kind: "ServiceAccount", name: "bot", namespace: "agents" }],
+        },
+      ],
+      clusterRoleBindings: [],
+    };
+    for (const id of ["update-countersign-configmaps", "exec-countersign-pods"]) {
+      const c = byId[id]!;
+      expect(grantsFor(bot, { ...c.attributes, namespace: "countersign" }, snapshot), id).toHaveLength(1);
+    }
+    const secrets = byId["get-countersign-secrets"]!;
+    expect(grantsFor(bot, { ...secrets.attributes, namespace: "countersign" }, snapshot)).toEqual([]);
   });
 });
 

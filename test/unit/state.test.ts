@@ -242,6 +242,27 @@ describe("the decision guard (pure part)", () => {
     );
   });
 
+  it("refuses any decision by a subject an ApprovalPolicy covers, also relayed (red team 9, finding 8)", () => {
+    const agent2 = { username: "system:serviceaccount:ai:other-bot", uid: "u2", groups: ["approvers"] };
+    const covering = (u: AdmissionRequest["userInfo"]) =>
+      u.username?.startsWith("system:serviceaccount:ai:") ? ["agents"] : [];
+    for (const kind of ["Approve", "Deny"] as const) {
+      expect(
+        guardWrite(update(ar(), withDecision(full(agent2, kind)), agent2), new Set(), now, covering),
+      ).toMatchObject(refused(/other-bot.* is covered by ApprovalPolicy agents, so it may not/));
+    }
+    // Relayed by Countersign (approval API, Slack) for a covered decider: refused as well.
+    const cs = { username: "system:serviceaccount:countersign:webhook", groups: [] };
+    const relayed = { ...full(agent2, "Approve"), via: "api" as const };
+    expect(
+      guardWrite(update(ar(), withDecision(relayed), cs), new Set([cs.username]), now, covering),
+    ).toMatchObject(refused(/is covered by ApprovalPolicy agents/));
+    // A human approver is not covered: passed on to RBAC as before.
+    expect(
+      guardWrite(update(ar(), withDecision(full(alice, "Approve")), alice), new Set(), now, covering),
+    ).toMatchObject({ allowed: "needs-rbac" });
+  });
+
   it("refuses forged identities, self-approval, non-approvers, late and duplicate decisions", () => {
     const g = (newAr: ApprovalRequest, user: AdmissionRequest["userInfo"] = alice, oldAr = ar()) =>
       guardWrite(update(oldAr, newAr, user), new Set(), now);

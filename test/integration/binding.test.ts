@@ -1,0 +1,268 @@
+/**
+ * Red team 9, as attacks through a real kube-apiserver:
+ * - finding 3: an UPDATE that only rewrites managedFields changes what a later trusted
+ *   server-side apply removes, so it needs approval; a GitOps re-apply that changes nothing is
+ *   still a no-op;
+ * - finding 8: a second covered agent in the approver group cannot approve the first's request.
+ */
+import {
+  CoreV1Api,
+  CustomObjectsApi,
+  type KubeConfig,
+  PatchStrategy,
+  RbacAuthorizationV1Api,
+  setHeaderOptions,
+} from "@kubernetes/client-node";
+import { afterAll, beforeAll, expect, it } from "vitest";
+import type { ApprovalRequest } from "../../src/approvals/request.js";
+import type { ControlPlane } from "../../src/controlplane/control-plane.js";
+import { kubeStatusOf } from "../../src/kube/errors.js";
+import { decide } from "../../src/plugin/commands.js";
+import { attachControlPlane, uniqueName } from "../support/control-plane.js";
+import {
+  approverIdentity,
+  eventually,
+  startTestCountersign,
+  type TestCountersign,
+} from "../support/countersign.js";
+
+const G = { group: "countersign.io", version: "v1alpha1" };
+let cp: ControlPlane;
+let cs: TestCountersign;
+let agent: KubeConfig;
+let approver: KubeConfig;
+let agent2: KubeConfig;
+const agentsNs = uniqueName("agents");
+const prod = uniqueName("prod");
+const policyName = uniqueName("ownership");
+
+async function attempt(fn: () => Promise<unknown>): Promise<string> {
+  try {
+    await fn();
+    return "";
+  } catch (err) {
+    const s = kubeStatusOf(err);
+    if (!s) throw err;
+    return s.message ?? "";
+  }
+}
+
+const requestNameIn = (message: string): string => {
+  const m = /ApprovalRequest [a-z0-9-]+\/([a-z0-9-]+) /.exec(message);
+  if (!m) throw new Error(`no ApprovalRequest named in: ${message}`);
+  return m[1]!;
+};
+
+async function listRequests(): Promise<ApprovalRequest[]> {
+  return (
+    (await cp
+      .adminKubeConfig()
+      .makeApiClient(CustomObjectsApi)
+      .listNamespacedCustomObject({ ...G, namespace: prod, plural: "approvalrequests" })) as {
+      items: ApprovalRequest[];
+    }
+  ).items;
+}
+
+beforeAll(async () => {
+  cp = await attachControlPlane();
+  await cp.ensureNamespace(prod);
+  agent = (await cp.serviceAccountIdentity(agentsNs, "ops-bot")).kubeConfig;
+  approver = await approverIdentity(cp, "olga@example.com", ["countersign:approvers"]);
+  // A second agent service account that is also in the approver group and holds the RBAC verbs.
+  agent2 = (await cp.serviceAccountIdentity(agentsNs, "helper-bot")).kubeConfig;
+  await cp
+    .adminKubeConfig()
+    .makeApiClient(RbacAuthorizationV1Api)
+    .createClusterRoleBinding({
+      body: {
+        metadata: { name: `${agentsNs}-helper-approves` },
+        roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: "cluster-admin" },
+        subjects: [{ kind: "ServiceAccount", name: "helper-bot", namespace: agentsNs }],
+      },
+    });
+  const rbac = cp.adminKubeConfig().makeApiClient(RbacAuthorizationV1Api);
+  await rbac.createNamespacedRole({
+    namespace: prod,
+    body: {
+      metadata: { name: "ownership" },
+      rules: [{ apiGroups: [""], resources: ["configmaps"], verbs: ["get", "update", "patch"] }],
+    },
+  });
+  await rbac.createNamespacedRoleBinding({
+    namespace: prod,
+    body: {
+      metadata: { name: "ownership" },
+      roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: "ownership" },
+      subjects: [{ kind: "ServiceAccount", name: "ops-bot", namespace: agentsNs }],
+    },
+  });
+  cs = await startTestCountersign(cp, {
+    subjects: { serviceAccountNamespaces: [agentsNs] },
+    installNamespace: uniqueName("cs-ownership"),
+    webhookName: uniqueName("cs-ownership"),
+  });
+  await cp.apply([
+    {
+      apiVersion: "countersign.io/v1alpha1",
+      kind: "ApprovalPolicy",
+      metadata: { name: policyName },
+      spec: {
+        subjects: { serviceAccounts: [{ namespace: agentsNs }] },
+        match: [
+          {
+            operations: ["UPDATE", "CREATE"],
+            apiGroups: [""],
+            resources: ["configmaps"],
+            namespaces: [prod],
+          },
+        ],
+        rules: [
+          {
+            name: "all",
+            action: "RequireApproval",
+            approval: {
+              approvers: { groups: ["countersign:approvers", `system:serviceaccounts:${agentsNs}`] },
+              requiredApprovals: 1,
+              ttl: "1h",
+            },
+          },
+        ],
+      },
+    } as never,
+  ]);
+  await eventually(
+    async () => cs.replicas[0]!.policies.list().some((p) => p.name === policyName),
+    10_000,
+    "policy",
+  );
+}, 120_000);
+
+afterAll(async () => {
+  await cs?.stop();
+});
+
+const applyAs = (kc: KubeConfig, manager: string, data: Record<string, string>) =>
+  kc.makeApiClient(CoreV1Api).patchNamespacedConfigMap(
+    {
+      name: "mf",
+      namespace: prod,
+      fieldManager: manager,
+      force: true,
+      body: { apiVersion: "v1", kind: "ConfigMap", metadata: { name: "mf", namespace: prod }, data },
+    },
+    setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply),
+  );
+
+it("a managedFields-only UPDATE needs approval, shows the ownership change, and the trusted re-apply keeps the field", async () => {
+  const admin = cp.adminKubeConfig().makeApiClient(CoreV1Api);
+  await applyAs(cp.adminKubeConfig(), "gitops", { mode: "safe" });
+  const cur = await admin.readNamespacedConfigMap({ name: "mf", namespace: prod });
+  await admin.replaceNamespacedConfigMap({
+    name: "mf",
+    namespace: prod,
+    fieldManager: "human-kubectl",
+    body: { ...cur, data: { ...cur.data, safety: "on" } },
+  });
+  const ag = agent.makeApiClient(CoreV1Api);
+  // The gate is active for the agent.
+  const c1 = await ag.readNamespacedConfigMap({ name: "mf", namespace: prod });
+  await eventually(
+    async () =>
+      /needs a human approval/.test(
+        await attempt(() =>
+          ag.replaceNamespacedConfigMap({
+            name: "mf",
+            namespace: prod,
+            body: { ...c1, data: { ...c1.data, safety: "off" } },
+          }),
+        ),
+      ),
+    10_000,
+    "gate active",
+  );
+  const before = (await listRequests()).length;
+
+  // Attack: hand ownership of data.safety to "gitops" alone; the content is unchanged.
+  const c2 = await ag.readNamespacedConfigMap({ name: "mf", namespace: prod });
+  const forged = [
+    {
+      manager: "gitops",
+      operation: "Apply",
+      apiVersion: "v1",
+      fieldsType: "FieldsV1",
+      fieldsV1: { "f:data": { "f:mode": {}, "f:safety": {} } },
+    },
+  ];
+  const message = await attempt(() =>
+    ag.replaceNamespacedConfigMap({
+      name: "mf",
+      namespace: prod,
+      body: { ...c2, metadata: { ...c2.metadata, managedFields: forged as never } },
+    }),
+  );
+  expect(message).toMatch(/needs a human approval/);
+  const requests = await listRequests();
+  expect(requests.length).toBe(before + 1);
+  const ar = requests.find((r) => r.metadata.name === requestNameIn(message))!;
+  expect(ar.spec.diff).toMatch(/\(field ownership\) "gitops" \(Apply, v1\): now owns data\.safety/);
+  expect(ar.spec.diff).toMatch(
+    /\(field ownership\) "human-kubectl" \(Update, v1\): no longer owns data\.safety/,
+  );
+
+  // GitOps re-applies its unchanged config: the human's safety setting survives.
+  await applyAs(cp.adminKubeConfig(), "gitops", { mode: "safe" });
+  const final = await admin.readNamespacedConfigMap({ name: "mf", namespace: prod });
+  expect(final.data).toEqual({ mode: "safe", safety: "on" });
+}, 60_000);
+
+it("a server-side re-apply by the agent that changes nothing is a no-op; its first apply (new ownership) needed approval", async () => {
+  const first = await attempt(() => applyAs(agent, "agent-gitops", { mode: "safe" }));
+  expect(first).toMatch(/needs a human approval/);
+  const name = requestNameIn(first);
+  await decide(approver, prod, name, "Approve", "co-owning mode is fine");
+  await eventually(
+    async () => (await listRequests()).find((r) => r.metadata.name === name)?.status?.phase === "Approved",
+    10_000,
+    "approved",
+  );
+  expect(await attempt(() => applyAs(agent, "agent-gitops", { mode: "safe" }))).toBe("");
+  const count = (await listRequests()).length;
+  // The same apply again: same content, same ownership → allowed without a request.
+  expect(await attempt(() => applyAs(agent, "agent-gitops", { mode: "safe" }))).toBe("");
+  expect(await attempt(() => applyAs(agent, "agent-gitops", { mode: "safe" }))).toBe("");
+  expect((await listRequests()).length).toBe(count);
+}, 60_000);
+
+it("a second covered agent in the approver group (with RBAC approve) cannot approve the first agent's request", async () => {
+  const ag = agent.makeApiClient(CoreV1Api);
+  const cur = await ag.readNamespacedConfigMap({ name: "mf", namespace: prod });
+  const message = await attempt(() =>
+    ag.replaceNamespacedConfigMap({
+      name: "mf",
+      namespace: prod,
+      body: { ...cur, data: { ...cur.data, mode: "unsafe" } },
+    }),
+  );
+  expect(message).toMatch(/needs a human approval/);
+  const name = requestNameIn(message);
+  const refused = await decide(agent2, prod, name, "Approve", "looks fine to me, fellow bot").then(
+    () => "",
+    (err: unknown) => (err instanceof Error ? err.message : String(err)),
+  );
+  expect(refused).toMatch(
+    /helper-bot.*is covered by ApprovalPolicy .*, so it may not approve ApprovalRequests/,
+  );
+  const ar = (await listRequests()).find((r) => r.metadata.name === name)!;
+  expect(ar.spec.decisions ?? []).toEqual([]);
+  // The agent's retry is still not allowed.
+  expect(
+    await attempt(() =>
+      ag.replaceNamespacedConfigMap({
+        name: "mf",
+        namespace: prod,
+        body: { ...cur, data: { ...cur.data, mode: "unsafe" } },
+      }),
+    ),
+  ).toMatch(/needs a human approval|pending/i);
+}, 60_000);
