@@ -138,7 +138,21 @@ async function answerAdmission(req: AdmissionRequest, deps: HandlerDeps): Promis
           },
         );
       }
-      if (isNoOpUpdate(req)) {
+      let noOp: boolean;
+      try {
+        noOp = isNoOpUpdate(req);
+      } catch (err) {
+        log.error("no-op check failed; failing closed", {
+          error: err instanceof Error ? err.message : String(err),
+        });
+        return reviewResponse(
+          req.uid,
+          false,
+          "Countersign: this action needs approval, but the object could not be compared with its current state, so it is denied. Nothing was changed. Ask a cluster admin to check Countersign's logs.",
+          { [AuditAnnotation.Decision]: DecisionValue.Error, [AuditAnnotation.Policy]: decision.rule.policy },
+        );
+      }
+      if (noOp) {
         // Re-asserting the current state (a GitOps sync, a retried apply) risks nothing: the
         // canonical old and new objects are identical, so there is nothing to countersign.
         noOpUpdates.inc({ policy: decision.rule.policy });
