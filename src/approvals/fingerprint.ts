@@ -238,8 +238,8 @@ export function ownershipLines(t: Transition): string[] {
   };
   const before = paths(t.owners.before);
   const after = paths(t.owners.after);
-  const list = (xs: string[]) =>
-    xs.length <= 10 ? xs.join(", ") : `${xs.slice(0, 10).join(", ")} and ${xs.length - 10} more`;
+  // Every path, never "and N more": what is bound is what is shown (renderActionDiff bounds the total).
+  const list = (xs: string[]) => xs.join(", ");
   const lines: string[] = [];
   for (const key of [...new Set([...before.keys(), ...after.keys()])].sort()) {
     const b = before.get(key) ?? new Set<string>();
@@ -251,7 +251,8 @@ export function ownershipLines(t: Transition): string[] {
       ...(gains.length ? [`now owns ${list(gains)}`] : []),
       ...(loses.length ? [`no longer owns ${list(loses)}`] : []),
     ];
-    lines.push(`(field ownership) ${key}: ${parts.join("; ")}`);
+    // Manager names and fieldsV1 keys are agent-written: escaped, so they cannot forge a line.
+    lines.push(visible(`(field ownership) ${key}: ${parts.join("; ")}`));
   }
   return lines;
 }
@@ -848,17 +849,31 @@ export function tooLargeMessage(fields: number): string {
  * the whole rendering does not fit DIFF_LIMIT, `truncated` is set and the text says so.
  */
 export function renderActionDiff(req: AdmissionRequest, t: Transition = transitionOf(req)): ActionDiff {
-  const optionLines = Object.entries(t.deleteOptions ?? {})
+  const headLines = Object.entries(t.deleteOptions ?? {})
     .sort(([a], [b]) => a.localeCompare(b))
     .map(([k, v]) => `(delete option) ${k}: ${describeValue(v)}`)
     .concat(ownershipLines(t));
-  const budget = DIFF_LIMIT - 400 - optionLines.reduce((n, l) => n + l.length + 1, 0);
+  // Delete options and ownership changes first, as many as fit; the fields get the rest.
+  const optionLines: string[] = [];
+  let budget = DIFF_LIMIT - 400;
+  for (const l of headLines) {
+    if (l.length + 1 > budget) break;
+    optionLines.push(l);
+    budget -= l.length + 1;
+  }
+  const headOmitted = headLines.length - optionLines.length;
   const r = renderDiff(t.before, t.after, {
     secret: isSecret(req),
     maxLines: Number.POSITIVE_INFINITY,
-    maxChars: budget,
+    maxChars: headOmitted > 0 ? 0 : budget,
   });
   const lines = [...optionLines, ...r.lines];
+  if (headOmitted > 0) {
+    lines.push(
+      `... ${headOmitted} more option/field-ownership line${headOmitted === 1 ? "" : "s"} and ${r.total} changed field${r.total === 1 ? "" : "s"} NOT SHOWN. ${tooLargeMessage(r.total)}`,
+    );
+    return { text: lines.join("\n"), truncated: true, fields: r.total };
+  }
   if (r.complete)
     return {
       text: lines.length ? lines.join("\n") : "(no field changes)",

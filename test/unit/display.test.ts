@@ -296,3 +296,31 @@ describe("deep nesting fails closed without a stack overflow (finding 13)", () =
     expect(renderActionDiff(r).truncated).toBe(false);
   });
 });
+
+describe("field ownership lines are shown in full and escaped (findings 1, 4 on fixbind's ownership lines)", () => {
+  const mf = (manager: string, fields: Record<string, unknown>) => [
+    { manager, operation: "Apply", apiVersion: "v1", fieldsType: "FieldsV1", fieldsV1: fields },
+  ];
+  const withMf = (managedFields: unknown[]) => ({
+    ...cm({ a: "b" }),
+    metadata: { ...cm({}).metadata, managedFields },
+  });
+
+  it("a hostile manager name or field key cannot forge a line, and no owned path is left out", () => {
+    const many = Object.fromEntries(Array.from({ length: 30 }, (_, i) => [`f:k${i}`, {}]));
+    const r = req({
+      oldObject: withMf([]),
+      object: withMf(
+        mf('gitops\ndata.mode: "safe" → "x"\u202e', { "f:data": { ...many, "f:z\n(evil)": {} } }),
+      ),
+    });
+    const lines = renderActionDiff(r).text.split("\n");
+    const own = lines.filter((l) => l.startsWith("(field ownership)"));
+    expect(own).toHaveLength(1);
+    expect(lines.filter((l) => l.startsWith("data.mode"))).toHaveLength(0);
+    expect(clean(own[0]!)).toBe(true);
+    expect(own[0]).toContain("\\u000a");
+    expect(own[0]).toContain("data.k29");
+    expect(own[0]).not.toMatch(/and \d+ more/);
+  });
+});
