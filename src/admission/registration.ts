@@ -9,6 +9,8 @@ import { API_GROUP } from "../policy/types.js";
 import { VALIDATE_PATH } from "./server.js";
 
 export const GATE_WEBHOOK_NAME = "gate.countersign.io";
+/** Writes to the excluded namespaces' own Namespace objects (see webhookConfiguration). */
+export const NAMESPACES_WEBHOOK_NAME = "namespaces.gate.countersign.io";
 export const POLICY_WEBHOOK_NAME = "policies.countersign.io";
 export const GUARD_WEBHOOK_NAME = "guard.countersign.io";
 export const SYSTEM_NAMESPACES = ["kube-system", "kube-public", "kube-node-lease"];
@@ -96,6 +98,32 @@ export function webhookConfiguration(r: WebhookRegistration): V1ValidatingWebhoo
             expression:
               "!(request.resource.resource in ['leases', 'events', 'tokenreviews', 'subjectaccessreviews', 'selfsubjectreviews', 'selfsubjectaccessreviews'])",
           },
+        ],
+      },
+      {
+        // Red team 9 finding 7: for a Namespace object the namespaceSelector above is evaluated
+        // against that Namespace's own labels, so writes to the excluded namespaces themselves
+        // (deleting kube-system or Countersign's own namespace, relabelling them) never reached
+        // the gate. They are sent here, for the selected subjects only, and gated like any action.
+        name: NAMESPACES_WEBHOOK_NAME,
+        admissionReviewVersions: ["v1"],
+        clientConfig,
+        sideEffects: "NoneOnDryRun",
+        failurePolicy: r.failurePolicy ?? "Fail",
+        timeoutSeconds: WEBHOOK_TIMEOUT_SECONDS,
+        matchPolicy: "Equivalent",
+        rules: [
+          {
+            operations: ["UPDATE", "DELETE"],
+            apiGroups: [""],
+            apiVersions: ["*"],
+            resources: ["namespaces", "namespaces/*"],
+            scope: "Cluster",
+          },
+        ],
+        matchConditions: [
+          { name: "selected-subjects", expression: subjectsMatchCondition(r.subjects) },
+          { name: "excluded-namespaces", expression: `request.name in ${JSON.stringify(excluded)}` },
         ],
       },
       {

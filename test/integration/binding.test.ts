@@ -3,7 +3,9 @@
  * - finding 3: an UPDATE that only rewrites managedFields changes what a later trusted
  *   server-side apply removes, so it needs approval; a GitOps re-apply that changes nothing is
  *   still a no-op;
- * - finding 8: a second covered agent in the approver group cannot approve the first's request.
+ * - finding 8: a second covered agent in the approver group cannot approve the first's request;
+ * - finding 7: a covered agent with delete on namespaces cannot delete Countersign's own
+ *   (excluded) namespace without approval.
  */
 import {
   CoreV1Api,
@@ -35,6 +37,7 @@ let agent2: KubeConfig;
 const agentsNs = uniqueName("agents");
 const prod = uniqueName("prod");
 const policyName = uniqueName("ownership");
+const installNs = uniqueName("cs-ownership");
 
 async function attempt(fn: () => Promise<unknown>): Promise<string> {
   try {
@@ -99,7 +102,7 @@ beforeAll(async () => {
   });
   cs = await startTestCountersign(cp, {
     subjects: { serviceAccountNamespaces: [agentsNs] },
-    installNamespace: uniqueName("cs-ownership"),
+    installNamespace: installNs,
     webhookName: uniqueName("cs-ownership"),
   });
   await cp.apply([
@@ -116,6 +119,7 @@ beforeAll(async () => {
             resources: ["configmaps"],
             namespaces: [prod],
           },
+          { operations: ["UPDATE", "DELETE"], apiGroups: [""], resources: ["namespaces"] },
         ],
         rules: [
           {
@@ -265,4 +269,37 @@ it("a second covered agent in the approver group (with RBAC approve) cannot appr
       }),
     ),
   ).toMatch(/needs a human approval|pending/i);
+}, 60_000);
+
+it("a covered agent with delete on namespaces cannot delete Countersign's (excluded) install namespace", async () => {
+  const rbac = cp.adminKubeConfig().makeApiClient(RbacAuthorizationV1Api);
+  await rbac.createClusterRole({
+    body: {
+      metadata: { name: `${agentsNs}-ns-deleter` },
+      rules: [{ apiGroups: [""], resources: ["namespaces"], verbs: ["get", "delete", "update", "patch"] }],
+    },
+  });
+  await rbac.createClusterRoleBinding({
+    body: {
+      metadata: { name: `${agentsNs}-ns-deleter` },
+      roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: `${agentsNs}-ns-deleter` },
+      subjects: [{ kind: "ServiceAccount", name: "ops-bot", namespace: agentsNs }],
+    },
+  });
+  const ag = agent.makeApiClient(CoreV1Api);
+  const message = await attempt(() => ag.deleteNamespace({ name: installNs }));
+  expect(message).toMatch(/needs a human approval/);
+  const ns = await cp.adminKubeConfig().makeApiClient(CoreV1Api).readNamespace({ name: installNs });
+  expect(ns.metadata?.deletionTimestamp).toBeUndefined();
+  // Relabelling it is gated too.
+  const relabel = await attempt(() =>
+    ag.patchNamespace(
+      {
+        name: installNs,
+        body: { metadata: { labels: { "pod-security.kubernetes.io/enforce": "privileged" } } },
+      },
+      setHeaderOptions("Content-Type", PatchStrategy.StrategicMergePatch),
+    ),
+  );
+  expect(relabel).toMatch(/needs a human approval/);
 }, 60_000);
