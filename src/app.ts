@@ -5,6 +5,7 @@
 import { hostname } from "node:os";
 import { AuthenticationV1Api, type KubeConfig } from "@kubernetes/client-node";
 import type { AdmissionAuth } from "./admission/client-auth.js";
+import { SYSTEM_NAMESPACES } from "./admission/registration.js";
 import {
   type RunningAdmissionListener,
   type RunningListener,
@@ -127,6 +128,7 @@ export async function startCountersign(opts: CountersignOptions): Promise<Runnin
   const admission = await startAdmissionServer({
     rbac,
     countersignUsers,
+    protectedNamespaces: new Set([...SYSTEM_NAMESPACES, opts.installNamespace]),
     configAudit: auditor,
     archiveState: (namespace) => namespaceArchiveState(opts.kubeConfig, opts.installNamespace, namespace),
     tls: opts.tls,

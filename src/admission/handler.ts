@@ -56,6 +56,11 @@ export interface HandlerDeps {
   configAudit?: ConfigAuditor;
   /** Whether a namespace is Terminating with its audit chain archived (see audit/archive.ts). */
   archiveState?: (namespace: string) => Promise<ArchiveState>;
+  /**
+   * Namespaces whose Namespace object a selected subject may never update or delete (the system
+   * namespaces and Countersign's own; red team 9 finding 7), whatever the policies say.
+   */
+  protectedNamespaces?: ReadonlySet<string>;
 }
 
 /** Answers one AdmissionReview and records its latency and outcome. */
@@ -82,6 +87,21 @@ async function answerAdmission(req: AdmissionRequest, deps: HandlerDeps): Promis
     return guardPolicyWrite(req, deps, log);
   }
   if (isGuardedResource(req)) return guardCountersignWrite(req, deps, log);
+  if (
+    req.resource.group === "" &&
+    req.resource.resource === "namespaces" &&
+    (req.operation === "UPDATE" || req.operation === "DELETE") &&
+    deps.protectedNamespaces?.has(req.name ?? "") &&
+    !deps.countersignUsers.has(req.userInfo.username ?? "")
+  ) {
+    log.warn("refused a selected subject's write to a protected namespace");
+    return reviewResponse(
+      req.uid,
+      false,
+      `Countersign: namespace ${req.name} is a system namespace or Countersign's own, which Countersign does not gate inside; a subject Countersign selects may not ${req.operation.toLowerCase()} it${req.subResource ? ` (${req.subResource})` : ""}. Nothing was changed. Ask a cluster admin.`,
+      { [AuditAnnotation.Decision]: DecisionValue.GuardRejected },
+    );
+  }
   if (isServiceAccountWrite(req)) {
     const refused = guardServiceAccountWrite(req, deps, log);
     if (refused) return refused;
