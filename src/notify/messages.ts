@@ -18,6 +18,20 @@ import { parse as parseYaml } from "yaml";
 import type { ApprovalRequest } from "../approvals/request.js";
 import { visible } from "../approvals/visible.js";
 
+/** Slack's Approve / Deny buttons; `value` names the request (namespace/name), never agent text. */
+function decisionButtons(value: string) {
+  return [
+    {
+      type: "button",
+      action_id: "approve",
+      style: "primary",
+      text: { type: "plain_text", text: "Approve" },
+      value,
+    },
+    { type: "button", action_id: "deny", style: "danger", text: { type: "plain_text", text: "Deny" }, value },
+  ];
+}
+
 export type NotifyEvent = "Requested" | "Approved" | "Denied" | "Expired" | "Revoked";
 export const NOTIFY_EVENTS: NotifyEvent[] = ["Requested", "Approved", "Denied", "Expired", "Revoked"];
 
@@ -239,22 +253,7 @@ export function slackMessage(ar: ApprovalRequest, event: NotifyEvent): object {
       {
         type: "actions",
         block_id: "countersign-decision",
-        elements: [
-          {
-            type: "button",
-            action_id: "approve",
-            style: "primary",
-            text: { type: "plain_text", text: "Approve" },
-            value,
-          },
-          {
-            type: "button",
-            action_id: "deny",
-            style: "danger",
-            text: { type: "plain_text", text: "Deny" },
-            value,
-          },
-        ],
+        elements: decisionButtons(value),
       },
       { type: "context", elements: [{ type: "mrkdwn", text: `Or: \`${f.approveCommand}\`` }] },
     );
@@ -409,22 +408,7 @@ export function summaryFor(route: Route, requests: readonly ApprovalRequest[]): 
         {
           type: "actions",
           block_id: `${SUMMARY_BLOCK_PREFIX}${ar.metadata.name}`.slice(0, 255),
-          elements: [
-            {
-              type: "button",
-              action_id: "approve",
-              style: "primary",
-              text: { type: "plain_text", text: "Approve" },
-              value,
-            },
-            {
-              type: "button",
-              action_id: "deny",
-              style: "danger",
-              text: { type: "plain_text", text: "Deny" },
-              value,
-            },
-          ],
+          elements: decisionButtons(value),
         },
       );
     }
