@@ -121,18 +121,18 @@ describe("Slack request verification", () => {
     expect(verifySlackSignature("s", "1000", sign("1000", "a=1"), "a=1", 1100)).toEqual({ ok: true });
     expect(verifySlackSignature("s", "1000", sign("1000", "a=1"), "a=2", 1100)).toMatchObject({
       ok: false,
-      reason: /mismatch/,
+      reason: expect.stringMatching(/mismatch/),
     });
     expect(verifySlackSignature("s", "1000", sign("1000", "a=1", "other"), "a=1", 1100)).toMatchObject({
       ok: false,
     });
     expect(verifySlackSignature("s", "1000", sign("1000", "a=1"), "a=1", 2000)).toMatchObject({
       ok: false,
-      reason: /stale/,
+      reason: expect.stringMatching(/stale/),
     });
     expect(verifySlackSignature("s", undefined, undefined, "a=1", 1000)).toMatchObject({
       ok: false,
-      reason: /missing/,
+      reason: expect.stringMatching(/missing/),
     });
   });
 });
