@@ -3,7 +3,7 @@
  * at apply time), then the gate (pure decision → allow | deny | require approval).
  */
 import { guardWrite, isGuardedResource, type RbacChecker } from "../approvals/decision-guard.js";
-import { isNoOpUpdate, MAX_NESTING_DEPTH, nestingDepth } from "../approvals/fingerprint.js";
+import { isNoOpUpdate, MAX_NESTING_DEPTH, nestingDepth, type Transition } from "../approvals/fingerprint.js";
 import type { ApprovalGate, GateOutcome } from "../approvals/gate.js";
 import type { ArchiveState } from "../audit/archive.js";
 import { type ConfigAuditor, policyChange } from "../audit/config-audit.js";
@@ -158,9 +158,13 @@ async function answerAdmission(req: AdmissionRequest, deps: HandlerDeps): Promis
           },
         );
       }
+      // One transition for the no-op check and the gate: canonicalizing a large object twice
+      // per retry was measurable (red team 9, finding 6).
+      let transition: Transition;
       let noOp: boolean;
       try {
-        noOp = isNoOpUpdate(req);
+        transition = deps.gate.transitionOf(req);
+        noOp = isNoOpUpdate(req, undefined, transition);
       } catch (err) {
         log.error("no-op check failed; failing closed", {
           error: err instanceof Error ? err.message : String(err),
@@ -185,7 +189,14 @@ async function answerAdmission(req: AdmissionRequest, deps: HandlerDeps): Promis
       }
       let outcome: GateOutcome;
       try {
-        outcome = await deps.gate.handle(req, decision.rule, decision.approval, decision.message, log);
+        outcome = await deps.gate.handle(
+          req,
+          decision.rule,
+          decision.approval,
+          decision.message,
+          log,
+          transition,
+        );
       } catch (err) {
         log.error("approval gate failed", { error: err instanceof Error ? err.message : String(err) });
         return reviewResponse(

@@ -380,9 +380,13 @@ export function transitionHash(t: Transition): string {
 }
 
 /** An UPDATE that changes nothing the canonical form keeps (see the module comment). */
-export function isNoOpUpdate(req: AdmissionRequest, key: FingerprintKey = PROCESS_KEY): boolean {
+export function isNoOpUpdate(
+  req: AdmissionRequest,
+  key: FingerprintKey = PROCESS_KEY,
+  transition?: Transition,
+): boolean {
   if (req.operation !== "UPDATE" || !isObject(req.object) || !isObject(req.oldObject)) return false;
-  const t = transitionOf(req, key);
+  const t = transition ?? transitionOf(req, key);
   const newUid = metadataOf(req.object)?.uid;
   if (typeof newUid === "string" && newUid && newUid !== t.uid) return false;
   return (

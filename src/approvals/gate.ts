@@ -17,7 +17,13 @@ import type { CompiledApproval } from "../policy/compile.js";
 import type { AdmissionRequest, RuleRef } from "../policy/evaluate.js";
 import { API_GROUP, API_VERSION } from "../policy/types.js";
 import { type RbacChecker, Verb } from "./decision-guard.js";
-import { actionIdentity, type FingerprintKey, fingerprintOf, transitionOf } from "./fingerprint.js";
+import {
+  actionIdentity,
+  type FingerprintKey,
+  fingerprintOf,
+  type Transition,
+  transitionOf,
+} from "./fingerprint.js";
 import { cappedMessage, type OpenRequestIndex } from "./open-requests.js";
 import {
   APPROVAL_REQUEST_PLURAL,
@@ -80,14 +86,19 @@ export class ApprovalGate {
     this.now = opts.now ?? (() => new Date());
   }
 
+  /** The transition this gate binds (hashed with the install's fingerprint key). Pure. */
+  transitionOf(req: AdmissionRequest): Transition {
+    return transitionOf(req, this.opts.fingerprintKey);
+  }
+
   async handle(
     req: AdmissionRequest,
     rule: RuleRef,
     approval: CompiledApproval,
     ruleMessage: string | undefined,
     log: Logger,
+    transition: Transition = this.transitionOf(req),
   ): Promise<GateOutcome> {
-    const transition = transitionOf(req, this.opts.fingerprintKey);
     const action = actionIdentity(req, transition, this.opts.fingerprintKey);
     const fingerprint = fingerprintOf(action, rule);
     const namespace = req.namespace || this.opts.installNamespace;
