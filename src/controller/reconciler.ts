@@ -282,6 +282,22 @@ export function notifyEventFor(phase: Phase | undefined): NotifyEvent | undefine
   }
 }
 
+/**
+ * One reconcile may not hold the queue longer than this: an API call that never answers would
+ * otherwise stall every other request behind it (seen as a test whose request never got a
+ * status while its controller led). The late reconcile may still finish; its writes are
+ * conditional (resourceVersion) or idempotent, and the key is retried.
+ */
+const RECONCILE_DEADLINE_MS = 15_000;
+
+function withDeadline<T>(work: Promise<T>, ms: number, key: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`reconcile of ${key} took longer than ${ms} ms`)), ms);
+  });
+  return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
+}
+
 export class Controller {
   private readonly custom: CustomObjectsApi;
   private readonly core: CoreV1Api;
@@ -450,7 +466,7 @@ export class Controller {
         const key = this.queue.values().next().value as string;
         this.queue.delete(key);
         try {
-          await this.reconcile(key);
+          await withDeadline(this.reconcile(key), RECONCILE_DEADLINE_MS, key);
         } catch (err) {
           this.opts.logger.warn("reconcile failed; retrying", {
             approvalRequest: key,
