@@ -295,6 +295,11 @@ export class AuditWriter {
     return listChainRecords(this.api, namespace);
   }
 
+  /** Whether the record `name` exists in `namespace` (one GET). */
+  async exists(namespace: string, name: string): Promise<boolean> {
+    return (await readRecord(this.api, namespace, name)) !== undefined;
+  }
+
   /** appendAuditRecord, one at a time per namespace within this process (fewer conflicts). */
   append(args: AppendArgs): Promise<AppendResult> {
     const ns = args.namespace;

@@ -6,7 +6,10 @@
  *      with deterministic names (a restart does not repeat them);
  *   3. write the status computed by the pure state machine (conditional update);
  *   4. schedule the next look at its expiry or garbage-collection time: no polling;
- *   5. delete finished requests after the retention, once their records exist.
+ *   5. delete finished requests after the retention, once their records exist (checked by
+ *      name from the status, never by listing the namespace's chain).
+ * Up to RECONCILE_WORKERS requests are reconciled at once (never one key twice); changes come
+ * before the backlog found on taking the lead, and one reconcile is bounded by a deadline.
  */
 
 import { createHash } from "node:crypto";
@@ -290,6 +293,9 @@ export function notifyEventFor(phase: Phase | undefined): NotifyEvent | undefine
  */
 const RECONCILE_DEADLINE_MS = 15_000;
 
+/** Requests reconciled at once (distinct keys); client-go controllers run several workers too. */
+const RECONCILE_WORKERS = 4;
+
 function withDeadline<T>(work: Promise<T>, ms: number, key: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<never>((_, reject) => {
@@ -309,9 +315,14 @@ export class Controller {
   private readonly archiveTimers = new Map<string, NodeJS.Timeout>();
   private readonly audit: AuditWriter;
   private readonly elector: LeaderElector;
+  /** Keys to reconcile: changes and timers first, then the backlog found on taking the lead. */
   private readonly queue = new Set<string>();
+  private readonly backlog = new Set<string>();
   private readonly timers = new Map<string, NodeJS.Timeout>();
-  private processing = false;
+  /** Keys a worker is reconciling now, and keys enqueued meanwhile (reconciled again after). */
+  private readonly active = new Set<string>();
+  private readonly dirty = new Set<string>();
+  private workers = 0;
   private stopped = false;
   private readonly bursts: BurstTracker;
   private readonly burstTimers = new Map<string, NodeJS.Timeout>();
@@ -357,13 +368,17 @@ export class Controller {
       leaseDurationSeconds: opts.leaseDurationSeconds ?? 15,
       logger: opts.logger,
       onStartedLeading: () => {
-        for (const ar of this.informer.list()) enqueue(ar);
+        // Everything already there is a backlog: a request that changes meanwhile goes first.
+        for (const ar of this.informer.list())
+          this.enqueue(`${ar.metadata.namespace}/${ar.metadata.name}`, true);
         for (const n of this.namespaces.list()) onNamespace(n);
       },
       onStoppedLeading: () => {
         for (const key of [...this.timers.keys()]) this.clearTimer(key);
         this.clearBursts(); // Batched entries stay recorded; the next leader adopts them
         this.queue.clear();
+        this.backlog.clear();
+        this.dirty.clear();
       },
     });
   }
@@ -437,10 +452,23 @@ export class Controller {
     }
   }
 
-  private enqueue(key: string): void {
+  private enqueue(key: string, backlog = false): void {
     if (this.stopped || !this.elector.isLeader()) return;
-    this.queue.add(key);
-    if (!this.processing) void this.drain();
+    if (this.active.has(key)) {
+      this.dirty.add(key); // never two workers on one key: it runs again once the first is done
+      return;
+    }
+    if (backlog) {
+      if (!this.queue.has(key)) this.backlog.add(key);
+    } else {
+      this.backlog.delete(key);
+      this.queue.add(key);
+    }
+    while (this.workers < RECONCILE_WORKERS && this.queue.size + this.backlog.size > 0) {
+      // work() takes its first key synchronously, so each pass shrinks the queue
+      this.workers++;
+      void this.work();
+    }
   }
 
   private clearTimer(key: string): void {
@@ -459,12 +487,18 @@ export class Controller {
     );
   }
 
-  private async drain(): Promise<void> {
-    this.processing = true;
+  /**
+   * One worker: takes keys until the queue is empty. Several run at once (RECONCILE_WORKERS),
+   * so a slow key — or a backlog of thousands after a restart — never holds back a fresh
+   * request; a key is never reconciled by two workers at once.
+   */
+  private async work(): Promise<void> {
     try {
-      while (this.queue.size > 0 && !this.stopped && this.elector.isLeader()) {
-        const key = this.queue.values().next().value as string;
-        this.queue.delete(key);
+      while (this.queue.size + this.backlog.size > 0 && !this.stopped && this.elector.isLeader()) {
+        const from = this.queue.size > 0 ? this.queue : this.backlog;
+        const key = from.values().next().value as string;
+        from.delete(key);
+        this.active.add(key);
         try {
           await withDeadline(this.reconcile(key), RECONCILE_DEADLINE_MS, key);
         } catch (err) {
@@ -473,10 +507,13 @@ export class Controller {
             error: describeKubeError(err),
           });
           setTimeout(() => this.enqueue(key), 1000);
+        } finally {
+          this.active.delete(key);
+          if (this.dirty.delete(key)) this.queue.add(key);
         }
       }
     } finally {
-      this.processing = false;
+      this.workers--;
     }
   }
 
@@ -569,11 +606,15 @@ export class Controller {
       this.schedule(key, gcAt);
       return;
     }
-    const records = await this.audit.list(namespace);
+    // The status names every record the request has (step 1 writes them first); each is read
+    // by name, so collection costs a few GETs, not a LIST of the namespace's whole chain.
     const expected = expectedAuditEvents(current, current.status?.phase ?? target);
-    const have = new Set(
-      records.filter((r) => r.spec.approvalRequest.name === name).map((r) => r.spec.event),
-    );
+    const listed = current.status?.auditRecords ?? [];
+    const have = new Set<string>();
+    for (const ref of listed) {
+      if ((expected as string[]).includes(ref.event) && (await this.audit.exists(namespace, ref.record)))
+        have.add(ref.event);
+    }
     if (!expected.every((e) => have.has(e))) {
       log.warn("not collecting: audit records incomplete", { expected, have: [...have] });
       this.schedule(key, new Date(now.getTime() + 5000));
