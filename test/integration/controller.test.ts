@@ -264,6 +264,13 @@ describe("the reconciler", () => {
     try {
       await c.start();
       await waitLeader([c]);
+      const backlog = (
+        (await cp
+          .adminKubeConfig()
+          .makeApiClient(CustomObjectsApi)
+          .listClusterCustomObject({ ...G, plural: "approvalrequests" })) as { items: unknown[] }
+      ).items.length;
+      const startedAt = Date.now();
       const name = await requestDelete(uniqueName("short"));
       const expiresAt = Date.parse((await getAr(name))!.spec.approval.expiresAt);
       // This controller leads for the whole cluster: it first works through every request the
@@ -281,6 +288,9 @@ describe("the reconciler", () => {
       ).catch((err: Error) => {
         throw new Error(`${err.message}; last seen ${JSON.stringify(seen)}`);
       });
+      console.log(
+        `[countersign] GC test: its own request Expired ${Date.now() - startedAt} ms after creation, with ${backlog} earlier requests in the cluster`,
+      );
       await eventually(async () => (await getAr(name)) === undefined, 45_000, "garbage-collected");
       const goneAfter = Date.now() - expiresAt;
       expect(goneAfter).toBeGreaterThanOrEqual(2000);
