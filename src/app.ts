@@ -5,6 +5,7 @@
 import { hostname } from "node:os";
 import { AuthenticationV1Api, type KubeConfig } from "@kubernetes/client-node";
 import type { AdmissionAuth } from "./admission/client-auth.js";
+import { coveringPolicies } from "./admission/handler.js";
 import { SYSTEM_NAMESPACES } from "./admission/registration.js";
 import {
   type RunningAdmissionListener,
@@ -123,7 +124,9 @@ export async function startCountersign(opts: CountersignOptions): Promise<Runnin
     new AuditWriter(opts.kubeConfig, componentLogger("audit", { replica })),
     opts.installNamespace,
   );
-  const decisions = new DecisionService(opts.kubeConfig, rbac, componentLogger("decisions", { replica }));
+  const decisions = new DecisionService(opts.kubeConfig, rbac, componentLogger("decisions", { replica }), {
+    coveredBy: (user) => coveringPolicies(policies, user),
+  });
   const isReady = () => policies.isSynced() && openRequests.isSynced();
   const admission = await startAdmissionServer({
     rbac,

@@ -3,6 +3,8 @@
  * at apply time), then the gate (pure decision → allow | deny | require approval).
  */
 import { guardWrite, isGuardedResource, type RbacChecker } from "../approvals/decision-guard.js";
+import { refusalMessage } from "../approvals/decision-messages.js";
+import { DecisionCode } from "../approvals/decisions.js";
 import { isNoOpUpdate, MAX_NESTING_DEPTH, nestingDepth, type Transition } from "../approvals/fingerprint.js";
 import type { ApprovalGate, GateOutcome } from "../approvals/gate.js";
 import type { ArchiveState } from "../audit/archive.js";
@@ -358,7 +360,10 @@ async function guardCountersignWrite(
     return reviewResponse(req.uid, true, undefined, { [AuditAnnotation.Decision]: DecisionValue.Allowed });
   }
   if (result.allowed === false) {
-    log.warn("rejected write to a Countersign resource", { reason: result.message });
+    log.warn("rejected write to a Countersign resource", {
+      reason: result.message,
+      ...(result.refusal ? { code: result.refusal.code } : {}),
+    });
     return reviewResponse(req.uid, false, result.message, {
       [AuditAnnotation.Decision]: DecisionValue.GuardRejected,
     });
@@ -369,17 +374,18 @@ async function guardCountersignWrite(
     rbac = await deps.rbac.allowed(req.userInfo, result.verb, result.namespace, result.name);
   } catch (err) {
     log.error("SubjectAccessReview failed", { error: err instanceof Error ? err.message : String(err) });
-    return reviewResponse(
-      req.uid,
-      false,
-      "Countersign: could not check your RBAC permission right now; nothing was changed, retry shortly",
-      {
-        [AuditAnnotation.Decision]: DecisionValue.Error,
-      },
-    );
+    return reviewResponse(req.uid, false, refusalMessage({ code: DecisionCode.RbacUnavailable }), {
+      [AuditAnnotation.Decision]: DecisionValue.Error,
+    });
   }
   if (!rbac.allowed) {
-    const message = `Countersign: ${req.userInfo.username} matches this request's approver rules but lacks RBAC verb "${result.verb}" on approvalrequests.countersign.io in namespace ${result.namespace}${rbac.reason ? ` (${rbac.reason})` : ""}. Ask a cluster admin to bind the countersign-approver ClusterRole.`;
+    const message = refusalMessage({
+      code: DecisionCode.NeedsRbac,
+      decider: req.userInfo.username ?? "(anonymous)",
+      verb: result.verb,
+      namespace: result.namespace,
+      reason: rbac.reason,
+    });
     log.warn("decision refused by RBAC", {
       verb: result.verb,
       approvalRequest: `${result.namespace}/${result.name}`,

@@ -35,8 +35,8 @@ interface Authed extends Request {
   user?: UserInfo;
 }
 
-function fail(res: Response, status: number, message: string): void {
-  res.status(status).json({ error: { code: status, message } });
+function fail(res: Response, status: number, message: string, reason?: string): void {
+  res.status(status).json({ error: { code: status, message, ...(reason ? { reason } : {}) } });
 }
 
 /** The view of an ApprovalRequest the API returns (everything a decider needs, nothing else). */
@@ -202,7 +202,7 @@ export function approvalApi(opts: ApprovalApiOptions): Router {
         body.reason as string | undefined,
         "api",
       );
-      if (!out.ok) return fail(res, out.status, out.message);
+      if (!out.ok) return fail(res, out.status, out.message, out.code);
       res.json({
         message: out.message,
         approvalRequest: approvalRequestView(out.approvalRequest, new Date()),

@@ -6,7 +6,18 @@ const error = {
       schema: {
         type: "object",
         properties: {
-          error: { type: "object", properties: { code: { type: "integer" }, message: { type: "string" } } },
+          error: {
+            type: "object",
+            properties: {
+              code: { type: "integer" },
+              message: { type: "string" },
+              reason: {
+                type: "string",
+                description:
+                  "Why a decision was refused (self, already, expired, not-approver, needs-rbac, covered-subject, ...): the same code whatever path the decision took",
+              },
+            },
+          },
         },
       },
     },

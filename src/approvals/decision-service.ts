@@ -2,35 +2,45 @@
  * Records a decision on behalf of a decider whose identity Countersign has already
  * established (a Kubernetes bearer token through TokenReview for the HTTP API; an explicit
  * user mapping for Slack). The same rules as `kubectl approve` through the webhook guard:
- * checkDecision (not the requester, approver rules, Pending — or Approved and unconsumed for a
- * revocation —, once per person) and RBAC verb approve/deny/revoke for the decider
+ * decisions.ts's checkDecision, then RBAC verb approve/deny/revoke for the decider
  * (SubjectAccessReview). Countersign then appends the decision under its own identity, naming
- * the decider; the webhook guard checks that relayed decision's metadata again.
+ * the decider; the webhook guard checks that relayed decision again. A refusal carries its
+ * typed code and the HTTP status of that code (HTTP_STATUS): no message is ever matched.
  */
 import { CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
 import { kubeStatusOf } from "../kube/errors.js";
 import type { Logger } from "../logging/logger.js";
 import type { UserInfo } from "../policy/evaluate.js";
-import { checkDecision, type RbacChecker, RefusalCode } from "./decision-guard.js";
+import type { RbacChecker } from "./decision-guard.js";
+import { DecisionDone, kubeRaceMessage, refusalMessage } from "./decision-messages.js";
+import { checkDecision, type DecisionCode, type DecisionRefusal, HTTP_STATUS } from "./decisions.js";
 import { type ApprovalRequest, type Decision, type DecisionKind, decisionEntry } from "./request.js";
 import { appendDecision, getApprovalRequest, isDecisionRace } from "./store.js";
 
 export type DecisionOutcome =
   | { ok: true; message: string; approvalRequest: ApprovalRequest }
-  | { ok: false; status: 400 | 403 | 404 | 409 | 503; message: string };
+  | { ok: false; status: 400 | 403 | 404 | 409 | 503; message: string; code?: DecisionCode };
 
-const DONE: Record<DecisionKind, string> = { Approve: "approved", Deny: "denied", Revoke: "revoked" };
+export interface DecisionServiceOptions {
+  /** The ApprovalPolicies covering a subject (from the policy cache); such a subject never decides. */
+  coveredBy?: (user: UserInfo) => readonly string[];
+  now?: () => Date;
+}
 
 export class DecisionService {
   private readonly api: CustomObjectsApi;
+  private readonly coveredBy: (user: UserInfo) => readonly string[];
+  private readonly now: () => Date;
 
   constructor(
     kc: KubeConfig,
     private readonly rbac: RbacChecker,
     private readonly log: Logger,
-    private readonly now: () => Date = () => new Date(),
+    opts: DecisionServiceOptions = {},
   ) {
     this.api = kc.makeApiClient(CustomObjectsApi);
+    this.coveredBy = opts.coveredBy ?? (() => []);
+    this.now = opts.now ?? (() => new Date());
   }
 
   get(namespace: string, name: string): Promise<ApprovalRequest | undefined> {
@@ -45,26 +55,43 @@ export class DecisionService {
     reason: string | undefined,
     via: Decision["via"],
   ): Promise<DecisionOutcome> {
+    const refused = (refusal: DecisionRefusal): DecisionOutcome => ({
+      ok: false,
+      status: HTTP_STATUS[refusal.code],
+      message: refusalMessage(refusal),
+      code: refusal.code,
+    });
     for (let attempt = 0; attempt < 3; attempt++) {
       const ar = await this.get(namespace, name);
       if (!ar) return { ok: false, status: 404, message: `ApprovalRequest ${namespace}/${name} not found` };
       const now = this.now();
       const entry = decisionEntry(decider, decision, reason, via, now);
-      const check = checkDecision(ar, decider, entry, now);
-      if (check.allowed === false) {
-        const status =
-          check.code === RefusalCode.Conflict ? 409 : check.code === RefusalCode.Invalid ? 400 : 403;
-        return { ok: false, status, message: check.message };
+      const check = checkDecision({
+        request: ar,
+        decider,
+        decision: entry,
+        now,
+        writtenBy: "relayed",
+        coveredBy: this.coveredBy(decider),
+      });
+      if (!check.ok) return refused(check.refusal);
+      let rbac: { allowed: boolean; reason: string };
+      try {
+        rbac = await this.rbac.allowed(decider, check.verb, namespace, name);
+      } catch (err) {
+        this.log.error("SubjectAccessReview failed", {
+          error: err instanceof Error ? err.message : String(err),
+        });
+        return refused({ code: "rbac-unavailable" });
       }
-      if (check.allowed === "needs-rbac") {
-        const rbac = await this.rbac.allowed(decider, check.verb, namespace, name);
-        if (!rbac.allowed) {
-          return {
-            ok: false,
-            status: 403,
-            message: `Countersign: ${decider.username} lacks RBAC verb "${check.verb}" on approvalrequests.countersign.io in namespace ${namespace}${rbac.reason ? ` (${rbac.reason})` : ""}`,
-          };
-        }
+      if (!rbac.allowed) {
+        return refused({
+          code: "needs-rbac",
+          decider: decider.username ?? "(anonymous)",
+          verb: check.verb,
+          namespace,
+          reason: rbac.reason,
+        });
       }
       try {
         const updated = await appendDecision(this.api, ar, entry);
@@ -77,17 +104,13 @@ export class DecisionService {
         return {
           ok: true,
           approvalRequest: updated,
-          message: `${DONE[decision]} ${namespace}/${name}`,
+          message: `${DecisionDone[decision]} ${namespace}/${name}`,
         };
       } catch (err) {
         if (isDecisionRace(kubeStatusOf(err))) continue;
         throw err;
       }
     }
-    return {
-      ok: false,
-      status: 409,
-      message: `ApprovalRequest ${namespace}/${name} kept changing; try again`,
-    };
+    return { ok: false, status: 409, message: kubeRaceMessage(namespace, name) };
   }
 }

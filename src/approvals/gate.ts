@@ -16,7 +16,8 @@ import { approvalRequestsCapped } from "../metrics/metrics.js";
 import type { CompiledApproval } from "../policy/compile.js";
 import type { AdmissionRequest, RuleRef } from "../policy/evaluate.js";
 import { API_GROUP, API_VERSION } from "../policy/types.js";
-import { type RbacChecker, Verb } from "./decision-guard.js";
+import type { RbacChecker } from "./decision-guard.js";
+import { Verb } from "./decisions.js";
 import {
   actionIdentity,
   type FingerprintKey,

@@ -3,9 +3,12 @@
  * Every command acts as the user of the kubeconfig; nothing here bypasses the webhook.
  */
 import { AuthenticationV1Api, CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
+import { kubeRaceMessage, precheckMessage } from "../approvals/decision-messages.js";
+import { checkDecision, DecisionCode, KUBECTL_VIA } from "../approvals/decisions.js";
 import {
   APPROVAL_REQUEST_PLURAL,
   type ApprovalRequest,
+  type Decision,
   DecisionKind,
   decisionEntry,
   effectivePhase,
@@ -29,6 +32,7 @@ import {
 } from "../audit/verify.js";
 import { AUDIT_CHECKPOINT_PLURAL, AUDIT_PLURAL } from "../audit/writer.js";
 import { kubeStatusOf } from "../kube/errors.js";
+import type { UserInfo } from "../policy/evaluate.js";
 import { API_GROUP, API_VERSION } from "../policy/types.js";
 
 export class PluginError extends Error {}
@@ -63,6 +67,29 @@ async function getRequest(kc: KubeConfig, namespace: string, name: string): Prom
 }
 
 /**
+ * The shared decision rules (decisions.ts) run here before anything is written, so a refusal
+ * reads as the webhook would word it, addressed to the caller. The covering policies and RBAC
+ * are left to the webhook guard, which judges the write itself.
+ */
+function precheck(ar: ApprovalRequest, me: UserInfo, entry: Decision, now: Date): void {
+  const check = checkDecision({ request: ar, decider: me, decision: entry, now, writtenBy: "decider" });
+  if (!check.ok) throw new PluginError(precheckMessage(check.refusal));
+}
+
+/** Appends the entry; undefined when the request changed meanwhile (re-read and try again). */
+async function append(kc: KubeConfig, ar: ApprovalRequest, entry: Decision): Promise<"race" | undefined> {
+  try {
+    await appendDecision(kc.makeApiClient(CustomObjectsApi), ar, entry);
+    return undefined;
+  } catch (err) {
+    const s = kubeStatusOf(err);
+    if (isDecisionRace(s)) return "race";
+    if (s?.code === 403 || s?.code === 400 || s?.code === 422) throw new PluginError(s.message ?? "refused");
+    throw err;
+  }
+}
+
+/**
  * Appends the caller's decision (identity from SelfSubjectReview, as the webhook verifies).
  * Returns a one-line description of the outcome.
  */
@@ -77,37 +104,17 @@ export async function decide(
   const me = await whoAmI(kc);
   for (let attempt = 0; attempt < 3; attempt++) {
     const ar = await getRequest(kc, namespace, name);
-    const phase = effectivePhase(ar, now);
-    if (phase === Phase.Expired) {
-      throw new PluginError(
-        `ApprovalRequest ${namespace}/${name} expired at ${ar.spec.approval.expiresAt}; the requester must retry the action to open a new request`,
-      );
-    }
-    if (phase !== Phase.Pending)
-      throw new PluginError(`ApprovalRequest ${namespace}/${name} is already ${phase}`);
-    if (ar.spec.requester.username === me.username)
-      throw new PluginError("you cannot decide your own request; ask one of its approvers");
-    if ((ar.spec.decisions ?? []).some((d) => d.approver === me.username)) {
-      throw new PluginError(`you (${me.username}) have already decided ${namespace}/${name}`);
-    }
-    const entry = decisionEntry(me, decision, reason, "kubectl", now);
-    try {
-      await appendDecision(kc.makeApiClient(CustomObjectsApi), ar, entry);
-      const got =
-        (ar.spec.decisions ?? []).filter((d) => d.decision === "Approve").length +
-        (decision === "Approve" ? 1 : 0);
-      return decision === "Approve"
-        ? `approved ${namespace}/${name} (${got}/${ar.spec.approval.requiredApprovals} approvals)${got >= ar.spec.approval.requiredApprovals ? ": the requester can now retry the action, once" : ""}`
-        : `denied ${namespace}/${name}`;
-    } catch (err) {
-      const s = kubeStatusOf(err);
-      if (isDecisionRace(s)) continue; // changed meanwhile: re-read
-      if (s?.code === 403 || s?.code === 400 || s?.code === 422)
-        throw new PluginError(s.message ?? "refused");
-      throw err;
-    }
+    const entry = decisionEntry(me, decision, reason, KUBECTL_VIA, now);
+    precheck(ar, me, entry, now);
+    if ((await append(kc, ar, entry)) === "race") continue;
+    const got =
+      (ar.spec.decisions ?? []).filter((d) => d.decision === "Approve").length +
+      (decision === "Approve" ? 1 : 0);
+    return decision === "Approve"
+      ? `approved ${namespace}/${name} (${got}/${ar.spec.approval.requiredApprovals} approvals)${got >= ar.spec.approval.requiredApprovals ? ": the requester can now retry the action, once" : ""}`
+      : `denied ${namespace}/${name}`;
   }
-  throw new PluginError(`ApprovalRequest ${namespace}/${name} kept changing; try again`);
+  throw new PluginError(kubeRaceMessage(namespace, name));
 }
 
 /**
@@ -122,38 +129,17 @@ export async function revoke(
   reason: string,
   now = new Date(),
 ): Promise<string> {
-  if (!reason.trim())
-    throw new PluginError("--reason is required: the requester and the audit trail are told why");
+  if (!reason.trim()) throw new PluginError(precheckMessage({ code: DecisionCode.ReasonRequired }));
   const me = await whoAmI(kc);
   for (let attempt = 0; attempt < 3; attempt++) {
     const ar = await getRequest(kc, namespace, name);
-    const phase = effectivePhase(ar, now);
-    if (phase === Phase.Consumed) {
-      const c = ar.status?.consumed;
-      throw new PluginError(
-        `ApprovalRequest ${namespace}/${name} is already used${c ? ` (admitted at ${c.time})` : ""}; a used approval cannot be revoked`,
-      );
-    }
-    if (phase === Phase.Pending) {
-      throw new PluginError(
-        `ApprovalRequest ${namespace}/${name} is Pending: there is no approval to revoke yet. Deny it instead: kubectl deny ${name} -n ${namespace}`,
-      );
-    }
-    if (phase !== Phase.Approved)
-      throw new PluginError(`ApprovalRequest ${namespace}/${name} is already ${phase}`);
-    const entry = decisionEntry(me, DecisionKind.Revoke, reason, "kubectl", now);
-    try {
-      await appendDecision(kc.makeApiClient(CustomObjectsApi), ar, entry);
-      return `revoked ${namespace}/${name}: the approval can no longer be used`;
-    } catch (err) {
-      const s = kubeStatusOf(err);
-      if (isDecisionRace(s)) continue; // changed meanwhile (consumed, or another decision): re-read
-      if (s?.code === 403 || s?.code === 400 || s?.code === 422)
-        throw new PluginError(s.message ?? "refused");
-      throw err;
-    }
+    const entry = decisionEntry(me, DecisionKind.Revoke, reason, KUBECTL_VIA, now);
+    precheck(ar, me, entry, now);
+    // changed meanwhile (consumed, or another decision): re-read
+    if ((await append(kc, ar, entry)) === "race") continue;
+    return `revoked ${namespace}/${name}: the approval can no longer be used`;
   }
-  throw new PluginError(`ApprovalRequest ${namespace}/${name} kept changing; try again`);
+  throw new PluginError(kubeRaceMessage(namespace, name));
 }
 
 export async function listRequests(

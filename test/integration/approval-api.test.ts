@@ -32,7 +32,10 @@ function call(
   path: string,
   token?: string,
   body?: string,
-): Promise<{ status: number; json: { error?: { message: string } } & Record<string, unknown> }> {
+): Promise<{
+  status: number;
+  json: { error?: { message: string; reason?: string } } & Record<string, unknown>;
+}> {
   return new Promise((resolve, reject) => {
     const req = request(
       {
@@ -173,6 +176,7 @@ describe("the approval HTTP API", () => {
     );
     expect(grace.status).toBe(403);
     expect(grace.json.error?.message).toMatch(/lacks RBAC verb "approve"/);
+    expect(grace.json.error?.reason).toBe("needs-rbac");
     const self = await call(
       "POST",
       `/namespaces/${ns}/approvalrequests/${arName}/approve`,
@@ -181,6 +185,7 @@ describe("the approval HTTP API", () => {
     );
     expect(self.status).toBe(403);
     expect(self.json.error?.message).toMatch(/nobody decides their own request/);
+    expect(self.json.error?.reason).toBe("self");
     const bad = await call(
       "POST",
       `/namespaces/${ns}/approvalrequests/${arName}/approve`,
@@ -188,6 +193,35 @@ describe("the approval HTTP API", () => {
       "{oops",
     );
     expect(bad.status).toBe(400);
+  });
+
+  it("another agent under the same policy cannot approve through the API, even with RBAC approve", async () => {
+    const helper = await cp.serviceAccountIdentity(agentsNs, "helper");
+    await cp
+      .adminKubeConfig()
+      .makeApiClient(RbacAuthorizationV1Api)
+      .createClusterRoleBinding({
+        body: {
+          metadata: { name: uniqueName("api-helper") },
+          roleRef: {
+            apiGroup: "rbac.authorization.k8s.io",
+            kind: "ClusterRole",
+            name: APPROVER_CLUSTER_ROLE,
+          },
+          subjects: [{ kind: "ServiceAccount", name: "helper", namespace: agentsNs }],
+        },
+      });
+    const covered = await call(
+      "POST",
+      `/namespaces/${ns}/approvalrequests/${arName}/approve`,
+      helper.token,
+      JSON.stringify({ reason: "looks fine to me" }),
+    );
+    expect(covered.status).toBe(403);
+    expect(covered.json.error?.reason).toBe("covered-subject");
+    expect(covered.json.error?.message).toMatch(
+      /is covered by ApprovalPolicy .*subjects under approval never decide/,
+    );
   });
 
   it("a valid approver can approve, the decision names them, and the action then goes through once", async () => {

@@ -4,7 +4,8 @@
  * Pure (the integration counterpart is in test/integration/transition.test.ts).
  */
 import { describe, expect, it } from "vitest";
-import { checkDecision } from "../../src/approvals/decision-guard.js";
+import { refusalMessage } from "../../src/approvals/decision-messages.js";
+import { checkDecision } from "../../src/approvals/decisions.js";
 import {
   actionIdentity,
   actionSummary,
@@ -171,12 +172,19 @@ describe("a change too large to show in full cannot be approved (findings 1, 2)"
 
   it("the decision guard refuses an Approve (a Deny is still possible), and the gate never consumes it", () => {
     const alice = { username: "alice", groups: ["approvers"] };
-    const approve = checkDecision(ar, alice, { approver: "alice", decision: "Approve" } as never, NOW);
-    expect(approve).toMatchObject({ allowed: false });
-    expect((approve as { message: string }).message).toMatch(/cannot be approved: the change is too large/);
-    expect(checkDecision(ar, alice, { approver: "alice", decision: "Deny" } as never, NOW)).toMatchObject({
-      allowed: "needs-rbac",
-    });
+    const decide = (decision: "Approve" | "Deny") =>
+      checkDecision({
+        request: ar,
+        decider: alice,
+        decision: { approver: "alice", groups: ["approvers"], decision, via: "api", time: NOW.toISOString() },
+        now: NOW,
+        writtenBy: "relayed",
+      });
+    const approve = decide("Approve");
+    expect(approve).toMatchObject({ ok: false, refusal: { code: "too-large" } });
+    if (approve.ok) throw new Error("unreachable");
+    expect(refusalMessage(approve.refusal)).toMatch(/cannot be approved: the change is too large/);
+    expect(decide("Deny")).toMatchObject({ ok: true, verb: "deny" });
     const approved = {
       ...ar,
       spec: { ...ar.spec, decisions: [{ approver: "alice", decision: "Approve" as const }] },

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { DECISION_CLOCK_SKEW_SECONDS, guardWrite } from "../../src/approvals/decision-guard.js";
+import { guardWrite } from "../../src/approvals/decision-guard.js";
+import { DECISION_CLOCK_SKEW_SECONDS } from "../../src/approvals/decisions.js";
 import { type ApprovalRequest, decisionEntry } from "../../src/approvals/request.js";
 import { computePhase, nextStatus, nextWakeup } from "../../src/approvals/state.js";
 import {
