@@ -215,14 +215,17 @@ async function main(): Promise<void> {
       usage: "server",
     });
     const apiServer = { cert: cp.webhookClient.client.certPem, key: cp.webhookClient.client.keyPem };
+    // The webhook role alone: the gate's hot path, no controller.
     const cs = await startCountersign({
       kubeConfig: cp.adminKubeConfig(),
-      tls,
-      admissionPort: 0,
-      admissionAuth: { mode: "client-cert", clientCaPem: cp.webhookClient.ca.certPem },
-      host: "127.0.0.1",
       installNamespace: "countersign-system",
       replica: "bench",
+      webhook: {
+        tls,
+        admissionPort: 0,
+        admissionAuth: { mode: "client-cert", clientCaPem: cp.webhookClient.ca.certPem },
+        host: "127.0.0.1",
+      },
     });
     const deadline = Date.now() + 15_000;
     while (cs.policies.list().length < 50 && Date.now() < deadline)
@@ -257,7 +260,7 @@ async function main(): Promise<void> {
         const req = request(
           {
             host: "127.0.0.1",
-            port: cs.admissionPort,
+            port: cs.webhook!.admissionPort,
             path: "/validate",
             method: "POST",
             rejectUnauthorized: false,
@@ -283,7 +286,7 @@ async function main(): Promise<void> {
     const results = [];
     const noopMax = await load(noopPort, "/", allowBodies, "closed", { concurrency: 16 });
     results.push(row("no-op HTTPS handler, max throughput", noopMax));
-    const port = cs.admissionPort;
+    const port = cs.webhook!.admissionPort;
     const allowMax = await load(port, "/validate", allowBodies, "closed", {
       concurrency: 16,
       clientTls: apiServer,

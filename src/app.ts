@@ -1,6 +1,15 @@
 /**
- * Wires Countersign's components together: the policy cache (informers), the approval
- * gate and the webhook server. Used by the CLI entry point, `npm run dev` and the tests.
+ * The one composition of Countersign: two roles, and `all` runs both in one process.
+ *
+ *  - the webhook role: the policy cache (informers), the approval gate, the admission listener
+ *    and the approval API / Slack listener;
+ *  - the controller role: the leader-elected ApprovalRequest reconciler, policy status, the
+ *    guardrails (BypassRisk scan, webhook configuration watch) and, when Countersign manages its
+ *    own certificates, the certificate loop (certs/certificate-loop.ts).
+ *
+ * In one process the roles share the policy cache, the fingerprint key and the identity.
+ * Production (main.ts: webhook | controller | all), `npm run dev`, the tests
+ * (test/support/countersign.ts) and the bench all start Countersign through startCountersign.
  */
 import { hostname } from "node:os";
 import { AuthenticationV1Api, type KubeConfig } from "@kubernetes/client-node";
@@ -24,7 +33,7 @@ import { namespaceArchiveState } from "./audit/archive.js";
 import { ConfigAuditor } from "./audit/config-audit.js";
 import { AuditWriter } from "./audit/writer.js";
 import { BypassScanner } from "./bypass/scanner.js";
-import { nextRotation, reconcileWebhookCertificate } from "./certs/webhook-certs.js";
+import { startCertificateLoop } from "./certs/certificate-loop.js";
 import { WebhookConfigWatch } from "./controller/config-watch.js";
 import { Controller } from "./controller/reconciler.js";
 import { componentLogger } from "./logging/logger.js";
@@ -34,9 +43,12 @@ import { KubeReplayGuard } from "./notify/replay-guard.js";
 import { slackInteractions } from "./notify/slack-interactions.js";
 import { PolicyCache } from "./policy/policy-cache.js";
 
-export interface CountersignOptions {
-  kubeConfig: KubeConfig;
-  tls: ServingTls;
+export interface WebhookRoleOptions {
+  /**
+   * The serving certificate, or where to get it once the controller role (started first in
+   * `all`) may have written it.
+   */
+  tls: ServingTls | (() => Promise<ServingTls>);
   /** The admission listener (POST /validate, health); 0 picks a free port. */
   admissionPort: number;
   /** Who may call /validate: the API server's client certificate, or a network fence. */
@@ -44,26 +56,36 @@ export interface CountersignOptions {
   /** The approval API + Slack listener; 0 picks a free port; undefined: not served. */
   apiPort?: number;
   host?: string;
-  installNamespace: string;
-  replica?: string;
-  /** Write policy status conditions (the controller role). */
-  writePolicyStatus?: boolean;
   bodyLimitBytes?: number;
   /** Other usernames Countersign runs as (e.g. the controller's service account). */
   extraIdentities?: string[];
-  /** Run the leader-elected controller in this process too. */
-  controller?: {
-    retentionSeconds?: number;
-    leaseDurationSeconds?: number;
-    identity?: string;
-    notificationRetry?: SenderOptions;
-    /** How often the BypassRisk scan re-checks every policy (default 60 s). */
-    bypassScanIntervalMs?: number;
-  };
-  /** Notification routes (controller) and Slack interactivity (webhook). */
-  notifications?: NotificationConfig;
   /** PEM of a private CA for Slack's response_url (tests, proxies). */
   slackResponseCaPem?: string;
+}
+
+export interface ControllerRoleOptions {
+  /** This replica's identity in the leader lease (default: the replica name). */
+  identity?: string;
+  retentionSeconds?: number;
+  leaseDurationSeconds?: number;
+  notificationRetry?: SenderOptions;
+  /** How often the BypassRisk scan re-checks every policy (default 60 s). */
+  bypassScanIntervalMs?: number;
+  /** Self-managed webhook certificates (omit when cert-manager or files provide them). */
+  certificates?: { secretName: string; serviceName: string; webhookConfigurationName: string };
+}
+
+export interface CountersignOptions {
+  kubeConfig: KubeConfig;
+  installNamespace: string;
+  /** This process's name in logs and leases (default $POD_NAME, else the host name). */
+  replica?: string;
+  /** Notification routes (controller) and Slack interactivity (webhook). */
+  notifications?: NotificationConfig;
+  /** The webhook role; absent: not served by this process. */
+  webhook?: WebhookRoleOptions;
+  /** The controller role; absent: not run by this process. */
+  controller?: ControllerRoleOptions;
 }
 
 /** Who this process is to the API server (SelfSubjectReview). */
@@ -77,7 +99,7 @@ export async function selfUsername(kc: KubeConfig): Promise<string> {
   return name;
 }
 
-export interface RunningCountersign {
+export interface RunningWebhook {
   /** The admission listener's port (POST /validate, only for the API server). */
   admissionPort: number;
   /** The approval API + Slack interactivity listener's port; undefined when not served. */
@@ -86,54 +108,133 @@ export interface RunningCountersign {
   setTls(tls: ServingTls): void;
   /** Swaps the CA bundle that admission client certificates are verified against. */
   setAdmissionClientCa(pem: string): void;
-  /** The username Countersign runs as. */
-  identity: string;
-  controller: Controller | undefined;
-  policies: PolicyCache;
   admission: RunningAdmissionListener;
   api: RunningListener | undefined;
+}
+
+export interface RunningCountersign {
+  /** The username Countersign runs as. */
+  identity: string;
+  replica: string;
+  policies: PolicyCache;
+  webhook: RunningWebhook | undefined;
+  controller: Controller | undefined;
   stop(): Promise<void>;
 }
 
+/** What the roles of one process share. */
+interface Shared {
+  kubeConfig: KubeConfig;
+  installNamespace: string;
+  replica: string;
+  identity: string;
+  policies: PolicyCache;
+  fingerprintKey: Uint8Array;
+  auditor: ConfigAuditor;
+  notifications?: NotificationConfig;
+}
+
+interface Role {
+  /** Settles when the role's caches have synced. */
+  started?: Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Starts the roles `opts` names (at least one), sharing what one process can share. */
 export async function startCountersign(opts: CountersignOptions): Promise<RunningCountersign> {
+  if (!opts.webhook && !opts.controller)
+    throw new Error("startCountersign: give a webhook role, a controller role, or both");
   const replica = opts.replica ?? process.env.POD_NAME ?? hostname();
+  const identity = await selfUsername(opts.kubeConfig);
   const policies = new PolicyCache({
     kubeConfig: opts.kubeConfig,
     logger: componentLogger("policy-cache", { replica }),
-    writeStatus: opts.writePolicyStatus ?? false,
+    // The controller role writes each policy's Ready condition; a webhook-only replica does not.
+    writeStatus: opts.controller !== undefined,
+    // The webhook evaluates serviceAccountSelector / namespaceObject; the controller alone needs neither.
+    lookups: opts.webhook !== undefined,
   });
-  const rbac = new RbacChecker(opts.kubeConfig);
-  const openRequests = new OpenRequestIndex(opts.kubeConfig, componentLogger("open-requests", { replica }));
   const fingerprintKey = await loadFingerprintKey(
     opts.kubeConfig,
     opts.installNamespace,
     componentLogger("fingerprint-key", { replica }),
   );
-  const gate = new ApprovalGate({
+  const shared: Shared = {
     kubeConfig: opts.kubeConfig,
     installNamespace: opts.installNamespace,
+    replica,
+    identity,
+    policies,
+    fingerprintKey,
+    auditor: new ConfigAuditor(
+      new AuditWriter(opts.kubeConfig, componentLogger("audit", { replica })),
+      opts.installNamespace,
+    ),
+    ...(opts.notifications ? { notifications: opts.notifications } : {}),
+  };
+  // The controller role first: with self-managed certificates it writes the webhook's TLS
+  // Secret, which the webhook role (`tls` as a function) may be waiting for.
+  const roles: Role[] = [];
+  let webhook: (RunningWebhook & Role) | undefined;
+  let controller: (Role & { controller: Controller }) | undefined;
+  try {
+    if (opts.controller) {
+      controller = await startControllerRole(shared, opts.controller);
+      roles.unshift(controller);
+    }
+    if (opts.webhook) {
+      const tls = typeof opts.webhook.tls === "function" ? await opts.webhook.tls() : opts.webhook.tls;
+      webhook = await startWebhookRole(shared, { ...opts.webhook, tls });
+      roles.unshift(webhook);
+    }
+    await Promise.all([policies.start(), webhook?.started]);
+  } catch (err) {
+    for (const r of roles) await r.stop().catch(() => undefined);
+    await policies.stop();
+    throw err;
+  }
+  return {
+    identity,
+    replica,
+    policies,
+    webhook,
+    controller: controller?.controller,
+    async stop() {
+      // The webhook role first, so nothing is admitted by a half-stopped process.
+      for (const r of roles) await r.stop();
+      await policies.stop();
+    },
+  };
+}
+
+/** The webhook role: admission, the approval gate, the approval API and Slack interactivity. */
+async function startWebhookRole(
+  shared: Shared,
+  opts: WebhookRoleOptions & { tls: ServingTls },
+): Promise<RunningWebhook & Role> {
+  const { kubeConfig, installNamespace, replica, policies } = shared;
+  const rbac = new RbacChecker(kubeConfig);
+  const openRequests = new OpenRequestIndex(kubeConfig, componentLogger("open-requests", { replica }));
+  const gate = new ApprovalGate({
+    kubeConfig,
+    installNamespace,
     replica,
     logger: componentLogger("gate", { replica }),
     rbac,
     openRequests,
-    fingerprintKey,
+    fingerprintKey: shared.fingerprintKey,
   });
-  const self = await selfUsername(opts.kubeConfig);
-  const countersignUsers = new Set([self, ...(opts.extraIdentities ?? [])]);
-  const auditor = new ConfigAuditor(
-    new AuditWriter(opts.kubeConfig, componentLogger("audit", { replica })),
-    opts.installNamespace,
-  );
-  const decisions = new DecisionService(opts.kubeConfig, rbac, componentLogger("decisions", { replica }), {
+  const countersignUsers = new Set([shared.identity, ...(opts.extraIdentities ?? [])]);
+  const decisions = new DecisionService(kubeConfig, rbac, componentLogger("decisions", { replica }), {
     coveredBy: (user) => coveringPolicies(policies, user),
   });
   const isReady = () => policies.isSynced() && openRequests.isSynced();
   const admission = await startAdmissionServer({
     rbac,
     countersignUsers,
-    protectedNamespaces: new Set([...SYSTEM_NAMESPACES, opts.installNamespace]),
-    configAudit: auditor,
-    archiveState: (namespace) => namespaceArchiveState(opts.kubeConfig, opts.installNamespace, namespace),
+    protectedNamespaces: new Set([...SYSTEM_NAMESPACES, installNamespace]),
+    configAudit: shared.auditor,
+    archiveState: (namespace) => namespaceArchiveState(kubeConfig, installNamespace, namespace),
     tls: opts.tls,
     port: opts.admissionPort,
     auth: opts.admissionAuth,
@@ -147,11 +248,11 @@ export async function startCountersign(opts: CountersignOptions): Promise<Runnin
   let replayGuard: KubeReplayGuard | undefined;
   let api: RunningListener | undefined;
   if (opts.apiPort !== undefined) {
-    const slack = opts.notifications?.slack;
+    const slack = shared.notifications?.slack;
     if (slack) {
       replayGuard = new KubeReplayGuard(
-        opts.kubeConfig,
-        opts.installNamespace,
+        kubeConfig,
+        installNamespace,
         replica,
         componentLogger("slack", { replica }),
       );
@@ -164,7 +265,7 @@ export async function startCountersign(opts: CountersignOptions): Promise<Runnin
       isReady,
       logger: componentLogger("api", { replica }),
       api: approvalApi({
-        kubeConfig: opts.kubeConfig,
+        kubeConfig,
         rbac,
         decisions,
         logger: componentLogger("approval-api", { replica }),
@@ -186,44 +287,8 @@ export async function startCountersign(opts: CountersignOptions): Promise<Runnin
       throw err;
     });
   }
-  await Promise.all([policies.start(), openRequests.start()]);
-  let controller: Controller | undefined;
-  if (opts.controller) {
-    controller = new Controller({
-      kubeConfig: opts.kubeConfig,
-      installNamespace: opts.installNamespace,
-      identity: opts.controller.identity ?? replica,
-      username: self,
-      fingerprintKey,
-      ...(opts.controller.retentionSeconds !== undefined
-        ? { retentionSeconds: opts.controller.retentionSeconds }
-        : {}),
-      ...(opts.controller.leaseDurationSeconds !== undefined
-        ? { leaseDurationSeconds: opts.controller.leaseDurationSeconds }
-        : {}),
-      logger: componentLogger("controller", { replica }),
-      siemLogger: componentLogger("audit", { replica }),
-      ...(opts.notifications ? { notifications: opts.notifications } : {}),
-      ...(opts.controller.notificationRetry ? { notificationRetry: opts.controller.notificationRetry } : {}),
-    });
-    await controller.start();
-  }
-  const guardrails = controller
-    ? await startGuardrails({
-        kubeConfig: opts.kubeConfig,
-        installNamespace: opts.installNamespace,
-        policies,
-        controller,
-        username: self,
-        instance: replica,
-        auditor,
-        ...(opts.controller?.bypassScanIntervalMs
-          ? { intervalMs: opts.controller.bypassScanIntervalMs }
-          : {}),
-      })
-    : undefined;
   return {
-    controller,
+    started: openRequests.start(),
     admissionPort: admission.port,
     apiPort: api?.port,
     setTls(tls) {
@@ -233,37 +298,73 @@ export async function startCountersign(opts: CountersignOptions): Promise<Runnin
     setAdmissionClientCa(pem) {
       admission.setClientCa(pem);
     },
-    identity: self,
-    policies,
     admission,
     api,
     async stop() {
-      await guardrails?.stop();
       replayGuard?.stop();
       await Promise.all([admission.stop(), api?.stop()]);
-      await controller?.stop();
-      await Promise.all([policies.stop(), openRequests.stop()]);
+      await openRequests.stop();
     },
   };
 }
 
-export interface ControllerRoleOptions {
-  kubeConfig: KubeConfig;
-  installNamespace: string;
-  replica?: string;
-  retentionSeconds?: number;
-  leaseDurationSeconds?: number;
-  /** Self-managed webhook certificates (omit when cert-manager manages them). */
-  certificates?: { secretName: string; serviceName: string; webhookConfigurationName: string };
-  notifications?: NotificationConfig;
-  bypassScanIntervalMs?: number;
+/**
+ * The controller role: the leader-elected ApprovalRequest reconciler, the guardrails and (as
+ * leader, when Countersign manages them) the webhook certificates.
+ */
+async function startControllerRole(
+  shared: Shared,
+  opts: ControllerRoleOptions,
+): Promise<Role & { controller: Controller }> {
+  const { kubeConfig, installNamespace, replica } = shared;
+  const controller = new Controller({
+    kubeConfig,
+    installNamespace,
+    identity: opts.identity ?? replica,
+    username: shared.identity,
+    fingerprintKey: shared.fingerprintKey,
+    ...(opts.retentionSeconds !== undefined ? { retentionSeconds: opts.retentionSeconds } : {}),
+    ...(opts.leaseDurationSeconds !== undefined ? { leaseDurationSeconds: opts.leaseDurationSeconds } : {}),
+    logger: componentLogger("controller", { replica }),
+    siemLogger: componentLogger("audit", { replica }),
+    ...(shared.notifications ? { notifications: shared.notifications } : {}),
+    ...(opts.notificationRetry ? { notificationRetry: opts.notificationRetry } : {}),
+  });
+  await controller.start();
+  const guardrails = await startGuardrails({
+    kubeConfig,
+    installNamespace,
+    policies: shared.policies,
+    controller,
+    username: shared.identity,
+    instance: replica,
+    auditor: shared.auditor,
+    ...(opts.bypassScanIntervalMs ? { intervalMs: opts.bypassScanIntervalMs } : {}),
+  });
+  const certificates = opts.certificates
+    ? startCertificateLoop({
+        kubeConfig,
+        namespace: installNamespace,
+        ...opts.certificates,
+        isLeader: () => controller.isLeader(),
+        logger: componentLogger("certificates", { replica }),
+      })
+    : undefined;
+  return {
+    controller,
+    async stop() {
+      certificates?.stop();
+      await guardrails.stop();
+      await controller.stop();
+    },
+  };
 }
 
 /**
  * The controller's watch on paths around admission (issue 10): the BypassRisk scan of each
  * policy's subjects, and a record of every change to Countersign's webhook configurations.
  */
-export async function startGuardrails(opts: {
+async function startGuardrails(opts: {
   kubeConfig: KubeConfig;
   installNamespace: string;
   policies: PolicyCache;
@@ -296,102 +397,6 @@ export async function startGuardrails(opts: {
     async stop() {
       scanner.stop();
       await watch.stop();
-    },
-  };
-}
-
-export interface RunningController {
-  controller: Controller;
-  policies: PolicyCache;
-  identity: string;
-  stop(): Promise<void>;
-}
-
-const CERT_CHECK_INTERVAL_MS = 60_000;
-
-/** The controller role: the reconciler, policy status, and (as leader) the webhook certificates. */
-export async function startController(opts: ControllerRoleOptions): Promise<RunningController> {
-  const replica = opts.replica ?? process.env.POD_NAME ?? hostname();
-  const self = await selfUsername(opts.kubeConfig);
-  const policies = new PolicyCache({
-    kubeConfig: opts.kubeConfig,
-    logger: componentLogger("policy-status", { replica }),
-    writeStatus: true,
-    lookups: false,
-  });
-  await policies.start();
-  const fingerprintKey = await loadFingerprintKey(
-    opts.kubeConfig,
-    opts.installNamespace,
-    componentLogger("fingerprint-key", { replica }),
-  );
-  const controller = new Controller({
-    kubeConfig: opts.kubeConfig,
-    installNamespace: opts.installNamespace,
-    identity: replica,
-    username: self,
-    fingerprintKey,
-    ...(opts.retentionSeconds !== undefined ? { retentionSeconds: opts.retentionSeconds } : {}),
-    ...(opts.leaseDurationSeconds !== undefined ? { leaseDurationSeconds: opts.leaseDurationSeconds } : {}),
-    logger: componentLogger("controller", { replica }),
-    siemLogger: componentLogger("audit", { replica }),
-    ...(opts.notifications ? { notifications: opts.notifications } : {}),
-  });
-  await controller.start();
-  const guardrails = await startGuardrails({
-    kubeConfig: opts.kubeConfig,
-    installNamespace: opts.installNamespace,
-    policies,
-    controller,
-    username: self,
-    instance: replica,
-    auditor: new ConfigAuditor(
-      new AuditWriter(opts.kubeConfig, componentLogger("audit", { replica })),
-      opts.installNamespace,
-    ),
-    ...(opts.bypassScanIntervalMs ? { intervalMs: opts.bypassScanIntervalMs } : {}),
-  });
-  let timer: NodeJS.Timeout | undefined;
-  let stopped = false;
-  if (opts.certificates) {
-    const certLog = componentLogger("certificates", { replica });
-    const certs = opts.certificates;
-    const tick = async () => {
-      let wait = CERT_CHECK_INTERVAL_MS;
-      if (controller.isLeader()) {
-        try {
-          const tls = await reconcileWebhookCertificate({
-            kubeConfig: opts.kubeConfig,
-            namespace: opts.installNamespace,
-            secretName: certs.secretName,
-            serviceName: certs.serviceName,
-            webhookConfigurationName: certs.webhookConfigurationName,
-            logger: certLog,
-          });
-          wait = Math.max(1000, Math.min(wait, nextRotation(tls).getTime() - Date.now()));
-        } catch (err) {
-          certLog.warn("certificate reconcile failed; retrying", {
-            error: err instanceof Error ? err.message : String(err),
-          });
-          wait = 5000;
-        }
-      } else {
-        wait = 2000; // check soon whether this replica became leader
-      }
-      if (!stopped) timer = setTimeout(() => void tick(), wait);
-    };
-    void tick();
-  }
-  return {
-    controller,
-    policies,
-    identity: self,
-    async stop() {
-      stopped = true;
-      if (timer) clearTimeout(timer);
-      await guardrails.stop();
-      await controller.stop();
-      await policies.stop();
     },
   };
 }

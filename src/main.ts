@@ -19,7 +19,7 @@ import {
   assertCertificatePem,
   parseAllowedNames,
 } from "./admission/client-auth.js";
-import { type RunningController, type RunningCountersign, startController, startCountersign } from "./app.js";
+import { type RunningCountersign, startCountersign } from "./app.js";
 import { TlsSecretWatcher } from "./certs/webhook-certs.js";
 import { describeKubeError, isNotFound } from "./kube/errors.js";
 import { componentLogger } from "./logging/logger.js";
@@ -281,71 +281,79 @@ export async function run(settings: Settings): Promise<() => Promise<void>> {
     stops.push(() => new Promise<void>((r) => metrics.server.close(() => r())));
     log.info("metrics serving", { port: metrics.port });
   }
-  let controller: RunningController | undefined;
-  if (settings.mode !== "webhook") {
-    controller = await startController({
-      kubeConfig: kc,
-      installNamespace: settings.installNamespace,
-      retentionSeconds: settings.retentionSeconds,
-      leaseDurationSeconds: settings.leaseDurationSeconds,
-      ...(notifications ? { notifications } : {}),
-      ...(settings.manageCertificates && !settings.tlsCertFile
-        ? {
-            certificates: {
-              secretName: settings.tlsSecret,
-              serviceName: settings.serviceName,
-              webhookConfigurationName: settings.webhookConfiguration,
-            },
-          }
-        : {}),
-    });
-    stops.push(() => controller!.stop());
-    log.info("controller started", { identity: controller.identity });
-  }
-  if (settings.mode !== "controller") {
-    // TLS from files, or from the Secret the controller (or cert-manager) keeps, re-read for rotation.
-    let running: RunningCountersign | undefined;
-    const watcher =
-      settings.tlsCertFile && settings.tlsKeyFile
-        ? undefined
-        : new TlsSecretWatcher(
-            kc,
-            settings.installNamespace,
-            settings.tlsSecret,
-            (next) => running?.setTls(next),
-            componentLogger("certificates"),
-            settings.tlsReloadSeconds * 1000,
-          );
-    const tls = watcher
-      ? await watcher.first()
-      : {
-          certPem: readFileSync(settings.tlsCertFile!, "utf8"),
-          keyPem: readFileSync(settings.tlsKeyFile!, "utf8"),
-        };
-    const admissionAuth = loadAdmissionAuth(settings);
-    running = await startCountersign({
-      kubeConfig: kc,
-      tls,
-      admissionPort: settings.port,
-      admissionAuth,
-      ...(settings.apiPort > 0 ? { apiPort: settings.apiPort } : {}),
-      installNamespace: settings.installNamespace,
-      extraIdentities: [...settings.identities, ...(controller ? [controller.identity] : [])],
-      ...(notifications ? { notifications } : {}),
-    });
-    watcher?.start();
-    const webhook = running;
-    const caReload = watchClientCa(settings, admissionAuth, (pem) => webhook.setAdmissionClientCa(pem));
-    stops.unshift(async () => {
-      watcher?.stop();
-      if (caReload) clearInterval(caReload);
-      await webhook.stop();
-    });
+  const webhookRole = settings.mode !== "controller";
+  const controllerRole = settings.mode !== "webhook";
+  // TLS from files, or from the Secret the controller role (or cert-manager) keeps, re-read for rotation.
+  let running: RunningCountersign | undefined;
+  const watcher =
+    !webhookRole || (settings.tlsCertFile && settings.tlsKeyFile)
+      ? undefined
+      : new TlsSecretWatcher(
+          kc,
+          settings.installNamespace,
+          settings.tlsSecret,
+          (next) => running?.webhook?.setTls(next),
+          componentLogger("certificates"),
+          settings.tlsReloadSeconds * 1000,
+        );
+  const admissionAuth = webhookRole ? loadAdmissionAuth(settings) : undefined;
+  running = await startCountersign({
+    kubeConfig: kc,
+    installNamespace: settings.installNamespace,
+    ...(notifications ? { notifications } : {}),
+    ...(controllerRole
+      ? {
+          controller: {
+            retentionSeconds: settings.retentionSeconds,
+            leaseDurationSeconds: settings.leaseDurationSeconds,
+            ...(settings.manageCertificates && !settings.tlsCertFile
+              ? {
+                  certificates: {
+                    secretName: settings.tlsSecret,
+                    serviceName: settings.serviceName,
+                    webhookConfigurationName: settings.webhookConfiguration,
+                  },
+                }
+              : {}),
+          },
+        }
+      : {}),
+    ...(webhookRole && admissionAuth
+      ? {
+          webhook: {
+            tls: watcher
+              ? () => watcher.first()
+              : {
+                  certPem: readFileSync(settings.tlsCertFile!, "utf8"),
+                  keyPem: readFileSync(settings.tlsKeyFile!, "utf8"),
+                },
+            admissionPort: settings.port,
+            admissionAuth,
+            ...(settings.apiPort > 0 ? { apiPort: settings.apiPort } : {}),
+            extraIdentities: settings.identities,
+          },
+        }
+      : {}),
+  });
+  const cs = running;
+  watcher?.start();
+  const webhook = cs.webhook;
+  const caReload =
+    webhook && admissionAuth
+      ? watchClientCa(settings, admissionAuth, (pem) => webhook.setAdmissionClientCa(pem))
+      : undefined;
+  stops.unshift(async () => {
+    watcher?.stop();
+    if (caReload) clearInterval(caReload);
+    await cs.stop();
+  });
+  if (cs.controller) log.info("controller started", { identity: cs.identity });
+  if (webhook) {
     log.info("webhook serving", {
       admissionPort: webhook.admissionPort,
       apiPort: webhook.apiPort ?? "off",
       admissionAuth: settings.admissionAuth,
-      identity: webhook.identity,
+      identity: cs.identity,
     });
     if (settings.admissionAuth === "network") {
       log.warn(

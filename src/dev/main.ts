@@ -184,23 +184,21 @@ async function main(): Promise<void> {
       "with --use-current-kubeconfig, give --admission-client-ca-file (the CA of the client certificate your API server presents to webhooks; see the README's Security model) or --admission-auth network",
     );
   }
+  // Both roles in this process, as `countersign all` runs them.
   const cs = await startCountersign({
     kubeConfig: countersignKc,
-    tls,
-    admissionPort: Number(values.port),
-    apiPort: Number(values["api-port"]),
-    admissionAuth,
     installNamespace: INSTALL_NAMESPACE,
     replica: "dev",
-    writePolicyStatus: true,
+    webhook: { tls, admissionPort: Number(values.port), apiPort: Number(values["api-port"]), admissionAuth },
     controller: { retentionSeconds: 3600 },
   });
+  const webhook = cs.webhook!;
   cleanups.unshift(() => cs.stop());
   await applyObjects(kc, [
     webhookConfiguration({
       name: WEBHOOK_NAME,
       caBundlePem: ca.certPem,
-      url: `https://${host}:${cs.admissionPort}`,
+      url: `https://${host}:${webhook.admissionPort}`,
       installNamespace: INSTALL_NAMESPACE,
       subjects: { serviceAccountNamespaces: [AGENT_NAMESPACE] },
     }) as never,
@@ -214,7 +212,7 @@ async function main(): Promise<void> {
       .catch((err: unknown) => say(`could not remove webhook configuration: ${describeKubeError(err)}`));
   });
   say(
-    `Countersign admission on https://${host}:${cs.admissionPort}/validate (${admissionAuth.mode === "client-cert" ? "only the API server's client certificate" : "any caller"}), approval API on https://${host}:${cs.apiPort}/api/v1`,
+    `Countersign admission on https://${host}:${webhook.admissionPort}/validate (${admissionAuth.mode === "client-cert" ? "only the API server's client certificate" : "any caller"}), approval API on https://${host}:${webhook.apiPort}/api/v1`,
   );
 
   if (cp) {

@@ -124,15 +124,18 @@ describe("self-managed webhook certificates", () => {
         .makeApiClient(CoreV1Api)
         .readNamespacedSecret({ name: "webhook-tls", namespace: ns }),
     )!;
-    const running = await startCountersign({
+    const cs = await startCountersign({
       kubeConfig: self,
-      tls: first,
-      admissionPort: 0,
-      apiPort: 0,
-      admissionAuth: { mode: "client-cert", clientCaPem: cp.webhookClient.ca.certPem },
-      host: "127.0.0.1",
       installNamespace: ns,
+      webhook: {
+        tls: first,
+        admissionPort: 0,
+        apiPort: 0,
+        admissionAuth: { mode: "client-cert", clientCaPem: cp.webhookClient.ca.certPem },
+        host: "127.0.0.1",
+      },
     });
+    const running = cs.webhook!;
     const watcher = new TlsSecretWatcher(
       cp.adminKubeConfig(),
       ns,
@@ -173,7 +176,7 @@ describe("self-managed webhook certificates", () => {
       );
     } finally {
       watcher.stop();
-      await running.stop();
+      await cs.stop();
     }
   });
 });

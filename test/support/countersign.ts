@@ -7,8 +7,18 @@ import { isAlreadyExists, isNotFound } from "../../src/kube/errors.js";
 import type { NotificationConfig } from "../../src/notify/messages.js";
 import { createCertificateAuthority, issueCertificate } from "../../src/pki/certificates.js";
 
+/** One replica: the webhook role, and in the first (unless turned off) the controller role too (`all`). */
+export interface TestReplica {
+  admissionPort: number;
+  apiPort: number | undefined;
+  identity: string;
+  policies: RunningCountersign["policies"];
+  controller: RunningCountersign["controller"];
+  stop(): Promise<void>;
+}
+
 export interface TestCountersign {
-  replicas: RunningCountersign[];
+  replicas: TestReplica[];
   webhookName: string;
   stop(): Promise<void>;
 }
@@ -181,11 +191,14 @@ export async function startTestCountersign(
   const installNamespace = opts.installNamespace ?? "countersign-system";
   await cp.ensureNamespace(installNamespace);
   const self = await countersignIdentity(cp, installNamespace);
-  const replicas: RunningCountersign[] = [];
+  const replicas: TestReplica[] = [];
   for (let i = 0; i < (opts.replicas ?? 1); i++) {
-    replicas.push(
-      await startCountersign({
-        kubeConfig: self,
+    const running = await startCountersign({
+      kubeConfig: self,
+      installNamespace,
+      replica: `test-replica-${i}`,
+      ...(opts.notifications ? { notifications: opts.notifications } : {}),
+      webhook: {
         tls,
         admissionPort: 0,
         apiPort: 0,
@@ -196,23 +209,27 @@ export async function startTestCountersign(
           allowedNames: opts.admissionClientNames ?? [],
         },
         host: "127.0.0.1",
-        installNamespace,
-        replica: `test-replica-${i}`,
-        writePolicyStatus: i === 0,
-        ...(opts.notifications ? { notifications: opts.notifications } : {}),
         ...(opts.slackResponseCaPem ? { slackResponseCaPem: opts.slackResponseCaPem } : {}),
-        ...(i === 0 && opts.controller !== false
-          ? {
-              controller: {
-                ...(opts.retentionSeconds !== undefined ? { retentionSeconds: opts.retentionSeconds } : {}),
-                leaseDurationSeconds: opts.leaseDurationSeconds ?? 4,
-                notificationRetry: { attempts: 3, backoffMs: 100, timeoutMs: 2000 },
-                ...(opts.bypassScanIntervalMs ? { bypassScanIntervalMs: opts.bypassScanIntervalMs } : {}),
-              },
-            }
-          : {}),
-      }),
-    );
+      },
+      ...(i === 0 && opts.controller !== false
+        ? {
+            controller: {
+              ...(opts.retentionSeconds !== undefined ? { retentionSeconds: opts.retentionSeconds } : {}),
+              leaseDurationSeconds: opts.leaseDurationSeconds ?? 4,
+              notificationRetry: { attempts: 3, backoffMs: 100, timeoutMs: 2000 },
+              ...(opts.bypassScanIntervalMs ? { bypassScanIntervalMs: opts.bypassScanIntervalMs } : {}),
+            },
+          }
+        : {}),
+    });
+    replicas.push({
+      admissionPort: running.webhook!.admissionPort,
+      apiPort: running.webhook!.apiPort,
+      identity: running.identity,
+      policies: running.policies,
+      controller: running.controller,
+      stop: () => running.stop(),
+    });
   }
   const webhookName = opts.webhookName ?? "countersign-test";
   const admission = cp.adminKubeConfig().makeApiClient(AdmissionregistrationV1Api);
