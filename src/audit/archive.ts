@@ -11,6 +11,7 @@ import { randomUUID } from "node:crypto";
 import { CoreV1Api, CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
 import { APPROVAL_REQUEST_PLURAL } from "../approvals/request.js";
 import { isAlreadyExists, isNotFound } from "../kube/errors.js";
+import { listPages } from "../kube/list-pages.js";
 import { kubeTime } from "../kube/time.js";
 import type { Logger } from "../logging/logger.js";
 import { API_GROUP, API_GROUP_VERSION, API_VERSION } from "../policy/types.js";
@@ -24,7 +25,7 @@ import {
   LABEL_ARCHIVE_UID,
   LABEL_ARCHIVED_FROM,
 } from "./chain.js";
-import { AUDIT_CHECKPOINT_PLURAL, AUDIT_PLURAL, listChainRecords, readCheckpoint } from "./writer.js";
+import { AUDIT_CHECKPOINT_PLURAL, AUDIT_PLURAL, OWN_CHAIN_SELECTOR, readCheckpoint } from "./writer.js";
 
 const G = { group: API_GROUP, version: API_VERSION };
 const MAX_ROUNDS = 5;
@@ -84,22 +85,30 @@ export async function holdsCountersignObjects(kc: KubeConfig, namespace: string)
   return false;
 }
 
-function headOf(checkpoint: AuditCheckpoint | undefined, records: readonly AuditRecord[]): ChainHead {
+/** What the archive needs to know of the records it copied: how many, the newest, the pending one. */
+interface CopiedChain {
+  count: number;
+  newest?: AuditRecord;
+  /** The copied record of each name the checkpoint's pending append claimed (at most one). */
+  byName: Map<string, AuditRecord>;
+}
+
+function headOf(checkpoint: AuditCheckpoint | undefined, copied: CopiedChain): ChainHead {
   if (checkpoint) {
     const p = checkpoint.spec.pending;
-    const r = p && records.find((x) => x.metadata.name === p.record);
+    const r = p && copied.byName.get(p.record);
     if (p && r && r.spec.hash === p.hash && r.spec.sequence === checkpoint.spec.head.sequence + 1)
       return { sequence: r.spec.sequence, hash: r.spec.hash, record: r.metadata.name, time: r.spec.time };
     return checkpoint.spec.head;
   }
-  const last = records.reduce<AuditRecord | undefined>(
-    (m, r) => (!m || r.spec.sequence > m.spec.sequence ? r : m),
-    undefined,
-  );
+  const last = copied.newest;
   return last
     ? { sequence: last.spec.sequence, hash: last.spec.hash, record: last.metadata.name, time: last.spec.time }
     : { sequence: -1, hash: GENESIS_HASH };
 }
+
+/** Records copied at once (each copy is one create). */
+const COPY_CONCURRENCY = 8;
 
 /**
  * Copies `namespace`'s chain into `installNamespace` and writes its archive checkpoint (last,
@@ -116,35 +125,50 @@ export async function archiveNamespaceChain(
   const existing = await readCheckpoint(api, installNamespace, name);
   if (existing?.spec.archive) return { name, records: existing.spec.archive.records, created: false };
   const labels = { [LABEL_ARCHIVED_FROM]: namespace, [LABEL_ARCHIVE_UID]: uid };
-  const copied = new Set<string>();
+  // Names only (not records) are remembered across rounds: memory stays a page of records.
+  const copiedNames = new Set<string>();
   let checkpoint: AuditCheckpoint | undefined;
-  let records: AuditRecord[] = [];
+  let chain: CopiedChain = { count: 0, byName: new Map() };
+  const copy = async (r: AuditRecord) => {
+    if (copiedNames.has(r.metadata.name)) return;
+    try {
+      await api.createNamespacedCustomObject({
+        ...G,
+        namespace: installNamespace,
+        plural: AUDIT_PLURAL,
+        body: {
+          apiVersion: API_GROUP_VERSION,
+          kind: "AuditRecord",
+          metadata: {
+            name: archivedRecordName(namespace, uid, r.metadata.name),
+            namespace: installNamespace,
+            labels: { ...(r.metadata.labels ?? {}), ...labels },
+          },
+          spec: r.spec,
+        } satisfies AuditRecord,
+      });
+    } catch (err) {
+      if (!isAlreadyExists(err)) throw err;
+    }
+    copiedNames.add(r.metadata.name);
+  };
   // Copy until the chain stands still (an append that slipped in as deletion began is kept).
   for (let round = 0; round < MAX_ROUNDS; round++) {
     checkpoint = await readCheckpoint(api, namespace);
-    records = await listChainRecords(api, namespace);
-    for (const r of records) {
-      if (copied.has(r.metadata.name)) continue;
-      try {
-        await api.createNamespacedCustomObject({
-          ...G,
-          namespace: installNamespace,
-          plural: AUDIT_PLURAL,
-          body: {
-            apiVersion: API_GROUP_VERSION,
-            kind: "AuditRecord",
-            metadata: {
-              name: archivedRecordName(namespace, uid, r.metadata.name),
-              namespace: installNamespace,
-              labels: { ...(r.metadata.labels ?? {}), ...labels },
-            },
-            spec: r.spec,
-          } satisfies AuditRecord,
-        });
-      } catch (err) {
-        if (!isAlreadyExists(err)) throw err;
+    const pendingName = checkpoint?.spec.pending?.record;
+    chain = { count: 0, byName: new Map() };
+    for await (const page of listPages<AuditRecord>(api, {
+      namespace,
+      plural: AUDIT_PLURAL,
+      labelSelector: OWN_CHAIN_SELECTOR,
+    })) {
+      for (let i = 0; i < page.length; i += COPY_CONCURRENCY)
+        await Promise.all(page.slice(i, i + COPY_CONCURRENCY).map(copy));
+      for (const r of page) {
+        chain.count++;
+        if (!chain.newest || r.spec.sequence > chain.newest.spec.sequence) chain.newest = r;
+        if (r.metadata.name === pendingName) chain.byName.set(r.metadata.name, r);
       }
-      copied.add(r.metadata.name);
     }
     const again = await readCheckpoint(api, namespace);
     if (again?.metadata.resourceVersion === checkpoint?.metadata.resourceVersion && !again?.spec.pending)
@@ -156,9 +180,9 @@ export async function archiveNamespaceChain(
     metadata: { name, namespace: installNamespace, labels },
     spec: {
       chain: checkpoint?.spec.chain ?? randomUUID(),
-      head: headOf(checkpoint, records),
+      head: headOf(checkpoint, chain),
       ...(checkpoint?.spec.anchoredAt ? { anchoredAt: checkpoint.spec.anchoredAt } : {}),
-      archive: { namespace, uid, archivedAt: kubeTime(args.now), records: records.length },
+      archive: { namespace, uid, archivedAt: kubeTime(args.now), records: chain.count },
     },
   };
   try {
@@ -170,14 +194,14 @@ export async function archiveNamespaceChain(
     });
   } catch (err) {
     if (!isAlreadyExists(err)) throw err;
-    return { name, records: records.length, created: false };
+    return { name, records: chain.count, created: false };
   }
   args.logger.info("archived the audit chain of a deleted namespace", {
     namespace,
     uid,
     archive: `${installNamespace}/${name}`,
-    records: records.length,
+    records: chain.count,
     head: body.spec.head.sequence,
   });
-  return { name, records: records.length, created: true };
+  return { name, records: chain.count, created: true };
 }

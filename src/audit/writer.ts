@@ -19,6 +19,7 @@ import { randomUUID } from "node:crypto";
 import { CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
 import type { ApprovalRequest } from "../approvals/request.js";
 import { isAlreadyExists, isConflict, isNotFound } from "../kube/errors.js";
+import { type ListStats, listAll, listPages } from "../kube/list-pages.js";
 import { kubeTime } from "../kube/time.js";
 import type { Logger } from "../logging/logger.js";
 import { API_GROUP, API_GROUP_VERSION, API_VERSION } from "../policy/types.js";
@@ -34,6 +35,7 @@ import {
   hashRecord,
   LABEL_ARCHIVE_UID,
 } from "./chain.js";
+import { targetLabels } from "./target-labels.js";
 
 export const AUDIT_PLURAL = "auditrecords";
 export const AUDIT_CHECKPOINT_PLURAL = "auditcheckpoints";
@@ -96,15 +98,48 @@ function readRecord(
   return getOrUndefined(() => api.getNamespacedCustomObject({ ...G, namespace, plural: AUDIT_PLURAL, name }));
 }
 
-/** The records of `namespace`'s own chain (archived copies of other namespaces' chains excluded). */
-export async function listChainRecords(api: CustomObjectsApi, namespace: string): Promise<AuditRecord[]> {
-  const out = (await api.listNamespacedCustomObject({
-    ...G,
+/** Selects a namespace's own chain (archived copies of other namespaces' chains excluded). */
+export const OWN_CHAIN_SELECTOR = `!${LABEL_ARCHIVE_UID}`;
+
+/** The records of `namespace`'s own chain, listed a page at a time and collected. */
+export function listChainRecords(
+  api: CustomObjectsApi,
+  namespace: string,
+  stats?: ListStats,
+): Promise<AuditRecord[]> {
+  return listAll<AuditRecord>(api, {
     namespace,
     plural: AUDIT_PLURAL,
-    labelSelector: `!${LABEL_ARCHIVE_UID}`,
-  })) as { items: AuditRecord[] };
-  return out.items;
+    labelSelector: OWN_CHAIN_SELECTOR,
+    ...(stats ? { stats } : {}),
+  });
+}
+
+/**
+ * The newest record of `namespace`'s own chain when it has no checkpoint. One LIST with
+ * limit 1 answers the usual case (a namespace's first record: the chain is empty). Only a
+ * namespace holding records written before checkpoints existed (or whose checkpoint was
+ * removed behind Countersign's back) is scanned, a page at a time, once: the checkpoint
+ * created from the answer is the chain head from then on.
+ */
+export async function findUnanchoredHead(
+  api: CustomObjectsApi,
+  namespace: string,
+  stats?: ListStats,
+): Promise<AuditRecord | undefined> {
+  const args = {
+    namespace,
+    plural: AUDIT_PLURAL,
+    labelSelector: OWN_CHAIN_SELECTOR,
+    ...(stats ? { stats } : {}),
+  };
+  const probe = await listPages<AuditRecord>(api, { ...args, limit: 1 }).next();
+  if (probe.done || probe.value.length === 0) return undefined;
+  let last: AuditRecord | undefined;
+  for await (const page of listPages<AuditRecord>(api, args)) {
+    for (const r of page) if (!last || r.spec.sequence > last.spec.sequence) last = r;
+  }
+  return last;
 }
 
 /** Replaces the checkpoint as read (resourceVersion precondition); undefined when someone else wrote first. */
@@ -135,11 +170,7 @@ async function createCheckpoint(
   api: CustomObjectsApi,
   namespace: string,
 ): Promise<AuditCheckpoint | undefined> {
-  const records = await listChainRecords(api, namespace);
-  const last = records.reduce<AuditRecord | undefined>(
-    (m, r) => (!m || r.spec.sequence > m.spec.sequence ? r : m),
-    undefined,
-  );
+  const last = await findUnanchoredHead(api, namespace);
   const now = kubeTime(new Date());
   const head = last
     ? { sequence: last.spec.sequence, hash: last.spec.hash, record: last.metadata.name, time: last.spec.time }
@@ -237,6 +268,8 @@ export async function appendAuditRecord(
   args: AppendArgs,
 ): Promise<AppendResult> {
   const { namespace, name } = args;
+  // Every record carries the labels that identify its target (audit --for selects on them).
+  const labels = { ...targetLabels(args.content.action), ...(args.labels ?? {}) };
   for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
     let cp = await readCheckpoint(api, namespace);
     if (!cp) {
@@ -259,7 +292,7 @@ export async function appendAuditRecord(
       ...cp,
       spec: {
         ...cp.spec,
-        pending: { record: name, hash: spec.hash, spec, ...(args.labels ? { labels: args.labels } : {}) },
+        pending: { record: name, hash: spec.hash, spec, labels },
       },
     });
     if (!claimed) continue; // another writer appended first: go again on the new head

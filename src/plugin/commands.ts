@@ -23,6 +23,7 @@ import {
   LABEL_ARCHIVE_UID,
   LABEL_ARCHIVED_FROM,
 } from "../audit/chain.js";
+import { actionTargets, targetNameSelector, UNLABELLED_SELECTOR } from "../audit/target-labels.js";
 import {
   type ChainUnderTest,
   type ExportedRecord,
@@ -32,6 +33,7 @@ import {
 } from "../audit/verify.js";
 import { AUDIT_CHECKPOINT_PLURAL, AUDIT_PLURAL } from "../audit/writer.js";
 import { kubeStatusOf } from "../kube/errors.js";
+import { type ListStats, listAll, listPages } from "../kube/list-pages.js";
 import type { UserInfo } from "../policy/evaluate.js";
 import { API_GROUP, API_VERSION } from "../policy/types.js";
 
@@ -254,17 +256,28 @@ export async function showRequest(
   return formatShow(await getRequest(kc, namespace, name), now);
 }
 
-export async function listAuditRecords(
+/** How the audit commands list: page size, and counters of what the server sent. */
+export interface ListOptions {
+  pageSize?: number;
+  stats?: ListStats;
+}
+
+const pageArgs = (o: ListOptions | undefined) => ({
+  ...(o?.pageSize ? { limit: o.pageSize } : {}),
+  ...(o?.stats ? { stats: o.stats } : {}),
+});
+
+/** Every AuditRecord in `namespace` (or all), listed a page at a time. */
+export function listAuditRecords(
   kc: KubeConfig,
   namespace: string | undefined,
+  opts?: ListOptions,
 ): Promise<AuditRecord[]> {
-  const api = kc.makeApiClient(CustomObjectsApi);
-  const out = (
-    namespace
-      ? await api.listNamespacedCustomObject({ ...G, namespace, plural: AUDIT_PLURAL })
-      : await api.listClusterCustomObject({ ...G, plural: AUDIT_PLURAL })
-  ) as { items: AuditRecord[] };
-  return out.items;
+  return listAll<AuditRecord>(kc.makeApiClient(CustomObjectsApi), {
+    namespace,
+    plural: AUDIT_PLURAL,
+    ...pageArgs(opts),
+  });
 }
 
 async function listOrEmpty<T>(
@@ -272,15 +285,10 @@ async function listOrEmpty<T>(
   plural: string,
   namespace: string | undefined,
   notes: string[],
+  opts?: ListOptions,
 ): Promise<T[]> {
-  const api = kc.makeApiClient(CustomObjectsApi);
   try {
-    const out = (
-      namespace
-        ? await api.listNamespacedCustomObject({ ...G, namespace, plural })
-        : await api.listClusterCustomObject({ ...G, plural })
-    ) as { items: T[] };
-    return out.items;
+    return await listAll<T>(kc.makeApiClient(CustomObjectsApi), { namespace, plural, ...pageArgs(opts) });
   } catch (err) {
     const s = kubeStatusOf(err);
     if (s?.code !== 403) throw err;
@@ -350,11 +358,12 @@ export async function auditVerify(
   kc: KubeConfig,
   namespace: string | undefined,
   exportedLog?: string,
+  opts?: ListOptions,
 ): Promise<{ ok: boolean; report: string }> {
   const notes: string[] = [];
-  const records = await listAuditRecords(kc, namespace);
-  const checkpoints = await listOrEmpty<AuditCheckpoint>(kc, AUDIT_CHECKPOINT_PLURAL, namespace, notes);
-  const requests = await listOrEmpty<ApprovalRequest>(kc, APPROVAL_REQUEST_PLURAL, namespace, notes);
+  const records = await listAuditRecords(kc, namespace, opts);
+  const checkpoints = await listOrEmpty<AuditCheckpoint>(kc, AUDIT_CHECKPOINT_PLURAL, namespace, notes, opts);
+  const requests = await listOrEmpty<ApprovalRequest>(kc, APPROVAL_REQUEST_PLURAL, namespace, notes, opts);
   const chains = chainsOf(records, checkpoints, requests);
   const exported = exportedLog === undefined ? undefined : parseExportedLog(exportedLog);
   const lines: string[] = [];
@@ -414,25 +423,34 @@ export async function auditVerify(
   return { ok, report: lines.join("\n") };
 }
 
-/** "Who authorized this change?": the trail for one target, KIND/NAME (kind or resource name). */
+/**
+ * "Who authorized this change?": the trail for one target, KIND/NAME (kind or resource name).
+ * The API server selects the target's records by label (see audit/target-labels.ts); records
+ * written before those labels existed are found by a second, paged LIST of the unlabelled
+ * ones. Both are read a page at a time and only matching records are kept, and every record
+ * is compared on its full spec.action (a label is an index, not evidence).
+ */
 export async function auditFor(
   kc: KubeConfig,
   target: string,
   namespace: string | undefined,
+  opts?: ListOptions,
 ): Promise<string> {
   const [kindOrResource, name] = target.split("/") as [string, string | undefined];
   if (!kindOrResource || !name)
     throw new PluginError("--for takes KIND/NAME, e.g. secret/db-creds or deployments/api");
-  const k = kindOrResource.toLowerCase();
-  const records = (await listAuditRecords(kc, namespace)).filter((r) => {
-    const a = r.spec.action as { kind?: string; resource?: string; name?: string } | undefined;
-    const kinds = [
-      a?.kind?.toLowerCase(),
-      a?.resource?.toLowerCase(),
-      a?.resource?.toLowerCase().replace(/s$/, ""),
-    ];
-    return a?.name === name && kinds.includes(k);
-  });
+  const api = kc.makeApiClient(CustomObjectsApi);
+  const records: AuditRecord[] = [];
+  for (const labelSelector of [targetNameSelector(name), UNLABELLED_SELECTOR]) {
+    for await (const page of listPages<AuditRecord>(api, {
+      namespace,
+      plural: AUDIT_PLURAL,
+      labelSelector,
+      ...pageArgs(opts),
+    })) {
+      for (const r of page) if (actionTargets(r.spec.action, kindOrResource, name)) records.push(r);
+    }
+  }
   if (records.length === 0) return `no audit records for ${target}${namespace ? ` in ${namespace}` : ""}`;
   records.sort((a, b) =>
     a.spec.time < b.spec.time ? -1 : a.spec.time > b.spec.time ? 1 : a.spec.sequence - b.spec.sequence,
