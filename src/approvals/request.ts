@@ -19,6 +19,7 @@ import {
   tooLargeMessage,
   transitionOf,
 } from "./fingerprint.js";
+import { type GitOpsOrigin, gitopsOrigin } from "./gitops.js";
 
 export const APPROVAL_REQUEST_PLURAL = "approvalrequests";
 export const LABEL_FINGERPRINT = "countersign.io/fingerprint";
@@ -73,6 +74,8 @@ export interface ApprovalRequestSpec {
   /** The diff could not be stored in full: the request cannot be approved (only denied). */
   diffTruncated?: boolean;
   agentContext?: AgentContext;
+  /** The GitOps application the target object claims (see gitops.ts): groups requests, binds nothing more. */
+  gitops?: GitOpsOrigin;
   policy: { name: string; rule: string; generation?: number; message?: string };
   approval: {
     approvers: { users?: string[]; groups?: string[] };
@@ -192,6 +195,8 @@ export function buildApprovalRequest(args: {
   }
   const ctx = agentContext(req);
   if (ctx) spec.agentContext = ctx;
+  const gitops = gitopsOrigin(req.object ?? req.oldObject);
+  if (gitops) spec.gitops = gitops;
   return {
     apiVersion: API_GROUP_VERSION,
     kind: "ApprovalRequest",

@@ -5,11 +5,13 @@
  * -n/--namespace (default: the context's namespace, else "default").
  */
 
+import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { basename } from "node:path";
 import { parseArgs } from "node:util";
 import { KubeConfig } from "@kubernetes/client-node";
 import { visible } from "../approvals/visible.js";
+import { startConsole } from "../console/server.js";
 import { describeKubeError } from "../kube/errors.js";
 import {
   auditFor,
@@ -34,12 +36,51 @@ const USAGE = `Usage:
   kubectl approvals audit --for KIND/NAME [-n NAMESPACE | -A]
   kubectl approvals doctor       ways around the gate, the bindings that grant them, and fixes
                                  (exit code 1 when any exist)
+  kubectl approvals ui [--port N] [--open] [-n NAMESPACE]
+      the approver's inbox in your browser, on 127.0.0.1 as you (your kubeconfig); prints a
+      one-time sign-in URL (--open also opens it); -n is where to look if you may not list
+      namespaces; Ctrl-C stops it
 Common flags: --kubeconfig PATH, --context NAME
 Exit codes: 0 done, 1 refused or failed (the reason is printed), 2 usage error`;
+
+/** How a long-running command (the console) talks while it runs. */
+export interface CliIo {
+  print(line: string): void;
+  /** Resolves when the command should stop (Ctrl-C). */
+  stopped: Promise<void>;
+}
+
+function processIo(): CliIo {
+  return {
+    print: (line) => process.stdout.write(`${visible(line)}\n`),
+    stopped: new Promise((resolve) => {
+      process.once("SIGINT", () => resolve());
+      process.once("SIGTERM", () => resolve());
+    }),
+  };
+}
+
+/** Opens `url` in the desktop's browser (only when asked: --open). */
+function openBrowser(url: string): void {
+  const [cmd, args] =
+    process.platform === "darwin"
+      ? ["open", [url]]
+      : process.platform === "win32"
+        ? ["cmd", ["/c", "start", "", url]]
+        : ["xdg-open", [url]];
+  try {
+    const child = spawn(cmd, args, { stdio: "ignore", detached: true });
+    child.on("error", () => undefined);
+    child.unref();
+  } catch {
+    // Printing the URL is enough.
+  }
+}
 
 export async function runCli(
   argv: string[],
   invokedAs: string,
+  io: () => CliIo = processIo,
 ): Promise<{ code: number; out: string; err: string }> {
   let args = argv;
   let command = invokedAs.replace(/^kubectl-/, "").replace(/\.(m?js|ts)$/, "");
@@ -122,6 +163,29 @@ export async function runCli(
           const { ok, report } = await auditVerify(kc, allNs ? undefined : namespace, log);
           return { code: ok ? 0 : 1, out: report, err: "" };
         }
+        if (sub === "ui") {
+          const port = values.port === undefined ? 0 : Number(values.port);
+          if (!Number.isInteger(port) || port < 0 || port > 65535)
+            return {
+              code: 2,
+              out: "",
+              err: `--port takes a port number (0-65535), not ${values.port}\n${USAGE}`,
+            };
+          const c = await startConsole({
+            kc,
+            port,
+            namespaces: values.namespace ? [values.namespace] : contextNs ? [contextNs] : ["default"],
+          });
+          const { print, stopped } = io();
+          print(`Countersign console for ${c.user}: open this link once (it signs this browser in):`);
+          print(`  ${c.loginUrl}`);
+          for (const n of c.notes) print(n);
+          print("Ctrl-C stops it.");
+          if (values.open) openBrowser(c.loginUrl);
+          await stopped;
+          await c.close();
+          return { code: 0, out: "", err: "" };
+        }
         if (sub === "doctor") {
           const { ok, report } = await doctor(kc);
           return { code: ok ? 0 : 1, out: report, err: "" };
@@ -151,6 +215,8 @@ function parse(args: string[]) {
       reason: { type: "string" },
       for: { type: "string" },
       against: { type: "string" },
+      port: { type: "string" },
+      open: { type: "boolean" },
       kubeconfig: { type: "string" },
       context: { type: "string" },
       help: { type: "boolean", short: "h" },

@@ -423,19 +423,25 @@ export async function auditVerify(
   return { ok, report: lines.join("\n") };
 }
 
+/** Oldest first, by time then chain sequence. */
+export function oldestFirst(a: AuditRecord, b: AuditRecord): number {
+  return a.spec.time < b.spec.time ? -1 : a.spec.time > b.spec.time ? 1 : a.spec.sequence - b.spec.sequence;
+}
+
 /**
- * "Who authorized this change?": the trail for one target, KIND/NAME (kind or resource name).
+ * The records of one target, KIND/NAME (kind or resource name), oldest first; shared by
+ * `kubectl approvals audit --for` and the console's history.
  * The API server selects the target's records by label (see audit/target-labels.ts); records
  * written before those labels existed are found by a second, paged LIST of the unlabelled
  * ones. Both are read a page at a time and only matching records are kept, and every record
  * is compared on its full spec.action (a label is an index, not evidence).
  */
-export async function auditFor(
+export async function auditTrail(
   kc: KubeConfig,
   target: string,
   namespace: string | undefined,
   opts?: ListOptions,
-): Promise<string> {
+): Promise<AuditRecord[]> {
   const [kindOrResource, name] = target.split("/") as [string, string | undefined];
   if (!kindOrResource || !name)
     throw new PluginError("--for takes KIND/NAME, e.g. secret/db-creds or deployments/api");
@@ -451,10 +457,18 @@ export async function auditFor(
       for (const r of page) if (actionTargets(r.spec.action, kindOrResource, name)) records.push(r);
     }
   }
+  return records.sort(oldestFirst);
+}
+
+/** "Who authorized this change?": the trail for one target, KIND/NAME (kind or resource name). */
+export async function auditFor(
+  kc: KubeConfig,
+  target: string,
+  namespace: string | undefined,
+  opts?: ListOptions,
+): Promise<string> {
+  const records = await auditTrail(kc, target, namespace, opts);
   if (records.length === 0) return `no audit records for ${target}${namespace ? ` in ${namespace}` : ""}`;
-  records.sort((a, b) =>
-    a.spec.time < b.spec.time ? -1 : a.spec.time > b.spec.time ? 1 : a.spec.sequence - b.spec.sequence,
-  );
   const lines = [`Audit trail for ${target}:`];
   for (const r of records) {
     const s = r.spec;

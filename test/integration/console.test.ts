@@ -1,0 +1,407 @@
+/**
+ * `kubectl approvals ui` in a real headless Chromium (Debian's /usr/bin/chromium driven by
+ * playwright-core) against the real API server and webhook (issue 14, item 1): the agent is
+ * denied, the inbox shows the request live (no reload), the approver approves with a reason
+ * on the request page, the agent's retry passes once, the history shows the trail and the
+ * chain check. Also as attacks: a hostile agent's text stays text in the browser, a
+ * non-approver's click is refused with the guard's own words, and the console refuses
+ * requests without its cookie, a reused sign-in link, a foreign Host and a foreign Origin.
+ *
+ * Screenshots of the inbox and the request page go to the test's temporary directory, and to
+ * docs/ with COUNTERSIGN_SCREENSHOTS=docs.
+ */
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { request } from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { CoreV1Api, CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
+import { type Browser, chromium, type Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { ApprovalRequest } from "../../src/approvals/request.js";
+import { type RunningConsole, startConsole } from "../../src/console/server.js";
+import type { ControlPlane } from "../../src/controlplane/control-plane.js";
+import { kubeStatusOf } from "../../src/kube/errors.js";
+import { decide, PluginError } from "../../src/plugin/commands.js";
+import { attachControlPlane, uniqueName } from "../support/control-plane.js";
+import {
+  approverIdentity,
+  eventually,
+  grantServiceAccount,
+  startTestCountersign,
+  type TestCountersign,
+} from "../support/countersign.js";
+
+const CHROMIUM = "/usr/bin/chromium";
+const G = { group: "countersign.io", version: "v1alpha1" };
+const agentsNs = uniqueName("ui-agents");
+const ns = uniqueName("ui-prod");
+const policyName = uniqueName("ui-guard");
+const XSS = `<img src=x onerror="window.__pwned=1">"><script>window.__pwned=2</script>`;
+const shots = mkdtempSync(join(tmpdir(), "countersign-console-"));
+const toDocs = process.env.COUNTERSIGN_SCREENSHOTS === "docs";
+
+let cp: ControlPlane;
+let cs: TestCountersign;
+let agent: KubeConfig;
+let alice: KubeConfig;
+let carol: KubeConfig; // may read and patch requests, but is not one of the policy's approvers
+let consoleAlice: RunningConsole;
+let consoleCarol: RunningConsole;
+let browser: Browser;
+const timings: Record<string, number> = {};
+/** Any alert/confirm/prompt a page opened (an injected script would). */
+const dialogs: string[] = [];
+
+const custom = () => cp.adminKubeConfig().makeApiClient(CustomObjectsApi);
+const core = () => cp.adminKubeConfig().makeApiClient(CoreV1Api);
+
+async function getAr(name: string): Promise<ApprovalRequest> {
+  return (await custom().getNamespacedCustomObject({
+    ...G,
+    namespace: ns,
+    plural: "approvalrequests",
+    name,
+  })) as ApprovalRequest;
+}
+
+async function rejection(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+  } catch (err) {
+    return kubeStatusOf(err)?.message ?? String(err);
+  }
+  throw new Error("expected the API server to refuse");
+}
+
+async function secret(
+  name: string,
+  annotations: Record<string, string>,
+  labels: Record<string, string> = {},
+) {
+  await core().createNamespacedSecret({
+    namespace: ns,
+    body: { metadata: { name, annotations, labels }, stringData: { password: "hunter2-never-shown" } },
+  });
+}
+
+const agentDelete = (name: string) =>
+  agent.makeApiClient(CoreV1Api).deleteNamespacedSecret({ name, namespace: ns });
+
+/** The agent tries to delete; returns the ApprovalRequest named in the denial. */
+async function denied(name: string): Promise<string> {
+  const message = await rejection(agentDelete(name));
+  const m = /ApprovalRequest \S+\/(\S+) (was created|is pending)/.exec(message);
+  if (!m) throw new Error(`unexpected denial: ${message}`);
+  return m[1]!;
+}
+
+/** A raw HTTP request to the console (headers as given: what another local process could send). */
+function raw(
+  c: RunningConsole,
+  path: string,
+  headers: Record<string, string>,
+  method = "GET",
+  body?: string,
+): Promise<{ status: number; body: string; headers: Record<string, string | string[] | undefined> }> {
+  return new Promise((resolve, reject) => {
+    const r = request({ host: "127.0.0.1", port: c.port, path, method, headers }, (res) => {
+      let d = "";
+      res.on("data", (chunk) => (d += chunk));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body: d, headers: res.headers }));
+    });
+    r.on("error", reject);
+    r.end(body);
+  });
+}
+
+async function signIn(c: RunningConsole): Promise<Page> {
+  const context = await browser.newContext({ viewport: { width: 1440, height: 900 } });
+  const page = await context.newPage();
+  page.on("dialog", (d) => {
+    dialogs.push(d.message());
+    void d.dismiss();
+  });
+  await page.goto(c.loginUrl);
+  return page;
+}
+
+/** The flash line after a decision (or what the page shows instead, to say why not). */
+async function flashAfterClick(page: Page, button: string): Promise<string> {
+  await page.getByRole("button", { name: button }).click();
+  try {
+    await page.locator("#flash").waitFor({ timeout: 20_000 });
+  } catch {
+    throw new Error(
+      `no result shown after ${button}; at ${page.url()}: ${await page.locator("body").innerText()}`,
+    );
+  }
+  return (await page.locator("#flash").textContent()) ?? "";
+}
+
+async function shot(page: Page, file: string): Promise<void> {
+  const png = await page.screenshot({ fullPage: false });
+  writeFileSync(join(shots, file), png);
+  if (toDocs) writeFileSync(join("docs", file), png);
+  expect(png.subarray(1, 4).toString()).toBe("PNG");
+  expect(png.length).toBeGreaterThan(10_000);
+}
+
+beforeAll(async () => {
+  cp = await attachControlPlane();
+  await cp.ensureNamespace(ns);
+  const id = await cp.serviceAccountIdentity(agentsNs, "deploy-bot");
+  agent = id.kubeConfig;
+  await grantServiceAccount(
+    cp,
+    ns,
+    { namespace: agentsNs, name: "deploy-bot" },
+    ["secrets"],
+    ["get", "list", "delete"],
+  );
+  alice = await approverIdentity(cp, "alice@example.com", ["countersign:approvers"]);
+  carol = await approverIdentity(cp, "carol@example.com", ["finance"]);
+  cs = await startTestCountersign(cp, {
+    subjects: { serviceAccountNamespaces: [agentsNs] },
+    installNamespace: uniqueName("ui-cs"),
+    webhookName: "countersign-console-test",
+  });
+  await cp.apply([
+    {
+      apiVersion: "countersign.io/v1alpha1",
+      kind: "ApprovalPolicy",
+      metadata: { name: policyName },
+      spec: {
+        subjects: { serviceAccounts: [{ namespace: agentsNs }] },
+        match: [{ operations: ["DELETE"], apiGroups: [""], resources: ["secrets"], namespaces: [ns] }],
+        rules: [
+          {
+            name: "secret-deletes",
+            action: "RequireApproval",
+            message: "Deleting a production Secret needs a human.",
+            approval: { approvers: { groups: ["countersign:approvers"] }, ttl: "30m" },
+          },
+        ],
+      },
+    } as never,
+  ]);
+  await secret("canary", {});
+  await eventually(
+    async () =>
+      /needs (a human )?approval/.test(
+        await rejection(
+          agent
+            .makeApiClient(CoreV1Api)
+            .deleteNamespacedSecret({ name: "canary", namespace: ns, dryRun: "All" }),
+        ).catch(() => ""),
+      ),
+    15_000,
+    "webhook active",
+  );
+  let t0 = Date.now();
+  browser = await chromium.launch({ executablePath: CHROMIUM });
+  timings.browserLaunchMs = Date.now() - t0;
+  t0 = Date.now();
+  consoleAlice = await startConsole({ kc: alice });
+  timings.consoleStartMs = Date.now() - t0;
+  consoleCarol = await startConsole({ kc: carol });
+}, 120_000);
+
+afterAll(async () => {
+  await browser?.close();
+  await consoleAlice?.close();
+  await consoleCarol?.close();
+  await cs?.stop();
+  console.log(`[console] timings ${JSON.stringify(timings)}; screenshots in ${shots}`);
+});
+
+describe("the approver's console in a browser", () => {
+  it("inbox live → approve with a reason → the retry passes once → history shows the trail", async () => {
+    // Other work waiting (an Argo CD sync of two Secrets), so the inbox shows a group.
+    const tracking = (n: string) => ({ "argocd.argoproj.io/tracking-id": `payments:/Secret:${ns}/${n}` });
+    await secret("old-api-token", {
+      ...tracking("old-api-token"),
+      "countersign.io/reason": "pruned by sync",
+    });
+    await secret("old-tls", { ...tracking("old-tls"), "countersign.io/reason": "pruned by sync" });
+    const pruneA = await denied("old-api-token");
+    await denied("old-tls");
+
+    const t0 = Date.now();
+    const page = await signIn(consoleAlice);
+    await page.locator(`tr[data-request="${ns}/${pruneA}"]`).waitFor();
+    timings.inboxLoadMs = Date.now() - t0;
+    await page.locator("#live", { hasText: "live" }).waitFor();
+    // A marker that a reload would lose.
+    await page.evaluate(() => {
+      (globalThis as unknown as { __noReload: boolean }).__noReload = true;
+    });
+
+    await secret("db-credentials", {
+      "countersign.io/reason": "Rotating the database password after the incident; the old Secret must go.",
+      "countersign.io/ticket": "OPS-1234",
+      "countersign.io/prompt": "Clean up the credentials the incident exposed.",
+    });
+    const t1 = Date.now();
+    const name = await denied("db-credentials");
+    const row = page.locator(`tr[data-request="${ns}/${name}"]`);
+    await row.waitFor({ timeout: 10_000 });
+    timings.liveRowMs = Date.now() - t1;
+    expect(await page.evaluate(() => (globalThis as unknown as { __noReload?: boolean }).__noReload)).toBe(
+      true,
+    );
+    await expect.poll(() => page.locator("#pending-count").textContent()).toBe("3");
+    await shot(page, "console-inbox.png");
+
+    // The request page, by keyboard: focus the link and press Enter.
+    await row.locator("a").first().focus();
+    await page.keyboard.press("Enter");
+    await page.locator("#diff").waitFor();
+    const text = await page.locator("main").innerText();
+    expect(text).toContain("system:serviceaccount:" + agentsNs + ":deploy-bot");
+    expect(text).toContain("Rotating the database password");
+    expect(text).toContain("OPS-1234");
+    expect(text).toContain(policyName);
+    expect(text).toContain("secret-deletes");
+    expect(text).toContain("<redacted>");
+    expect(await page.content()).not.toContain("hunter2");
+    expect(await page.locator("#approvals").textContent()).toBe("0/1");
+    expect(await page.locator("[data-expires]").first().textContent()).toMatch(/^(29|30)m \d\ds$/);
+    await page.locator("#reason").fill("Checked with the on-call DBA: the new password is live.");
+    await shot(page, "console-request.png");
+
+    expect(await flashAfterClick(page, "Approve")).toMatch(
+      new RegExp(`approved ${ns}/${name} \\(1/1 approvals\\): the requester can now retry the action, once`),
+    );
+    // The controller's Approved arrives live; then Revoke is the button that applies.
+    await page.locator('[data-phase="Approved"]').waitFor({ timeout: 15_000 });
+    await expect.poll(() => page.getByRole("button", { name: "Revoke" }).isVisible()).toBe(true);
+    expect(await page.getByRole("button", { name: "Approve" }).isVisible()).toBe(false);
+    const decision = (await getAr(name)).spec.decisions?.[0];
+    expect(decision).toMatchObject({
+      approver: "alice@example.com",
+      decision: "Approve",
+      via: "kubectl",
+      reason: "Checked with the on-call DBA: the new password is live.",
+    });
+
+    // The agent's retry passes, once: the page shows the approval used, live.
+    await agentDelete("db-credentials");
+    await page.locator('[data-phase="Consumed"]').waitFor({ timeout: 15_000 });
+    await secret("db-credentials", {});
+    expect(await rejection(agentDelete("db-credentials"))).toMatch(
+      /needs (a human )?approval|ApprovalRequest/,
+    );
+
+    // History of the request: the trail, and the chain verified.
+    await page.locator("#history-link").click();
+    await page.locator("#trail").waitFor();
+    await eventually(
+      async () => {
+        await page.reload();
+        const events = await page
+          .locator("#trail tr[data-event]")
+          .evaluateAll((rows) => rows.map((r) => r.getAttribute("data-event")));
+        return ["Requested", "Approved", "Consumed"].every((e) => events.includes(e));
+      },
+      20_000,
+      "Requested, Approved and Consumed in the history",
+    );
+    const history = await page.locator("main").innerText();
+    expect(history).toContain("alice@example.com");
+    expect(history).toContain("Checked with the on-call DBA");
+    expect(await page.locator("#verify h2").innerText()).toContain("intact");
+    await page.context().close();
+  });
+
+  it("a hostile agent's text stays text, and a non-approver's click is refused in the guard's words", async () => {
+    await secret("evil", { "countersign.io/reason": XSS, "countersign.io/ticket": XSS });
+    const name = await denied("evil");
+    const expected = await decide(carol, ns, name, "Approve", "not mine to approve").then(
+      () => {
+        throw new Error("carol's approval should have been refused");
+      },
+      (err: unknown) => {
+        expect(err).toBeInstanceOf(PluginError);
+        return (err as Error).message;
+      },
+    );
+    expect(expected).toMatch(/denied the request: Countersign:/);
+
+    const page = await signIn(consoleCarol);
+    await page.locator(`tr[data-request="${ns}/${name}"]`).waitFor();
+    await page.goto(`${consoleCarol.origin}/r/${ns}/${name}`);
+    expect(await page.locator("#agent-context").innerText()).toContain(XSS);
+    expect(
+      await page.evaluate(() => (globalThis as unknown as { __pwned?: number }).__pwned),
+    ).toBeUndefined();
+    await page.locator("#reason").fill("trying anyway");
+    expect(await flashAfterClick(page, "Approve")).toBe(`${ns}/${name}: ${expected}`);
+    expect((await getAr(name)).spec.decisions ?? []).toEqual([]);
+    expect(dialogs).toEqual([]);
+    expect(
+      await page.evaluate(() => (globalThis as unknown as { __pwned?: number }).__pwned),
+    ).toBeUndefined();
+    await page.context().close();
+  });
+
+  it("refuses requests without its cookie, a used sign-in link, a foreign Host or Origin", async () => {
+    const host = { host: `127.0.0.1:${consoleAlice.port}` };
+    const noCookie = await raw(consoleAlice, "/", host);
+    expect(noCookie.status).toBe(401);
+    expect(noCookie.body).not.toContain(ns);
+    const used = await raw(
+      consoleAlice,
+      new URL(consoleAlice.loginUrl).pathname + new URL(consoleAlice.loginUrl).search,
+      host,
+    );
+    expect(used.status).toBe(403);
+    expect(used.headers["set-cookie"]).toBeUndefined();
+
+    // A fresh console, signed in through a raw request, to hold a valid cookie here.
+    const c = await startConsole({ kc: alice });
+    try {
+      const login = await raw(c, new URL(c.loginUrl).pathname + new URL(c.loginUrl).search, {
+        host: `127.0.0.1:${c.port}`,
+      });
+      expect(login.status).toBe(303);
+      const setCookie = String(login.headers["set-cookie"]);
+      expect(setCookie).toMatch(/HttpOnly/);
+      expect(setCookie).toMatch(/SameSite=Strict/);
+      const cookie = setCookie.split(";")[0]!;
+      const ok = await raw(c, "/", { host: `127.0.0.1:${c.port}`, cookie });
+      expect(ok.status).toBe(200);
+      expect(ok.headers["content-security-policy"]).toMatch(/script-src 'nonce-/);
+      // DNS rebinding: the browser would send the attacker's name as Host.
+      const rebound = await raw(c, "/", { host: `evil.example:${c.port}`, cookie });
+      expect(rebound.status).toBe(421);
+      expect(rebound.body).not.toContain(ns);
+      // CSRF from another local page: foreign Origin, and a missing form token.
+      await secret("csrf-target", {});
+      const target = await denied("csrf-target");
+      const csrf = /name="csrf" value="([^"]+)"/.exec(
+        (await raw(c, `/r/${ns}/${target}`, { host: `127.0.0.1:${c.port}`, cookie })).body,
+      )?.[1];
+      expect(csrf).toBeTruthy();
+      const form = (token: string) => `csrf=${encodeURIComponent(token)}&decision=Approve&reason=forged`;
+      const post = (origin: string | undefined, token: string) =>
+        raw(
+          c,
+          `/r/${ns}/${target}/decide`,
+          {
+            host: `127.0.0.1:${c.port}`,
+            cookie,
+            "content-type": "application/x-www-form-urlencoded",
+            ...(origin ? { origin } : {}),
+          },
+          "POST",
+          form(token),
+        );
+      expect((await post("http://127.0.0.1:1", csrf!)).status).toBe(403);
+      expect((await post(undefined, csrf!)).status).toBe(403);
+      expect((await post(`http://127.0.0.1:${c.port}`, "wrong")).status).toBe(403);
+      expect((await getAr(target)).spec.decisions ?? []).toEqual([]);
+    } finally {
+      await c.close();
+    }
+  });
+});
