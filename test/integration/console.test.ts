@@ -44,9 +44,9 @@ let cp: ControlPlane;
 let cs: TestCountersign;
 let agent: KubeConfig;
 let alice: KubeConfig;
-let carol: KubeConfig; // may read and patch requests, but is not one of the policy's approvers
+let dave: KubeConfig; // in the approvers group, may read and patch requests, lacks RBAC verb approve
 let consoleAlice: RunningConsole;
-let consoleCarol: RunningConsole;
+let consoleDave: RunningConsole;
 let browser: Browser;
 const timings: Record<string, number> = {};
 /** Any alert/confirm/prompt a page opened (an injected script would). */
@@ -159,7 +159,7 @@ beforeAll(async () => {
     ["get", "list", "delete"],
   );
   alice = await approverIdentity(cp, "alice@example.com", ["countersign:approvers"]);
-  carol = await approverIdentity(cp, "carol@example.com", ["finance"]);
+  dave = await approverIdentity(cp, "dave@example.com", ["countersign:approvers"], false);
   cs = await startTestCountersign(cp, {
     subjects: { serviceAccountNamespaces: [agentsNs] },
     installNamespace: uniqueName("ui-cs"),
@@ -203,13 +203,13 @@ beforeAll(async () => {
   t0 = Date.now();
   consoleAlice = await startConsole({ kc: alice });
   timings.consoleStartMs = Date.now() - t0;
-  consoleCarol = await startConsole({ kc: carol });
+  consoleDave = await startConsole({ kc: dave });
 }, 120_000);
 
 afterAll(async () => {
   await browser?.close();
   await consoleAlice?.close();
-  await consoleCarol?.close();
+  await consoleDave?.close();
   await cs?.stop();
   console.log(`[console] timings ${JSON.stringify(timings)}; screenshots in ${shots}`);
 });
@@ -313,23 +313,24 @@ describe("the approver's console in a browser", () => {
     await page.context().close();
   });
 
-  it("a hostile agent's text stays text, and a non-approver's click is refused in the guard's words", async () => {
+  it("a hostile agent's text stays text, and a click the webhook refuses is shown in the guard's words", async () => {
     await secret("evil", { "countersign.io/reason": XSS, "countersign.io/ticket": XSS });
     const name = await denied("evil");
-    const expected = await decide(carol, ns, name, "Approve", "not mine to approve").then(
+    const expected = await decide(dave, ns, name, "Approve", "not mine to approve").then(
       () => {
-        throw new Error("carol's approval should have been refused");
+        throw new Error("dave's approval should have been refused");
       },
       (err: unknown) => {
         expect(err).toBeInstanceOf(PluginError);
         return (err as Error).message;
       },
     );
-    expect(expected).toMatch(/denied the request: Countersign:/);
+    // Only the webhook can know this (a SubjectAccessReview): the refusal is the guard's.
+    expect(expected).toMatch(/denied the request: .*dave@example.com .*lacks RBAC verb "approve"/);
 
-    const page = await signIn(consoleCarol);
+    const page = await signIn(consoleDave);
     await page.locator(`tr[data-request="${ns}/${name}"]`).waitFor();
-    await page.goto(`${consoleCarol.origin}/r/${ns}/${name}`);
+    await page.goto(`${consoleDave.origin}/r/${ns}/${name}`);
     expect(await page.locator("#agent-context").innerText()).toContain(XSS);
     expect(
       await page.evaluate(() => (globalThis as unknown as { __pwned?: number }).__pwned),
