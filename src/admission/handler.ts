@@ -65,6 +65,27 @@ export interface HandlerDeps {
   protectedNamespaces?: ReadonlySet<string>;
 }
 
+/** Metric children by label values (prom-client hashes the labels on every call otherwise). */
+const MAX_METRIC_CHILDREN = 10_000;
+const durationByDecision = new Map<string, { observe(v: number): void }>();
+const decisionsByLabels = new Map<string, { inc(): void }>();
+
+function recordMetrics(decision: string, policy: string, seconds: number): void {
+  let duration = durationByDecision.get(decision);
+  if (!duration) {
+    duration = admissionDuration.labels({ decision });
+    if (durationByDecision.size < MAX_METRIC_CHILDREN) durationByDecision.set(decision, duration);
+  }
+  duration.observe(seconds);
+  const key = `${policy}\u0000${decision}`;
+  let counter = decisionsByLabels.get(key);
+  if (!counter) {
+    counter = admissionDecisions.labels({ policy, outcome: decision });
+    if (decisionsByLabels.size < MAX_METRIC_CHILDREN) decisionsByLabels.set(key, counter);
+  }
+  counter.inc();
+}
+
 /** Answers one AdmissionReview and records its latency and outcome. */
 export async function handleAdmission(req: AdmissionRequest, deps: HandlerDeps): Promise<ReviewResponse> {
   const started = performance.now();
@@ -72,18 +93,38 @@ export async function handleAdmission(req: AdmissionRequest, deps: HandlerDeps):
   const annotations = response.response.auditAnnotations ?? {};
   const decision =
     annotations[AuditAnnotation.Decision] ?? (response.response.allowed ? "allowed" : "denied");
-  admissionDuration.observe({ decision }, (performance.now() - started) / 1000);
-  admissionDecisions.inc({ policy: annotations[AuditAnnotation.Policy] ?? "", outcome: decision });
+  recordMetrics(decision, annotations[AuditAnnotation.Policy] ?? "", (performance.now() - started) / 1000);
   return response;
 }
 
+/**
+ * The request's child logger (admission uid, object, user, operation on every line), made on
+ * its first line: the allow path logs nothing and should not pay for building one.
+ */
+function requestLogger(req: AdmissionRequest, deps: HandlerDeps): Logger {
+  let child: Logger | undefined;
+  const get = (): Logger =>
+    (child ??= deps.logger.child({
+      admissionUID: req.uid,
+      object: `${req.resource.resource}${req.subResource ? `/${req.subResource}` : ""} ${req.namespace ? `${req.namespace}/` : ""}${req.name ?? ""}`,
+      user: req.userInfo.username,
+      operation: req.operation,
+    }));
+  const line =
+    (level: "info" | "warn" | "error" | "debug") =>
+    (message: string, meta?: object): Logger =>
+      meta === undefined ? get()[level](message) : get()[level](message, meta);
+  return {
+    info: line("info"),
+    warn: line("warn"),
+    error: line("error"),
+    debug: line("debug"),
+    child: (meta: object) => get().child(meta),
+  } as unknown as Logger;
+}
+
 async function answerAdmission(req: AdmissionRequest, deps: HandlerDeps): Promise<ReviewResponse> {
-  const log = deps.logger.child({
-    admissionUID: req.uid,
-    object: `${req.resource.resource}${req.subResource ? `/${req.subResource}` : ""} ${req.namespace ? `${req.namespace}/` : ""}${req.name ?? ""}`,
-    user: req.userInfo.username,
-    operation: req.operation,
-  });
+  const log = requestLogger(req, deps);
 
   if (req.resource.group === API_GROUP && req.resource.resource === "approvalpolicies") {
     return guardPolicyWrite(req, deps, log);

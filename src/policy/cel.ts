@@ -30,6 +30,15 @@ import {
 } from "@bufbuild/cel";
 import { strings } from "@bufbuild/cel/ext";
 import { RE2JS } from "@bufbuild/re2";
+import {
+  type Frame,
+  type LowerExpr,
+  type Lowered,
+  lowerExpression,
+  type MemoCell,
+  RAW,
+} from "./cel-lower.js";
+import { type Prefilter, prefilterOf } from "./prefilter.js";
 
 export const MAX_AST_NODES = 400;
 export const MAX_AST_DEPTH = 40;
@@ -164,9 +173,15 @@ class CostLimitExceeded extends Error {}
  * The cost meter. Evaluation is synchronous and single-threaded, so one meter serves every
  * expression: `evaluate` arms it before running the planned program and disarms it after.
  */
-const meter = { remaining: Number.POSITIVE_INFINITY, exceeded: false };
+const meter = { remaining: Number.POSITIVE_INFINITY, exceeded: false, total: 0 };
+
+/** Cost units charged by every evaluation so far (the decision loop paces its deadline checks by it). */
+export function unitsCharged(): number {
+  return meter.total;
+}
 
 function charge(units: number): void {
+  meter.total += units;
   meter.remaining -= units;
   if (meter.remaining < 0) {
     meter.exceeded = true;
@@ -185,6 +200,8 @@ function sizeOf(v: unknown): number {
 }
 
 const deepSizes = new WeakMap<object, number>();
+/** The deep size toCel computed while converting a value (no walk needed later). */
+const DEEP_SIZE = Symbol("countersign.cel.deepSize");
 
 /**
  * Size of a value including everything nested in it, for the calls that walk all of it
@@ -192,6 +209,8 @@ const deepSizes = new WeakMap<object, number>();
  */
 function deepSizeOf(v: unknown): number {
   if (!isCelList(v) && !isCelMap(v)) return sizeOf(v);
+  const converted = (v as { [DEEP_SIZE]?: number })[DEEP_SIZE];
+  if (converted !== undefined) return converted;
   const known = deepSizes.get(v);
   if (known !== undefined) return known;
   let total = v.size;
@@ -319,17 +338,232 @@ function meterComprehensions(e: AstExpr | undefined): void {
 
 export type Activation = Record<string, unknown>;
 
+/** The top-level variables lowered expressions read by slot (TOP_LEVEL_VARIABLES minus `variables`). */
+export const FRAME_VARIABLES = ["request", "object", "oldObject", "namespaceObject"] as const;
+
+let loweringEnabled = process.env.COUNTERSIGN_CEL_INTERPRETER !== "1";
+
+/**
+ * Whether expressions run lowered (the default) or on the interpreter (tests run the policy
+ * suite both ways; COUNTERSIGN_CEL_INTERPRETER=1 starts with the interpreter).
+ */
+export function setCelLowering(enabled: boolean): void {
+  loweringEnabled = enabled;
+}
+
+const lowerMeter = {
+  charge,
+  remaining: () => meter.remaining,
+  sizeOf,
+  deepSizeOf,
+};
+
+/**
+ * Sub-expression keys seen while compiling, with how many expressions use each: a key used
+ * more than once gets a memo cell when its expressions are lowered, so it runs once per request.
+ */
+const keyUses = new Map<string, number>();
+const memoCells = new Map<string, MemoCell>();
+const MAX_SHARED_KEYS = 100_000;
+
+function countKey(key: string): undefined {
+  if (keyUses.size >= MAX_SHARED_KEYS) keyUses.clear(); // only sharing is lost, never correctness
+  keyUses.set(key, (keyUses.get(key) ?? 0) + 1);
+  return undefined;
+}
+
+function sharedCell(key: string): MemoCell | undefined {
+  if ((keyUses.get(key) ?? 0) < 2) return undefined;
+  let cell = memoCells.get(key);
+  if (!cell) {
+    if (memoCells.size >= MAX_SHARED_KEYS) memoCells.clear();
+    cell = { epoch: -1, value: undefined, cost: 0 };
+    memoCells.set(key, cell);
+  }
+  return cell;
+}
+
+let frameSerial = 0;
+
+/**
+ * What one request's expressions read: the top-level variables (converted to CEL values on
+ * first use), the policy's variables by slot. One per request and policy; the same `top`
+ * array (and serial) for every policy of a request, so shared sub-expressions run once.
+ */
+export class EvalFrame implements Frame {
+  locals: unknown[] = [];
+  vars: unknown[] = [];
+  /** Identifies the request for memo cells. */
+  serial: number;
+  private activationCache: Activation | undefined;
+
+  constructor(
+    readonly top: unknown[],
+    /** Converts top-level variable `slot` on first use (undefined: unbound). */
+    readonly load: ((slot: number) => unknown) | undefined,
+    serial?: number,
+    /** Names of `vars`, for the interpreter's `variables` map. */
+    private readonly varNames: readonly string[] = [],
+  ) {
+    this.serial = serial ?? ++frameSerial;
+  }
+
+  /** A frame for another policy of the same request (shares top and serial). */
+  forPolicy(varNames: readonly string[]): EvalFrame {
+    return new EvalFrame(this.top, this.load, this.serial, varNames);
+  }
+
+  value(slot: number): unknown {
+    const v = this.top[slot];
+    if (v !== undefined || !this.load) return v;
+    const loaded = this.load(slot);
+    this.top[slot] = loaded;
+    return loaded;
+  }
+
+  /** The interpreter's activation, for expressions that are not lowered. */
+  activation(): Activation {
+    if (this.activationCache && this.activationVars === this.vars.length) return this.activationCache;
+    const a: Activation = {};
+    FRAME_VARIABLES.forEach((name, slot) => {
+      const v = this.value(slot);
+      if (v !== undefined) a[name] = v;
+    });
+    const vars = new Map<string, unknown>();
+    this.varNames.forEach((n, i) => {
+      if (i < this.vars.length) vars.set(n, this.vars[i]);
+    });
+    a.variables = liveCelMap(vars);
+    this.activationCache = a;
+    this.activationVars = this.vars.length;
+    return a;
+  }
+  private activationVars = -1;
+
+  /** A frame over an interpreter-style activation (tests, one-off evaluations). */
+  static fromActivation(activation: Activation, varNames: readonly string[]): EvalFrame {
+    const top = FRAME_VARIABLES.map((n) => activation[n]);
+    const frame = new EvalFrame(top, undefined, undefined, varNames);
+    const variables = activation.variables;
+    if (variables && isCelMap(variables)) {
+      frame.vars = varNames.map((n) => variables.get(n));
+    }
+    frame.activationCache = activation;
+    frame.activationVars = frame.vars.length;
+    return frame;
+  }
+}
+
+/**
+ * Interpreter access on a value the lowering leaves to the library (a protobuf message): one
+ * planned program per kind of access, run on the value.
+ */
+let accessPrograms:
+  | {
+      index: (ctx: Record<string, never>) => unknown;
+      has: Map<string, (ctx: Record<string, never>) => unknown>;
+    }
+  | undefined;
+function interpreterAccess(obj: unknown, key: unknown, _id: number, select: boolean): unknown {
+  accessPrograms ??= {
+    index: plan(meteredCelEnv(), parse("_o[_k]")) as never,
+    has: new Map(),
+  };
+  if (select || typeof key !== "string") {
+    return accessPrograms.index({ _o: obj, _k: key } as never);
+  }
+  let has = accessPrograms.has.get(key);
+  if (!has) {
+    try {
+      has = plan(meteredCelEnv(), parse(`has(_o.${key})`)) as never;
+    } catch {
+      has = () => new Error("invalid field name");
+    }
+    accessPrograms.has.set(key, has!);
+  }
+  return has!({ _o: obj } as never);
+}
+
+/**
+ * Runs `fn` inside the library's evaluation context (some library functions, e.g. equality of
+ * protobuf values, read the type registry from it): one planned call whose function is `fn`.
+ */
+let contextRunner: (() => void) | undefined;
+let contextProgram: (() => unknown) | undefined;
+let inContext = false;
+export function inCelContext<T>(fn: () => T): T {
+  if (inContext) return fn();
+  contextProgram ??= plan(contextEnv(), {
+    id: 1n,
+    exprKind: { case: "callExpr", value: { function: CONTEXT_CALL, args: [], target: undefined } },
+  } as never) as () => unknown;
+  let out: T | undefined;
+  let thrown: unknown;
+  let failed = false;
+  const previous = contextRunner;
+  contextRunner = () => {
+    inContext = true;
+    try {
+      out = fn();
+    } catch (err) {
+      failed = true;
+      thrown = err;
+    } finally {
+      inContext = false;
+    }
+  };
+  try {
+    contextProgram();
+  } finally {
+    contextRunner = previous;
+  }
+  if (failed) throw thrown;
+  return out as T;
+}
+
+const CONTEXT_CALL = "@countersign_context";
+let contextEnvCache: CelEnv | undefined;
+function contextEnv(): CelEnv {
+  if (contextEnvCache) return contextEnvCache;
+  const env = meteredCelEnv();
+  const group = {
+    name: CONTEXT_CALL,
+    *[Symbol.iterator]() {},
+    call() {
+      contextRunner?.();
+      return true;
+    },
+  } as unknown as FuncGroup;
+  contextEnvCache = {
+    namespace: env.namespace,
+    registry: env.registry,
+    funcs: {
+      [Symbol.iterator]: () => env.funcs[Symbol.iterator](),
+      find: (name: string) => (name === CONTEXT_CALL ? group : env.funcs.find(name)),
+    },
+    variables: env.variables,
+  } as unknown as CelEnv;
+  return contextEnvCache;
+}
+
 export interface CompiledExpression {
   readonly source: string;
   /** Where the expression lives in the policy, e.g. `spec.rules[2].condition`. */
   readonly path: string;
   /** Whether the expression reads request data (object, oldObject, request, namespaceObject, such variables). */
   readonly readsRequest: boolean;
+  /** Whether the expression runs lowered (false: it keeps the interpreter; see cel-lower.ts). */
+  readonly lowered: boolean;
+  /** A test on the decoded request that is false only when the expression is certainly false (prefilter.ts). */
+  readonly prefilter?: Prefilter;
   /**
    * Evaluates within a cost budget (default EVALUATION_COST_LIMIT); returns the CEL value or
-   * an EvaluationError (never throws), also when the budget ran out.
+   * an EvaluationError (never throws), also when the budget ran out. Takes an EvalFrame (the
+   * request path) or an interpreter-style activation.
    */
-  evaluate(activation: Activation, costLimit?: number): unknown;
+  evaluate(activation: Activation | EvalFrame, costLimit?: number): unknown;
+  /** The same evaluation on @bufbuild/cel's interpreter (the reference the lowering is tested against). */
+  interpret(activation: Activation | EvalFrame, costLimit?: number): unknown;
 }
 
 export class EvaluationError extends Error {
@@ -403,6 +637,7 @@ export function compileExpression(
     problems.push(`expression is nested too deeply (depth ${stats.maxDepth}; the limit is ${MAX_AST_DEPTH})`);
   }
   if (problems.length > 0) return { path, message: [...new Set(problems)].join("; ") };
+  const prefilter = prefilterOf(parsed.expr as unknown as LowerExpr);
   let program: (ctx?: Record<string, never>) => unknown;
   try {
     meterComprehensions(parsed.expr as unknown as AstExpr);
@@ -410,31 +645,128 @@ export function compileExpression(
   } catch (err) {
     return { path, message: `cannot plan expression: ${firstLine(err)}` };
   }
+  const varNames = [...declaredVariables];
+  const lowerWith = (memo: ((key: string) => MemoCell | undefined) | undefined) =>
+    lowerExpression(
+      parsed.expr as unknown as LowerExpr,
+      {
+        variables: FRAME_VARIABLES,
+        policyVariables: varNames,
+        funcs: meteredCelEnv().funcs as never,
+        meter: lowerMeter,
+        ...(memo ? { memo } : {}),
+      },
+      interpreterAccess,
+    );
+  // Lowered once now (which also counts the sub-expressions it shares with others), and again
+  // on first use, when every policy compiled with it has been counted: shared ones get memo cells.
+  const probe = lowerWith(countKey);
+  let lowered: (Lowered & { locals_: unknown[] }) | undefined;
+  const finish = (out: unknown, thrown: unknown, costLimit: number): unknown => {
+    // The library turns the interrupt into a CEL error, and `||`/`&&` may even absorb that
+    // error into a value: whatever came out, an evaluation that ran out of budget failed.
+    if (meter.exceeded) {
+      meter.exceeded = false;
+      return new EvaluationError(path, `${COST_LIMIT_MESSAGE} (${costLimit} units); it was stopped`);
+    }
+    if (thrown !== undefined) return new EvaluationError(path, safeDetail(firstLine(thrown)));
+    if (isCelError(out)) return new EvaluationError(path, safeDetail(String((out as Error).message)));
+    return out;
+  };
+  const interpret = (input: Activation | EvalFrame, costLimit = EVALUATION_COST_LIMIT): unknown => {
+    const activation = input instanceof EvalFrame ? input.activation() : input;
+    let out: unknown;
+    let thrown: unknown;
+    meter.remaining = costLimit;
+    meter.exceeded = false;
+    try {
+      out = program(activation as Record<string, never>);
+    } catch (err) {
+      thrown = err;
+    } finally {
+      meter.remaining = Number.POSITIVE_INFINITY;
+    }
+    return finish(out, thrown, costLimit);
+  };
   return {
     source,
     path,
     readsRequest: stats.readsRequest,
-    evaluate(activation: Activation, costLimit = EVALUATION_COST_LIMIT): unknown {
+    lowered: probe !== undefined,
+    ...(prefilter ? { prefilter } : {}),
+    interpret,
+    evaluate(input: Activation | EvalFrame, costLimit = EVALUATION_COST_LIMIT): unknown {
+      if (!probe || !loweringEnabled) return interpret(input, costLimit);
+      if (!lowered) {
+        const l = lowerWith(sharedCell) ?? probe;
+        lowered = { ...l, locals_: new Array(l.locals) };
+      }
+      const frame = input instanceof EvalFrame ? input : EvalFrame.fromActivation(input, varNames);
+      frame.locals = lowered.locals_;
+      const run = lowered.run;
       let out: unknown;
       let thrown: unknown;
       meter.remaining = costLimit;
       meter.exceeded = false;
       try {
-        out = program(activation as Record<string, never>);
+        out = inContext ? run(frame) : inCelContext(() => run(frame));
       } catch (err) {
         thrown = err;
       } finally {
         meter.remaining = Number.POSITIVE_INFINITY;
       }
-      // The library turns the interrupt into a CEL error, and `||`/`&&` may even absorb that
-      // error into a value: whatever came out, an evaluation that ran out of budget failed.
-      if (meter.exceeded) {
-        meter.exceeded = false;
-        return new EvaluationError(path, `${COST_LIMIT_MESSAGE} (${costLimit} units); it was stopped`);
-      }
-      if (thrown !== undefined) return new EvaluationError(path, safeDetail(firstLine(thrown)));
-      if (isCelError(out)) return new EvaluationError(path, safeDetail(String((out as Error).message)));
-      return out;
+      return finish(out, thrown, costLimit);
+    },
+  };
+}
+
+/** An expression over arbitrary variables, runnable lowered and on the interpreter. */
+export interface CelProgram {
+  /** False when the lowering left the expression to the interpreter. */
+  lowered: boolean;
+  /** Raw CEL result (a value or a CelError) of the lowered path (the interpreter when not lowered). */
+  run(bindings: Record<string, unknown>): unknown;
+  /** Raw CEL result of @bufbuild/cel's interpreter. */
+  interpret(bindings: Record<string, unknown>): unknown;
+}
+
+/** Top-level conversion of a binding the way the library's activation converts it. */
+function bindingToCel(v: unknown): unknown {
+  if (Array.isArray(v)) return celList(v as never);
+  if (v instanceof Map) return celMap(v as never);
+  if (v !== null && typeof v === "object" && (v as object).constructor === Object) {
+    return celMap(new Map(Object.entries(v)) as never);
+  }
+  return v;
+}
+
+/**
+ * Parses and plans `source` in the policy environment (with metering, no budget) over the given
+ * variables, without Countersign's apply-time checks: the conformance test runs the cel-spec
+ * suite through both paths with it. Throws on a parse or plan error.
+ */
+export function celProgram(source: string, variableNames: readonly string[]): CelProgram {
+  const parsed = parse(source);
+  meterComprehensions(parsed.expr as unknown as AstExpr);
+  const program = plan(meteredCelEnv(), parsed) as (ctx?: Record<string, never>) => unknown;
+  const lowered = lowerExpression(
+    parsed.expr as unknown as LowerExpr,
+    { variables: variableNames, funcs: meteredCelEnv().funcs as never, meter: lowerMeter },
+    interpreterAccess,
+  );
+  const locals = new Array(lowered?.locals ?? 0);
+  const interpret = (bindings: Record<string, unknown>) => program(bindings as Record<string, never>);
+  return {
+    lowered: lowered !== undefined,
+    interpret,
+    run(bindings) {
+      if (!lowered) return interpret(bindings);
+      const frame = new EvalFrame(
+        variableNames.map((n) => bindingToCel(bindings[n])),
+        undefined,
+      );
+      frame.locals = locals;
+      return inCelContext(() => lowered.run(frame));
     },
   };
 }
@@ -605,13 +937,35 @@ export function safeDetail(message: string): string {
 export function toCel(value: unknown): unknown {
   if (typeof value === "number") return Number.isInteger(value) ? BigInt(value) : value;
   if (value === null || typeof value !== "object") return value;
-  if (Array.isArray(value)) return celList(value.map(toCel) as never);
+  // Each list and map also records the array / Map behind it (read directly by the lowered
+  // code, cel-lower.ts RAW) and its deep size (what deepSizeOf would walk it for).
+  if (Array.isArray(value)) {
+    const items = new Array(value.length);
+    let size = value.length;
+    for (let i = 0; i < value.length; i++) {
+      const v = toCel(value[i]);
+      items[i] = v;
+      size += deepSizeOf(v);
+    }
+    const list = celList(items as never) as unknown as Record<symbol, unknown>;
+    list[RAW] = items;
+    list[DEEP_SIZE] = size;
+    return list;
+  }
   const entries = new Map<string, unknown>();
+  let size = 0;
   for (const key in value as Record<string, unknown>) {
     const v = (value as Record<string, unknown>)[key];
-    if (v !== undefined) entries.set(key, toCel(v));
+    if (v !== undefined) {
+      const c = toCel(v);
+      entries.set(key, c);
+      size += 1 + Math.ceil(key.length / STRING_CHARS_PER_UNIT) + deepSizeOf(c);
+    }
   }
-  return celMap(entries as never);
+  const map = celMap(entries as never) as unknown as Record<symbol, unknown>;
+  map[RAW] = entries;
+  map[DEEP_SIZE] = size;
+  return map;
 }
 
 /** A CEL map backed by a live Map, for the `variables` binding filled in as variables evaluate. */

@@ -58,6 +58,8 @@ export interface CompiledPolicy {
   match: readonly ResourceMatch[];
   matchConditions: CompiledExpression[];
   variables: { name: string; expression: CompiledExpression }[];
+  /** The variables' names in declaration order (their slots in an evaluation frame). */
+  variableNames: string[];
   rules: CompiledRule[];
   /** True when an expression reads namespaceObject (so the caller need not look it up otherwise). */
   usesNamespaceObject: boolean;
@@ -226,6 +228,7 @@ export function compilePolicy(policy: ApprovalPolicy): CompileResult {
       match: spec.match?.length ? spec.match : MATCH_EVERYTHING,
       matchConditions,
       variables,
+      variableNames: variables.map((v) => v.name),
       rules,
       usesNamespaceObject,
     },

@@ -13,7 +13,14 @@
  *     message naming the policy and field, never the object's contents. So does one that
  *     runs out of its cost budget, or a request whose evaluation passes the deadline.
  */
-import { type Activation, type CompiledExpression, EvaluationError, liveCelMap, toCel } from "./cel.js";
+import {
+  type CompiledExpression,
+  EvalFrame,
+  EvaluationError,
+  inCelContext,
+  toCel,
+  unitsCharged,
+} from "./cel.js";
 import type { CompiledApproval, CompiledPolicy, CompiledRule } from "./compile.js";
 import { PolicySet } from "./policy-set.js";
 import type { ResourceMatch, Subjects } from "./types.js";
@@ -67,13 +74,23 @@ export interface EvaluationInputs {
   serviceAccountLabels?: (namespace: string, name: string) => Record<string, string> | undefined;
   /** The Namespace object from the informer cache, for namespaceObject. */
   namespaceObject?: (name: string) => unknown;
-  /** Returns true when the evaluation deadline has passed (checked before every expression). */
+  /**
+   * Returns true when the evaluation deadline has passed: checked before each policy and
+   * before any expression once DEADLINE_CHECK_UNITS were spent since the last check.
+   */
   deadlineExceeded?: () => boolean;
   /** Cost budget of one expression evaluation (default EVALUATION_COST_LIMIT, cel.ts). */
   costLimit?: number;
 }
 
 const SA_PREFIX = "system:serviceaccount:";
+/**
+ * Cost units spent between deadline checks. Time follows cost (every unit is a bounded piece
+ * of work), so reading the clock before every one of a request's many cheap expressions would
+ * only add clock reads: the deadline is checked before each policy and before an expression
+ * once this many units were spent since the last check.
+ */
+export const DEADLINE_CHECK_UNITS = 1000;
 
 export function serviceAccountOf(
   username: string | undefined,
@@ -138,39 +155,35 @@ export function requestMatches(policy: CompiledPolicy, req: AdmissionRequest): b
   return policy.match.some((m) => resourceMatches(m, req));
 }
 
-/** Builds the CEL activation lazily: once per request, only when a policy gets that far. */
-class ActivationBuilder {
-  private base: Activation | undefined;
-  constructor(
-    private readonly req: AdmissionRequest,
-    private readonly inputs: EvaluationInputs,
-  ) {}
-
-  get(policy: CompiledPolicy, variables: Map<string, unknown>): Activation {
-    if (!this.base) {
-      const { object, oldObject, ...rest } = this.req;
-      // Like Kubernetes' own CEL `request`: optional strings are present as "" and dryRun as a bool.
-      const request = {
-        name: "",
-        namespace: "",
-        subResource: "",
-        requestSubResource: "",
-        dryRun: false,
-        ...rest,
-      };
-      this.base = {
-        request: toCel(request),
-        object: object === undefined ? null : toCel(object),
-        oldObject: oldObject === undefined ? null : toCel(oldObject),
-        namespaceObject: null,
-        variables: null,
-      };
+/**
+ * The request's CEL variables, converted on first use (once per request, shared by every
+ * policy): `request` like Kubernetes' own CEL (optional strings present as "", dryRun a bool),
+ * `object` / `oldObject` (null when absent), `namespaceObject` from the informer cache.
+ */
+function requestFrame(req: AdmissionRequest, inputs: EvaluationInputs): EvalFrame {
+  return new EvalFrame([undefined, undefined, undefined, undefined], (slot) => {
+    switch (slot) {
+      case 0: {
+        const { object: _o, oldObject: _old, ...rest } = req;
+        return toCel({
+          name: "",
+          namespace: "",
+          subResource: "",
+          requestSubResource: "",
+          dryRun: false,
+          ...rest,
+        });
+      }
+      case 1:
+        return req.object === undefined ? null : toCel(req.object);
+      case 2:
+        return req.oldObject === undefined ? null : toCel(req.oldObject);
+      case 3:
+        return req.namespace ? toCel(inputs.namespaceObject?.(req.namespace) ?? null) : null;
+      default:
+        return undefined;
     }
-    if (policy.usesNamespaceObject && this.req.namespace && this.base.namespaceObject === null) {
-      this.base.namespaceObject = toCel(this.inputs.namespaceObject?.(this.req.namespace) ?? null);
-    }
-    return { ...this.base, variables: liveCelMap(variables) };
-  }
+  });
 }
 
 function asBool(v: unknown, path: string): boolean | EvaluationError {
@@ -188,22 +201,48 @@ export function decide(
   policies: readonly CompiledPolicy[] | PolicySet,
   inputs: EvaluationInputs = {},
 ): Decision {
-  const activation = new ActivationBuilder(req, inputs);
+  // One evaluation context for the whole request (the library's type registry), not one per expression.
+  return inCelContext(() => decideIn(req, policies, inputs));
+}
+
+function decideIn(
+  req: AdmissionRequest,
+  policies: readonly CompiledPolicy[] | PolicySet,
+  inputs: EvaluationInputs,
+): Decision {
+  let base: EvalFrame | undefined;
+  let lastEvaluated: string | undefined;
+  const deadline = inputs.deadlineExceeded;
   const candidates = policies instanceof PolicySet ? policies.candidates(req.userInfo) : policies;
   const allowed: RuleRef[] = [];
   let approval: { rule: CompiledRule; ref: RuleRef } | undefined;
   for (const policy of candidates) {
     if (!subjectMatches(policy.subjects, req.userInfo, inputs) || !requestMatches(policy, req)) continue;
-    const vars = new Map<string, unknown>();
-    const act = activation.get(policy, vars);
+    // CEL values of the request are built on first use: a policy whose matchCondition fails its
+    // pre-filter (request.namespace in [...], prefilter.ts) never builds one.
+    base ??= requestFrame(req, inputs);
+    const frame = base.forPolicy(policy.variableNames);
     // Each expression is bounded by its cost budget (cel.ts); the deadline is checked before
-    // every expression, so a request costs at most the deadline plus one expression's budget.
-    const run = (e: CompiledExpression): unknown =>
-      inputs.deadlineExceeded?.()
-        ? new EvaluationError(e.path, "policy evaluation exceeded its deadline")
-        : e.evaluate(act, inputs.costLimit);
+    // each policy and whenever DEADLINE_CHECK_UNITS were spent since, so a request costs at
+    // most the deadline plus one expression's budget (and those units).
+    if (deadline?.()) {
+      return { kind: "error", policy: policy.name, message: "policy evaluation exceeded its deadline" };
+    }
+    lastEvaluated = policy.name;
+    let checkedAt = unitsCharged();
+    const run = (e: CompiledExpression): unknown => {
+      if (deadline && unitsCharged() - checkedAt >= DEADLINE_CHECK_UNITS) {
+        checkedAt = unitsCharged();
+        if (deadline()) return new EvaluationError(e.path, "policy evaluation exceeded its deadline");
+      }
+      return e.evaluate(frame, inputs.costLimit);
+    };
     let applies = true;
     for (const mc of policy.matchConditions) {
+      if (mc.prefilter && !mc.prefilter(req as never)) {
+        applies = false;
+        break;
+      }
       const r = asBool(run(mc), mc.path);
       if (r instanceof EvaluationError) return { kind: "error", policy: policy.name, message: r.message };
       if (!r) {
@@ -216,10 +255,11 @@ export function decide(
       const value = run(v.expression);
       if (value instanceof EvaluationError)
         return { kind: "error", policy: policy.name, message: value.message };
-      vars.set(v.name, value);
+      frame.vars.push(value);
     }
     for (const rule of policy.rules) {
       if (rule.condition) {
+        if (rule.condition.prefilter && !rule.condition.prefilter(req as never)) continue;
         const r = asBool(run(rule.condition), rule.condition.path);
         if (r instanceof EvaluationError) return { kind: "error", policy: policy.name, message: r.message };
         if (!r) continue;
@@ -241,9 +281,9 @@ export function decide(
         }
       } else allowed.push(ref);
     }
-    if (inputs.deadlineExceeded?.()) {
-      return { kind: "error", policy: policy.name, message: "policy evaluation exceeded its deadline" };
-    }
+  }
+  if (lastEvaluated !== undefined && deadline?.()) {
+    return { kind: "error", policy: lastEvaluated, message: "policy evaluation exceeded its deadline" };
   }
   if (approval) {
     const d: Decision = { kind: "require-approval", rule: approval.ref, approval: approval.rule.approval! };
