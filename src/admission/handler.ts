@@ -7,6 +7,7 @@ import { refusalMessage } from "../approvals/decision-messages.js";
 import { DecisionCode } from "../approvals/decisions.js";
 import { isNoOpUpdate, MAX_NESTING_DEPTH, nestingDepth, type Transition } from "../approvals/fingerprint.js";
 import type { ApprovalGate, GateOutcome } from "../approvals/gate.js";
+import { APPROVAL_REQUEST_PLURAL } from "../approvals/request.js";
 import type { ArchiveState } from "../audit/archive.js";
 import { type ConfigAuditor, policyChange } from "../audit/config-audit.js";
 import { describeKubeError } from "../kube/errors.js";
@@ -397,6 +398,15 @@ async function guardCountersignWrite(
   const result = guardWrite(req, deps.countersignUsers, new Date(), (user) =>
     coveringPolicies(deps.policies, user),
   );
+  // The gate's informer cache may lag this write by a few ms: its next reads of this request
+  // go to the API server (gate.ts RECENT_WRITE_MS).
+  if (
+    result.allowed !== false &&
+    req.resource.resource === APPROVAL_REQUEST_PLURAL &&
+    req.name &&
+    req.namespace
+  )
+    deps.gate.noteWrite?.(req.namespace, req.name);
   if (result.allowed === true) {
     return reviewResponse(req.uid, true, undefined, { [AuditAnnotation.Decision]: DecisionValue.Allowed });
   }

@@ -4,6 +4,12 @@
  * conditional update, or create the request (deterministic name, AlreadyExists = success),
  * emit an Event, and tell the agent what to do next. The allow path never comes here.
  *
+ * Reads come from the ApprovalRequest informer (open-requests.ts) when it has the request, and
+ * from the API server when it does not: a pending retry makes no API call. A stale cache can
+ * only delay an admission, never grant one: an approval is used only by a conditional write
+ * on the resourceVersion read, and when that write fails the request is read from the API
+ * server again.
+ *
  * Before an approval is used, the approvers it counts are re-checked: each must still hold
  * RBAC verb approve on the request (SubjectAccessReview as the recorded approver, cached for
  * a few seconds by RbacChecker); if too few still do, nothing is consumed.
@@ -48,6 +54,13 @@ export const EventReason = {
 const MAX_ATTEMPTS = 50;
 const MAX_CONSUME_RETRIES = 5;
 const HOLD_POLL_MS = 250;
+/**
+ * How long after this webhook admitted a write to an ApprovalRequest (a decision, the
+ * controller's status) its reads skip the informer cache, which may not have the change yet:
+ * an agent retrying right after an approval is not told "pending" by a cache a few ms behind.
+ */
+export const RECENT_WRITE_MS = 5000;
+const MAX_RECENT_WRITES = 10_000;
 
 export interface GateOutcome {
   allowed: boolean;
@@ -80,6 +93,8 @@ export class ApprovalGate {
   private readonly custom: CustomObjectsApi;
   private readonly core: CoreV1Api;
   private readonly now: () => Date;
+  /** ApprovalRequests this webhook admitted a write to recently: namespace/name → until (ms). */
+  private readonly recentWrites = new Map<string, number>();
 
   constructor(private readonly opts: GateOptions) {
     this.custom = opts.kubeConfig.makeApiClient(CustomObjectsApi);
@@ -106,7 +121,7 @@ export class ApprovalGate {
 
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const name = approvalRequestName(action, fingerprint, attempt);
-      let existing = await this.get(namespace, name);
+      let existing = await this.read(namespace, name);
       if (existing && existing.spec.fingerprint !== fingerprint) continue; // name collision: skip the slot
 
       if (!existing) {
@@ -229,8 +244,37 @@ export class ApprovalGate {
     };
   }
 
+  /** From the API server (after a failed conditional write, or when the cache does not have it). */
   private get(namespace: string, name: string): Promise<ApprovalRequest | undefined> {
     return getApprovalRequest(this.custom, namespace, name);
+  }
+
+  /** Called when this webhook admits a write to an ApprovalRequest: its next reads go to the API server. */
+  noteWrite(namespace: string, name: string): void {
+    if (this.recentWrites.size >= MAX_RECENT_WRITES) {
+      const now = Date.now();
+      for (const [k, until] of this.recentWrites) if (until <= now) this.recentWrites.delete(k);
+      if (this.recentWrites.size >= MAX_RECENT_WRITES) this.recentWrites.clear(); // reads fall back to the cache: still safe
+    }
+    this.recentWrites.set(`${namespace}/${name}`, Date.now() + RECENT_WRITE_MS);
+  }
+
+  /**
+   * From the informer cache when it has the request (possibly stale: see the file comment) and
+   * this webhook did not just admit a write to it; else from the API server.
+   */
+  private async read(namespace: string, name: string): Promise<ApprovalRequest | undefined> {
+    const index = this.opts.openRequests;
+    if (!index?.isSynced()) return this.get(namespace, name);
+    if (this.recentWrites.size > 0) {
+      const k = `${namespace}/${name}`;
+      const until = this.recentWrites.get(k);
+      if (until !== undefined) {
+        if (until > Date.now()) return this.get(namespace, name);
+        this.recentWrites.delete(k);
+      }
+    }
+    return index.get(namespace, name) ?? this.get(namespace, name);
   }
 
   private async create(ar: ApprovalRequest, log: Logger): Promise<ApprovalRequest> {
@@ -291,7 +335,7 @@ export class ApprovalGate {
     const { namespace, name } = ar.metadata;
     while (this.now().getTime() < deadline) {
       await new Promise((r) => setTimeout(r, HOLD_POLL_MS));
-      const current = await this.get(namespace, name);
+      const current = await this.read(namespace, name);
       if (!current) return undefined;
       const phase = effectivePhase(current, this.now());
       if (phase === Phase.Denied) return this.deniedOutcome(current);

@@ -1,8 +1,9 @@
 /**
- * Open ApprovalRequests per requester per namespace, for the flood cap (issue 10): an
- * informer keeps every ApprovalRequest in memory, indexed by (namespace, requester), so the
- * gate counts a requester's open requests without an API call. Requests this process has
- * just created are added at once (the informer may lag a burst by a few milliseconds).
+ * Every ApprovalRequest in memory (an informer), for the gate: by (namespace, requester) for
+ * the flood cap (issue 10), and by name so a retry reads its request without an API call
+ * (issue 13). Requests this process has just created are added at once (the informer may lag
+ * a burst by a few milliseconds). The cache may be stale; the gate never admits on what it
+ * read here alone (gate.ts: consuming is a conditional write against the API server).
  */
 import {
   CustomObjectsApi,
@@ -64,6 +65,7 @@ const key = (namespace: string, username: string) => `${namespace}\u0000${userna
 export class OpenRequestIndex {
   private readonly informer: Informer<ApprovalRequest> & ObjectCache<ApprovalRequest>;
   private readonly byRequester = new Map<string, Map<string, ApprovalRequest>>();
+  private readonly byName = new Map<string, ApprovalRequest>();
   private stopped = false;
   private synced = false;
 
@@ -101,6 +103,9 @@ export class OpenRequestIndex {
 
   /** Records a request (from the informer, or one this process just created). */
   note(ar: ApprovalRequest): void {
+    const nameKey = key(ar.metadata.namespace, ar.metadata.name);
+    const known = this.byName.get(nameKey);
+    if (!known || !olderThan(ar, known)) this.byName.set(nameKey, ar);
     const username = ar.spec?.requester?.username;
     if (!username) return;
     const k = key(ar.metadata.namespace, username);
@@ -115,12 +120,18 @@ export class OpenRequestIndex {
   }
 
   private forget(ar: ApprovalRequest): void {
+    this.byName.delete(key(ar.metadata.namespace, ar.metadata.name));
     const username = ar.spec?.requester?.username;
     if (!username) return;
     const k = key(ar.metadata.namespace, username);
     const m = this.byRequester.get(k);
     m?.delete(ar.metadata.name);
     if (m?.size === 0) this.byRequester.delete(k);
+  }
+
+  /** The request as this cache last saw it (undefined: not seen, or deleted). In memory. */
+  get(namespace: string, name: string): ApprovalRequest | undefined {
+    return this.byName.get(key(namespace, name));
   }
 
   /** The requester's open requests in the namespace, oldest first. In memory. */
