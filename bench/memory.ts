@@ -52,12 +52,9 @@ async function child(kubeconfigPath: string): Promise<void> {
   const started = performance.now();
   const cs = await startCountersign({
     kubeConfig: kc,
-    tls,
-    admissionPort: 0,
-    admissionAuth: { mode: "network" },
-    host: "127.0.0.1",
     installNamespace: "countersign-system",
     replica: "bench-memory",
+    webhook: { tls, admissionPort: 0, admissionAuth: { mode: "network" }, host: "127.0.0.1" },
   });
   const syncSeconds = (performance.now() - started) / 1000;
   for (let i = 0; i < 3; i++) {

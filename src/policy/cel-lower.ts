@@ -104,6 +104,11 @@ export interface LowerOptions {
   meter: Meter;
   /** Memo cells by sub-expression key, for sub-expressions shared between expressions. */
   memo?: (key: string) => MemoCell | undefined;
+  /**
+   * One-argument functions to call directly instead of through their group (Countersign's
+   * metering pass-throughs): each must do exactly what its group's call does for any argument.
+   */
+  inline?: ReadonlyMap<string, (x: unknown) => unknown>;
 }
 
 export interface Lowered {
@@ -568,6 +573,14 @@ function lowerFunction(
 ): Node {
   const group = ctx.opts.funcs.find(name);
   if (!group) return () => celError(`unbound function: ${name}`, id);
+  const inline = ctx.opts.inline?.get(name);
+  if (inline && !target && args.length === 1) {
+    const a = args[0]!.node;
+    return (f) => {
+      const x = a(f);
+      return isCelError(x) ? x : inline(x);
+    };
+  }
   const meter = ctx.opts.meter;
   const generic = genericCall(
     group,
@@ -597,9 +610,14 @@ function lowerFunction(
           meter.charge(1 + meter.sizeOf(x) + meter.sizeOf(y));
           return eq ? x === y : x !== y;
         }
-        if (x === null && y === null) {
-          meter.charge(1);
-          return eq;
+        // x == null: the library's equals is x === null for every value but a protobuf one
+        // (an Any may unpack to null), which takes the group.
+        if (
+          (x === null && isPlainCelContainerOrScalar(y)) ||
+          (y === null && isPlainCelContainerOrScalar(x))
+        ) {
+          meter.charge(1 + meter.deepSizeOf(x) + meter.deepSizeOf(y));
+          return eq ? x === y : x !== y;
         }
         return callGroup(undefined, [x, y]);
       };

@@ -358,6 +358,24 @@ const lowerMeter = {
   deepSizeOf,
 };
 
+/** The metering pass-throughs, called directly by lowered code (the same charges as passThrough). */
+const inlineCalls: ReadonlyMap<string, (x: unknown) => unknown> = new Map([
+  [
+    ITERATION_CALL,
+    (x: unknown) => {
+      charge(1);
+      return x;
+    },
+  ],
+  [
+    RANGE_CALL,
+    (x: unknown) => {
+      charge(1 + sizeOf(x));
+      return x;
+    },
+  ],
+]);
+
 /**
  * Sub-expression keys seen while compiling, with how many expressions use each: a key used
  * more than once gets a memo cell when its expressions are lowered, so it runs once per request.
@@ -654,6 +672,7 @@ export function compileExpression(
         policyVariables: varNames,
         funcs: meteredCelEnv().funcs as never,
         meter: lowerMeter,
+        inline: inlineCalls,
         ...(memo ? { memo } : {}),
       },
       interpreterAccess,
@@ -751,7 +770,12 @@ export function celProgram(source: string, variableNames: readonly string[]): Ce
   const program = plan(meteredCelEnv(), parsed) as (ctx?: Record<string, never>) => unknown;
   const lowered = lowerExpression(
     parsed.expr as unknown as LowerExpr,
-    { variables: variableNames, funcs: meteredCelEnv().funcs as never, meter: lowerMeter },
+    {
+      variables: variableNames,
+      funcs: meteredCelEnv().funcs as never,
+      meter: lowerMeter,
+      inline: inlineCalls,
+    },
     interpreterAccess,
   );
   const locals = new Array(lowered?.locals ?? 0);

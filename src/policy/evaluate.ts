@@ -239,10 +239,12 @@ function decideIn(
     };
     let applies = true;
     for (const mc of policy.matchConditions) {
-      if (mc.prefilter && !mc.prefilter(req as never)) {
+      const pre = mc.prefilter?.(req as never);
+      if (pre === false) {
         applies = false;
         break;
       }
+      if (pre === true) continue;
       const r = asBool(run(mc), mc.path);
       if (r instanceof EvaluationError) return { kind: "error", policy: policy.name, message: r.message };
       if (!r) {
@@ -259,10 +261,13 @@ function decideIn(
     }
     for (const rule of policy.rules) {
       if (rule.condition) {
-        if (rule.condition.prefilter && !rule.condition.prefilter(req as never)) continue;
-        const r = asBool(run(rule.condition), rule.condition.path);
-        if (r instanceof EvaluationError) return { kind: "error", policy: policy.name, message: r.message };
-        if (!r) continue;
+        const pre = rule.condition.prefilter?.(req as never);
+        if (pre === false) continue;
+        if (pre !== true) {
+          const r = asBool(run(rule.condition), rule.condition.path);
+          if (r instanceof EvaluationError) return { kind: "error", policy: policy.name, message: r.message };
+          if (!r) continue;
+        }
       }
       const ref: RuleRef = { policy: policy.name, rule: rule.name, generation: policy.generation };
       if (rule.action === "Deny") {

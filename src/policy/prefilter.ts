@@ -5,12 +5,16 @@
  * any CEL value is built. Exact, not a heuristic: only conjuncts that come before anything else
  * (in evaluation order) are used, and they cannot fail, so when one of them is false the CEL
  * `&&` is false without evaluating the rest, which is what the interpreter does too. When a
- * field is not a plain string the pre-filter says "maybe" and CEL decides.
+ * field is not a plain string the pre-filter says "maybe" and CEL decides. A condition made only
+ * of such conjuncts is decided here entirely (it cannot fail, and costs a handful of units).
  */
 import type { LowerExpr } from "./cel-lower.js";
 
-/** false: the condition is certainly false for this request; true: evaluate it. */
-export type Prefilter = (req: Readonly<Record<string, unknown>>) => boolean;
+/**
+ * false: the condition is certainly false for this request; true: certainly true (only when
+ * the whole condition is such conjuncts); undefined: evaluate it.
+ */
+export type Prefilter = (req: Readonly<Record<string, unknown>>) => boolean | undefined;
 
 /** Fields of `request` that are strings, with the "" default Countersign's CEL request gives them. */
 const TOP_FIELDS = new Set(["name", "namespace", "operation", "subResource", "requestSubResource", "uid"]);
@@ -131,12 +135,14 @@ export function prefilterOf(expr: LowerExpr): Prefilter | undefined {
     tests.push(t);
   }
   if (tests.length === 0) return undefined;
+  // When every conjunct is a field test, all of them true means the condition is true.
+  const complete = tests.length === all.length;
   return (req) => {
     for (const t of tests) {
       const r = t(req);
-      if (r === undefined) return true; // cannot tell from here on: CEL decides
+      if (r === undefined) return undefined; // cannot tell from here on: CEL decides
       if (!r) return false;
     }
-    return true;
+    return complete ? true : undefined;
   };
 }

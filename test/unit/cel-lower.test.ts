@@ -347,12 +347,30 @@ describe("pre-filters (prefilter.ts) agree with CEL", () => {
         variables: null,
       });
       const pre = c.prefilter!(r);
-      if (!pre) {
+      if (pre !== undefined) {
         decided++;
-        expect(cel).toBe(false);
+        expect(cel).toBe(pre);
       }
     }
     expect(decided).toBeGreaterThan(0);
+  });
+
+  it("decides a condition made only of field tests either way, one with more only when false", () => {
+    const whole = compileExpression(
+      'request.namespace in ["prod"] && request.operation == "UPDATE"',
+      "p",
+      new Set(),
+    );
+    const part = compileExpression(
+      'request.namespace in ["prod"] && object.spec.replicas > 1',
+      "p",
+      new Set(),
+    );
+    if (!("evaluate" in whole) || !("evaluate" in part)) throw new Error("did not compile");
+    expect(whole.prefilter!(req({}))).toBe(true);
+    expect(whole.prefilter!(req({ namespace: "dev" }))).toBe(false);
+    expect(part.prefilter!(req({}))).toBeUndefined();
+    expect(part.prefilter!(req({ namespace: "dev" }))).toBe(false);
   });
 
   it("derives none from a condition whose first conjunct is anything else", () => {
