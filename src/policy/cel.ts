@@ -421,14 +421,18 @@ export class EvalFrame implements Frame {
     readonly load: ((slot: number) => unknown) | undefined,
     serial?: number,
     /** Names of `vars`, for the interpreter's `variables` map. */
-    private readonly varNames: readonly string[] = [],
+    private varNames: readonly string[] = [],
   ) {
     this.serial = serial ?? ++frameSerial;
   }
 
-  /** A frame for another policy of the same request (shares top and serial). */
+  /** Starts the next policy of the same request: its variables, nothing of the previous policy's. */
   forPolicy(varNames: readonly string[]): EvalFrame {
-    return new EvalFrame(this.top, this.load, this.serial, varNames);
+    this.varNames = varNames;
+    this.vars = [];
+    this.activationCache = undefined;
+    this.activationVars = -1;
+    return this;
   }
 
   value(slot: number): unknown {
