@@ -180,7 +180,12 @@ export function* generateRecords(o: GenerateOptions): Generator<AuditRecord> {
 
 /** A minimal HTTPS client for the API server (keep-alive; for creating many objects fast). */
 export function rawClient(kc: KubeConfig): {
-  call(method: string, path: string, body?: unknown): Promise<{ status: number; body: string }>;
+  call(
+    method: string,
+    path: string,
+    body?: unknown,
+    contentType?: string,
+  ): Promise<{ status: number; body: string }>;
   close(): void;
 } {
   const cluster = kc.getCurrentCluster();
@@ -196,7 +201,7 @@ export function rawClient(kc: KubeConfig): {
     ...(user?.keyData ? { key: dec(user.keyData) } : {}),
   });
   return {
-    call(method, path, body) {
+    call(method, path, body, contentType = "application/json") {
       const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
       return new Promise((resolve, reject) => {
         const req = request(
@@ -208,7 +213,7 @@ export function rawClient(kc: KubeConfig): {
             agent,
             headers: {
               accept: "application/json",
-              ...(payload ? { "content-type": "application/json", "content-length": payload.length } : {}),
+              ...(payload ? { "content-type": contentType, "content-length": payload.length } : {}),
               ...(user?.token ? { authorization: `Bearer ${user.token}` } : {}),
             },
           },
