@@ -158,6 +158,7 @@ function parseMetrics(text: string): Metrics {
 interface LoadResult {
   count: number;
   errors: number;
+  shed: number;
   seconds: number;
   p50: number;
   p99: number;
@@ -179,7 +180,7 @@ async function main(): Promise<void> {
   const cp = await ControlPlane.start({ controllerManager: false });
   const admin = cp.adminKubeConfig();
   const user = admin.getCurrentUser()!;
-  const scrape = (): Promise<Metrics> =>
+  const scrapeText = (): Promise<string> =>
     new Promise((resolve, reject) => {
       const req = request(
         {
@@ -194,12 +195,13 @@ async function main(): Promise<void> {
           let body = "";
           res.setEncoding("utf8");
           res.on("data", (c: string) => (body += c));
-          res.on("end", () => resolve(parseMetrics(body)));
+          res.on("end", () => resolve(body));
         },
       );
       req.on("error", reject);
       req.end();
     });
+  const scrape = async (): Promise<Metrics> => parseMetrics(await scrapeText());
   const stops: (() => Promise<void>)[] = [];
   try {
     await cp.ensureNamespace(TARGET_NS);
@@ -274,9 +276,26 @@ async function main(): Promise<void> {
         w.once("error", reject);
       });
 
+    /** Waits until the API server has no mutating request in flight (the last phase drained). */
+    const settle = async () => {
+      const deadline = Date.now() + 60_000;
+      for (;;) {
+        const line = (await scrapeText())
+          .split("\n")
+          .find(
+            (l) =>
+              l.startsWith("apiserver_current_inflight_requests{") && l.includes('request_kind="mutating"'),
+          );
+        const inflight = Number(line?.slice(line.lastIndexOf(" ") + 1) ?? 0);
+        if (inflight <= 0 || Date.now() > deadline) break;
+        await new Promise((r) => setTimeout(r, 250));
+      }
+      await new Promise((r) => setTimeout(r, 1000));
+    };
     const rows: Row[] = [];
     const measure = async (layout: string, n: number | "-") => {
       for (const rate of RATES) {
+        await settle();
         let before: Promise<Metrics> | undefined;
         const result = await load(rate, () => {
           before = scrape();
@@ -296,7 +315,7 @@ async function main(): Promise<void> {
         };
         rows.push(row);
         console.log(
-          `${layout}${n === "-" ? "" : ` (N=${n})`} at ${rate}/s: validate step ${row.stepMs.toFixed(3)} ms${Number.isNaN(row.webhookMs) ? "" : `, webhook ${row.webhookMs.toFixed(3)} ms`}, p50 ${result.p50.toFixed(1)} ms, p99 ${result.p99.toFixed(1)} ms, ${result.count} requests, ${result.errors} errors`,
+          `${layout}${n === "-" ? "" : ` (N=${n})`} at ${rate}/s: validate step ${row.stepMs.toFixed(3)} ms${Number.isNaN(row.webhookMs) ? "" : `, webhook ${row.webhookMs.toFixed(3)} ms`}, p50 ${result.p50.toFixed(1)} ms, p99 ${result.p99.toFixed(1)} ms, ${result.count} requests, ${result.errors} errors${result.shed ? `, ${result.shed} not sent (saturated: over ${rate * 2} unanswered)` : ""}`,
         );
       }
     };
@@ -333,16 +352,6 @@ async function main(): Promise<void> {
     await measure("no admission", "-");
     for (const n of NS_LIST) {
       await cp.apply(
-        Array.from({ length: n }, (_, i) =>
-          vap(`bench-e2e-${i}`, matchConditions(i), validations(i)),
-        ).flat() as never,
-      );
-      await active(n);
-      await measure(`${n} VAPs`, n);
-      await deleteVaps();
-      await inactive(n);
-
-      await cp.apply(
         vap(
           "bench-e2e-single",
           matchConditions(0),
@@ -378,6 +387,16 @@ async function main(): Promise<void> {
         if (!isNotFound(err)) throw err;
       }
       await inactive(n);
+
+      await cp.apply(
+        Array.from({ length: n }, (_, i) =>
+          vap(`bench-e2e-${i}`, matchConditions(i), validations(i)),
+        ).flat() as never,
+      );
+      await active(n);
+      await measure(`${n} VAPs`, n);
+      await deleteVaps();
+      await inactive(n);
     }
 
     // Report.
@@ -398,6 +417,7 @@ async function main(): Promise<void> {
         "p99 ms": r.result.p99.toFixed(1),
         "req/s": Math.round(r.result.count / r.result.seconds),
         errors: r.result.errors,
+        "not sent": r.result.shed,
       })),
     );
     const added = (layout: string, n: number, rate: number) => {
