@@ -13,15 +13,15 @@
 import { createHash } from "node:crypto";
 import { Agent, request } from "node:https";
 import type { KubeConfig } from "@kubernetes/client-node";
+import { GENESIS_HASH, hashRecord } from "../src/audit/chain.js";
+import { targetLabels } from "../src/audit/target-labels.js";
 import {
   type AuditEvent,
   type AuditRecord,
   type AuditRecordSpec,
-  GENESIS_HASH,
-  hashRecord,
-} from "../src/audit/chain.js";
-import { targetLabels } from "../src/audit/target-labels.js";
-import { LABEL_APPROVAL_REQUEST, LABEL_EVENT } from "../src/audit/writer.js";
+  LABEL_APPROVAL_REQUEST,
+  LABEL_EVENT,
+} from "../src/resources/audit-record.js";
 
 /** Kinds agents touch, with their resource and group. */
 const KINDS = [

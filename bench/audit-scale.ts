@@ -13,9 +13,9 @@ import { readFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import type { AuditRecord } from "../src/audit/chain.js";
 import { REPO_ROOT } from "../src/controlplane/binaries.js";
 import { ControlPlane } from "../src/controlplane/control-plane.js";
+import type { AuditRecord } from "../src/resources/audit-record.js";
 import { createRecords, generateRecords } from "./audit-generator.js";
 
 const { values } = parseArgs({

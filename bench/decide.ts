@@ -10,9 +10,10 @@
 import { parseArgs } from "node:util";
 import { setCelLowering } from "../src/policy/cel.js";
 import { compilePolicy } from "../src/policy/compile.js";
-import { type AdmissionRequest, decide } from "../src/policy/evaluate.js";
+import { decide } from "../src/policy/evaluate.js";
 import { PolicySet } from "../src/policy/policy-set.js";
-import type { ApprovalPolicy } from "../src/policy/types.js";
+import type { AdmissionRequest } from "../src/resources/admission.js";
+import type { ApprovalPolicy } from "../src/resources/approval-policy.js";
 import { benchPolicies, review } from "./policies.js";
 
 const { values } = parseArgs({

@@ -19,15 +19,11 @@ import {
   type KubeConfig,
   Watch,
 } from "@kubernetes/client-node";
-import {
-  APPROVAL_REQUEST_PLURAL,
-  type ApprovalRequest,
-  DecisionKind,
-  decisionEntry,
-} from "../src/approvals/request.js";
-import { appendDecision, getApprovalRequest } from "../src/approvals/store.js";
+import { decisionEntry } from "../src/approvals/request.js";
 import { ControlPlane } from "../src/controlplane/control-plane.js";
-import { API_GROUP, API_VERSION } from "../src/policy/types.js";
+import { type ApprovalRequest, DecisionKind } from "../src/resources/approval-request.js";
+import { CountersignClient } from "../src/resources/client.js";
+import { API_GROUP, API_VERSION, APPROVAL_REQUEST_PLURAL } from "../src/resources/group.js";
 import {
   approverIdentity,
   eventually,
@@ -128,14 +124,13 @@ async function main(): Promise<void> {
         throw new Error(`expected a pending request, got ${first.message.slice(0, 300)}`);
       const pending = await eventually(
         async () => {
-          const ar = await getApprovalRequest(custom, ns, name);
+          const ar = await new CountersignClient(custom).approvalRequests.get(ns, name);
           return ar?.status?.phase === "Pending" ? ar : undefined;
         },
         20_000,
         "Pending",
       );
-      await appendDecision(
-        custom,
+      await new CountersignClient(custom).approvalRequests.appendDecision(
         pending,
         decisionEntry(me, DecisionKind.Approve, "bench", "kubectl", new Date()),
       );

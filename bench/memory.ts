@@ -15,14 +15,10 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { CustomObjectsApi, KubeConfig } from "@kubernetes/client-node";
 import { actionIdentity, fingerprintOf, transitionOf } from "../src/approvals/fingerprint.js";
-import {
-  APPROVAL_REQUEST_PLURAL,
-  approvalRequestName,
-  buildApprovalRequest,
-} from "../src/approvals/request.js";
+import { approvalRequestName, buildApprovalRequest } from "../src/approvals/request.js";
 import { ControlPlane } from "../src/controlplane/control-plane.js";
-import type { AdmissionRequest } from "../src/policy/evaluate.js";
-import { API_GROUP, API_VERSION } from "../src/policy/types.js";
+import type { AdmissionRequest } from "../src/resources/admission.js";
+import { API_GROUP, API_VERSION, APPROVAL_REQUEST_PLURAL } from "../src/resources/group.js";
 import { benchPolicies } from "./policies.js";
 
 const GOAL_MIB = 150;

@@ -7,17 +7,18 @@ import { refusalMessage } from "../approvals/decision-messages.js";
 import { DecisionCode } from "../approvals/decisions.js";
 import { isNoOpUpdate, MAX_NESTING_DEPTH, nestingDepth, type Transition } from "../approvals/fingerprint.js";
 import type { ApprovalGate, GateOutcome } from "../approvals/gate.js";
-import { APPROVAL_REQUEST_PLURAL } from "../approvals/request.js";
 import type { ArchiveState } from "../audit/archive.js";
 import { type ConfigAuditor, policyChange } from "../audit/config-audit.js";
 import { describeKubeError } from "../kube/errors.js";
 import type { Logger } from "../logging/logger.js";
 import { admissionDecisions, admissionDuration, noOpUpdates } from "../metrics/metrics.js";
 import { compilePolicy, formatCompileErrors } from "../policy/compile.js";
-import { type AdmissionRequest, decide, subjectMatches, type UserInfo } from "../policy/evaluate.js";
+import { decide, subjectMatches } from "../policy/evaluate.js";
 import type { PolicyCache } from "../policy/policy-cache.js";
 import { coverageLostBy, isServiceAccountWrite } from "../policy/subject-relabel.js";
-import { API_GROUP, type ApprovalPolicy } from "../policy/types.js";
+import type { AdmissionRequest, UserInfo } from "../resources/admission.js";
+import type { ApprovalPolicy } from "../resources/approval-policy.js";
+import { API_GROUP, APPROVAL_REQUEST_PLURAL, POLICY_PLURAL } from "../resources/group.js";
 import { type ReviewResponse, reviewResponse } from "./review.js";
 
 /** Keys of the auditAnnotations every response carries (the API server prefixes the webhook name). */
@@ -127,7 +128,7 @@ function requestLogger(req: AdmissionRequest, deps: HandlerDeps): Logger {
 async function answerAdmission(req: AdmissionRequest, deps: HandlerDeps): Promise<ReviewResponse> {
   const log = requestLogger(req, deps);
 
-  if (req.resource.group === API_GROUP && req.resource.resource === "approvalpolicies") {
+  if (req.resource.group === API_GROUP && req.resource.resource === POLICY_PLURAL) {
     return guardPolicyWrite(req, deps, log);
   }
   if (isGuardedResource(req)) return guardCountersignWrite(req, deps, log);

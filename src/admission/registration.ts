@@ -5,7 +5,7 @@
  * closed only for the selected subjects.
  */
 import type { V1ValidatingWebhookConfiguration } from "@kubernetes/client-node";
-import { API_GROUP } from "../policy/types.js";
+import { API_GROUP } from "../resources/group.js";
 import { VALIDATE_PATH } from "./server.js";
 
 export const GATE_WEBHOOK_NAME = "gate.countersign.io";

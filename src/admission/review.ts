@@ -2,7 +2,7 @@
  * AdmissionReview (admission.k8s.io/v1) parsing and responses. Pure: a malformed review
  * yields a ReviewError with a clear message and HTTP status, never an exception.
  */
-import type { AdmissionRequest } from "../policy/evaluate.js";
+import type { AdmissionRequest } from "../resources/admission.js";
 
 export const ADMISSION_API_VERSION = "admission.k8s.io/v1";
 

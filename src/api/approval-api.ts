@@ -5,20 +5,16 @@
  * every other path. The OpenAPI document is at /api/v1/openapi.json.
  */
 import { createHash } from "node:crypto";
-import { AuthenticationV1Api, CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
+import { AuthenticationV1Api, type KubeConfig } from "@kubernetes/client-node";
 import express, { type NextFunction, type Request, type Response, type Router } from "express";
 import type { RbacChecker } from "../approvals/decision-guard.js";
 import type { DecisionService } from "../approvals/decision-service.js";
-import {
-  APPROVAL_REQUEST_PLURAL,
-  type ApprovalRequest,
-  type DecisionKind,
-  effectivePhase,
-} from "../approvals/request.js";
+import { effectivePhase } from "../approvals/request.js";
 import { describeKubeError } from "../kube/errors.js";
 import type { Logger } from "../logging/logger.js";
-import type { UserInfo } from "../policy/evaluate.js";
-import { API_GROUP, API_VERSION } from "../policy/types.js";
+import type { UserInfo } from "../resources/admission.js";
+import type { ApprovalRequest, DecisionKind } from "../resources/approval-request.js";
+import { CountersignClient } from "../resources/client.js";
 import { OPENAPI_DOCUMENT } from "./openapi.js";
 
 const TOKEN_CACHE_MS = 10_000;
@@ -61,7 +57,7 @@ export function approvalRequestView(ar: ApprovalRequest, now: Date) {
 export function approvalApi(opts: ApprovalApiOptions): Router {
   const router = express.Router();
   const authn = opts.kubeConfig.makeApiClient(AuthenticationV1Api);
-  const custom = opts.kubeConfig.makeApiClient(CustomObjectsApi);
+  const requests = CountersignClient.fromKubeConfig(opts.kubeConfig).approvalRequests;
   const tokens = new Map<string, { at: number; user: UserInfo | undefined; reason: string }>();
 
   router.get("/openapi.json", (_req, res) => {
@@ -154,20 +150,7 @@ export function approvalApi(opts: ApprovalApiOptions): Router {
     if (namespace && !DNS_LABEL.test(namespace))
       return fail(res, 400, "namespace must be a valid Kubernetes name");
     if (!(await authorize(req, res, "list", namespace, ""))) return;
-    const list = (
-      namespace
-        ? await custom.listNamespacedCustomObject({
-            group: API_GROUP,
-            version: API_VERSION,
-            namespace,
-            plural: APPROVAL_REQUEST_PLURAL,
-          })
-        : await custom.listClusterCustomObject({
-            group: API_GROUP,
-            version: API_VERSION,
-            plural: APPROVAL_REQUEST_PLURAL,
-          })
-    ) as { items: ApprovalRequest[] };
+    const list = { items: await requests.list(namespace || undefined) };
     const now = new Date();
     const phase = typeof req.query.phase === "string" ? req.query.phase : undefined;
     const items = list.items

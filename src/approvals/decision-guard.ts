@@ -19,15 +19,18 @@
  *    the kubectl plugin; the words are decision-messages.ts's.
  */
 import { AuthorizationV1Api, type KubeConfig } from "@kubernetes/client-node";
-import type { AdmissionRequest, UserInfo } from "../policy/evaluate.js";
-import { API_GROUP } from "../policy/types.js";
+import type { AdmissionRequest, UserInfo } from "../resources/admission.js";
+import type { ApprovalRequest, Decision } from "../resources/approval-request.js";
+import { canonicalJson } from "../resources/canonical-json.js";
+import {
+  API_GROUP,
+  APPROVAL_REQUEST_PLURAL,
+  AUDIT_CHECKPOINT_PLURAL,
+  AUDIT_PLURAL,
+} from "../resources/group.js";
 import { GuardMessage, refusalMessage } from "./decision-messages.js";
 import { checkDecision, type DecisionRefusal, type DecisionVerb } from "./decisions.js";
-import { canonicalJson } from "./fingerprint.js";
-import { APPROVAL_REQUEST_PLURAL, type ApprovalRequest, type Decision } from "./request.js";
 
-export const AUDIT_RECORD_PLURAL = "auditrecords";
-export const AUDIT_CHECKPOINT_PLURAL = "auditcheckpoints";
 /**
  * Who empties a deleted namespace: the namespace controller (its own service account with
  * --use-service-account-credentials, else the controller-manager's identity).
@@ -53,7 +56,7 @@ export function isGuardedResource(req: AdmissionRequest): boolean {
   return (
     req.resource.group === API_GROUP &&
     (req.resource.resource === APPROVAL_REQUEST_PLURAL ||
-      req.resource.resource === AUDIT_RECORD_PLURAL ||
+      req.resource.resource === AUDIT_PLURAL ||
       req.resource.resource === AUDIT_CHECKPOINT_PLURAL)
   );
 }
@@ -74,7 +77,7 @@ export function guardWrite(
     if (self) return { allowed: true };
     return { allowed: false, message: GuardMessage.checkpoint(who(user), op) };
   }
-  const kind = req.resource.resource === AUDIT_RECORD_PLURAL ? "AuditRecord" : "ApprovalRequest";
+  const kind = req.resource.resource === AUDIT_PLURAL ? "AuditRecord" : "ApprovalRequest";
   const specWrite = kind === "ApprovalRequest" && req.operation === "UPDATE" && req.subResource !== "status";
   if (self && !specWrite) return { allowed: true };
   if (kind === "AuditRecord") return { allowed: false, message: GuardMessage.auditRecord(who(user), op) };

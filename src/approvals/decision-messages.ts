@@ -3,8 +3,9 @@
  * refused: the webhook guard (through the API server), the HTTP API and Slack, and the kubectl
  * plugin's precheck. Each message says what happened and what to do next. Pure.
  */
+
+import { DecisionKind, Phase } from "../resources/approval-request.js";
 import { DECISION_CLOCK_SKEW_SECONDS, type DecisionRefusal, RELAYED_VIA } from "./decisions.js";
-import { DecisionKind, Phase } from "./request.js";
 
 const PREFIX = "Countersign: ";
 

@@ -7,15 +7,16 @@
  * the decider; the webhook guard checks that relayed decision again. A refusal carries its
  * typed code and the HTTP status of that code (HTTP_STATUS): no message is ever matched.
  */
-import { CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
+import type { KubeConfig } from "@kubernetes/client-node";
 import { kubeStatusOf } from "../kube/errors.js";
 import type { Logger } from "../logging/logger.js";
-import type { UserInfo } from "../policy/evaluate.js";
+import type { UserInfo } from "../resources/admission.js";
+import type { ApprovalRequest, Decision, DecisionKind } from "../resources/approval-request.js";
+import { type ApprovalRequestClient, CountersignClient, isDecisionRace } from "../resources/client.js";
 import type { RbacChecker } from "./decision-guard.js";
 import { DecisionDone, kubeRaceMessage, refusalMessage } from "./decision-messages.js";
 import { checkDecision, type DecisionCode, type DecisionRefusal, HTTP_STATUS } from "./decisions.js";
-import { type ApprovalRequest, type Decision, type DecisionKind, decisionEntry } from "./request.js";
-import { appendDecision, getApprovalRequest, isDecisionRace } from "./store.js";
+import { decisionEntry } from "./request.js";
 
 export type DecisionOutcome =
   | { ok: true; message: string; approvalRequest: ApprovalRequest }
@@ -28,7 +29,7 @@ export interface DecisionServiceOptions {
 }
 
 export class DecisionService {
-  private readonly api: CustomObjectsApi;
+  private readonly requests: ApprovalRequestClient;
   private readonly coveredBy: (user: UserInfo) => readonly string[];
   private readonly now: () => Date;
 
@@ -38,13 +39,13 @@ export class DecisionService {
     private readonly log: Logger,
     opts: DecisionServiceOptions = {},
   ) {
-    this.api = kc.makeApiClient(CustomObjectsApi);
+    this.requests = CountersignClient.fromKubeConfig(kc).approvalRequests;
     this.coveredBy = opts.coveredBy ?? (() => []);
     this.now = opts.now ?? (() => new Date());
   }
 
   get(namespace: string, name: string): Promise<ApprovalRequest | undefined> {
-    return getApprovalRequest(this.api, namespace, name);
+    return this.requests.get(namespace, name);
   }
 
   async decide(
@@ -94,7 +95,7 @@ export class DecisionService {
         });
       }
       try {
-        const updated = await appendDecision(this.api, ar, entry);
+        const updated = await this.requests.appendDecision(ar, entry);
         this.log.info("decision recorded", {
           approvalRequest: `${namespace}/${name}`,
           decision,

@@ -10,9 +10,10 @@
  * for each refusal live in decision-messages.ts. RBAC (a SubjectAccessReview) comes after a
  * passing check; its refusal is the `needs-rbac` code.
  */
-import type { UserInfo } from "../policy/evaluate.js";
-import { serviceAccountOf } from "../policy/evaluate.js";
-import { type ApprovalRequest, type Decision, DecisionKind, effectivePhase, Phase } from "./request.js";
+import type { UserInfo } from "../resources/admission.js";
+import { serviceAccountOf } from "../resources/admission.js";
+import { type ApprovalRequest, type Decision, DecisionKind, Phase } from "../resources/approval-request.js";
+import { effectivePhase } from "./request.js";
 
 export const Verb = { Approve: "approve", Deny: "deny", Revoke: "revoke" } as const;
 export type DecisionVerb = (typeof Verb)[keyof typeof Verb];

@@ -42,7 +42,9 @@
  * `<changed>`/`<added>`/`<removed>` (UPDATE), never as values or hashes of values.
  */
 import { createHash, createHmac, randomBytes } from "node:crypto";
-import { type AdmissionRequest, serviceAccountOf } from "../policy/evaluate.js";
+import { type AdmissionRequest, serviceAccountOf } from "../resources/admission.js";
+import type { ActionIdentity, AgentContext } from "../resources/approval-request.js";
+import { canonicalJson } from "../resources/canonical-json.js";
 import { visible } from "./visible.js";
 
 export const REDACTED = "<redacted>";
@@ -121,17 +123,6 @@ export function canonicalContent(obj: unknown, keepStatus: boolean): Json {
 /** The object's content without status (what the controller compares after an UPDATE). */
 export function canonicalObject(obj: unknown): Json {
   return canonicalContent(obj, false);
-}
-
-/** JSON with object keys sorted at every level: equal objects give equal strings. */
-export function canonicalJson(value: unknown): string {
-  if (value === null || typeof value !== "object") return JSON.stringify(value ?? null);
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
-  const keys = Object.keys(value).sort();
-  return `{${keys
-    .filter((k) => (value as Record<string, unknown>)[k] !== undefined)
-    .map((k) => `${JSON.stringify(k)}:${canonicalJson((value as Record<string, unknown>)[k])}`)
-    .join(",")}}`;
 }
 
 const sha256 = (s: string) => createHash("sha256").update(s).digest("hex");
@@ -406,23 +397,6 @@ export function objectHash(req: AdmissionRequest, key: FingerprintKey = PROCESS_
   }
   if (req.object === undefined || req.object === null) return "";
   return contentHash(req.object, isSecretResource(req.resource.group, req.resource.resource), key);
-}
-
-export interface ActionIdentity {
-  username: string;
-  operation: string;
-  group: string;
-  version: string;
-  resource: string;
-  subResource: string;
-  namespace: string;
-  /** The target's name; empty for a CREATE whose name the server generates. */
-  name: string;
-  /** For a CREATE with a server-generated name: the generateName it was made from. */
-  generateName?: string;
-  objectHash: string;
-  /** sha256 of the transition (the old and new canonical objects); part of the fingerprint. */
-  transitionHash: string;
 }
 
 export function actionIdentity(
@@ -894,13 +868,6 @@ export function renderActionDiff(req: AdmissionRequest, t: Transition = transiti
 /** The text of renderActionDiff. */
 export function actionDiff(req: AdmissionRequest, t: Transition = transitionOf(req)): string {
   return renderActionDiff(req, t).text;
-}
-
-export interface AgentContext {
-  reason?: string;
-  prompt?: string;
-  ticket?: string;
-  agent?: string;
 }
 
 /** The agent's stated context from countersign.io/* annotations (the new object, or the deleted one). */

@@ -14,14 +14,17 @@
  * RBAC verb approve on the request (SubjectAccessReview as the recorded approver, cached for
  * a few seconds by RbacChecker); if too few still do, nothing is consumed.
  */
-import { CoreV1Api, CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
+import { CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
 import { isAlreadyExists } from "../kube/errors.js";
 import { emitEvent, eventTargetOf } from "../kube/events.js";
 import type { Logger } from "../logging/logger.js";
 import { approvalRequestsCapped } from "../metrics/metrics.js";
 import type { CompiledApproval } from "../policy/compile.js";
-import type { AdmissionRequest, RuleRef } from "../policy/evaluate.js";
-import { API_GROUP, API_VERSION } from "../policy/types.js";
+import type { RuleRef } from "../policy/evaluate.js";
+import type { AdmissionRequest } from "../resources/admission.js";
+import { type ApprovalRequest, DecisionKind, Phase } from "../resources/approval-request.js";
+import { type ApprovalRequestClient, CountersignClient } from "../resources/client.js";
+import { EventReason } from "../resources/event-reasons.js";
 import type { RbacChecker } from "./decision-guard.js";
 import { Verb } from "./decisions.js";
 import {
@@ -33,22 +36,12 @@ import {
 } from "./fingerprint.js";
 import { cappedMessage, type OpenRequestIndex } from "./open-requests.js";
 import {
-  APPROVAL_REQUEST_PLURAL,
-  type ApprovalRequest,
   approvalRequestName,
   buildApprovalRequest,
   countedApprovals,
-  DecisionKind,
   effectivePhase,
-  Phase,
   usableApproval,
 } from "./request.js";
-import { getApprovalRequest, replaceStatus } from "./store.js";
-
-export const EventReason = {
-  ApprovalRequested: "ApprovalRequested",
-  ApprovalConsumed: "ApprovalConsumed",
-} as const;
 
 /** Attempts (earlier finished requests for one fingerprint) looked at before giving up. */
 const MAX_ATTEMPTS = 50;
@@ -90,14 +83,14 @@ export interface GateOptions {
 }
 
 export class ApprovalGate {
-  private readonly custom: CustomObjectsApi;
+  private readonly requests: ApprovalRequestClient;
   private readonly core: CoreV1Api;
   private readonly now: () => Date;
   /** ApprovalRequests this webhook admitted a write to recently: namespace/name → until (ms). */
   private readonly recentWrites = new Map<string, number>();
 
   constructor(private readonly opts: GateOptions) {
-    this.custom = opts.kubeConfig.makeApiClient(CustomObjectsApi);
+    this.requests = CountersignClient.fromKubeConfig(opts.kubeConfig).approvalRequests;
     this.core = opts.kubeConfig.makeApiClient(CoreV1Api);
     this.now = opts.now ?? (() => new Date());
   }
@@ -246,7 +239,7 @@ export class ApprovalGate {
 
   /** From the API server (after a failed conditional write, or when the cache does not have it). */
   private get(namespace: string, name: string): Promise<ApprovalRequest | undefined> {
-    return getApprovalRequest(this.custom, namespace, name);
+    return this.requests.get(namespace, name);
   }
 
   /** Called when this webhook admits a write to an ApprovalRequest: its next reads go to the API server. */
@@ -280,13 +273,7 @@ export class ApprovalGate {
   private async create(ar: ApprovalRequest, log: Logger): Promise<ApprovalRequest> {
     const { namespace, name } = ar.metadata;
     try {
-      const created = (await this.custom.createNamespacedCustomObject({
-        group: API_GROUP,
-        version: API_VERSION,
-        namespace,
-        plural: APPROVAL_REQUEST_PLURAL,
-        body: ar,
-      })) as ApprovalRequest;
+      const created = await this.requests.create(ar);
       log.info("approval request created", {
         approvalRequest: `${namespace}/${name}`,
         policy: ar.spec.policy.name,
@@ -307,19 +294,14 @@ export class ApprovalGate {
 
   /** Marks the request Consumed with a conditional update: of parallel callers exactly one wins. */
   private async consume(ar: ApprovalRequest, req: AdmissionRequest, log: Logger): Promise<"ok" | "conflict"> {
-    const written = await replaceStatus(this.custom, ar, {
+    const written = await this.requests.replaceStatus(ar, {
       ...ar.status,
       phase: Phase.Consumed,
       consumed: { admissionUID: req.uid, time: this.now().toISOString(), replica: this.opts.replica },
     });
     if (written === "conflict") return "conflict";
     log.info("approval consumed", { approvalRequest: `${ar.metadata.namespace}/${ar.metadata.name}` });
-    await this.event(
-      ar,
-      EventReason.ApprovalConsumed,
-      `Approved action admitted (admission uid ${req.uid}).`,
-      log,
-    );
+    await this.event(ar, EventReason.Consumed, `Approved action admitted (admission uid ${req.uid}).`, log);
     return "ok";
   }
 

@@ -15,19 +15,7 @@
  *    `kustomize.toolkit.fluxcd.io/checksum` (label or annotation) when present.
  * Argo CD writes no revision onto the objects it applies, so its groups are per application.
  */
-
-export const GitOpsTool = { ArgoCD: "argocd", Flux: "flux" } as const;
-export type GitOpsTool = (typeof GitOpsTool)[keyof typeof GitOpsTool];
-
-export interface GitOpsOrigin {
-  tool: GitOpsTool;
-  /** The application: an Argo CD Application ("name" or "namespace/name"), a Flux "Kustomization ns/name" or "HelmRelease ns/name". */
-  app: string;
-  /** The label or annotation it was read from. */
-  marker: string;
-  /** The source revision, when the tool records one on the object. */
-  revision?: string;
-}
+import { type GitOpsOrigin, GitOpsTool } from "../resources/approval-request.js";
 
 export const ARGOCD_TRACKING_ID = "argocd.argoproj.io/tracking-id";
 export const ARGOCD_INSTANCE = "argocd.argoproj.io/instance";

@@ -5,17 +5,12 @@
  * a burst by a few milliseconds). The cache may be stale; the gate never admits on what it
  * read here alone (gate.ts: consuming is a conditional write against the API server).
  */
-import {
-  CustomObjectsApi,
-  type Informer,
-  type KubeConfig,
-  makeInformer,
-  type ObjectCache,
-} from "@kubernetes/client-node";
+import { type Informer, type KubeConfig, makeInformer, type ObjectCache } from "@kubernetes/client-node";
 import { restartOnError } from "../kube/informers.js";
 import type { Logger } from "../logging/logger.js";
-import { API_GROUP, API_VERSION } from "../policy/types.js";
-import { APPROVAL_REQUEST_PLURAL, type ApprovalRequest, effectivePhase, Phase } from "./request.js";
+import { type ApprovalRequest, Phase } from "../resources/approval-request.js";
+import { CountersignClient } from "../resources/client.js";
+import { effectivePhase } from "./request.js";
 
 /** Whether a request still holds a slot: Pending, or Approved and not yet used, and unexpired. Pure. */
 export function isOpen(ar: ApprovalRequest, now: Date): boolean {
@@ -70,17 +65,8 @@ export class OpenRequestIndex {
   private synced = false;
 
   constructor(kc: KubeConfig, log: Logger) {
-    const custom = kc.makeApiClient(CustomObjectsApi);
-    this.informer = makeInformer<ApprovalRequest>(
-      kc,
-      `/apis/${API_GROUP}/${API_VERSION}/${APPROVAL_REQUEST_PLURAL}`,
-      () =>
-        custom.listClusterCustomObject({
-          group: API_GROUP,
-          version: API_VERSION,
-          plural: APPROVAL_REQUEST_PLURAL,
-        }),
-    );
+    const requests = CountersignClient.fromKubeConfig(kc).approvalRequests;
+    this.informer = makeInformer<ApprovalRequest>(kc, requests.informerPath, requests.listForInformer);
     this.informer.on("add", (ar) => this.note(ar));
     this.informer.on("update", (ar) => this.note(ar));
     this.informer.on("delete", (ar) => this.forget(ar));

@@ -6,12 +6,22 @@
 
 import { kubeTime } from "../kube/time.js";
 import type { CompiledApproval } from "../policy/compile.js";
-import type { AdmissionRequest, RuleRef } from "../policy/evaluate.js";
-import { serviceAccountOf } from "../policy/evaluate.js";
-import { API_GROUP_VERSION, type Condition } from "../policy/types.js";
+import type { RuleRef } from "../policy/evaluate.js";
+import type { AdmissionRequest } from "../resources/admission.js";
+import { serviceAccountOf } from "../resources/admission.js";
 import {
   type ActionIdentity,
-  type AgentContext,
+  type ApprovalRequest,
+  type ApprovalRequestSpec,
+  type Decision,
+  DecisionKind,
+  LABEL_FINGERPRINT,
+  LABEL_MANAGED_BY,
+  LABEL_POLICY,
+  Phase,
+} from "../resources/approval-request.js";
+import { API_GROUP_VERSION } from "../resources/group.js";
+import {
   actionSummary,
   agentContext,
   renderActionDiff,
@@ -19,111 +29,7 @@ import {
   tooLargeMessage,
   transitionOf,
 } from "./fingerprint.js";
-import { type GitOpsOrigin, gitopsOrigin } from "./gitops.js";
-
-export const APPROVAL_REQUEST_PLURAL = "approvalrequests";
-export const LABEL_FINGERPRINT = "countersign.io/fingerprint";
-export const LABEL_POLICY = "countersign.io/policy";
-export const LABEL_MANAGED_BY = "app.kubernetes.io/managed-by";
-
-export const Phase = {
-  Pending: "Pending",
-  Approved: "Approved",
-  Denied: "Denied",
-  Expired: "Expired",
-  Consumed: "Consumed",
-  Revoked: "Revoked",
-} as const;
-export type Phase = (typeof Phase)[keyof typeof Phase];
-
-export const DecisionKind = { Approve: "Approve", Deny: "Deny", Revoke: "Revoke" } as const;
-export type DecisionKind = (typeof DecisionKind)[keyof typeof DecisionKind];
-
-/**
- * One entry of spec.decisions. `approver`, `uid`, `groups`, `time` and `via` are checked by the
- * decision guard against the API server's userInfo and clock (see decision-guard.ts).
- * Approve and Deny decide a Pending request; Revoke withdraws an Approved, unconsumed one.
- */
-export interface Decision {
-  approver: string;
-  uid?: string;
-  groups?: string[];
-  decision: DecisionKind;
-  reason?: string;
-  via?: "kubectl" | "slack" | "teams" | "api";
-  time?: string;
-}
-
-export interface ApprovalRequestSpec {
-  fingerprint: string;
-  attempt: number;
-  requester: {
-    username: string;
-    uid?: string;
-    groups?: string[];
-    serviceAccount?: { namespace: string; name: string };
-  };
-  action: Omit<ActionIdentity, "username" | "transitionHash"> & {
-    kind?: string;
-    summary: string;
-    /** Absent on requests created before the fingerprint bound the transition. */
-    transitionHash?: string;
-  };
-  admissionUID?: string;
-  diff?: string;
-  /** The diff could not be stored in full: the request cannot be approved (only denied). */
-  diffTruncated?: boolean;
-  agentContext?: AgentContext;
-  /** The GitOps application the target object claims (see gitops.ts): groups requests, binds nothing more. */
-  gitops?: GitOpsOrigin;
-  policy: { name: string; rule: string; generation?: number; message?: string };
-  approval: {
-    approvers: { users?: string[]; groups?: string[] };
-    requiredApprovals: number;
-    ttl: string;
-    expiresAt: string;
-    holdSeconds?: number;
-    notify?: string[];
-  };
-  decisions?: Decision[];
-}
-
-export interface ApprovalRequestStatus {
-  phase?: Phase;
-  observedGeneration?: number;
-  approvals?: number;
-  decidedAt?: string;
-  consumed?: { admissionUID: string; time: string; replica?: string };
-  execution?: { result: "Executed" | "NotExecuted" | "Unknown"; message?: string; checkedAt?: string };
-  /** This request's AuditRecords: where each sits in the namespace's chain. */
-  auditRecords?: { event: string; sequence: number; record: string }[];
-  notifications?: {
-    route: string;
-    event: "Requested" | "Approved" | "Denied" | "Expired" | "Revoked";
-    /** Batched: held for the summary of a burst (see notify/bursts.ts). */
-    state: "Sending" | "Sent" | "Failed" | "Batched";
-    attempts?: number;
-    message?: string;
-    time?: string;
-  }[];
-  conditions?: Condition[];
-}
-
-export interface ApprovalRequest {
-  apiVersion: typeof API_GROUP_VERSION;
-  kind: "ApprovalRequest";
-  metadata: {
-    name: string;
-    namespace: string;
-    labels?: Record<string, string>;
-    resourceVersion?: string;
-    uid?: string;
-    creationTimestamp?: Date;
-    generation?: number;
-  };
-  spec: ApprovalRequestSpec;
-  status?: ApprovalRequestStatus;
-}
+import { gitopsOrigin } from "./gitops.js";
 
 const DNS_LABEL_MAX = 63;
 

@@ -13,26 +13,9 @@
  */
 
 import { kubeTime } from "../kube/time.js";
-import type { Condition } from "../policy/types.js";
-import { type ApprovalRequest, type ApprovalRequestStatus, Phase, tallyDecisions } from "./request.js";
-
-export const ConditionType = {
-  Approved: "Approved",
-  Denied: "Denied",
-  Expired: "Expired",
-  Consumed: "Consumed",
-  Revoked: "Revoked",
-  Ready: "Ready",
-} as const;
-
-export const Reason = {
-  AwaitingApproval: "AwaitingApproval",
-  ApprovalsReceived: "ApprovalsReceived",
-  DeniedByApprover: "DeniedByApprover",
-  TTLExceeded: "TTLExceeded",
-  ActionAdmitted: "ActionAdmitted",
-  RevokedByApprover: "RevokedByApprover",
-} as const;
+import { type ApprovalRequest, type ApprovalRequestStatus, Phase } from "../resources/approval-request.js";
+import { ConditionType, RequestReason, setCondition } from "../resources/conditions.js";
+import { tallyDecisions } from "./request.js";
 
 export interface PhaseDecision {
   phase: Phase;
@@ -50,7 +33,7 @@ export function computePhase(ar: ApprovalRequest, now: Date): PhaseDecision {
   if (current === Phase.Consumed) {
     return {
       phase: Phase.Consumed,
-      reason: Reason.ActionAdmitted,
+      reason: RequestReason.ActionAdmitted,
       message: "the approved action was admitted; this approval is used",
       approvals,
     };
@@ -60,10 +43,10 @@ export function computePhase(ar: ApprovalRequest, now: Date): PhaseDecision {
       phase: current,
       reason:
         current === Phase.Denied
-          ? Reason.DeniedByApprover
+          ? RequestReason.DeniedByApprover
           : current === Phase.Revoked
-            ? Reason.RevokedByApprover
-            : Reason.TTLExceeded,
+            ? RequestReason.RevokedByApprover
+            : RequestReason.TTLExceeded,
       message: ar.status?.conditions?.find((c) => c.type === current)?.message ?? current,
       approvals,
     };
@@ -71,7 +54,7 @@ export function computePhase(ar: ApprovalRequest, now: Date): PhaseDecision {
   if (revokedBy) {
     return {
       phase: Phase.Revoked,
-      reason: Reason.RevokedByApprover,
+      reason: RequestReason.RevokedByApprover,
       message: `approval revoked by ${revokedBy.approver}${revokedBy.reason ? `: ${revokedBy.reason}` : ""}`,
       approvals,
     };
@@ -80,7 +63,7 @@ export function computePhase(ar: ApprovalRequest, now: Date): PhaseDecision {
   if (deniedBy && !expired) {
     return {
       phase: Phase.Denied,
-      reason: Reason.DeniedByApprover,
+      reason: RequestReason.DeniedByApprover,
       message: `denied by ${deniedBy.approver}${deniedBy.reason ? `: ${deniedBy.reason}` : ""}`,
       approvals,
     };
@@ -88,7 +71,7 @@ export function computePhase(ar: ApprovalRequest, now: Date): PhaseDecision {
   if (expired) {
     return {
       phase: Phase.Expired,
-      reason: Reason.TTLExceeded,
+      reason: RequestReason.TTLExceeded,
       message: `expired at ${ar.spec.approval.expiresAt} ${current === Phase.Approved ? "before the approved action was retried" : `with ${approvals}/${required} approvals`}`,
       approvals,
     };
@@ -96,28 +79,17 @@ export function computePhase(ar: ApprovalRequest, now: Date): PhaseDecision {
   if (approvals >= required) {
     return {
       phase: Phase.Approved,
-      reason: Reason.ApprovalsReceived,
+      reason: RequestReason.ApprovalsReceived,
       message: `approved by ${approvers.join(", ")}`,
       approvals,
     };
   }
   return {
     phase: Phase.Pending,
-    reason: Reason.AwaitingApproval,
+    reason: RequestReason.AwaitingApproval,
     message: `${approvals}/${required} approvals; expires ${ar.spec.approval.expiresAt}`,
     approvals,
   };
-}
-
-function setCondition(conditions: Condition[], next: Condition): Condition[] {
-  const old = conditions.find((c) => c.type === next.type);
-  const merged =
-    old && old.status === next.status && old.reason === next.reason
-      ? { ...next, lastTransitionTime: old.lastTransitionTime ?? next.lastTransitionTime }
-      : next;
-  return [...conditions.filter((c) => c.type !== next.type), merged].sort((a, b) =>
-    a.type.localeCompare(b.type),
-  );
 }
 
 /** The full status the reconciler should write (undefined when nothing changes). */
@@ -125,36 +97,27 @@ export function nextStatus(ar: ApprovalRequest, now: Date): ApprovalRequestStatu
   const d = computePhase(ar, now);
   const generation = ar.metadata.generation ?? 0;
   const t = kubeTime(now);
+  const clock = () => now;
   let conditions = ar.status?.conditions ?? [];
-  const cond = (type: string, on: boolean, reason: string, message: string): Condition => ({
-    type,
-    status: on ? "True" : "False",
-    reason,
-    message,
-    observedGeneration: generation,
-    lastTransitionTime: t,
-  });
-  conditions = setCondition(
-    conditions,
-    cond(ConditionType.Ready, d.phase !== Phase.Pending, d.reason, d.message),
-  );
-  conditions = setCondition(
-    conditions,
-    cond(
-      ConditionType.Approved,
-      d.phase === Phase.Approved || d.phase === Phase.Consumed,
-      d.reason,
-      d.message,
-    ),
-  );
-  if (d.phase === Phase.Denied)
-    conditions = setCondition(conditions, cond(ConditionType.Denied, true, d.reason, d.message));
-  if (d.phase === Phase.Expired)
-    conditions = setCondition(conditions, cond(ConditionType.Expired, true, d.reason, d.message));
-  if (d.phase === Phase.Consumed)
-    conditions = setCondition(conditions, cond(ConditionType.Consumed, true, d.reason, d.message));
-  if (d.phase === Phase.Revoked)
-    conditions = setCondition(conditions, cond(ConditionType.Revoked, true, d.reason, d.message));
+  const set = (type: ConditionType, on: boolean) => {
+    conditions = setCondition(
+      conditions,
+      {
+        type,
+        status: on ? "True" : "False",
+        reason: d.reason,
+        message: d.message,
+        observedGeneration: generation,
+      },
+      clock,
+    );
+  };
+  set(ConditionType.Ready, d.phase !== Phase.Pending);
+  set(ConditionType.Approved, d.phase === Phase.Approved || d.phase === Phase.Consumed);
+  if (d.phase === Phase.Denied) set(ConditionType.Denied, true);
+  if (d.phase === Phase.Expired) set(ConditionType.Expired, true);
+  if (d.phase === Phase.Consumed) set(ConditionType.Consumed, true);
+  if (d.phase === Phase.Revoked) set(ConditionType.Revoked, true);
   const status: ApprovalRequestStatus = {
     ...ar.status,
     phase: d.phase,

@@ -9,23 +9,27 @@
  */
 import { randomUUID } from "node:crypto";
 import { CoreV1Api, CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
-import { APPROVAL_REQUEST_PLURAL } from "../approvals/request.js";
 import { isAlreadyExists, isNotFound } from "../kube/errors.js";
 import { listPages } from "../kube/list-pages.js";
 import { kubeTime } from "../kube/time.js";
 import type { Logger } from "../logging/logger.js";
-import { API_GROUP, API_GROUP_VERSION, API_VERSION } from "../policy/types.js";
 import {
   type AuditCheckpoint,
   type AuditRecord,
-  archiveCheckpointName,
-  archivedRecordName,
   type ChainHead,
-  GENESIS_HASH,
   LABEL_ARCHIVE_UID,
   LABEL_ARCHIVED_FROM,
-} from "./chain.js";
-import { AUDIT_CHECKPOINT_PLURAL, AUDIT_PLURAL, OWN_CHAIN_SELECTOR, readCheckpoint } from "./writer.js";
+} from "../resources/audit-record.js";
+import {
+  API_GROUP,
+  API_GROUP_VERSION,
+  API_VERSION,
+  APPROVAL_REQUEST_PLURAL,
+  AUDIT_CHECKPOINT_PLURAL,
+  AUDIT_PLURAL,
+} from "../resources/group.js";
+import { archiveCheckpointName, archivedRecordName, GENESIS_HASH } from "./chain.js";
+import { OWN_CHAIN_SELECTOR, readCheckpoint } from "./writer.js";
 
 const G = { group: API_GROUP, version: API_VERSION };
 const MAX_ROUNDS = 5;

@@ -6,12 +6,12 @@
  * controller when it sees them. All go to the install namespace's chain.
  */
 import { createHash } from "node:crypto";
-import { canonicalJson } from "../approvals/fingerprint.js";
 import { kubeTime } from "../kube/time.js";
-import type { AdmissionRequest } from "../policy/evaluate.js";
-import { API_GROUP, API_VERSION } from "../policy/types.js";
-import { AuditEvent } from "./chain.js";
-import { type AuditContent, type AuditWriter, LABEL_EVENT } from "./writer.js";
+import type { AdmissionRequest } from "../resources/admission.js";
+import { AuditEvent, LABEL_EVENT } from "../resources/audit-record.js";
+import { canonicalJson } from "../resources/canonical-json.js";
+import { API_GROUP, API_VERSION, POLICY_PLURAL } from "../resources/group.js";
+import type { AuditContent, AuditWriter } from "./writer.js";
 
 export const LABEL_CONFIG_OBJECT = "countersign.io/config-object";
 
@@ -111,7 +111,7 @@ export function policyChange(req: AdmissionRequest, now: Date): ConfigChange | u
         operation: req.operation,
         group: API_GROUP,
         version: API_VERSION,
-        resource: "approvalpolicies",
+        resource: POLICY_PLURAL,
         kind: "ApprovalPolicy",
         name: policy,
         objectHash: hash,

@@ -5,16 +5,11 @@
  * the exported JSON-lines log (the SIEM export) when given. Every finding names the sequence
  * and, when anything still knows it, the record.
  */
-import { canonicalJson } from "../approvals/fingerprint.js";
-import type { ApprovalRequest } from "../approvals/request.js";
-import {
-  type AuditCheckpoint,
-  type AuditRecord,
-  type AuditRecordSpec,
-  archivedRecordName,
-  type ChainHead,
-  verifyChain,
-} from "./chain.js";
+
+import type { ApprovalRequest } from "../resources/approval-request.js";
+import type { AuditCheckpoint, AuditRecord, AuditRecordSpec, ChainHead } from "../resources/audit-record.js";
+import { canonicalJson } from "../resources/canonical-json.js";
+import { archivedRecordName, verifyChain } from "./chain.js";
 
 /** One record line of the exported log (the writer's SIEM line). */
 export interface ExportedRecord {

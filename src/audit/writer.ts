@@ -17,30 +17,32 @@
  */
 import { randomUUID } from "node:crypto";
 import { CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
-import type { ApprovalRequest } from "../approvals/request.js";
 import { isAlreadyExists, isConflict, isNotFound } from "../kube/errors.js";
 import { type ListStats, listAll, listPages } from "../kube/list-pages.js";
 import { kubeTime } from "../kube/time.js";
 import type { Logger } from "../logging/logger.js";
-import { API_GROUP, API_GROUP_VERSION, API_VERSION } from "../policy/types.js";
+import type { ApprovalRequest } from "../resources/approval-request.js";
 import {
   type AuditActor,
   type AuditCheckpoint,
   type AuditEvent,
   type AuditRecord,
   type AuditRecordSpec,
-  auditRecordName,
   CHECKPOINT_NAME,
-  GENESIS_HASH,
-  hashRecord,
+  LABEL_APPROVAL_REQUEST,
   LABEL_ARCHIVE_UID,
-} from "./chain.js";
+  LABEL_EVENT,
+} from "../resources/audit-record.js";
+import {
+  API_GROUP,
+  API_GROUP_VERSION,
+  API_VERSION,
+  AUDIT_CHECKPOINT_PLURAL,
+  AUDIT_PLURAL,
+} from "../resources/group.js";
+import { auditRecordName, GENESIS_HASH, hashRecord } from "./chain.js";
 import { targetLabels } from "./target-labels.js";
 
-export const AUDIT_PLURAL = "auditrecords";
-export const AUDIT_CHECKPOINT_PLURAL = "auditcheckpoints";
-export const LABEL_APPROVAL_REQUEST = "countersign.io/approval-request";
-export const LABEL_EVENT = "countersign.io/event";
 /** The SIEM log line's message; `kubectl approvals audit verify --against FILE` reads these lines. */
 export const SIEM_MESSAGE = "audit record";
 const MAX_ATTEMPTS = 30;

@@ -5,16 +5,11 @@
  * `BypassRisk` condition. Pure: the checks, the subjects of a policy, and the report.
  */
 import type { V1ServiceAccount } from "@kubernetes/client-node";
-import type { Condition, Subjects } from "../policy/types.js";
+import type { Subjects } from "../resources/approval-policy.js";
+import type { Condition } from "../resources/conditions.js";
+import { BypassReason, ConditionType } from "../resources/conditions.js";
 import { type Attributes, serviceAccountWho, type Who } from "./rbac-match.js";
 
-export const BYPASS_CONDITION = "BypassRisk";
-export const BypassReason = {
-  Found: "BypassRisksFound",
-  None: "NoBypassRisks",
-  ScanFailed: "ScanFailed",
-} as const;
-export const BYPASS_EVENT_REASON = "BypassRisk";
 /** At most this many risks are listed in status (the condition message lists fewer). */
 export const MAX_LISTED_RISKS = 50;
 /** At most this many concrete subjects are checked per policy. */
@@ -236,7 +231,7 @@ export function bypassCondition(
   const note = truncatedSubjects ? ` (only the first ${MAX_SUBJECTS} subjects were checked)` : "";
   if (risks.length === 0) {
     return {
-      type: BYPASS_CONDITION,
+      type: ConditionType.BypassRisk,
       status: "False",
       reason: BypassReason.None,
       message: `no covered subject holds a right that goes around the gate${note}`,
@@ -246,7 +241,7 @@ export function bypassCondition(
   const shown = risks.slice(0, 5).map(describeRisk);
   const more = risks.length > shown.length ? `; and ${risks.length - shown.length} more` : "";
   return {
-    type: BYPASS_CONDITION,
+    type: ConditionType.BypassRisk,
     status: "True",
     reason: BypassReason.Found,
     message:

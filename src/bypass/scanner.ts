@@ -10,28 +10,34 @@ import { createHash } from "node:crypto";
 import {
   AuthorizationV1Api,
   CoreV1Api,
-  CustomObjectsApi,
   type KubeConfig,
-  PatchStrategy,
   RbacAuthorizationV1Api,
-  setHeaderOptions,
   type V1ServiceAccount,
 } from "@kubernetes/client-node";
 import { Gauge } from "prom-client";
 import { describeKubeError } from "../kube/errors.js";
 import { emitEvent } from "../kube/events.js";
-import { kubeTime } from "../kube/time.js";
 import type { Logger } from "../logging/logger.js";
 import { registry } from "../metrics/metrics.js";
 import type { CompiledPolicy } from "../policy/compile.js";
-import { POLICY_PLURAL, type PolicyCache } from "../policy/policy-cache.js";
-import { API_GROUP, API_GROUP_VERSION, API_VERSION, type Condition } from "../policy/types.js";
+import type { PolicyCache } from "../policy/policy-cache.js";
+import { type ApprovalPolicyClient, CountersignClient } from "../resources/client.js";
+import {
+  BypassReason,
+  type Clock,
+  type Condition,
+  ConditionType,
+  type ConditionUpdate,
+  conditionChanged,
+  findCondition,
+  mergeCondition,
+  systemClock,
+} from "../resources/conditions.js";
+import { EventReason } from "../resources/event-reasons.js";
+import { API_GROUP_VERSION } from "../resources/group.js";
 import {
   BYPASS_CHECKS,
-  BYPASS_CONDITION,
-  BYPASS_EVENT_REASON,
   type BypassCheck,
-  BypassReason,
   type BypassRisk,
   bypassCondition,
   type ConcreteSubject,
@@ -64,6 +70,8 @@ export interface BypassScannerOptions {
   /** For Events. */
   instance: string;
   intervalMs?: number;
+  /** The time written into conditions (tests inject one). */
+  now?: Clock;
 }
 
 interface Cluster {
@@ -72,7 +80,7 @@ interface Cluster {
 }
 
 export class BypassScanner {
-  private readonly custom: CustomObjectsApi;
+  private readonly client: ApprovalPolicyClient;
   private readonly core: CoreV1Api;
   private readonly rbacApi: RbacAuthorizationV1Api;
   private readonly authz: AuthorizationV1Api;
@@ -84,7 +92,7 @@ export class BypassScanner {
 
   constructor(private readonly opts: BypassScannerOptions) {
     const kc = opts.kubeConfig;
-    this.custom = kc.makeApiClient(CustomObjectsApi);
+    this.client = CountersignClient.fromKubeConfig(kc).approvalPolicies;
     this.core = kc.makeApiClient(CoreV1Api);
     this.rbacApi = kc.makeApiClient(RbacAuthorizationV1Api);
     this.authz = kc.makeApiClient(AuthorizationV1Api);
@@ -135,7 +143,7 @@ export class BypassScanner {
       } catch (err) {
         log.warn("bypass scan of a policy failed", { error: describeKubeError(err) });
         await this.writeStatus(p, {
-          type: BYPASS_CONDITION,
+          type: ConditionType.BypassRisk,
           status: "Unknown",
           reason: BypassReason.ScanFailed,
           message: `could not check the covered subjects' rights: ${describeKubeError(err)}`.slice(0, 1000),
@@ -156,7 +164,7 @@ export class BypassScanner {
           {
             target: { apiVersion: API_GROUP_VERSION, kind: "ApprovalPolicy", name: p.name, namespace: "" },
             eventNamespace: "default",
-            reason: BYPASS_EVENT_REASON,
+            reason: EventReason.BypassRisk,
             message: bypassCondition(risks, p.generation, truncated).message ?? "",
             type: "Warning",
             component: "controller",
@@ -269,17 +277,12 @@ export class BypassScanner {
 
   private async writeStatus(
     p: CompiledPolicy,
-    condition: Omit<Condition, "lastTransitionTime">,
+    condition: ConditionUpdate,
     risks?: BypassRisk[],
   ): Promise<void> {
     let current: { status?: { conditions?: Condition[] } } | undefined;
     try {
-      current = (await this.custom.getClusterCustomObject({
-        group: API_GROUP,
-        version: API_VERSION,
-        plural: POLICY_PLURAL,
-        name: p.name,
-      })) as typeof current;
+      current = await this.client.get(p.name);
     } catch (err) {
       this.opts.logger.warn("could not read policy for its BypassRisk status", {
         policy: p.name,
@@ -287,49 +290,29 @@ export class BypassScanner {
       });
       return;
     }
-    const old = current?.status?.conditions?.find((c) => c.type === BYPASS_CONDITION);
-    const unchanged = old && old.status === condition.status && old.reason === condition.reason;
-    const full: Condition = {
-      ...condition,
-      lastTransitionTime: unchanged && old.lastTransitionTime ? old.lastTransitionTime : kubeTime(new Date()),
-    };
-    if (
-      unchanged &&
-      old.message === condition.message &&
-      old.observedGeneration === condition.observedGeneration
-    )
-      return;
+    if (!current) return; // deleted meanwhile
+    const old = findCondition(current.status?.conditions, ConditionType.BypassRisk);
+    if (!conditionChanged(old, condition)) return;
+    const full = mergeCondition(old, condition, this.opts.now ?? systemClock);
     try {
-      await this.custom.patchClusterCustomObjectStatus(
+      await this.client.applyStatus(
+        p.name,
         {
-          group: API_GROUP,
-          version: API_VERSION,
-          plural: POLICY_PLURAL,
-          name: p.name,
-          fieldManager: FIELD_MANAGER,
-          force: true,
-          body: {
-            apiVersion: API_GROUP_VERSION,
-            kind: "ApprovalPolicy",
-            metadata: { name: p.name },
-            status: {
-              conditions: [full],
-              ...(risks
-                ? {
-                    bypassRisks: risks.slice(0, MAX_LISTED_RISKS).map((r) => ({
-                      subject: r.subject,
-                      verb: r.verb,
-                      apiGroup: r.apiGroup,
-                      resource: r.resource,
-                      ...(r.namespace ? { namespace: r.namespace } : {}),
-                      description: r.description,
-                    })),
-                  }
-                : {}),
-            },
-          },
+          conditions: [full],
+          ...(risks
+            ? {
+                bypassRisks: risks.slice(0, MAX_LISTED_RISKS).map((r) => ({
+                  subject: r.subject,
+                  verb: r.verb,
+                  apiGroup: r.apiGroup,
+                  resource: r.resource,
+                  ...(r.namespace ? { namespace: r.namespace } : {}),
+                  description: r.description,
+                })),
+              }
+            : {}),
         },
-        setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply),
+        FIELD_MANAGER,
       );
       this.opts.logger.info("BypassRisk condition written", {
         policy: p.name,

@@ -3,7 +3,8 @@
  * and which form GitOps groups. Pure (callers pass `now`).
  */
 import { gitopsGroupKey } from "../approvals/gitops.js";
-import { type ApprovalRequest, countedApprovals, effectivePhase, Phase } from "../approvals/request.js";
+import { countedApprovals, effectivePhase } from "../approvals/request.js";
+import { type ApprovalRequest, Phase } from "../resources/approval-request.js";
 
 export interface InboxFilter {
   namespace?: string;

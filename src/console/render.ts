@@ -4,14 +4,9 @@
  * server calls again when the watch sees a change (`inboxBody`, `requestState`, `groupBody`).
  */
 import { createHash } from "node:crypto";
-import {
-  type ApprovalRequest,
-  DecisionKind,
-  effectivePhase,
-  Phase,
-  tallyDecisions,
-} from "../approvals/request.js";
-import type { AuditRecord } from "../audit/chain.js";
+import { effectivePhase, tallyDecisions } from "../approvals/request.js";
+import { type ApprovalRequest, DecisionKind, Phase } from "../resources/approval-request.js";
+import type { AuditRecord } from "../resources/audit-record.js";
 import { type Html, html, raw, url } from "./html.js";
 import {
   approvalsSoFar,

@@ -23,9 +23,6 @@ import {
   makeInformer,
   type ObjectCache,
 } from "@kubernetes/client-node";
-import { APPROVAL_REQUEST_PLURAL, type ApprovalRequest, DecisionKind } from "../approvals/request.js";
-import { getApprovalRequest } from "../approvals/store.js";
-import type { AuditRecord } from "../audit/chain.js";
 import { describeKubeError, kubeStatusOf } from "../kube/errors.js";
 import { restartOnError } from "../kube/informers.js";
 import { componentLogger, type Logger } from "../logging/logger.js";
@@ -39,7 +36,10 @@ import {
   revoke,
   whoAmI,
 } from "../plugin/commands.js";
-import { API_GROUP, API_VERSION } from "../policy/types.js";
+import { type ApprovalRequest, DecisionKind } from "../resources/approval-request.js";
+import type { AuditRecord } from "../resources/audit-record.js";
+import { CountersignClient } from "../resources/client.js";
+import { API_GROUP, API_VERSION, APPROVAL_REQUEST_PLURAL } from "../resources/group.js";
 import type { Html } from "./html.js";
 import { gitopsGroups, groupOf, type InboxFilter, inboxView, keyOf, type RequestGroup } from "./inbox.js";
 import {
@@ -313,7 +313,7 @@ export async function startConsole(opts: ConsoleOptions): Promise<RunningConsole
   };
 
   const requestOrFetch = async (ns: string, name: string): Promise<ApprovalRequest | undefined> =>
-    cached(ns, name) ?? (await getApprovalRequest(kc.makeApiClient(CustomObjectsApi), ns, name));
+    cached(ns, name) ?? (await CountersignClient.fromKubeConfig(kc).approvalRequests.get(ns, name));
 
   /** One decision through the plugin's decision path; the outcome as a line (refusals verbatim). */
   const decideOne = async (

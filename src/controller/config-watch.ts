@@ -16,19 +16,15 @@ import {
   type ObjectCache,
   type V1ValidatingWebhookConfiguration,
 } from "@kubernetes/client-node";
-import { canonicalJson } from "../approvals/fingerprint.js";
 import { type ConfigAuditor, type WebhookConfigState, webhookConfigChange } from "../audit/config-audit.js";
 import { describeKubeError } from "../kube/errors.js";
 import { emitEvent } from "../kube/events.js";
 import { restartOnError } from "../kube/informers.js";
 import type { Logger } from "../logging/logger.js";
+import { canonicalJson } from "../resources/canonical-json.js";
+import { EventReason } from "../resources/event-reasons.js";
 
 export const PART_OF_SELECTOR = "app.kubernetes.io/part-of=countersign";
-export const WebhookConfigEventReason = {
-  Changed: "WebhookConfigurationChanged",
-  Deleted: "WebhookConfigurationDeleted",
-} as const;
-
 /** What decides which requests reach Countersign, without the rotating caBundle. Pure. */
 export function webhookConfigState(c: V1ValidatingWebhookConfiguration): WebhookConfigState {
   const webhooks = (c.webhooks ?? []).map((w) => {
@@ -118,7 +114,7 @@ export class WebhookConfigWatch {
           namespace: "",
           ...(before.uid ? { uid: before.uid } : {}),
         },
-        reason: after ? WebhookConfigEventReason.Changed : WebhookConfigEventReason.Deleted,
+        reason: after ? EventReason.WebhookConfigurationChanged : EventReason.WebhookConfigurationDeleted,
         message: change.content.reason ?? "",
         type: "Warning",
         component: "controller",

@@ -15,7 +15,6 @@
 import { createHash } from "node:crypto";
 import {
   CoreV1Api,
-  CustomObjectsApi,
   type Informer,
   type KubeConfig,
   type KubernetesObject,
@@ -25,17 +24,9 @@ import {
   type V1Namespace,
 } from "@kubernetes/client-node";
 import { contentHash, type FingerprintKey } from "../approvals/fingerprint.js";
-import {
-  APPROVAL_REQUEST_PLURAL,
-  type ApprovalRequest,
-  effectivePhase,
-  Phase,
-  tallyDecisions,
-} from "../approvals/request.js";
+import { effectivePhase, tallyDecisions } from "../approvals/request.js";
 import { computePhase, isFinished, nextStatus } from "../approvals/state.js";
-import { getApprovalRequest, replaceStatus } from "../approvals/store.js";
 import { archiveNamespaceChain, holdsCountersignObjects } from "../audit/archive.js";
-import { type AuditActor, AuditEvent } from "../audit/chain.js";
 import { type AuditDetails, type AuditRef, AuditWriter } from "../audit/writer.js";
 import { describeKubeError, isNotFound } from "../kube/errors.js";
 import { type EventTarget, emitEvent, eventTargetOf } from "../kube/events.js";
@@ -52,21 +43,11 @@ import {
   summaryFor,
 } from "../notify/messages.js";
 import { messageFor, type SenderOptions, sendToRoute } from "../notify/notifier.js";
-import { API_GROUP, API_VERSION } from "../policy/types.js";
+import { type ApprovalRequest, Phase } from "../resources/approval-request.js";
+import { type AuditActor, AuditEvent } from "../resources/audit-record.js";
+import { type ApprovalRequestClient, CountersignClient } from "../resources/client.js";
+import { EventReason } from "../resources/event-reasons.js";
 import { LeaderElector } from "./leader-election.js";
-
-export const EventReason = {
-  ApprovalPending: "ApprovalPending",
-  Approved: "Approved",
-  Denied: "Denied",
-  Expired: "Expired",
-  Revoked: "ApprovalRevoked",
-  Consumed: "ApprovalConsumed",
-  Executed: "ApprovedActionExecuted",
-  NotificationFailed: "NotificationFailed",
-  NotExecuted: "ApprovedActionNotExecuted",
-  GarbageCollected: "GarbageCollected",
-} as const;
 
 type Notification = NonNullable<NonNullable<ApprovalRequest["status"]>["notifications"]>[number];
 
@@ -305,7 +286,7 @@ function withDeadline<T>(work: Promise<T>, ms: number, key: string): Promise<T> 
 }
 
 export class Controller {
-  private readonly custom: CustomObjectsApi;
+  private readonly requests: ApprovalRequestClient;
   private readonly core: CoreV1Api;
   private readonly objects: KubernetesObjectApi;
   private readonly informer: Informer<ApprovalRequest> & ObjectCache<ApprovalRequest>;
@@ -330,7 +311,7 @@ export class Controller {
 
   constructor(private readonly opts: ControllerOptions) {
     const kc = opts.kubeConfig;
-    this.custom = kc.makeApiClient(CustomObjectsApi);
+    this.requests = CountersignClient.fromKubeConfig(kc).approvalRequests;
     this.core = kc.makeApiClient(CoreV1Api);
     this.objects = KubernetesObjectApi.makeApiClient(kc);
     this.now = opts.now ?? (() => new Date());
@@ -340,13 +321,8 @@ export class Controller {
     );
     this.informer = makeInformer<ApprovalRequest>(
       kc,
-      `/apis/${API_GROUP}/${API_VERSION}/${APPROVAL_REQUEST_PLURAL}`,
-      () =>
-        this.custom.listClusterCustomObject({
-          group: API_GROUP,
-          version: API_VERSION,
-          plural: APPROVAL_REQUEST_PLURAL,
-        }),
+      this.requests.informerPath,
+      this.requests.listForInformer,
     );
     const enqueue = (ar: ApprovalRequest) => this.enqueue(`${ar.metadata.namespace}/${ar.metadata.name}`);
     this.informer.on("add", enqueue);
@@ -556,7 +532,7 @@ export class Controller {
     if (refs.length > 0) status = { ...(status ?? cached.status), auditRecords: [...known, ...refs] };
     let current = cached;
     if (status) {
-      const written = await replaceStatus(this.custom, cached, status);
+      const written = await this.requests.replaceStatus(cached, status);
       if (written === "conflict") return; // a newer version is on its way through the informer
       current = written;
       if (target !== before) {
@@ -620,18 +596,8 @@ export class Controller {
       this.schedule(key, new Date(now.getTime() + 5000));
       return;
     }
-    try {
-      await this.custom.deleteNamespacedCustomObject({
-        group: API_GROUP,
-        version: API_VERSION,
-        namespace,
-        plural: APPROVAL_REQUEST_PLURAL,
-        name,
-      });
+    if (await this.requests.delete(namespace, name))
       log.info("garbage-collected finished request", { phase: current.status?.phase });
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
-    }
   }
 
   /**
@@ -666,7 +632,7 @@ export class Controller {
       if (p.kind === "send") this.scheduleFlush(key, r, p.flushAt);
       return { route: r, batch: p.kind === "batch" };
     });
-    const updated = await replaceStatus(this.custom, ar, {
+    const updated = await this.requests.replaceStatus(ar, {
       ...ar.status,
       notifications: [
         ...(ar.status?.notifications ?? []),
@@ -784,7 +750,7 @@ export class Controller {
   ): Promise<ApprovalRequest | undefined> {
     for (let i = 0; i < 5; i++) {
       try {
-        const current = await getApprovalRequest(this.custom, namespace, name);
+        const current = await this.requests.get(namespace, name);
         if (!current) return undefined;
         let changed = false;
         const notifications = (current.status?.notifications ?? []).map((n) => {
@@ -795,7 +761,7 @@ export class Controller {
           return next;
         });
         if (!changed) return undefined;
-        const written = await replaceStatus(this.custom, current, { ...current.status, notifications });
+        const written = await this.requests.replaceStatus(current, { ...current.status, notifications });
         if (written !== "conflict") return written;
       } catch (err) {
         this.opts.logger.warn("could not update a notification entry", {
@@ -832,7 +798,7 @@ export class Controller {
     // Record the outcome (re-reading on conflicts: other status writes may come in between).
     for (let i = 0; i < 5; i++) {
       try {
-        const current = await getApprovalRequest(this.custom, namespace, name);
+        const current = await this.requests.get(namespace, name);
         if (!current) return;
         const notifications = (current.status?.notifications ?? []).map((n) =>
           n.route === route.name && n.event === event
@@ -844,7 +810,7 @@ export class Controller {
               }
             : n,
         );
-        if ((await replaceStatus(this.custom, current, { ...current.status, notifications })) !== "conflict")
+        if ((await this.requests.replaceStatus(current, { ...current.status, notifications })) !== "conflict")
           return;
       } catch (err) {
         log.warn("could not record the notification outcome", { error: describeKubeError(err) });
@@ -897,7 +863,7 @@ export class Controller {
         log,
       );
     }
-    if ((await replaceStatus(this.custom, ar, status)) === "conflict") return;
+    if ((await this.requests.replaceStatus(ar, status)) === "conflict") return;
     log.info("execution checked", { result: verdict.result, detail: verdict.message });
   }
 

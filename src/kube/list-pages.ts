@@ -5,7 +5,7 @@
  * kept unless the caller keeps it.
  */
 import type { CustomObjectsApi } from "@kubernetes/client-node";
-import { API_GROUP, API_VERSION } from "../policy/types.js";
+import { API_GROUP, API_VERSION } from "../resources/group.js";
 
 /** Objects per page: small enough to keep a page's body a few MB, large enough to keep round trips few. */
 export const DEFAULT_PAGE_SIZE = 500;

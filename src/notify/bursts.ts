@@ -6,7 +6,7 @@
  * keeps opening requests, each window yields one summary. Pure state: the caller passes the
  * time and runs the timers.
  */
-import type { ApprovalRequest } from "../approvals/request.js";
+import type { ApprovalRequest } from "../resources/approval-request.js";
 import type { Route } from "./messages.js";
 
 export const DEFAULT_BURST_WINDOW_SECONDS = 30;

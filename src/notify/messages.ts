@@ -15,8 +15,8 @@
 
 import { createHmac } from "node:crypto";
 import { parse as parseYaml } from "yaml";
-import type { ApprovalRequest } from "../approvals/request.js";
 import { visible } from "../approvals/visible.js";
+import type { ApprovalRequest } from "../resources/approval-request.js";
 
 /** Slack's Approve / Deny buttons; `value` names the request (namespace/name), never agent text. */
 function decisionButtons(value: string) {

@@ -5,24 +5,8 @@
 import { AuthenticationV1Api, CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
 import { kubeRaceMessage, precheckMessage } from "../approvals/decision-messages.js";
 import { checkDecision, DecisionCode, KUBECTL_VIA } from "../approvals/decisions.js";
-import {
-  APPROVAL_REQUEST_PLURAL,
-  type ApprovalRequest,
-  type Decision,
-  DecisionKind,
-  decisionEntry,
-  effectivePhase,
-  Phase,
-} from "../approvals/request.js";
-import { appendDecision, getApprovalRequest, isDecisionRace } from "../approvals/store.js";
+import { decisionEntry, effectivePhase } from "../approvals/request.js";
 import { visible } from "../approvals/visible.js";
-import {
-  type AuditCheckpoint,
-  type AuditRecord,
-  CHECKPOINT_NAME,
-  LABEL_ARCHIVE_UID,
-  LABEL_ARCHIVED_FROM,
-} from "../audit/chain.js";
 import { actionTargets, targetNameSelector, UNLABELLED_SELECTOR } from "../audit/target-labels.js";
 import {
   type ChainUnderTest,
@@ -31,15 +15,29 @@ import {
   parseExportedLog,
   verifyAnchoredChain,
 } from "../audit/verify.js";
-import { AUDIT_CHECKPOINT_PLURAL, AUDIT_PLURAL } from "../audit/writer.js";
 import { kubeStatusOf } from "../kube/errors.js";
 import { type ListStats, listAll, listPages } from "../kube/list-pages.js";
-import type { UserInfo } from "../policy/evaluate.js";
-import { API_GROUP, API_VERSION } from "../policy/types.js";
+import type { UserInfo } from "../resources/admission.js";
+import { type ApprovalRequest, type Decision, DecisionKind, Phase } from "../resources/approval-request.js";
+import {
+  type AuditCheckpoint,
+  type AuditRecord,
+  CHECKPOINT_NAME,
+  LABEL_ARCHIVE_UID,
+  LABEL_ARCHIVED_FROM,
+} from "../resources/audit-record.js";
+import { CountersignClient, isDecisionRace } from "../resources/client.js";
+import {
+  API_GROUP,
+  API_VERSION,
+  APPROVAL_REQUEST_PLURAL,
+  AUDIT_CHECKPOINT_PLURAL,
+  AUDIT_PLURAL,
+} from "../resources/group.js";
 
 export class PluginError extends Error {}
 
-const G = { group: API_GROUP, version: API_VERSION };
+const _G = { group: API_GROUP, version: API_VERSION };
 
 export async function whoAmI(kc: KubeConfig): Promise<{ username: string; uid?: string; groups: string[] }> {
   const r = await kc.makeApiClient(AuthenticationV1Api).createSelfSubjectReview({
@@ -53,7 +51,7 @@ export async function whoAmI(kc: KubeConfig): Promise<{ username: string; uid?: 
 async function getRequest(kc: KubeConfig, namespace: string, name: string): Promise<ApprovalRequest> {
   let ar: ApprovalRequest | undefined;
   try {
-    ar = await getApprovalRequest(kc.makeApiClient(CustomObjectsApi), namespace, name);
+    ar = await CountersignClient.fromKubeConfig(kc).approvalRequests.get(namespace, name);
   } catch (err) {
     const s = kubeStatusOf(err);
     if (s?.code === 403)
@@ -81,7 +79,7 @@ function precheck(ar: ApprovalRequest, me: UserInfo, entry: Decision, now: Date)
 /** Appends the entry; undefined when the request changed meanwhile (re-read and try again). */
 async function append(kc: KubeConfig, ar: ApprovalRequest, entry: Decision): Promise<"race" | undefined> {
   try {
-    await appendDecision(kc.makeApiClient(CustomObjectsApi), ar, entry);
+    await CountersignClient.fromKubeConfig(kc).approvalRequests.appendDecision(ar, entry);
     return undefined;
   } catch (err) {
     const s = kubeStatusOf(err);
@@ -148,13 +146,7 @@ export async function listRequests(
   kc: KubeConfig,
   namespace: string | undefined,
 ): Promise<ApprovalRequest[]> {
-  const api = kc.makeApiClient(CustomObjectsApi);
-  const out = (
-    namespace
-      ? await api.listNamespacedCustomObject({ ...G, namespace, plural: APPROVAL_REQUEST_PLURAL })
-      : await api.listClusterCustomObject({ ...G, plural: APPROVAL_REQUEST_PLURAL })
-  ) as { items: ApprovalRequest[] };
-  return out.items;
+  return CountersignClient.fromKubeConfig(kc).approvalRequests.list(namespace);
 }
 
 function age(from: string | Date | undefined, now: Date): string {

@@ -4,8 +4,7 @@
  * that grants each one (found by the RBAC matcher over the live bindings, as the caller) and
  * the command that removes it. Exit code 1 when any risk exists.
  */
-import { CustomObjectsApi, type KubeConfig, RbacAuthorizationV1Api } from "@kubernetes/client-node";
-import { BYPASS_CONDITION } from "../bypass/checks.js";
+import { type KubeConfig, RbacAuthorizationV1Api } from "@kubernetes/client-node";
 import {
   type Attributes,
   fixFor,
@@ -15,7 +14,8 @@ import {
   type Who,
 } from "../bypass/rbac-match.js";
 import { describeKubeError } from "../kube/errors.js";
-import { API_GROUP, API_VERSION, type Condition } from "../policy/types.js";
+import { CountersignClient } from "../resources/client.js";
+import { type Condition, ConditionType } from "../resources/conditions.js";
 
 interface ListedRisk {
   subject: string;
@@ -51,7 +51,7 @@ export function formatDoctor(
   const lines: string[] = [];
   let total = 0;
   for (const p of [...policies].sort((a, b) => (a.metadata.name < b.metadata.name ? -1 : 1))) {
-    const cond = p.status?.conditions?.find((c) => c.type === BYPASS_CONDITION);
+    const cond = p.status?.conditions?.find((c) => c.type === ConditionType.BypassRisk);
     if (!cond) {
       lines.push(
         `ApprovalPolicy ${p.metadata.name}: not checked yet (is the Countersign controller running?)`,
@@ -110,11 +110,9 @@ export function formatDoctor(
 }
 
 export async function doctor(kc: KubeConfig): Promise<{ ok: boolean; report: string }> {
-  const list = (await kc.makeApiClient(CustomObjectsApi).listClusterCustomObject({
-    group: API_GROUP,
-    version: API_VERSION,
-    plural: "approvalpolicies",
-  })) as { items: PolicyWithRisks[] };
+  const list = {
+    items: (await CountersignClient.fromKubeConfig(kc).approvalPolicies.list()) as PolicyWithRisks[],
+  };
   const api = kc.makeApiClient(RbacAuthorizationV1Api);
   let rbac: RbacSnapshot | undefined;
   let rbacError: string | undefined;

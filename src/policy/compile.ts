@@ -2,7 +2,7 @@
  * Compiles an ApprovalPolicy once (when it changes) into a form the request path
  * evaluates from memory. Pure: no I/O, no clock, no logger.
  */
-import { type CompiledExpression, type CompileError, compileExpression } from "./cel.js";
+
 import type {
   ApprovalPolicy,
   ApprovalSettings,
@@ -11,7 +11,8 @@ import type {
   ResourceMatch,
   RuleAction,
   Subjects,
-} from "./types.js";
+} from "../resources/approval-policy.js";
+import { type CompiledExpression, type CompileError, compileExpression } from "./cel.js";
 
 export const DEFAULT_TTL_SECONDS = 3600;
 export const MAX_TTL_SECONDS = 7 * 24 * 3600;

@@ -13,6 +13,8 @@
  *     message naming the policy and field, never the object's contents. So does one that
  *     runs out of its cost budget, or a request whose evaluation passes the deadline.
  */
+import { type AdmissionRequest, serviceAccountOf, type UserInfo } from "../resources/admission.js";
+import type { ResourceMatch, Subjects } from "../resources/approval-policy.js";
 import {
   type CompiledExpression,
   EvalFrame,
@@ -23,39 +25,6 @@ import {
 } from "./cel.js";
 import type { CompiledApproval, CompiledPolicy, CompiledRule } from "./compile.js";
 import { PolicySet } from "./policy-set.js";
-import type { ResourceMatch, Subjects } from "./types.js";
-
-export interface UserInfo {
-  username?: string;
-  uid?: string;
-  groups?: string[];
-  extra?: Record<string, string[]>;
-}
-
-export interface GroupVersionResource {
-  group: string;
-  version: string;
-  resource: string;
-}
-
-/** The parts of an AdmissionRequest (admission.k8s.io/v1) the gate reads. */
-export interface AdmissionRequest {
-  uid: string;
-  kind: { group: string; version: string; kind: string };
-  resource: GroupVersionResource;
-  subResource?: string;
-  requestKind?: { group: string; version: string; kind: string };
-  requestResource?: GroupVersionResource;
-  requestSubResource?: string;
-  name?: string;
-  namespace?: string;
-  operation: "CREATE" | "UPDATE" | "DELETE" | "CONNECT";
-  userInfo: UserInfo;
-  object?: unknown;
-  oldObject?: unknown;
-  dryRun?: boolean;
-  options?: unknown;
-}
 
 export interface RuleRef {
   policy: string;
@@ -83,7 +52,6 @@ export interface EvaluationInputs {
   costLimit?: number;
 }
 
-const SA_PREFIX = "system:serviceaccount:";
 /**
  * Cost units spent between deadline checks. Time follows cost (every unit is a bounded piece
  * of work), so reading the clock before every one of a request's many cheap expressions would
@@ -91,16 +59,6 @@ const SA_PREFIX = "system:serviceaccount:";
  * once this many units were spent since the last check.
  */
 export const DEADLINE_CHECK_UNITS = 1000;
-
-export function serviceAccountOf(
-  username: string | undefined,
-): { namespace: string; name: string } | undefined {
-  if (!username?.startsWith(SA_PREFIX)) return undefined;
-  const rest = username.slice(SA_PREFIX.length);
-  const i = rest.indexOf(":");
-  if (i <= 0 || i === rest.length - 1) return undefined;
-  return { namespace: rest.slice(0, i), name: rest.slice(i + 1) };
-}
 
 export function subjectMatches(subjects: Subjects, user: UserInfo, inputs: EvaluationInputs): boolean {
   const username = user.username ?? "";

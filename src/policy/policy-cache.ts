@@ -6,29 +6,33 @@
  */
 import {
   CoreV1Api,
-  CustomObjectsApi,
   type Informer,
   type KubeConfig,
   makeInformer,
   type ObjectCache,
-  PatchStrategy,
-  setHeaderOptions,
   type V1Namespace,
   type V1ServiceAccount,
 } from "@kubernetes/client-node";
 import { describeKubeError } from "../kube/errors.js";
 import { restartOnError } from "../kube/informers.js";
-import { kubeTime } from "../kube/time.js";
 import type { Logger } from "../logging/logger.js";
+import type { ApprovalPolicy } from "../resources/approval-policy.js";
+import { type ApprovalPolicyClient, CountersignClient } from "../resources/client.js";
+import {
+  type Clock,
+  ConditionType,
+  type ConditionUpdate,
+  conditionChanged,
+  findCondition,
+  mergeCondition,
+  PolicyReason,
+  systemClock,
+} from "../resources/conditions.js";
 import { type CompiledPolicy, compilePolicy, formatCompileErrors } from "./compile.js";
 import type { EvaluationInputs } from "./evaluate.js";
 import { PolicySet } from "./policy-set.js";
-import { API_GROUP, API_GROUP_VERSION, API_VERSION, type ApprovalPolicy, type Condition } from "./types.js";
 
-export const POLICY_PLURAL = "approvalpolicies";
 const STATUS_FIELD_MANAGER = "countersign-policy-status";
-export const ConditionType = { Ready: "Ready" } as const;
-export const ConditionReason = { Compiled: "Compiled", InvalidPolicy: "InvalidPolicy" } as const;
 
 export interface PolicyCacheOptions {
   kubeConfig: KubeConfig;
@@ -40,6 +44,8 @@ export interface PolicyCacheOptions {
    * (default true; the controller, which only writes policy status, turns them off).
    */
   lookups?: boolean;
+  /** The time written into conditions (tests inject one). */
+  now?: Clock;
 }
 
 export class PolicyCache {
@@ -50,25 +56,19 @@ export class PolicyCache {
   private policies: Informer<ApprovalPolicy> & ObjectCache<ApprovalPolicy>;
   private serviceAccounts: Informer<V1ServiceAccount> & ObjectCache<V1ServiceAccount>;
   private namespaces: Informer<V1Namespace> & ObjectCache<V1Namespace>;
-  private readonly custom: CustomObjectsApi;
+  private readonly client: ApprovalPolicyClient;
 
   /** The lookups the pure decision function needs, served from the informer caches. */
   readonly inputs: EvaluationInputs;
 
+  private readonly clock: Clock;
+
   constructor(private readonly opts: PolicyCacheOptions) {
+    this.clock = opts.now ?? systemClock;
     const kc = opts.kubeConfig;
-    this.custom = kc.makeApiClient(CustomObjectsApi);
+    this.client = CountersignClient.fromKubeConfig(kc).approvalPolicies;
     const core = kc.makeApiClient(CoreV1Api);
-    this.policies = makeInformer<ApprovalPolicy>(
-      kc,
-      `/apis/${API_GROUP}/${API_VERSION}/${POLICY_PLURAL}`,
-      () =>
-        this.custom.listClusterCustomObject({
-          group: API_GROUP,
-          version: API_VERSION,
-          plural: POLICY_PLURAL,
-        }),
-    );
+    this.policies = makeInformer<ApprovalPolicy>(kc, this.client.informerPath, this.client.listForInformer);
     this.serviceAccounts = makeInformer(kc, "/api/v1/serviceaccounts", () =>
       core.listServiceAccountForAllNamespaces(),
     );
@@ -156,46 +156,22 @@ export class PolicyCache {
 
   private async writeStatus(p: ApprovalPolicy, error: string | undefined): Promise<void> {
     const generation = p.metadata.generation ?? 0;
-    const condition: Condition = {
+    const next: ConditionUpdate = {
       type: ConditionType.Ready,
       status: error ? "False" : "True",
-      reason: error ? ConditionReason.InvalidPolicy : ConditionReason.Compiled,
+      reason: error ? PolicyReason.InvalidPolicy : PolicyReason.Compiled,
       message: error ?? `compiled ${p.spec.rules?.length ?? 0} rules`,
       observedGeneration: generation,
-      lastTransitionTime: kubeTime(new Date()),
     };
-    const old = p.status?.conditions?.find((c) => c.type === ConditionType.Ready);
-    if (
-      old &&
-      old.status === condition.status &&
-      old.reason === condition.reason &&
-      old.message === condition.message
-    ) {
-      condition.lastTransitionTime = old.lastTransitionTime;
-      if (old.observedGeneration === generation) return;
-    }
+    const old = findCondition(p.status?.conditions, ConditionType.Ready);
+    if (!conditionChanged(old, next)) return;
+    const condition = mergeCondition(old, next, this.clock);
     try {
       // Server-side apply with its own field manager: other conditions (BypassRisk) stay.
-      await this.custom.patchClusterCustomObjectStatus(
-        {
-          group: API_GROUP,
-          version: API_VERSION,
-          plural: POLICY_PLURAL,
-          name: p.metadata.name,
-          fieldManager: STATUS_FIELD_MANAGER,
-          force: true,
-          body: {
-            apiVersion: API_GROUP_VERSION,
-            kind: "ApprovalPolicy",
-            metadata: { name: p.metadata.name },
-            status: {
-              observedGeneration: generation,
-              ruleCount: p.spec.rules?.length ?? 0,
-              conditions: [condition],
-            },
-          },
-        },
-        setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply),
+      await this.client.applyStatus(
+        p.metadata.name,
+        { observedGeneration: generation, ruleCount: p.spec.rules?.length ?? 0, conditions: [condition] },
+        STATUS_FIELD_MANAGER,
       );
     } catch (err) {
       this.opts.logger.warn("could not write policy status", {

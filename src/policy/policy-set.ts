@@ -3,8 +3,9 @@
  * could cover its user (by username, group or service-account namespace, plus the
  * label-selector policies). Pure; rebuilt by the policy cache whenever a policy changes.
  */
+
+import { serviceAccountOf, type UserInfo } from "../resources/admission.js";
 import type { CompiledPolicy } from "./compile.js";
-import { serviceAccountOf, type UserInfo } from "./evaluate.js";
 
 export class PolicySet {
   /** All valid policies, sorted by name (the evaluation order). */

@@ -5,8 +5,10 @@
  * remove that label and leave the gate. The admission handler refuses such a write from a
  * covered subject. Pure: the old and new objects come from the AdmissionRequest, no lookups.
  */
+
+import type { AdmissionRequest, UserInfo } from "../resources/admission.js";
 import type { CompiledPolicy } from "./compile.js";
-import { type AdmissionRequest, subjectMatches, type UserInfo } from "./evaluate.js";
+import { subjectMatches } from "./evaluate.js";
 import { PolicySet } from "./policy-set.js";
 
 type Labels = Record<string, string>;

@@ -16,7 +16,6 @@ import { CoreV1Api, CustomObjectsApi, type KubeConfig, type V1Secret } from "@ku
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import { startAdmissionServer } from "../../src/admission/server.js";
-import type { ApprovalRequest } from "../../src/approvals/request.js";
 import { REPO_ROOT } from "../../src/controlplane/binaries.js";
 import { admissionClientConfig, type ControlPlane } from "../../src/controlplane/control-plane.js";
 import { kubeStatusOf } from "../../src/kube/errors.js";
@@ -24,6 +23,7 @@ import { componentLogger } from "../../src/logging/logger.js";
 import { admissionUnauthenticated } from "../../src/metrics/metrics.js";
 import { issueCertificate } from "../../src/pki/certificates.js";
 import { decide } from "../../src/plugin/commands.js";
+import type { ApprovalRequest } from "../../src/resources/approval-request.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import {
   approverIdentity,

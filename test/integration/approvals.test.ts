@@ -11,13 +11,14 @@ import {
   setHeaderOptions,
 } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type ApprovalRequest, type Decision, decisionEntry } from "../../src/approvals/request.js";
-import { appendDecision } from "../../src/approvals/store.js";
-import type { AuditRecord } from "../../src/audit/chain.js";
+import { decisionEntry } from "../../src/approvals/request.js";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
 import { kubeStatusOf } from "../../src/kube/errors.js";
 import { runCli } from "../../src/plugin/cli.js";
 import { auditFor, auditVerify, decide, listAuditRecords, whoAmI } from "../../src/plugin/commands.js";
+import type { ApprovalRequest, Decision } from "../../src/resources/approval-request.js";
+import type { AuditRecord } from "../../src/resources/audit-record.js";
+import { CountersignClient } from "../../src/resources/client.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import {
   approverIdentity,
@@ -61,7 +62,7 @@ async function rawDecision(kc: KubeConfig, name: string, d: Decision): Promise<s
   const me = await whoAmI(kc);
   d = { ...decisionEntry(me, d.decision, undefined, "kubectl", new Date()), ...d };
   try {
-    await appendDecision(kc.makeApiClient(CustomObjectsApi), ar, d);
+    await new CountersignClient(kc.makeApiClient(CustomObjectsApi)).approvalRequests.appendDecision(ar, d);
     return undefined;
   } catch (err) {
     return kubeStatusOf(err)?.message ?? String(err);

@@ -9,13 +9,13 @@ import { CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
 import { beforeAll, describe, expect, it } from "vitest";
 import winston from "winston";
 import { createRecords, generateRecords } from "../../bench/audit-generator.js";
-import type { AuditCheckpoint, AuditRecord } from "../../src/audit/chain.js";
 import { LABEL_TARGET_KIND, LABEL_TARGET_NAME, targetLabelValue } from "../../src/audit/target-labels.js";
 import { AuditWriter, findUnanchoredHead } from "../../src/audit/writer.js";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
 import { newListStats } from "../../src/kube/list-pages.js";
 import { runCli } from "../../src/plugin/cli.js";
 import { auditFor, auditVerify, listAuditRecords } from "../../src/plugin/commands.js";
+import type { AuditCheckpoint, AuditRecord } from "../../src/resources/audit-record.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import { countersignIdentity } from "../support/countersign.js";
 

@@ -10,20 +10,14 @@ import { join } from "node:path";
 import { CoreV1Api, CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import winston from "winston";
-import type { ApprovalRequest } from "../../src/approvals/request.js";
-import {
-  type AuditCheckpoint,
-  type AuditRecord,
-  type AuditRecordSpec,
-  GENESIS_HASH,
-  hashRecord,
-  verifyChain,
-} from "../../src/audit/chain.js";
+import { GENESIS_HASH, hashRecord, verifyChain } from "../../src/audit/chain.js";
 import { AuditWriter, SIEM_MESSAGE } from "../../src/audit/writer.js";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
 import { kubeStatusOf } from "../../src/kube/errors.js";
 import { runCli } from "../../src/plugin/cli.js";
 import { decide, listAuditRecords } from "../../src/plugin/commands.js";
+import type { ApprovalRequest } from "../../src/resources/approval-request.js";
+import type { AuditCheckpoint, AuditRecord, AuditRecordSpec } from "../../src/resources/audit-record.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import {
   approverIdentity,

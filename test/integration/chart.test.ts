@@ -23,13 +23,13 @@ import {
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseAllDocuments } from "yaml";
 import { webhookConfiguration } from "../../src/admission/registration.js";
-import type { ApprovalRequest } from "../../src/approvals/request.js";
 import { verifyChain } from "../../src/audit/chain.js";
 import { REPO_ROOT } from "../../src/controlplane/binaries.js";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
 import { isNotFound, kubeStatusOf } from "../../src/kube/errors.js";
 import { parseNotificationConfig } from "../../src/notify/messages.js";
 import { decide, listAuditRecords } from "../../src/plugin/commands.js";
+import type { ApprovalRequest } from "../../src/resources/approval-request.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import { approverIdentity, eventually, grantServiceAccount } from "../support/countersign.js";
 

@@ -17,11 +17,11 @@ import { join } from "node:path";
 import { CoreV1Api, CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
 import { type Browser, chromium, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { ApprovalRequest } from "../../src/approvals/request.js";
 import { type RunningConsole, startConsole } from "../../src/console/server.js";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
 import { kubeStatusOf } from "../../src/kube/errors.js";
 import { decide, PluginError } from "../../src/plugin/commands.js";
+import type { ApprovalRequest } from "../../src/resources/approval-request.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import {
   approverIdentity,

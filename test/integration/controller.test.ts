@@ -11,7 +11,6 @@ import {
   type KubeConfig,
 } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { ApprovalRequest } from "../../src/approvals/request.js";
 import { verifyChain } from "../../src/audit/chain.js";
 import { Controller } from "../../src/controller/reconciler.js";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
@@ -19,6 +18,7 @@ import { kubeStatusOf } from "../../src/kube/errors.js";
 import { componentLogger } from "../../src/logging/logger.js";
 import { createCertificateAuthority, issueCertificate } from "../../src/pki/certificates.js";
 import { decide, listAuditRecords } from "../../src/plugin/commands.js";
+import type { ApprovalRequest } from "../../src/resources/approval-request.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import {
   approverIdentity,

@@ -13,15 +13,16 @@ import {
   RbacAuthorizationV1Api,
 } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type ApprovalRequest, type Decision, decisionEntry } from "../../src/approvals/request.js";
-import { appendDecision } from "../../src/approvals/store.js";
-import type { AuditRecord } from "../../src/audit/chain.js";
+import { decisionEntry } from "../../src/approvals/request.js";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
 import { kubeStatusOf } from "../../src/kube/errors.js";
 import { kubeTime } from "../../src/kube/time.js";
 import { createCertificateAuthority, issueCertificate } from "../../src/pki/certificates.js";
 import { runCli } from "../../src/plugin/cli.js";
 import { decide, listAuditRecords, revoke, whoAmI } from "../../src/plugin/commands.js";
+import type { ApprovalRequest, Decision } from "../../src/resources/approval-request.js";
+import type { AuditRecord } from "../../src/resources/audit-record.js";
+import { CountersignClient } from "../../src/resources/client.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import {
   APPROVER_CLUSTER_ROLE,
@@ -85,7 +86,10 @@ async function forged(kc: KubeConfig, name: string, over: Partial<Decision>, dro
   };
   for (const k of drop) delete d[k];
   return rejection(
-    appendDecision(kc.makeApiClient(CustomObjectsApi), await getAr(name), d as unknown as Decision),
+    new CountersignClient(kc.makeApiClient(CustomObjectsApi)).approvalRequests.appendDecision(
+      await getAr(name),
+      d as unknown as Decision,
+    ),
   );
 }
 

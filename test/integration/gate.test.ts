@@ -6,10 +6,10 @@ import { readFileSync } from "node:fs";
 import { request as httpsRequest } from "node:https";
 import { CoreV1Api, CustomObjectsApi, type KubeConfig, type V1Secret } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { ApprovalRequest } from "../../src/approvals/request.js";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
 import { kubeStatusOf } from "../../src/kube/errors.js";
 import { decide as decideRequest } from "../../src/plugin/commands.js";
+import type { ApprovalRequest } from "../../src/resources/approval-request.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import {
   approverIdentity,

@@ -13,7 +13,6 @@ import {
 } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { selfUsername } from "../../src/app.js";
-import type { ApprovalRequest } from "../../src/approvals/request.js";
 import { verifyChain } from "../../src/audit/chain.js";
 import { bypassRisks } from "../../src/bypass/scanner.js";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
@@ -21,6 +20,7 @@ import { kubeStatusOf } from "../../src/kube/errors.js";
 import { approvalRequestsCapped } from "../../src/metrics/metrics.js";
 import { decide as decideRequest, listAuditRecords } from "../../src/plugin/commands.js";
 import { doctor } from "../../src/plugin/doctor.js";
+import type { ApprovalRequest } from "../../src/resources/approval-request.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import {
   approverIdentity,

@@ -13,13 +13,13 @@ import {
   RbacAuthorizationV1Api,
 } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { ApprovalRequest } from "../../src/approvals/request.js";
-import type { AuditCheckpoint, AuditRecord } from "../../src/audit/chain.js";
 import { SIEM_MESSAGE } from "../../src/audit/writer.js";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
 import { isNotFound, kubeStatusOf } from "../../src/kube/errors.js";
 import { runCli } from "../../src/plugin/cli.js";
 import { decide, listAuditRecords } from "../../src/plugin/commands.js";
+import type { ApprovalRequest } from "../../src/resources/approval-request.js";
+import type { AuditCheckpoint, AuditRecord } from "../../src/resources/audit-record.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import {
   approverIdentity,

@@ -7,7 +7,6 @@ import { createServer, request } from "node:https";
 import type { AddressInfo } from "node:net";
 import { CoordinationV1Api, CoreV1Api, CustomObjectsApi } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { ApprovalRequest } from "../../src/approvals/request.js";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
 import { kubeStatusOf } from "../../src/kube/errors.js";
 import { componentLogger } from "../../src/logging/logger.js";
@@ -20,6 +19,7 @@ import {
   replayMarkerName,
 } from "../../src/notify/replay-guard.js";
 import { createCertificateAuthority, issueCertificate } from "../../src/pki/certificates.js";
+import type { ApprovalRequest } from "../../src/resources/approval-request.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import {
   approverIdentity,

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
 import { componentLogger } from "../../src/logging/logger.js";
 import { PolicyCache } from "../../src/policy/policy-cache.js";
-import type { ApprovalPolicy } from "../../src/policy/types.js";
+import type { ApprovalPolicy } from "../../src/resources/approval-policy.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import { eventually } from "../support/countersign.js";
 

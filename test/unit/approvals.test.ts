@@ -3,17 +3,13 @@ import {
   actionDiff,
   actionIdentity,
   agentContext,
-  canonicalJson,
   fingerprintOf,
   redactedObject,
 } from "../../src/approvals/fingerprint.js";
-import {
-  type ApprovalRequest,
-  approvalRequestName,
-  effectivePhase,
-  usableApproval,
-} from "../../src/approvals/request.js";
-import type { AdmissionRequest } from "../../src/policy/evaluate.js";
+import { approvalRequestName, effectivePhase, usableApproval } from "../../src/approvals/request.js";
+import type { AdmissionRequest } from "../../src/resources/admission.js";
+import type { ApprovalRequest } from "../../src/resources/approval-request.js";
+import { canonicalJson } from "../../src/resources/canonical-json.js";
 
 const base = (over: Partial<AdmissionRequest> = {}): AdmissionRequest => ({
   uid: "u",

@@ -1,17 +1,11 @@
 import { describe, expect, it } from "vitest";
 import { guardWrite } from "../../src/approvals/decision-guard.js";
-import type { ApprovalRequest } from "../../src/approvals/request.js";
-import {
-  type AuditCheckpoint,
-  type AuditRecord,
-  type AuditRecordSpec,
-  archivedRecordName,
-  GENESIS_HASH,
-  hashRecord,
-} from "../../src/audit/chain.js";
+import { archivedRecordName, GENESIS_HASH, hashRecord } from "../../src/audit/chain.js";
 import { exportedFor, parseExportedLog, verifyAnchoredChain } from "../../src/audit/verify.js";
 import { chainsOf } from "../../src/plugin/commands.js";
-import type { AdmissionRequest } from "../../src/policy/evaluate.js";
+import type { AdmissionRequest } from "../../src/resources/admission.js";
+import type { ApprovalRequest } from "../../src/resources/approval-request.js";
+import type { AuditCheckpoint, AuditRecord, AuditRecordSpec } from "../../src/resources/audit-record.js";
 
 const NS = "prod";
 const events = ["Requested", "Approved", "Consumed", "Executed"] as const;

@@ -7,8 +7,7 @@
 import { describe, expect, it } from "vitest";
 import { actionIdentity, fingerprintOf } from "../../src/approvals/fingerprint.js";
 import { gitopsGroupKey, gitopsOrigin } from "../../src/approvals/gitops.js";
-import { type ApprovalRequest, buildApprovalRequest, decisionEntry } from "../../src/approvals/request.js";
-import type { AuditRecord } from "../../src/audit/chain.js";
+import { buildApprovalRequest, decisionEntry } from "../../src/approvals/request.js";
 import { esc, html, raw, url } from "../../src/console/html.js";
 import { gitopsGroups, groupOf, inboxView } from "../../src/console/inbox.js";
 import {
@@ -21,7 +20,9 @@ import {
   requestState,
 } from "../../src/console/render.js";
 import { hostAllowed, originAllowed, parseCookies, Sessions } from "../../src/console/session.js";
-import type { AdmissionRequest } from "../../src/policy/evaluate.js";
+import type { AdmissionRequest } from "../../src/resources/admission.js";
+import type { ApprovalRequest } from "../../src/resources/approval-request.js";
+import type { AuditRecord } from "../../src/resources/audit-record.js";
 
 const NOW = new Date("2026-01-01T00:00:00Z");
 const AGENT = "system:serviceaccount:ai-agents:ops-bot";

@@ -8,8 +8,8 @@ import {
   type DecisionRefusal,
   HTTP_STATUS,
 } from "../../src/approvals/decisions.js";
-import type { ApprovalRequest, Decision } from "../../src/approvals/request.js";
-import type { UserInfo } from "../../src/policy/evaluate.js";
+import type { UserInfo } from "../../src/resources/admission.js";
+import type { ApprovalRequest, Decision } from "../../src/resources/approval-request.js";
 
 const NOW = new Date("2026-01-01T00:10:00Z");
 const time = NOW.toISOString();

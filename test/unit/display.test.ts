@@ -9,7 +9,6 @@ import { checkDecision } from "../../src/approvals/decisions.js";
 import {
   actionIdentity,
   actionSummary,
-  canonicalJson,
   countChanges,
   DIFF_LIMIT,
   fieldDiff,
@@ -24,7 +23,8 @@ import { buildApprovalRequest, usableApproval } from "../../src/approvals/reques
 import { visible } from "../../src/approvals/visible.js";
 import { boundedDiff, slackEscape, slackMessage, teamsEscape } from "../../src/notify/messages.js";
 import { formatList, formatShow } from "../../src/plugin/commands.js";
-import type { AdmissionRequest } from "../../src/policy/evaluate.js";
+import type { AdmissionRequest } from "../../src/resources/admission.js";
+import { canonicalJson } from "../../src/resources/canonical-json.js";
 
 /** No raw control or format character (besides newlines and tabs) is left. */
 const clean = (s: string) => visible(s, { newlines: true }) === s;

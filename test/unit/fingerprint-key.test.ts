@@ -2,7 +2,6 @@ import { createHash, randomBytes } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import {
   actionIdentity,
-  canonicalJson,
   canonicalObject,
   fingerprintOf,
   isNoOpUpdate,
@@ -10,9 +9,10 @@ import {
   transitionOf,
 } from "../../src/approvals/fingerprint.js";
 import { FINGERPRINT_KEY_FIELD, keyFromSecretData } from "../../src/approvals/fingerprint-key.js";
-import type { ApprovalRequest } from "../../src/approvals/request.js";
 import { judgeExecution } from "../../src/controller/reconciler.js";
-import type { AdmissionRequest } from "../../src/policy/evaluate.js";
+import type { AdmissionRequest } from "../../src/resources/admission.js";
+import type { ApprovalRequest } from "../../src/resources/approval-request.js";
+import { canonicalJson } from "../../src/resources/canonical-json.js";
 
 const sha256 = (s: string) => createHash("sha256").update(s).digest("hex");
 const b64 = (s: string) => Buffer.from(s).toString("base64");

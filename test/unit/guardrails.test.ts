@@ -1,7 +1,6 @@
 /** Issue 10's pure parts: the RBAC matcher, the bypass report, the flood cap, policy-change records, doctor. */
 import { describe, expect, it } from "vitest";
 import { cappedMessage, openRequests } from "../../src/approvals/open-requests.js";
-import type { ApprovalRequest } from "../../src/approvals/request.js";
 import { policyChange } from "../../src/audit/config-audit.js";
 import { BYPASS_CHECKS, bypassCondition, concreteSubjects, installChecks } from "../../src/bypass/checks.js";
 import {
@@ -16,7 +15,8 @@ import { BurstTracker } from "../../src/notify/bursts.js";
 import { summaryFor } from "../../src/notify/messages.js";
 import { formatDoctor, whoOf } from "../../src/plugin/doctor.js";
 import { compilePolicy } from "../../src/policy/compile.js";
-import type { AdmissionRequest } from "../../src/policy/evaluate.js";
+import type { AdmissionRequest } from "../../src/resources/admission.js";
+import type { ApprovalRequest } from "../../src/resources/approval-request.js";
 
 const bot = serviceAccountWho("agents", "bot");
 const rbac: RbacSnapshot = {

@@ -1,6 +1,5 @@
 import { createHmac } from "node:crypto";
 import { describe, expect, it } from "vitest";
-import type { ApprovalRequest } from "../../src/approvals/request.js";
 import {
   messageFor,
   parseNotificationConfig,
@@ -14,6 +13,7 @@ import {
   webhookSignature,
 } from "../../src/notify/messages.js";
 import { verifySlackSignature } from "../../src/notify/slack-interactions.js";
+import type { ApprovalRequest } from "../../src/resources/approval-request.js";
 
 const ar = (notify: string[] = []): ApprovalRequest => ({
   apiVersion: "countersign.io/v1alpha1",

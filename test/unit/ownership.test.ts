@@ -6,7 +6,7 @@ import {
   isNoOpUpdate,
   ownershipOf,
 } from "../../src/approvals/fingerprint.js";
-import type { AdmissionRequest } from "../../src/policy/evaluate.js";
+import type { AdmissionRequest } from "../../src/resources/admission.js";
 
 const entry = (
   manager: string,

@@ -1,8 +1,9 @@
 import { describe, expect, it } from "vitest";
 import { compileExpression, EvaluationError, safeDetail, toCel } from "../../src/policy/cel.js";
 import { type CompiledPolicy, compilePolicy, parseDurationSeconds } from "../../src/policy/compile.js";
-import { type AdmissionRequest, decide, resourcePatternMatches } from "../../src/policy/evaluate.js";
-import type { ApprovalPolicy, ApprovalPolicySpec } from "../../src/policy/types.js";
+import { decide, resourcePatternMatches } from "../../src/policy/evaluate.js";
+import type { AdmissionRequest } from "../../src/resources/admission.js";
+import type { ApprovalPolicy, ApprovalPolicySpec } from "../../src/resources/approval-policy.js";
 
 const policy = (name: string, spec: Partial<ApprovalPolicySpec>): ApprovalPolicy => ({
   apiVersion: "countersign.io/v1alpha1",

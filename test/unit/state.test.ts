@@ -1,15 +1,9 @@
 import { describe, expect, it } from "vitest";
 import { guardWrite } from "../../src/approvals/decision-guard.js";
 import { DECISION_CLOCK_SKEW_SECONDS } from "../../src/approvals/decisions.js";
-import { type ApprovalRequest, decisionEntry } from "../../src/approvals/request.js";
+import { decisionEntry } from "../../src/approvals/request.js";
 import { computePhase, nextStatus, nextWakeup } from "../../src/approvals/state.js";
-import {
-  type AuditRecord,
-  auditRecordName,
-  GENESIS_HASH,
-  hashRecord,
-  verifyChain,
-} from "../../src/audit/chain.js";
+import { auditRecordName, GENESIS_HASH, hashRecord, verifyChain } from "../../src/audit/chain.js";
 import {
   auditDetails,
   expectedAuditEvents,
@@ -17,7 +11,9 @@ import {
   notifyEventFor,
 } from "../../src/controller/reconciler.js";
 import { kubeTime } from "../../src/kube/time.js";
-import type { AdmissionRequest } from "../../src/policy/evaluate.js";
+import type { AdmissionRequest } from "../../src/resources/admission.js";
+import type { ApprovalRequest } from "../../src/resources/approval-request.js";
+import type { AuditRecord } from "../../src/resources/audit-record.js";
 
 const T0 = new Date("2026-01-01T00:00:00Z");
 const at = (s: number) => new Date(T0.getTime() + s * 1000);

@@ -1,9 +1,9 @@
 import { describe, expect, it } from "vitest";
 import { type CompiledPolicy, compilePolicy } from "../../src/policy/compile.js";
-import type { AdmissionRequest } from "../../src/policy/evaluate.js";
 import { PolicySet } from "../../src/policy/policy-set.js";
 import { coverageLostBy, isServiceAccountWrite } from "../../src/policy/subject-relabel.js";
-import type { ApprovalPolicySpec } from "../../src/policy/types.js";
+import type { AdmissionRequest } from "../../src/resources/admission.js";
+import type { ApprovalPolicySpec } from "../../src/resources/approval-policy.js";
 
 const GATED = "agents.example.com/gated";
 

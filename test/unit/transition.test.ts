@@ -14,7 +14,7 @@ import {
 } from "../../src/approvals/fingerprint.js";
 import { approvalRequestName, buildApprovalRequest } from "../../src/approvals/request.js";
 import { formatShow } from "../../src/plugin/commands.js";
-import type { AdmissionRequest } from "../../src/policy/evaluate.js";
+import type { AdmissionRequest } from "../../src/resources/admission.js";
 
 const AGENT = "system:serviceaccount:ai-agents:ops-bot";
 const fp = (r: AdmissionRequest) => fingerprintOf(actionIdentity(r));

@@ -1,8 +1,6 @@
-/** TypeScript types that follow crds/approvalpolicies.countersign.io.yaml (the source of truth). */
-
-export const API_GROUP = "countersign.io";
-export const API_VERSION = "v1alpha1";
-export const API_GROUP_VERSION = `${API_GROUP}/${API_VERSION}`;
+/** ApprovalPolicy: types that follow crds/approvalpolicies.countersign.io.yaml (the source of truth). */
+import type { Condition } from "./conditions.js";
+import type { API_GROUP_VERSION } from "./group.js";
 
 export type Operation = "CREATE" | "UPDATE" | "DELETE" | "CONNECT";
 export type RuleAction = "Allow" | "Deny" | "RequireApproval";
@@ -61,15 +59,6 @@ export interface ApprovalPolicySpec {
   matchConditions?: NamedExpression[];
   variables?: NamedExpression[];
   rules: PolicyRule[];
-}
-
-export interface Condition {
-  type: string;
-  status: "True" | "False" | "Unknown";
-  reason?: string;
-  message?: string;
-  observedGeneration?: number;
-  lastTransitionTime?: string;
 }
 
 export interface ApprovalPolicy {

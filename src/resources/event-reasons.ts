@@ -1,0 +1,25 @@
+/**
+ * The reason of every Kubernetes Event Countersign emits, written once. Operators filter on
+ * these (`kubectl get events --field-selector reason=...`); docs/ lists them.
+ */
+export const EventReason = {
+  /** The webhook created an ApprovalRequest (on the request). */
+  ApprovalRequested: "ApprovalRequested",
+  /** The controller saw a new request Pending (on the request and its target). */
+  ApprovalPending: "ApprovalPending",
+  Approved: "Approved",
+  Denied: "Denied",
+  Expired: "Expired",
+  Revoked: "ApprovalRevoked",
+  /** The webhook admitted the approved action (the approval is used). */
+  Consumed: "ApprovalConsumed",
+  Executed: "ApprovedActionExecuted",
+  NotExecuted: "ApprovedActionNotExecuted",
+  NotificationFailed: "NotificationFailed",
+  GarbageCollected: "GarbageCollected",
+  /** On an ApprovalPolicy whose covered subjects can go around the gate. */
+  BypassRisk: "BypassRisk",
+  WebhookConfigurationChanged: "WebhookConfigurationChanged",
+  WebhookConfigurationDeleted: "WebhookConfigurationDeleted",
+} as const;
+export type EventReason = (typeof EventReason)[keyof typeof EventReason];
