@@ -270,6 +270,25 @@ function lower(e: LowerExpr, ctx: Ctx, scope: Scope): LoweredNode {
   }
 }
 
+/**
+ * Memo keys name a sub-expression exactly: two expressions share a cached result only when their
+ * keys are equal, so a key must never be equal for different expressions. Each key is the JSON
+ * of [kind, ...parts] (parts are strings, nested keys included as strings): no concatenation can
+ * make two different trees collide.
+ */
+function memoKey(kind: string, ...parts: string[]): string {
+  return JSON.stringify([kind, ...parts]);
+}
+
+/** A literal's key: its CEL type and its exact value (uint and bytes by value, -0 apart from 0). */
+function constantKey(kind: string | undefined, value: unknown): string {
+  let repr: string;
+  if (value instanceof Uint8Array) repr = Buffer.from(value).toString("hex");
+  else if (typeof value === "number") repr = Object.is(value, -0) ? "-0" : String(value);
+  else repr = String(value); // string, bool, bigint (int64/uint64), null
+  return memoKey("const", kind ?? "", repr);
+}
+
 function lowerConst(c: { constantKind: { case: string | undefined; value: unknown } }): LoweredNode {
   let v: unknown;
   switch (c.constantKind.case) {
@@ -292,7 +311,7 @@ function lowerConst(c: { constantKind: { case: string | undefined; value: unknow
   const node: Node = () => v;
   return {
     node,
-    key: `c:${typeof v}:${typeof v === "object" && v !== null ? "?" : String(v)}`,
+    key: constantKey(c.constantKind.case, c.constantKind.value),
     constant: { value: v },
   };
 }
@@ -314,7 +333,7 @@ function lowerIdent(name: string, id: number, ctx: Ctx, scope: Scope): LoweredNo
       const loaded = f.value(slot);
       return loaded === undefined ? unresolved(id) : loaded;
     },
-    key: `i:${name}`,
+    key: memoKey("ident", name),
   };
 }
 
@@ -374,7 +393,7 @@ function lowerSelect(
       if (isCelList(v)) return false;
       return access(v, field, id, false);
     };
-    return { node, key: operand.key === undefined ? undefined : `h(${operand.key}.${field})` };
+    return { node, key: operand.key === undefined ? undefined : memoKey("has", operand.key, field) };
   }
   const node: Node = (f) => {
     const v = op(f);
@@ -387,7 +406,7 @@ function lowerSelect(
     if (isCelList(v)) return fieldNotFound(id, field);
     return access(v, field, id, true);
   };
-  return { node, key: operand.key === undefined ? undefined : `s(${operand.key}.${field})` };
+  return { node, key: operand.key === undefined ? undefined : memoKey("select", operand.key, field) };
 }
 
 /** Field or index access by a key of any type, as the library's attribute accesses do it. */
@@ -445,12 +464,13 @@ function lowerCall(call: CallValue, id: number, ctx: Ctx, scope: Scope): Lowered
   const target = call.target ? lower(call.target, ctx, scope) : undefined;
   const all = target ? [target, ...args] : args;
   const allKeys = all.every((a) => a.key !== undefined);
-  const key = allKeys ? `f:${name}(${all.map((a) => a.key).join(",")})` : undefined;
+  // The receiver form a.f(b) and the global form f(a, b) are different overloads: keyed apart.
+  const key = allKeys ? memoKey(target ? "member" : "global", name, ...all.map((a) => a.key!)) : undefined;
   let node: Node;
   switch (name) {
     case INDEX:
       node = lowerIndex(all[0]!.node, all[1]!, id, ctx);
-      return { node, key: allKeys ? `x(${all[0]!.key}[${all[1]!.key}])` : undefined };
+      return { node, key: allKeys ? memoKey("index", all[0]!.key!, all[1]!.key!) : undefined };
     case CONDITIONAL: {
       const [c, t, e] = [all[0]!.node, all[1]!.node, all[2]!.node];
       node = (f) => {
@@ -782,7 +802,7 @@ function lowerList(
     const list = celList(values as never);
     return {
       node: () => list,
-      key: `l[${elems.map((e) => e.key).join(",")}]`,
+      key: memoKey("list", ...elems.map((e) => e.key!)),
       constant: { value: list },
       constantList: values,
     };
@@ -799,7 +819,7 @@ function lowerList(
   };
   return {
     node,
-    key: elems.every((e) => e.key !== undefined) ? `l[${elems.map((e) => e.key).join(",")}]` : undefined,
+    key: elems.every((e) => e.key !== undefined) ? memoKey("list", ...elems.map((e) => e.key!)) : undefined,
   };
 }
 

@@ -17,8 +17,11 @@ import {
   EVALUATION_COST_LIMIT,
   EvalFrame,
   EvaluationError,
+  setCelLowering,
   toCel,
 } from "../../src/policy/cel.js";
+import { compilePolicy } from "../../src/policy/compile.js";
+import { decide } from "../../src/policy/evaluate.js";
 
 /** Suites that need protobuf message types, enums, wrappers or containers (excluded as in bench/cel-compare.ts). */
 const EXCLUDED_SUITES = new Set([
@@ -383,5 +386,67 @@ describe("pre-filters (prefilter.ts) agree with CEL", () => {
       if (!("evaluate" in c)) throw new Error(c.message);
       expect(c.prefilter).toBeUndefined();
     }
+  });
+});
+
+describe("sub-expressions shared between policies (red-team F1: colliding memo keys)", () => {
+  // Two admin-written rules evaluated in one request: a cached result may be reused only for the
+  // very same sub-expression. Before the fix, every uint literal had one key (so `> 500u` reused
+  // `> 50u`'s answer), and string lists, bytes and a.f(b)/f(a, b) collided the same way.
+  const pairs: [string, string][] = [
+    ["uint(object.spec.replicas) > 500u", "uint(object.spec.replicas) > 50u"],
+    ["bytes(object.spec.name) == b'b'", "bytes(object.spec.name) == b'a'"],
+    ["object.spec.name in ['a,c:string:b']", "object.spec.name in ['a', 'b']"],
+    ["object.spec.ratio + 1.0 / -0.0 > 0.0", "object.spec.ratio + 1.0 / 0.0 > 0.0"],
+  ];
+  const policy = (name: string, condition: string, action: "Deny" | "RequireApproval") => ({
+    apiVersion: "countersign.io/v1alpha1",
+    kind: "ApprovalPolicy",
+    metadata: { name, generation: 1 },
+    spec: {
+      subjects: { serviceAccounts: [{ namespace: "ai-agents" }] },
+      rules: [
+        {
+          name: "r",
+          action,
+          condition,
+          ...(action === "RequireApproval" ? { approval: { approvers: { groups: ["sre"] } } } : {}),
+        },
+      ],
+    },
+  });
+  const request = {
+    uid: "u1",
+    kind: { group: "apps", version: "v1", kind: "Deployment" },
+    resource: { group: "apps", version: "v1", resource: "deployments" },
+    namespace: "prod",
+    name: "api",
+    operation: "UPDATE",
+    userInfo: { username: "system:serviceaccount:ai-agents:bot", groups: ["system:serviceaccounts"] },
+    object: { spec: { replicas: 100, name: "a", ratio: 0 } },
+    oldObject: { spec: { replicas: 3, name: "a", ratio: 0 } },
+  };
+  const run = (first: string, second: string, lowered: boolean) => {
+    setCelLowering(lowered);
+    try {
+      const compiled = [policy("a-first", first, "Deny"), policy("b-second", second, "RequireApproval")].map(
+        (p) => {
+          const r = compilePolicy(p as never);
+          if (!r.ok) throw new Error(JSON.stringify(r.errors));
+          return r.policy;
+        },
+      );
+      return decide(request as never, compiled).kind;
+    } finally {
+      setCelLowering(true);
+    }
+  };
+  for (const [first, second] of pairs) {
+    it(`${first} | ${second}: lowered decides as the interpreter`, () => {
+      expect(run(first, second, true)).toBe(run(first, second, false));
+    });
+  }
+  it("the uint pair, as the red team ran it: replicas 3 → 100 needs approval (not allow)", () => {
+    expect(run(pairs[0]![0], pairs[0]![1], true)).toBe("require-approval");
   });
 });
