@@ -128,6 +128,19 @@ function requestLogger(req: AdmissionRequest, deps: HandlerDeps): Logger {
 async function answerAdmission(req: AdmissionRequest, deps: HandlerDeps): Promise<ReviewResponse> {
   const log = requestLogger(req, deps);
 
+  // Before the first LIST of ApprovalPolicies an empty cache would mean "allow everything": the
+  // readiness probe keeps a Service's traffic away, but nothing else routes by readiness, so the
+  // handler itself fails closed (red-team 11 F7). Countersign's own writes go on.
+  if (!deps.policies.isSynced() && !deps.countersignUsers.has(req.userInfo.username ?? "")) {
+    log.warn("admission before the policy cache synced; denied");
+    return reviewResponse(
+      req.uid,
+      false,
+      "Countersign is starting: its ApprovalPolicies are not loaded yet, so this request cannot be judged and is denied. Nothing was changed. Retry in a few seconds.",
+      { [AuditAnnotation.Decision]: DecisionValue.Error },
+    );
+  }
+
   if (req.resource.group === API_GROUP && req.resource.resource === POLICY_PLURAL) {
     return guardPolicyWrite(req, deps, log);
   }
