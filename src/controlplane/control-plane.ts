@@ -180,8 +180,21 @@ function tail(path: string, lines = 25): string {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** A process this ControlPlane started: how to start it again and how to tell it is ready. */
+interface ManagedProcess {
+  name: string;
+  child: ChildProcess;
+  log: string;
+  bin: string;
+  args: string[];
+  ready?: () => Promise<boolean>;
+}
+
+/** The control-plane processes a test may stop and start again (fault injection). */
+export type RestartableProcess = "etcd" | "kube-apiserver";
+
 export class ControlPlane {
-  private processes: { name: string; child: ChildProcess; log: string }[] = [];
+  private processes: ManagedProcess[] = [];
   private stopped = false;
   private attached = false;
 
@@ -319,53 +332,59 @@ export class ControlPlane {
     try {
       log(`starting etcd on ${etcdUrl}`);
       await assertPortFree(etcdClientPort);
-      cp.spawnChild("etcd", binaries.etcd, [
-        "--name=countersign",
-        `--data-dir=${join(dir, "etcd")}`,
-        `--listen-client-urls=${etcdUrl}`,
-        `--advertise-client-urls=${etcdUrl}`,
-        `--listen-peer-urls=http://127.0.0.1:${etcdPeerPort}`,
-        `--initial-advertise-peer-urls=http://127.0.0.1:${etcdPeerPort}`,
-        `--initial-cluster=countersign=http://127.0.0.1:${etcdPeerPort}`,
-        "--unsafe-no-fsync",
-        "--log-level=warn",
-      ]);
-      await cp.waitFor("etcd", () => getOk(`${etcdUrl}/health`), 30_000);
+      cp.spawnChild(
+        "etcd",
+        binaries.etcd,
+        [
+          "--name=countersign",
+          `--data-dir=${join(dir, "etcd")}`,
+          `--listen-client-urls=${etcdUrl}`,
+          `--advertise-client-urls=${etcdUrl}`,
+          `--listen-peer-urls=http://127.0.0.1:${etcdPeerPort}`,
+          `--initial-advertise-peer-urls=http://127.0.0.1:${etcdPeerPort}`,
+          `--initial-cluster=countersign=http://127.0.0.1:${etcdPeerPort}`,
+          "--unsafe-no-fsync",
+          "--log-level=warn",
+        ],
+        () => getOk(`${etcdUrl}/health`),
+      );
+      await cp.waitFor("etcd", 30_000);
 
       log(`starting kube-apiserver on https://127.0.0.1:${apiServerPort}`);
       await assertPortFree(apiServerPort);
-      cp.spawnChild("kube-apiserver", binaries.kubeApiserver, [
-        `--etcd-servers=${etcdUrl}`,
-        "--bind-address=127.0.0.1",
-        "--advertise-address=127.0.0.1",
-        `--secure-port=${apiServerPort}`,
-        `--cert-dir=${join(dir, "apiserver-certs")}`,
-        `--tls-cert-file=${files.servingCert}`,
-        `--tls-private-key-file=${files.servingKey}`,
-        `--client-ca-file=${files.ca}`,
-        "--authorization-mode=RBAC",
-        `--service-account-issuer=${SERVICE_ACCOUNT_ISSUER}`,
-        `--service-account-key-file=${files.saPub}`,
-        `--service-account-signing-key-file=${files.saKey}`,
-        "--service-cluster-ip-range=10.0.0.0/24",
-        "--allow-privileged=true",
-        `--admission-control-config-file=${files.admissionConfig}`,
-        `--audit-policy-file=${files.auditPolicy}`,
-        `--audit-log-path=${join(dir, "audit.log")}`,
-        "--audit-log-format=json",
-        "--profiling=false",
-        ...(options.extraApiServerArgs ?? []),
-      ]);
-      await cp.waitFor(
+      cp.spawnChild(
         "kube-apiserver",
+        binaries.kubeApiserver,
+        [
+          `--etcd-servers=${etcdUrl}`,
+          "--bind-address=127.0.0.1",
+          "--advertise-address=127.0.0.1",
+          `--secure-port=${apiServerPort}`,
+          `--cert-dir=${join(dir, "apiserver-certs")}`,
+          `--tls-cert-file=${files.servingCert}`,
+          `--tls-private-key-file=${files.servingKey}`,
+          `--client-ca-file=${files.ca}`,
+          "--authorization-mode=RBAC",
+          `--service-account-issuer=${SERVICE_ACCOUNT_ISSUER}`,
+          `--service-account-key-file=${files.saPub}`,
+          `--service-account-signing-key-file=${files.saKey}`,
+          "--service-cluster-ip-range=10.0.0.0/24",
+          "--allow-privileged=true",
+          `--admission-control-config-file=${files.admissionConfig}`,
+          `--audit-policy-file=${files.auditPolicy}`,
+          `--audit-log-path=${join(dir, "audit.log")}`,
+          "--audit-log-format=json",
+          "--profiling=false",
+          ...(options.extraApiServerArgs ?? []),
+        ],
         () =>
           getOk(`https://127.0.0.1:${apiServerPort}/readyz`, {
             ca: ca.certPem,
             cert: admin.certPem,
             key: admin.keyPem,
           }),
-        READY_TIMEOUT_MS,
       );
+      await cp.waitFor("kube-apiserver", READY_TIMEOUT_MS);
       if (options.controllerManager !== false) await cp.startControllerManager(files, log);
       const crdDir = options.crdDir === undefined ? join(REPO_ROOT, "crds") : options.crdDir;
       if (crdDir !== false && existsSync(crdDir)) {
@@ -463,17 +482,26 @@ export class ControlPlane {
     const kc = this.adminKubeConfig();
     const core = kc.makeApiClient(CoreV1Api);
     const rbac = kc.makeApiClient(RbacAuthorizationV1Api);
-    await this.waitFor(
-      "kube-controller-manager",
-      async () => {
-        await core.readNamespacedServiceAccount({ name: "default", namespace: "default" });
-        return ((await rbac.readClusterRole({ name: "edit" })).rules ?? []).length > 0;
-      },
-      READY_TIMEOUT_MS,
-    );
+    this.processes.find((p) => p.name === "kube-controller-manager")!.ready = async () => {
+      await core.readNamespacedServiceAccount({ name: "default", namespace: "default" });
+      return ((await rbac.readClusterRole({ name: "edit" })).rules ?? []).length > 0;
+    };
+    await this.waitFor("kube-controller-manager", READY_TIMEOUT_MS);
   }
 
-  private spawnChild(name: string, bin: string, args: string[]): void {
+  private spawnChild(name: string, bin: string, args: string[], ready?: () => Promise<boolean>): void {
+    const child = this.launch(name, bin, args);
+    this.processes.push({
+      name,
+      child,
+      log: join(this.dir, `${name}.log`),
+      bin,
+      args,
+      ...(ready ? { ready } : {}),
+    });
+  }
+
+  private launch(name: string, bin: string, args: string[]): ChildProcess {
     const logPath = join(this.dir, `${name}.log`);
     const fd = openSync(logPath, "a");
     // setpriv --pdeathsig: the kernel kills the child if this process dies without cleaning up.
@@ -485,11 +513,51 @@ export class ControlPlane {
       : spawn(bin, args, { stdio: ["ignore", fd, fd] });
     running.add(child);
     child.once("exit", () => running.delete(child));
-    this.processes.push({ name, child, log: logPath });
+    return child;
   }
 
-  private async waitFor(name: string, probe: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+  /**
+   * Stops one control-plane process (fault injection: SIGKILL is a crash, SIGTERM a clean
+   * stop) and waits until it has exited. Only for a control plane this process started.
+   */
+  async stopProcess(name: RestartableProcess, signal: NodeJS.Signals = "SIGKILL"): Promise<void> {
+    const entry = this.managed(name);
+    const { child } = entry;
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise<void>((r) => child.once("exit", () => r()));
+    child.kill(signal);
+    const timer = setTimeout(() => child.kill("SIGKILL"), STOP_TIMEOUT_MS);
+    await exited;
+    clearTimeout(timer);
+  }
+
+  /** Starts a stopped process again with the same command line; resolves once it is ready. */
+  async startProcess(name: RestartableProcess): Promise<void> {
+    const entry = this.managed(name);
+    if (entry.child.exitCode === null && entry.child.signalCode === null) return;
+    entry.child = this.launch(name, entry.bin, entry.args);
+    await this.waitFor(name, READY_TIMEOUT_MS);
+  }
+
+  /** Stops and starts one process; returns the milliseconds until it was ready again. */
+  async restartProcess(name: RestartableProcess, signal: NodeJS.Signals = "SIGKILL"): Promise<number> {
+    const t0 = Date.now();
+    await this.stopProcess(name, signal);
+    await this.startProcess(name);
+    return Date.now() - t0;
+  }
+
+  private managed(name: string): ManagedProcess {
+    if (this.attached)
+      throw new Error(`cannot restart ${name}: this control plane belongs to another process`);
     const entry = this.processes.find((p) => p.name === name);
+    if (!entry || this.stopped) throw new Error(`${name} is not running under this control plane`);
+    return entry;
+  }
+
+  private async waitFor(name: string, timeoutMs: number): Promise<void> {
+    const entry = this.processes.find((p) => p.name === name);
+    const probe = entry?.ready ?? (async () => true);
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
       if (entry && entry.child.exitCode !== null) {
