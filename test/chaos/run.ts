@@ -1,0 +1,138 @@
+/**
+ * Runs chaos schedules with fast-check and sums them up. Each schedule is printed with the
+ * seed and path that replay it; violations are collected (not thrown) so one run of many
+ * schedules reports every one of them.
+ */
+import fc from "fast-check";
+import { ChaosCluster } from "./cluster.js";
+import { runSchedule, type ScheduleResult, scheduleArbitrary } from "./schedule.js";
+
+export interface ChaosOptions {
+  runs: number;
+  /** Default: random (printed). */
+  seed?: number;
+  /** Replay one schedule: its path (with its seed). */
+  path?: string;
+  maxCommands?: number;
+  /** API server restarts per 100 other commands (default 2; at most one per schedule). */
+  apiRestartWeight?: number;
+  /** Schedules run at once, each in its own namespace (the faults are shared). Default 1. */
+  parallel?: number;
+  log?: (m: string) => void;
+  /** The first schedule restarts the API server (SIGKILL) halfway, whatever it drew. */
+  forceApiRestart?: boolean;
+  /** Use this cluster instead of starting one. */
+  cluster?: ChaosCluster;
+}
+
+export interface ChaosSummary {
+  schedules: number;
+  violations: { label: string; violations: string[]; commands: string }[];
+  /** Schedules the harness itself could not finish (not invariant violations; reported, never hidden). */
+  errors: { label: string; error: string }[];
+  admitted: number;
+  requests: number;
+  consumedNotAdmitted: number;
+  attempts: number;
+  decisions: number;
+  faults: number;
+  apiServerRestarts: number[];
+  maxTerminalLagMs: number;
+  byPhase: Record<string, number>;
+  wallMs: number;
+  scheduleMs: number[];
+}
+
+export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
+  const log = opts.log ?? ((m: string) => console.log(m));
+  const t0 = Date.now();
+  const cluster = opts.cluster ?? (await ChaosCluster.start({ log }));
+  const summary: ChaosSummary = {
+    schedules: 0,
+    violations: [],
+    errors: [],
+    admitted: 0,
+    requests: 0,
+    consumedNotAdmitted: 0,
+    attempts: 0,
+    decisions: 0,
+    faults: 0,
+    apiServerRestarts: [],
+    maxTerminalLagMs: 0,
+    byPhase: {},
+    wallMs: 0,
+    scheduleMs: [],
+  };
+  const add = (label: string, r: ScheduleResult) => {
+    summary.schedules++;
+    summary.admitted += r.findings.stats.admitted;
+    summary.requests += r.findings.stats.requests;
+    summary.consumedNotAdmitted += r.findings.stats.consumedNotAdmitted;
+    summary.attempts += r.attempts;
+    summary.decisions += r.decisions;
+    summary.faults += r.faults.length;
+    summary.maxTerminalLagMs = Math.max(summary.maxTerminalLagMs, r.findings.stats.maxTerminalLagMs);
+    summary.scheduleMs.push(r.durationMs);
+    for (const [p, n] of Object.entries(r.findings.stats.byPhase))
+      summary.byPhase[p] = (summary.byPhase[p] ?? 0) + n;
+    const v = r.findings.violations;
+    log(
+      `${label}: ${v.length === 0 ? "ok" : `${v.length} VIOLATION(S)`} in ${r.durationMs} ms; ${r.attempts} writes (${r.findings.stats.admitted} admitted), ${r.findings.stats.requests} requests ${JSON.stringify(r.findings.stats.byPhase)}, faults: ${r.faults.join(", ") || "none"}`,
+    );
+    if (v.length > 0) {
+      summary.violations.push({ label, violations: v, commands: r.commands });
+      log(`  replay: npm run test:chaos -- ${label.replace(/seed=(\S+) path=(\S+)/, "--seed $1 --path $2")}`);
+      log(`  commands: ${r.commands}`);
+      for (const x of v) log(`  - ${x}`);
+    }
+  };
+  try {
+    const parallel = Math.max(1, Math.min(opts.parallel ?? 1, opts.runs));
+    const baseSeed = opts.seed ?? (Math.random() * 0x7fffffff) | 0;
+    log(
+      `chaos: ${opts.runs} schedule(s), seed ${baseSeed}${parallel > 1 ? ` (+0..${parallel - 1} per lane)` : ""}, ${parallel} at a time`,
+    );
+    const lanes = Array.from({ length: parallel }, async (_, lane) => {
+      const seed = baseSeed + lane;
+      const numRuns =
+        opts.path !== undefined
+          ? 1
+          : Math.floor(opts.runs / parallel) + (lane < opts.runs % parallel ? 1 : 0);
+      let index = opts.path !== undefined ? Number(opts.path) : 0;
+      const details = await fc.check(
+        fc.asyncProperty(
+          scheduleArbitrary(opts.maxCommands ?? 16, opts.apiRestartWeight ?? 2),
+          async (input) => {
+            const label = `seed=${seed} path=${index++}`;
+            const r = await runSchedule(cluster, input, label);
+            add(label, r);
+            return true;
+          },
+        ),
+        { numRuns, seed, ...(opts.path !== undefined ? { path: opts.path } : {}), endOnFailure: true },
+      );
+      if (details.failed)
+        throw details.errorInstance ?? new Error(`fast-check failed: ${String(details.counterexample)}`);
+    });
+    const results = await Promise.allSettled(lanes);
+    for (const r of results) if (r.status === "rejected") throw r.reason;
+    summary.apiServerRestarts = [...cluster.apiServerRestarts];
+  } finally {
+    if (!opts.cluster) await cluster.stop();
+  }
+  summary.wallMs = Date.now() - t0;
+  return summary;
+}
+
+export function formatSummary(s: ChaosSummary): string {
+  const sorted = [...s.scheduleMs].sort((a, b) => a - b);
+  const restarts = [...s.apiServerRestarts].sort((a, b) => a - b);
+  return [
+    `schedules: ${s.schedules}${s.errors.length ? ` (+${s.errors.length} the harness could not finish)` : ""}, violations: ${s.violations.reduce((n, v) => n + v.violations.length, 0)} (in ${s.violations.length} schedule(s))`,
+    `agent writes: ${s.attempts}, admitted (API server audit log): ${s.admitted}, approval requests: ${s.requests} ${JSON.stringify(s.byPhase)}`,
+    `consumed but not persisted (approval spent, nothing ran): ${s.consumedNotAdmitted}; approver actions: ${s.decisions}; faults injected: ${s.faults}`,
+    `API server restarts: ${restarts.length}${restarts.length ? ` (ready again in ${restarts[0]}..${restarts[restarts.length - 1]} ms)` : ""}`,
+    `slowest terminal transition after max(expiry or decision, heal): ${s.maxTerminalLagMs} ms`,
+    `schedule duration median ${sorted[Math.floor(sorted.length / 2)] ?? 0} ms, max ${sorted[sorted.length - 1] ?? 0} ms; wall ${Math.round(s.wallMs / 1000)} s`,
+  ].join("\n");
+}

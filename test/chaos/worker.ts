@@ -1,0 +1,70 @@
+/**
+ * One Countersign process for the chaos harness (test/chaos/cluster.ts): a webhook replica or
+ * a controller replica, configured by the CHAOS_WORKER environment variable (JSON), started
+ * as a real child process so the harness can SIGKILL it at any point. Tells the parent it is
+ * ready over IPC: { ready: true, admissionPort? }.
+ */
+import { readFileSync } from "node:fs";
+import { KubeConfig } from "@kubernetes/client-node";
+import { startController, startCountersign } from "../../src/app.js";
+
+export interface WorkerConfig {
+  role: "webhook" | "controller";
+  replica: string;
+  kubeconfigPath: string;
+  installNamespace: string;
+  /** webhook: serving certificate and the CA the API server's client certificate is checked against. */
+  tlsCertFile?: string;
+  tlsKeyFile?: string;
+  clientCaFile?: string;
+  /** controller */
+  leaseDurationSeconds?: number;
+  retentionSeconds?: number;
+}
+
+async function main(): Promise<void> {
+  const cfg = JSON.parse(process.env.CHAOS_WORKER ?? "{}") as WorkerConfig;
+  const kc = new KubeConfig();
+  kc.loadFromFile(cfg.kubeconfigPath);
+  let stop: () => Promise<void>;
+  let admissionPort: number | undefined;
+  if (cfg.role === "webhook") {
+    const cs = await startCountersign({
+      kubeConfig: kc,
+      tls: { certPem: readFileSync(cfg.tlsCertFile!, "utf8"), keyPem: readFileSync(cfg.tlsKeyFile!, "utf8") },
+      admissionPort: 0,
+      admissionAuth: {
+        mode: "client-cert",
+        clientCaPem: readFileSync(cfg.clientCaFile!, "utf8"),
+        allowedNames: [],
+      },
+      host: "127.0.0.1",
+      installNamespace: cfg.installNamespace,
+      replica: cfg.replica,
+    });
+    admissionPort = cs.admissionPort;
+    stop = () => cs.stop();
+  } else {
+    const ctl = await startController({
+      kubeConfig: kc,
+      installNamespace: cfg.installNamespace,
+      replica: cfg.replica,
+      ...(cfg.leaseDurationSeconds ? { leaseDurationSeconds: cfg.leaseDurationSeconds } : {}),
+      ...(cfg.retentionSeconds ? { retentionSeconds: cfg.retentionSeconds } : {}),
+    });
+    stop = () => ctl.stop();
+  }
+  process.send?.({ ready: true, ...(admissionPort ? { admissionPort } : {}) });
+  process.once("SIGTERM", () => {
+    void stop().finally(() => process.exit(0));
+  });
+  // The parent going away (a crashed harness) takes this process with it.
+  process.once("disconnect", () => process.exit(0));
+}
+
+main().catch((err: unknown) => {
+  console.error(
+    `chaos worker failed to start: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`,
+  );
+  process.exit(1);
+});
