@@ -7,7 +7,7 @@
  * agent service accounts.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdirSync, openSync, writeFileSync } from "node:fs";
+import { mkdirSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import { connect, createServer, type Server, type Socket } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -65,6 +65,9 @@ export type Role = "webhook" | "controller";
 interface Replica {
   role: Role;
   index: number;
+  /** Its own proxy to the API server (faults: stall or refuse this replica's API calls). */
+  proxy?: FaultProxy;
+  kubeconfig?: string;
   child?: ChildProcess;
   admissionPort?: number;
   /** Milliseconds the last start took (process spawn to informers synced / controller started). */
@@ -112,6 +115,71 @@ class Balancer {
   }
 }
 
+export type ApiFault = "pass" | "stall" | "refuse";
+
+/**
+ * One replica's road to the API server: a TCP proxy that passes bytes, stalls them (accepts,
+ * holds everything: a slow or hung API server), or refuses (drops every connection: an
+ * unreachable one). TLS passes through, so the replica still verifies the API server.
+ */
+class FaultProxy {
+  private server?: Server;
+  private readonly pairs = new Set<{ a: Socket; b: Socket; held: [Socket, Buffer][] }>();
+  mode: ApiFault = "pass";
+  port = 0;
+  constructor(private readonly target: number) {}
+
+  async start(): Promise<void> {
+    this.server = createServer((client) => {
+      if (this.mode === "refuse") {
+        client.destroy();
+        return;
+      }
+      const upstream = connect(this.target, "127.0.0.1");
+      const pair = { a: client, b: upstream, held: [] as [Socket, Buffer][] };
+      this.pairs.add(pair);
+      const forward = (to: Socket) => (d: Buffer) => {
+        if (this.mode === "stall") pair.held.push([to, d]);
+        else to.write(d);
+      };
+      client.on("data", forward(upstream));
+      upstream.on("data", forward(client));
+      const drop = () => {
+        client.destroy();
+        upstream.destroy();
+        this.pairs.delete(pair);
+      };
+      for (const s of [client, upstream]) {
+        s.on("error", drop);
+        s.on("close", drop);
+      }
+    });
+    await new Promise<void>((r) => this.server!.listen(0, "127.0.0.1", () => r()));
+    const addr = this.server.address();
+    this.port = typeof addr === "object" && addr ? addr.port : 0;
+  }
+
+  set(mode: ApiFault): void {
+    this.mode = mode;
+    for (const pair of this.pairs) {
+      if (mode === "refuse") {
+        pair.a.destroy();
+        pair.b.destroy();
+      } else if (mode === "pass") {
+        for (const [to, d] of pair.held.splice(0)) if (!to.destroyed) to.write(d);
+      }
+    }
+  }
+
+  async stop(): Promise<void> {
+    for (const p of this.pairs) {
+      p.a.destroy();
+      p.b.destroy();
+    }
+    await new Promise<void>((r) => this.server?.close(() => r()) ?? r());
+  }
+}
+
 export class ChaosCluster {
   readonly replicas: Replica[] = [
     { role: "webhook", index: 0 },
@@ -136,6 +204,7 @@ export class ChaosCluster {
   approvers: Approver[] = [];
   /** Milliseconds each API server restart took until it was ready again. */
   readonly apiServerRestarts: number[] = [];
+  readonly etcdRestarts: number[] = [];
 
   private constructor(
     readonly cp: ControlPlane,
@@ -186,6 +255,15 @@ export class ChaosCluster {
     writeFileSync(this.files.key, tls.keyPem, { mode: 0o600 });
     writeFileSync(this.files.clientCa, cp.webhookClient.ca.certPem);
 
+    const kubeconfigText = readFileSync(this.files.kubeconfig, "utf8");
+    for (const r of this.replicas) {
+      r.proxy = new FaultProxy(cp.apiServerPort);
+      await r.proxy.start();
+      r.kubeconfig = join(dir, `${r.role}-${r.index}.kubeconfig`);
+      writeFileSync(r.kubeconfig, kubeconfigText.replaceAll(cp.server, `https://127.0.0.1:${r.proxy.port}`), {
+        mode: 0o600,
+      });
+    }
     for (let i = 0; i < agentCount; i++) {
       const id = await cp.serviceAccountIdentity(AGENTS_NAMESPACE, `agent-${i}`, {
         expirationSeconds: 24 * 3600,
@@ -263,7 +341,7 @@ export class ChaosCluster {
     const cfg: WorkerConfig = {
       role,
       replica: `${role}-${index}`,
-      kubeconfigPath: this.files.kubeconfig,
+      kubeconfigPath: r.kubeconfig ?? this.files.kubeconfig,
       installNamespace: INSTALL_NAMESPACE,
       ...(role === "webhook"
         ? { tlsCertFile: this.files.cert, tlsKeyFile: this.files.key, clientCaFile: this.files.clientCa }
@@ -356,8 +434,24 @@ export class ChaosCluster {
     return ms;
   }
 
+  /** Stalls or refuses one replica's connections to the API server ("pass" ends the fault). */
+  apiFault(role: Role, index: number, mode: ApiFault): void {
+    this.replica(role, index).proxy?.set(mode);
+    this.log(`${role}-${index} → API server: ${mode}`);
+  }
+
+  async restartEtcd(signal: NodeJS.Signals = "SIGKILL"): Promise<number> {
+    const t0 = Date.now();
+    await this.cp.restartProcess("etcd", signal);
+    const ms = Date.now() - t0;
+    this.etcdRestarts.push(ms);
+    this.log(`etcd restarted (${signal}) in ${ms} ms`);
+    return ms;
+  }
+
   /** Starts every replica that is down (the end of a schedule: the system is healed). */
   async heal(): Promise<void> {
+    for (const r of this.replicas) if (r.proxy?.mode !== "pass") r.proxy?.set("pass");
     await Promise.all(this.replicas.filter((r) => !r.child).map((r) => this.startReplica(r.role, r.index)));
   }
 
@@ -368,6 +462,7 @@ export class ChaosCluster {
   async stop(): Promise<void> {
     await Promise.all(this.replicas.map((r) => this.killReplica(r.role, r.index, "SIGTERM")));
     await this.balancer.stop();
+    for (const r of this.replicas) await r.proxy?.stop();
     await this.cp.stop();
   }
 }

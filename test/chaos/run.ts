@@ -37,6 +37,9 @@ export interface ChaosSummary {
   decisions: number;
   faults: number;
   apiServerRestarts: number[];
+  etcdRestarts: number[];
+  answers: Record<string, number>;
+  recoveryMs: number[];
   maxTerminalLagMs: number;
   byPhase: Record<string, number>;
   wallMs: number;
@@ -58,6 +61,9 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
     decisions: 0,
     faults: 0,
     apiServerRestarts: [],
+    etcdRestarts: [],
+    answers: {},
+    recoveryMs: [],
     maxTerminalLagMs: 0,
     byPhase: {},
     wallMs: 0,
@@ -73,6 +79,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
     summary.faults += r.faults.length;
     summary.maxTerminalLagMs = Math.max(summary.maxTerminalLagMs, r.findings.stats.maxTerminalLagMs);
     summary.scheduleMs.push(r.durationMs);
+    for (const [k, n] of Object.entries(r.refusals)) summary.answers[k] = (summary.answers[k] ?? 0) + n;
+    summary.recoveryMs.push(...r.recoveryMs);
     for (const [p, n] of Object.entries(r.findings.stats.byPhase))
       summary.byPhase[p] = (summary.byPhase[p] ?? 0) + n;
     const v = r.findings.violations;
@@ -117,6 +125,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
     const results = await Promise.allSettled(lanes);
     for (const r of results) if (r.status === "rejected") throw r.reason;
     summary.apiServerRestarts = [...cluster.apiServerRestarts];
+    summary.etcdRestarts = [...cluster.etcdRestarts];
   } finally {
     if (!opts.cluster) await cluster.stop();
   }
@@ -132,6 +141,9 @@ export function formatSummary(s: ChaosSummary): string {
     `agent writes: ${s.attempts}, admitted (API server audit log): ${s.admitted}, approval requests: ${s.requests} ${JSON.stringify(s.byPhase)}`,
     `consumed but not persisted (approval spent, nothing ran): ${s.consumedNotAdmitted}; approver actions: ${s.decisions}; faults injected: ${s.faults}`,
     `API server restarts: ${restarts.length}${restarts.length ? ` (ready again in ${restarts[0]}..${restarts[restarts.length - 1]} ms)` : ""}`,
+    `etcd restarts: ${s.etcdRestarts.length}${s.etcdRestarts.length ? ` (${Math.min(...s.etcdRestarts)}..${Math.max(...s.etcdRestarts)} ms)` : ""}`,
+    `agents' answers: ${JSON.stringify(s.answers)}`,
+    `recovery after a replica's API access came back (next normal gate answer): ${s.recoveryMs.length ? `median ${[...s.recoveryMs].sort((a, b) => a - b)[Math.floor(s.recoveryMs.length / 2)]} ms, max ${Math.max(...s.recoveryMs)} ms over ${s.recoveryMs.length} faults` : "n/a"}`,
     `slowest terminal transition after max(expiry or decision, heal): ${s.maxTerminalLagMs} ms`,
     `schedule duration median ${sorted[Math.floor(sorted.length / 2)] ?? 0} ms, max ${sorted[sorted.length - 1] ?? 0} ms; wall ${Math.round(s.wallMs / 1000)} s`,
   ].join("\n");

@@ -33,6 +33,14 @@ const POLL_MS = 250;
 /** How long an agent's call may take before the harness stops waiting for it. */
 const CALL_TIMEOUT_MS = 30_000;
 
+interface Fault {
+  what: string;
+  at: number;
+  ms?: number;
+  /** A replica's API calls stalled or refused from `at` for `ms`. */
+  api?: boolean;
+}
+
 interface Model {
   up: Record<string, boolean>;
   apiRestarts: number;
@@ -44,7 +52,7 @@ interface Real {
   namespace: string;
   attempts: AgentAttempt[];
   decisions: { approver: string; kind: string; target?: string; ok: boolean; message: string }[];
-  faults: { what: string; at: number; ms?: number }[];
+  faults: Fault[];
   inflight: Set<Promise<unknown>>;
 }
 
@@ -227,6 +235,46 @@ class Decide implements fc.AsyncCommand<Model, Real> {
   }
 }
 
+/** Both approvers approve each pending request `latencyMs` after it was created, until the commands end. */
+async function onCall(real: Real, latencyMs: number, done: () => boolean): Promise<void> {
+  const decided = new Set<string>();
+  while (!done()) {
+    const now = Date.now();
+    const pending = (await requestsIn(real).catch(() => [] as SeenRequest[])).filter(
+      (r) =>
+        (r.status?.phase ?? "Pending") === "Pending" &&
+        now - new Date(r.metadata.creationTimestamp ?? now).getTime() >= latencyMs,
+    );
+    for (const r of pending) {
+      for (const who of real.cluster.approvers) {
+        const k = `${r.metadata.name}/${who.username}`;
+        if (decided.has(k)) continue;
+        decided.add(k);
+        try {
+          const message = await decide(who.kc, real.namespace, r.metadata.name, "Approve", "on call");
+          real.decisions.push({
+            approver: who.username,
+            kind: "Approve",
+            target: r.metadata.name,
+            ok: true,
+            message,
+          });
+        } catch (err) {
+          const message = kubeStatusOf(err)?.message ?? (err instanceof Error ? err.message : String(err));
+          real.decisions.push({
+            approver: who.username,
+            kind: "Approve",
+            target: r.metadata.name,
+            ok: false,
+            message,
+          });
+        }
+      }
+    }
+    await sleep(250);
+  }
+}
+
 const key = (role: Role, index: number) => `${role}-${index}`;
 
 class Kill implements fc.AsyncCommand<Model, Real> {
@@ -286,6 +334,53 @@ class RestartApiServer implements fc.AsyncCommand<Model, Real> {
   }
 }
 
+/** One replica's API calls stall (a slow API server) or are refused (unreachable) for `ms`. */
+class ApiFaultCmd implements fc.AsyncCommand<Model, Real> {
+  constructor(
+    readonly role: Role,
+    readonly index: number,
+    readonly mode: "stall" | "refuse",
+    readonly ms: number,
+  ) {}
+  check = () => true;
+  async run(_m: Model, real: Real): Promise<void> {
+    const fault: Fault = {
+      what: `${key(this.role, this.index)} → API server ${this.mode}`,
+      at: Date.now(),
+      ms: this.ms,
+      api: true,
+    };
+    real.faults.push(fault);
+    real.cluster.apiFault(this.role, this.index, this.mode);
+    background(
+      real,
+      sleep(this.ms).then(() => real.cluster.apiFault(this.role, this.index, "pass")),
+    );
+  }
+  toString(): string {
+    return `${key(this.role, this.index)} → API server ${this.mode} for ${this.ms} ms`;
+  }
+}
+
+class RestartEtcd implements fc.AsyncCommand<Model, Real> {
+  constructor(readonly signal: "SIGKILL" | "SIGTERM") {}
+  check = (m: Readonly<Model>) => m.apiRestarts === 0;
+  async run(m: Model, real: Real): Promise<void> {
+    m.apiRestarts++;
+    const fault: Fault = { what: `restart etcd ${this.signal}`, at: Date.now() };
+    real.faults.push(fault);
+    background(
+      real,
+      real.cluster.restartEtcd(this.signal).then((ms) => {
+        fault.ms = ms;
+      }),
+    );
+  }
+  toString(): string {
+    return `restart etcd (${this.signal})`;
+  }
+}
+
 class Pause implements fc.AsyncCommand<Model, Real> {
   constructor(readonly ms: number) {}
   check = () => true;
@@ -327,6 +422,8 @@ const start = fc.tuple(role, fc.nat(1)).map(([r, i]) => new Start(r, i));
 export interface ScheduleInput {
   ttlSeconds: number;
   requiredApprovals: number;
+  /** An approver on call: approves every pending request this long after it appears (undefined: none). */
+  onCallMs?: number | undefined;
   commands: fc.AsyncCommand<Model, Real>[];
 }
 
@@ -346,14 +443,31 @@ export function scheduleArbitrary(
     { arbitrary: start, weight: 10 },
     { arbitrary: fc.integer({ min: 200, max: 1500 }).map((ms) => new Pause(ms)), weight: 10 },
   ];
-  if (apiRestartWeight > 0)
+  if (apiRestartWeight > 0) {
     weighted.push({
       arbitrary: fc.constantFrom("SIGKILL" as const, "SIGTERM" as const).map((s) => new RestartApiServer(s)),
       weight: apiRestartWeight,
     });
+    weighted.push({
+      arbitrary: fc.constantFrom("SIGKILL" as const, "SIGTERM" as const).map((s) => new RestartEtcd(s)),
+      weight: apiRestartWeight,
+    });
+  }
+  weighted.push({
+    arbitrary: fc
+      .tuple(
+        role,
+        fc.nat(1),
+        fc.constantFrom("stall" as const, "refuse" as const),
+        fc.integer({ min: 500, max: 8000 }),
+      )
+      .map(([r, i, mode, ms]) => new ApiFaultCmd(r, i, mode, ms)),
+    weight: 8,
+  });
   return fc.record({
     ttlSeconds: fc.constantFrom(2, 4, 6),
     requiredApprovals: fc.constantFrom(1, 1, 2),
+    onCallMs: fc.option(fc.integer({ min: 200, max: 3000 }), { nil: undefined, freq: 1 }),
     commands: fc.array(fc.oneof(...weighted), {
       minLength: Math.ceil(maxCommands / 2),
       maxLength: maxCommands,
@@ -392,6 +506,23 @@ export interface ScheduleResult {
   attempts: number;
   decisions: number;
   faults: string[];
+  /** Refusals while something was down: Countersign's own fail-closed message vs the API server's webhook error. */
+  refusals: Record<string, number>;
+  /** Per fault on a replica's API access: ms from its end until an agent next got a normal gate answer. */
+  recoveryMs: number[];
+}
+
+/** What kind of answer an agent got (the fail-closed ones name what was down). */
+export function answerKind(a: AgentAttempt): string {
+  if (a.ok) return "admitted";
+  const m = a.message ?? "";
+  if (/could not be read or written right now|could not decide this request/.test(m))
+    return "countersign-unavailable";
+  if (/failed calling webhook/.test(m)) return "webhook-unreachable";
+  if (/ApprovalRequest|needs (a human )?approval/.test(m)) return "gate";
+  if (a.code === 404 || a.code === 409) return "not-found-or-exists";
+  if (a.code === undefined) return "api-server-unreachable";
+  return `other-${a.code}`;
 }
 
 let scheduleCounter = 0;
@@ -473,11 +604,18 @@ export async function runSchedule(
   // The model run: each command whose precondition holds on the model (e.g. kill only a
   // replica that is up) runs in order; agents and approvers keep going in the background.
   const ran: string[] = [];
+  let commandsDone = false;
+  if (input.onCallMs !== undefined)
+    background(
+      real,
+      onCall(real, input.onCallMs, () => commandsDone),
+    );
   for (const c of commands) {
     if (!c.check(model)) continue;
     ran.push(String(c));
     await c.run(model, real);
   }
+  commandsDone = true;
   while (real.inflight.size > 0) await Promise.all([...real.inflight]);
   await cluster.heal();
   const healedAt = Date.now();
@@ -544,9 +682,23 @@ export async function runSchedule(
     namespace,
     findings,
     durationMs: Date.now() - t0,
-    commands: `${label} ttl=${input.ttlSeconds}s approvals=${input.requiredApprovals}: ${ran.join("; ")}`,
+    commands: `${label} ttl=${input.ttlSeconds}s approvals=${input.requiredApprovals}${input.onCallMs !== undefined ? ` on-call=${input.onCallMs}ms` : ""}: ${ran.join("; ")}`,
     attempts: real.attempts.length,
     decisions: real.decisions.length,
     faults: real.faults.map((f) => `${f.what}${f.ms ? ` (${f.ms} ms)` : ""}`),
+    refusals: real.attempts.reduce<Record<string, number>>((acc, a) => {
+      const k = answerKind(a);
+      acc[k] = (acc[k] ?? 0) + 1;
+      return acc;
+    }, {}),
+    recoveryMs: real.faults
+      .filter((f) => f.api && f.ms !== undefined)
+      .flatMap((f) => {
+        const end = f.at + f.ms!;
+        const next = real.attempts
+          .filter((a) => a.start >= end && ["admitted", "gate"].includes(answerKind(a)))
+          .sort((x, y) => x.end - y.end)[0];
+        return next ? [next.end - end] : [];
+      }),
   };
 }
