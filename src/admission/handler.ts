@@ -46,6 +46,9 @@ export const DecisionValue = {
   Error: "error",
 } as const;
 
+/** Objects nesting deeper than this are refused before any policy sees them (issue 12's fuzzing: 10,000 levels overflowed the stack). */
+export const MAX_EVALUATION_DEPTH = 1000;
+
 /** Per-request evaluation budget; past it the gate fails closed with a clear message. */
 export const EVALUATION_DEADLINE_MS = 200;
 
@@ -89,9 +92,14 @@ function recordMetrics(decision: string, policy: string, seconds: number): void 
 }
 
 /** Answers one AdmissionReview and records its latency and outcome. */
-export async function handleAdmission(req: AdmissionRequest, deps: HandlerDeps): Promise<ReviewResponse> {
+export async function handleAdmission(
+  req: AdmissionRequest,
+  deps: HandlerDeps,
+  /** When the API server stops waiting (epoch ms); the gate uses no approval after it. */
+  answerBy?: number,
+): Promise<ReviewResponse> {
   const started = performance.now();
-  const response = await answerAdmission(req, deps);
+  const response = await answerAdmission(req, deps, answerBy);
   const annotations = response.response.auditAnnotations ?? {};
   const decision =
     annotations[AuditAnnotation.Decision] ?? (response.response.allowed ? "allowed" : "denied");
@@ -125,7 +133,11 @@ function requestLogger(req: AdmissionRequest, deps: HandlerDeps): Logger {
   } as unknown as Logger;
 }
 
-async function answerAdmission(req: AdmissionRequest, deps: HandlerDeps): Promise<ReviewResponse> {
+async function answerAdmission(
+  req: AdmissionRequest,
+  deps: HandlerDeps,
+  answerBy?: number,
+): Promise<ReviewResponse> {
   const log = requestLogger(req, deps);
 
   // Before the first LIST of ApprovalPolicies an empty cache would mean "allow everything": the
@@ -163,6 +175,21 @@ async function answerAdmission(req: AdmissionRequest, deps: HandlerDeps): Promis
   if (isServiceAccountWrite(req)) {
     const refused = guardServiceAccountWrite(req, deps, log);
     if (refused) return refused;
+  }
+
+  // Policies see the objects converted to CEL values, recursively: past this depth that would
+  // exhaust the stack (the API server itself accepts 10,000 levels), so refuse first, clearly.
+  if (
+    nestingDepth(req.object, MAX_EVALUATION_DEPTH) > MAX_EVALUATION_DEPTH ||
+    nestingDepth(req.oldObject, MAX_EVALUATION_DEPTH) > MAX_EVALUATION_DEPTH
+  ) {
+    log.warn("object nests too deeply to evaluate policies on; denied", { limit: MAX_EVALUATION_DEPTH });
+    return reviewResponse(
+      req.uid,
+      false,
+      `Countersign: this object nests deeper than ${MAX_EVALUATION_DEPTH} levels, too deep to evaluate policies on (and to show to an approver), so it is denied. Nothing was changed. Flatten the object (at most ${MAX_NESTING_DEPTH} levels of nesting for an action that needs approval) and retry.`,
+      { [AuditAnnotation.Decision]: DecisionValue.Denied },
+    );
   }
 
   const started = performance.now();
@@ -254,6 +281,7 @@ async function answerAdmission(req: AdmissionRequest, deps: HandlerDeps): Promis
           decision.message,
           log,
           transition,
+          answerBy,
         );
       } catch (err) {
         log.error("approval gate failed", { error: err instanceof Error ? err.message : String(err) });

@@ -52,10 +52,43 @@ export function parseAdmissionReview(body: unknown): AdmissionRequest {
   ) {
     throw new ReviewError(400, "request.userInfo.groups must be a list of strings");
   }
-  for (const f of ["name", "namespace", "subResource"] as const) {
+  for (const f of ["username", "uid"] as const) {
+    if (ui[f] !== undefined && typeof ui[f] !== "string")
+      throw new ReviewError(400, `request.userInfo.${f} must be a string`);
+  }
+  if (
+    ui.extra !== undefined &&
+    !(
+      isObject(ui.extra) &&
+      Object.values(ui.extra).every((v) => Array.isArray(v) && v.every((x) => typeof x === "string"))
+    )
+  ) {
+    throw new ReviewError(400, "request.userInfo.extra must map names to lists of strings");
+  }
+  for (const f of ["name", "namespace", "subResource", "requestSubResource"] as const) {
     if (req[f] !== undefined && typeof req[f] !== "string")
       throw new ReviewError(400, `request.${f} must be a string`);
   }
+  if (typeof res.subresource !== "undefined" && typeof res.subresource !== "string")
+    throw new ReviewError(400, "request.resource.subresource must be a string");
+  for (const f of ["group", "version"] as const) {
+    if (req.kind[f] !== undefined && typeof req.kind[f] !== "string")
+      throw new ReviewError(400, `request.kind.${f} must be a string`);
+  }
+  for (const f of ["requestKind", "requestResource"] as const) {
+    const v = req[f];
+    if (v === undefined || v === null) continue;
+    if (!isObject(v) || Object.values(v).some((x) => typeof x !== "string"))
+      throw new ReviewError(400, `request.${f} must be an object of strings`);
+  }
+  // The objects are what the API server decoded: an object, or absent (null) for the side
+  // an operation does not have. Anything else is not a review the API server sends.
+  for (const f of ["object", "oldObject", "options"] as const) {
+    if (req[f] !== undefined && req[f] !== null && !isObject(req[f]))
+      throw new ReviewError(400, `request.${f} must be an object or null`);
+  }
+  if (req.dryRun !== undefined && req.dryRun !== null && typeof req.dryRun !== "boolean")
+    throw new ReviewError(400, "request.dryRun must be a boolean");
   return req as unknown as AdmissionRequest;
 }
 

@@ -21,8 +21,8 @@ import express, { type NextFunction, type Request, type Response } from "express
 import type { Logger } from "../logging/logger.js";
 import { admissionUnauthenticated } from "../metrics/metrics.js";
 import { type AdmissionAuth, type ClientCheck, checkAdmissionClient } from "./client-auth.js";
-import { type HandlerDeps, handleAdmission } from "./handler.js";
-import { parseAdmissionReview, ReviewError } from "./review.js";
+import { AuditAnnotation, DecisionValue, type HandlerDeps, handleAdmission } from "./handler.js";
+import { parseAdmissionReview, ReviewError, reviewResponse } from "./review.js";
 
 export const VALIDATE_PATH = "/validate";
 /** Default body limit: an object and its old version can each approach the API server's 3 MiB limit. */
@@ -130,6 +130,21 @@ export function createApiApp(opts: ApiServerOptions): express.Express {
   return app;
 }
 
+/** The API server's webhook timeout when a review does not say (Kubernetes' default). */
+const DEFAULT_ADMISSION_TIMEOUT_SECONDS = 10;
+/** Answer this long before the API server's webhook timeout runs out (at most a quarter of it). */
+export const ANSWER_MARGIN_MS = 1500;
+
+/**
+ * How long the API server waits for this review: its `?timeout=` (a Go duration in whole
+ * seconds, e.g. "12s"), else Kubernetes' default of 10 s. Bounded to 1..30 s. Pure.
+ */
+export function admissionTimeoutMs(url: string | undefined): number {
+  const m = /[?&]timeout=(\d+)s(?:&|$)/.exec(url ?? "");
+  const seconds = m ? Number(m[1]) : DEFAULT_ADMISSION_TIMEOUT_SECONDS;
+  return Math.min(30, Math.max(1, seconds)) * 1000;
+}
+
 /**
  * POST /validate without express's router and body-parser: the admission hot path reads the
  * body with a hard size limit, checks the content type, parses once and answers. Measured in
@@ -144,6 +159,7 @@ export function validateHandler(opts: AdmissionServerOptions) {
   const fail = (res: ServerResponse, status: number, message: string) =>
     reply(res, status, JSON.stringify({ error: message }));
   return (req: IncomingMessage, res: ServerResponse): void => {
+    const arrived = Date.now();
     const type = (req.headers["content-type"] ?? "").split(";")[0]!.trim().toLowerCase();
     if (type !== "application/json") {
       req.resume();
@@ -193,14 +209,59 @@ export function validateHandler(opts: AdmissionServerOptions) {
         fail(res, status, `invalid AdmissionReview: ${(err as Error).message}`);
         return;
       }
-      handleAdmission(admission, opts).then(
-        (response) => reply(res, 200, JSON.stringify(response)),
+      // Answer before the API server gives up (its ?timeout=, less a margin), so a slow
+      // Kubernetes API reaches the requester as Countersign's clear refusal, not as an opaque
+      // webhook timeout; the gate uses no approval past that point.
+      const timeoutMs = admissionTimeoutMs(req.url);
+      const answerBy = arrived + timeoutMs - Math.min(ANSWER_MARGIN_MS, timeoutMs / 4);
+      let answered = false;
+      const timer = setTimeout(
+        () => {
+          answered = true;
+          opts.logger.warn("no decision before the API server's timeout; refused", {
+            admissionUID: admission.uid,
+          });
+          reply(
+            res,
+            200,
+            JSON.stringify(
+              reviewResponse(
+                admission.uid,
+                false,
+                "Countersign could not decide this request in time: the Kubernetes API did not answer it quickly enough (is the API server overloaded or unreachable?). Nothing was changed and no approval was used. Retry in a few seconds.",
+                { [AuditAnnotation.Decision]: DecisionValue.Error },
+              ),
+            ),
+          );
+        },
+        Math.max(0, answerBy - Date.now()),
+      );
+      handleAdmission(admission, opts, answerBy).then(
+        (response) => {
+          clearTimeout(timer);
+          if (!answered) reply(res, 200, JSON.stringify(response));
+        },
         (err: unknown) => {
+          clearTimeout(timer);
+          if (answered) return;
           opts.logger.error("unexpected error in admission handler", {
             admissionUID: admission.uid,
             error: String(err),
           });
-          fail(res, 500, "internal error; nothing was changed");
+          // Fail closed with an answer the API server relays as it is (a 500 would reach the
+          // requester as an opaque "failed calling webhook").
+          reply(
+            res,
+            200,
+            JSON.stringify(
+              reviewResponse(
+                admission.uid,
+                false,
+                "Countersign could not decide this request (an internal error, logged with its admission uid); nothing was changed. Retry shortly; if it persists, tell a cluster admin.",
+                { [AuditAnnotation.Decision]: DecisionValue.Error },
+              ),
+            ),
+          );
         },
       );
     });

@@ -107,6 +107,8 @@ export class ApprovalGate {
     ruleMessage: string | undefined,
     log: Logger,
     transition: Transition = this.transitionOf(req),
+    /** When the API server stops waiting for this review (epoch ms): no approval is used after it. */
+    answerBy?: number,
   ): Promise<GateOutcome> {
     const action = actionIdentity(req, transition, this.opts.fingerprintKey);
     const fingerprint = fingerprintOf(action, rule);
@@ -144,7 +146,7 @@ export class ApprovalGate {
         existing = await this.create(candidate, log);
         this.opts.openRequests?.note(existing);
         if (approval.holdSeconds > 0) {
-          const held = await this.hold(existing, fingerprint, approval.holdSeconds, req, log);
+          const held = await this.hold(existing, fingerprint, approval.holdSeconds, req, log, answerBy);
           if (held) return held;
         }
         return this.pendingOutcome(existing, "created");
@@ -159,7 +161,7 @@ export class ApprovalGate {
         }
         if (phase === Phase.Pending) {
           if (approval.holdSeconds > 0 && !req.dryRun) {
-            const held = await this.hold(existing, fingerprint, approval.holdSeconds, req, log);
+            const held = await this.hold(existing, fingerprint, approval.holdSeconds, req, log, answerBy);
             if (held) return held;
           }
           return this.pendingOutcome(existing, "pending");
@@ -184,7 +186,7 @@ export class ApprovalGate {
             message: `approved by ApprovalRequest ${namespace}/${name} (dry run: approval not used)`,
           };
         }
-        const consumed = await this.consume(existing, req, log);
+        const consumed = await this.consume(existing, req, log, answerBy);
         if (consumed === "ok") {
           return {
             allowed: true,
@@ -293,7 +295,16 @@ export class ApprovalGate {
   }
 
   /** Marks the request Consumed with a conditional update: of parallel callers exactly one wins. */
-  private async consume(ar: ApprovalRequest, req: AdmissionRequest, log: Logger): Promise<"ok" | "conflict"> {
+  private async consume(
+    ar: ApprovalRequest,
+    req: AdmissionRequest,
+    log: Logger,
+    answerBy?: number,
+  ): Promise<"ok" | "conflict"> {
+    // Past the API server's timeout the action will not run: using the approval now would
+    // spend it on nothing (chaos schedules with a stalled API server, issue 12).
+    if (answerBy !== undefined && Date.now() >= answerBy)
+      throw new Error("the API server has stopped waiting for this review; the approval was not used");
     const written = await this.requests.replaceStatus(ar, {
       ...ar.status,
       phase: Phase.Consumed,
@@ -312,8 +323,12 @@ export class ApprovalGate {
     holdSeconds: number,
     req: AdmissionRequest,
     log: Logger,
+    answerBy?: number,
   ): Promise<GateOutcome | undefined> {
-    const deadline = this.now().getTime() + holdSeconds * 1000;
+    const deadline = Math.min(
+      this.now().getTime() + holdSeconds * 1000,
+      answerBy ?? Number.POSITIVE_INFINITY,
+    );
     const { namespace, name } = ar.metadata;
     while (this.now().getTime() < deadline) {
       await new Promise((r) => setTimeout(r, HOLD_POLL_MS));
@@ -325,7 +340,7 @@ export class ApprovalGate {
       if (phase === Phase.Approved && usableApproval(current, fingerprint, this.now()).usable) {
         const lapsed = await this.approversLapsed(current, log);
         if (lapsed) return lapsed;
-        if ((await this.consume(current, req, log)) === "ok") {
+        if ((await this.consume(current, req, log, answerBy)) === "ok") {
           return {
             allowed: true,
             state: "consumed",

@@ -57,6 +57,32 @@ function respond(url: string, payload: object, caPem: string | undefined, log: L
   );
 }
 
+const isRecord = (v: unknown): v is Record<string, unknown> =>
+  typeof v === "object" && v !== null && !Array.isArray(v);
+const optionalString = (v: unknown) => v === undefined || typeof v === "string";
+
+/** Why a decoded interaction payload is not one Slack sends (the fields read below), or undefined. Pure. */
+export function payloadShapeError(p: unknown): string | undefined {
+  if (!isRecord(p)) return "not a JSON object";
+  if (!optionalString(p.type)) return "type must be a string";
+  if (!optionalString(p.response_url)) return "response_url must be a string";
+  if (
+    p.user !== undefined &&
+    !(isRecord(p.user) && optionalString(p.user.id) && optionalString(p.user.username))
+  )
+    return "user must be an object with string id and username";
+  if (p.actions !== undefined) {
+    if (!Array.isArray(p.actions)) return "actions must be a list";
+    for (const a of p.actions) {
+      if (
+        !(isRecord(a) && optionalString(a.action_id) && optionalString(a.value) && optionalString(a.block_id))
+      )
+        return "each action must be an object with string action_id, value and block_id";
+    }
+  }
+  return undefined;
+}
+
 export function slackInteractions(opts: SlackInteractionOptions): Router {
   const router = express.Router();
   const now = opts.now ?? (() => Math.floor(Date.now() / 1000));
@@ -109,6 +135,11 @@ export function slackInteractions(opts: SlackInteractionOptions): Router {
         res.status(400).json({ error: { code: 400, message: "no interaction payload" } });
         return;
       }
+      const shapeError = payloadShapeError(payload);
+      if (shapeError) {
+        res.status(400).json({ error: { code: 400, message: `invalid interaction payload: ${shapeError}` } });
+        return;
+      }
       const action = payload.actions?.[0];
       if (
         payload.type !== "block_actions" ||
@@ -120,7 +151,7 @@ export function slackInteractions(opts: SlackInteractionOptions): Router {
       }
       const [namespace, name] = (action.value ?? "").split("/");
       const slackUser = payload.user?.id ?? "";
-      const identity = opts.config.users[slackUser];
+      const identity = Object.hasOwn(opts.config.users, slackUser) ? opts.config.users[slackUser] : undefined;
       // A button in a burst summary (block per request) must not replace the whole summary.
       const inSummary = action.block_id?.startsWith(SUMMARY_BLOCK_PREFIX) ?? false;
       const reply = (text: string, replace: boolean) => {
