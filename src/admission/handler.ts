@@ -46,7 +46,7 @@ export const DecisionValue = {
   Error: "error",
 } as const;
 
-/** Objects nesting deeper than this are refused before any policy sees them (issue 12's fuzzing: 10,000 levels overflowed the stack). */
+/** Objects nesting deeper than this are refused before any policy sees them (issue 12's fuzzing: 10,000 levels overflowed the stack in the CEL conversion). */
 export const MAX_EVALUATION_DEPTH = 1000;
 
 /** Per-request evaluation budget; past it the gate fails closed with a clear message. */
@@ -177,8 +177,9 @@ async function answerAdmission(
     if (refused) return refused;
   }
 
-  // Policies see the objects converted to CEL values, recursively: past this depth that would
-  // exhaust the stack (the API server itself accepts 10,000 levels), so refuse first, clearly.
+  // Policies see the objects as CEL values, converted recursively: ~10,000 levels (the API
+  // server accepts that many) exhaust the stack, which read as the policy's own failure
+  // ("could not be evaluated ... fix the policy"). Refuse such objects first, naming why.
   if (
     nestingDepth(req.object, MAX_EVALUATION_DEPTH) > MAX_EVALUATION_DEPTH ||
     nestingDepth(req.oldObject, MAX_EVALUATION_DEPTH) > MAX_EVALUATION_DEPTH

@@ -6,7 +6,7 @@
  */
 import { readFileSync } from "node:fs";
 import { KubeConfig } from "@kubernetes/client-node";
-import { startController, startCountersign } from "../../src/app.js";
+import { startCountersign } from "../../src/app.js";
 
 export interface WorkerConfig {
   role: "webhook" | "controller";
@@ -26,34 +26,35 @@ async function main(): Promise<void> {
   const cfg = JSON.parse(process.env.CHAOS_WORKER ?? "{}") as WorkerConfig;
   const kc = new KubeConfig();
   kc.loadFromFile(cfg.kubeconfigPath);
-  let stop: () => Promise<void>;
-  let admissionPort: number | undefined;
-  if (cfg.role === "webhook") {
-    const cs = await startCountersign({
-      kubeConfig: kc,
-      tls: { certPem: readFileSync(cfg.tlsCertFile!, "utf8"), keyPem: readFileSync(cfg.tlsKeyFile!, "utf8") },
-      admissionPort: 0,
-      admissionAuth: {
-        mode: "client-cert",
-        clientCaPem: readFileSync(cfg.clientCaFile!, "utf8"),
-        allowedNames: [],
-      },
-      host: "127.0.0.1",
-      installNamespace: cfg.installNamespace,
-      replica: cfg.replica,
-    });
-    admissionPort = cs.admissionPort;
-    stop = () => cs.stop();
-  } else {
-    const ctl = await startController({
-      kubeConfig: kc,
-      installNamespace: cfg.installNamespace,
-      replica: cfg.replica,
-      ...(cfg.leaseDurationSeconds ? { leaseDurationSeconds: cfg.leaseDurationSeconds } : {}),
-      ...(cfg.retentionSeconds ? { retentionSeconds: cfg.retentionSeconds } : {}),
-    });
-    stop = () => ctl.stop();
-  }
+  const cs = await startCountersign({
+    kubeConfig: kc,
+    installNamespace: cfg.installNamespace,
+    replica: cfg.replica,
+    ...(cfg.role === "webhook"
+      ? {
+          webhook: {
+            tls: {
+              certPem: readFileSync(cfg.tlsCertFile!, "utf8"),
+              keyPem: readFileSync(cfg.tlsKeyFile!, "utf8"),
+            },
+            admissionPort: 0,
+            admissionAuth: {
+              mode: "client-cert",
+              clientCaPem: readFileSync(cfg.clientCaFile!, "utf8"),
+              allowedNames: [],
+            },
+            host: "127.0.0.1",
+          },
+        }
+      : {
+          controller: {
+            ...(cfg.leaseDurationSeconds ? { leaseDurationSeconds: cfg.leaseDurationSeconds } : {}),
+            ...(cfg.retentionSeconds ? { retentionSeconds: cfg.retentionSeconds } : {}),
+          },
+        }),
+  });
+  const stop = () => cs.stop();
+  const admissionPort = cs.webhook?.admissionPort;
   process.send?.({ ready: true, ...(admissionPort ? { admissionPort } : {}) });
   process.once("SIGTERM", () => {
     void stop().finally(() => process.exit(0));
