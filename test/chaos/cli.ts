@@ -1,6 +1,6 @@
 /**
  * npm run test:chaos -- [--runs N] [--seed S] [--path P] [--parallel K] [--max-commands M]
- *                       [--api-restart-weight W] [--json FILE]
+ *                       [--api-restart-weight W] [--minutes M] [--json FILE]
  * Starts its own control plane and Countersign replicas, runs N randomized schedules, prints
  * each with its replay seed, and exits 1 if any invariant was violated.
  */
@@ -17,6 +17,7 @@ const { values } = parseArgs({
     "max-commands": { type: "string", default: "16" },
     "api-restart-weight": { type: "string", default: "2" },
     json: { type: "string" },
+    minutes: { type: "string" },
   },
 });
 
@@ -25,6 +26,7 @@ const summary = await runChaos({
   ...(values.seed !== undefined ? { seed: Number(values.seed) } : {}),
   ...(values.path !== undefined ? { path: values.path } : {}),
   parallel: Number(values.parallel),
+  ...(values.minutes !== undefined ? { minutes: Number(values.minutes) } : {}),
   maxCommands: Number(values["max-commands"]),
   apiRestartWeight: Number(values["api-restart-weight"]),
 });

@@ -21,6 +21,8 @@ export interface ChaosOptions {
   log?: (m: string) => void;
   /** The first schedule restarts the API server (SIGKILL) halfway, whatever it drew. */
   forceApiRestart?: boolean;
+  /** Start no schedule after this many minutes (the rest of --runs is skipped, and reported). */
+  minutes?: number;
   /** Use this cluster instead of starting one. */
   cluster?: ChaosCluster;
 }
@@ -96,6 +98,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
   };
   try {
     const parallel = Math.max(1, Math.min(opts.parallel ?? 1, opts.runs));
+    const stopAt = opts.minutes !== undefined ? Date.now() + opts.minutes * 60_000 : undefined;
     const baseSeed = opts.seed ?? (Math.random() * 0x7fffffff) | 0;
     log(
       `chaos: ${opts.runs} schedule(s), seed ${baseSeed}${parallel > 1 ? ` (+0..${parallel - 1} per lane)` : ""}, ${parallel} at a time`,
@@ -112,6 +115,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
           scheduleArbitrary(opts.maxCommands ?? 16, opts.apiRestartWeight ?? 2),
           async (input) => {
             const label = `seed=${seed} path=${index++}`;
+            if (stopAt !== undefined && Date.now() > stopAt) return true;
             const r = await runSchedule(cluster, input, label);
             add(label, r);
             return true;
