@@ -87,7 +87,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
       summary.byPhase[p] = (summary.byPhase[p] ?? 0) + n;
     const v = r.findings.violations;
     log(
-      `${label}: ${v.length === 0 ? "ok" : `${v.length} VIOLATION(S)`} in ${r.durationMs} ms; ${r.attempts} writes (${r.findings.stats.admitted} admitted), ${r.findings.stats.requests} requests ${JSON.stringify(r.findings.stats.byPhase)}, faults: ${r.faults.join(", ") || "none"}`,
+      `${label}: ${v.length === 0 ? "ok" : `${v.length} VIOLATION(S)`} in ${r.durationMs} ms; ${r.attempts} writes (${r.findings.stats.admitted} admitted), ${r.findings.stats.requests} requests ${JSON.stringify(r.findings.stats.byPhase)}, decisions ${JSON.stringify(r.decisionsOk)}${r.decisionFailures.length ? ` (not landed: ${r.decisionFailures.join(" | ")})` : ""}, faults: ${r.faults.join(", ") || "none"}`,
     );
     if (v.length > 0) {
       summary.violations.push({ label, violations: v, commands: r.commands });

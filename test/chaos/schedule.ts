@@ -508,6 +508,9 @@ export interface ScheduleResult {
   faults: string[];
   /** Refusals while something was down: Countersign's own fail-closed message vs the API server's webhook error. */
   refusals: Record<string, number>;
+  /** Approver actions that landed, by kind, and the distinct reasons the others did not. */
+  decisionsOk: Record<string, number>;
+  decisionFailures: string[];
   /** Per fault on a replica's API access: ms from its end until an agent next got a normal gate answer. */
   recoveryMs: number[];
 }
@@ -686,6 +689,19 @@ export async function runSchedule(
     attempts: real.attempts.length,
     decisions: real.decisions.length,
     faults: real.faults.map((f) => `${f.what}${f.ms ? ` (${f.ms} ms)` : ""}`),
+    decisionsOk: real.decisions
+      .filter((d) => d.ok)
+      .reduce<Record<string, number>>((acc, d) => {
+        acc[d.kind] = (acc[d.kind] ?? 0) + 1;
+        return acc;
+      }, {}),
+    decisionFailures: [
+      ...new Set(
+        real.decisions
+          .filter((d) => !d.ok)
+          .map((d) => d.message.replace(/\S+\/\S+-[0-9a-f]{6,}/g, "<request>").slice(0, 160)),
+      ),
+    ],
     refusals: real.attempts.reduce<Record<string, number>>((acc, a) => {
       const k = answerKind(a);
       acc[k] = (acc[k] ?? 0) + 1;
