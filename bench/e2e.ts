@@ -19,7 +19,7 @@
  * Run: npm run bench:e2e [-- --n 10,100 --rates 100,300 --seconds 8]
  * (starts a control plane: hold the test lock, `flock /tmp/cs-test.lock npm run bench:e2e`)
  */
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { request } from "node:https";
 import { cpus } from "node:os";
 import { parseArgs } from "node:util";
@@ -174,6 +174,31 @@ interface Row {
   stepMs: number;
   /** Mean Countersign webhook call, ms (API server metric); NaN when not registered. */
   webhookMs: number;
+  /** kube-apiserver CPU time per UPDATE, ms (/proc): robust against other load on the machine. */
+  apiCpuMs: number;
+  /** Countersign's CPU per UPDATE, ms: the busy time of the event loop serving the webhook. */
+  csCpuMs: number;
+}
+
+/** The pid of the kube-apiserver listening on `port` (found in /proc). */
+function apiServerPid(port: number): number {
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const cmd = readFileSync(`/proc/${entry}/cmdline`, "utf8");
+      if (cmd.includes("kube-apiserver") && cmd.includes(`--secure-port=${port}\0`)) return Number(entry);
+    } catch {
+      // exited meanwhile
+    }
+  }
+  throw new Error(`no kube-apiserver process for port ${port}`);
+}
+
+/** User + system CPU time of `pid`, ms (clock ticks of 10 ms). */
+function cpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
 async function main(): Promise<void> {
@@ -293,13 +318,20 @@ async function main(): Promise<void> {
       await new Promise((r) => setTimeout(r, 1000));
     };
     const rows: Row[] = [];
+    const apiPid = apiServerPid(cp.apiServerPort);
     const measure = async (layout: string, n: number | "-") => {
       for (const rate of RATES) {
         await settle();
         let before: Promise<Metrics> | undefined;
+        let cpu0 = 0;
+        let elu0 = performance.eventLoopUtilization();
         const result = await load(rate, () => {
+          cpu0 = cpuMs(apiPid);
+          elu0 = performance.eventLoopUtilization();
           before = scrape();
         });
+        const cpu1 = cpuMs(apiPid);
+        const elu = performance.eventLoopUtilization(elu0);
         const after = await scrape();
         const b = await before!;
         const stepCount = after.stepCount - b.stepCount;
@@ -312,10 +344,12 @@ async function main(): Promise<void> {
           stepMs: stepCount > 0 ? ((after.stepSum - b.stepSum) / stepCount) * 1000 : Number.NaN,
           webhookMs:
             webhookCount > 0 ? ((after.webhookSum - b.webhookSum) / webhookCount) * 1000 : Number.NaN,
+          apiCpuMs: stepCount > 0 ? (cpu1 - cpu0) / stepCount : Number.NaN,
+          csCpuMs: stepCount > 0 ? elu.active / stepCount : Number.NaN,
         };
         rows.push(row);
         console.log(
-          `${layout}${n === "-" ? "" : ` (N=${n})`} at ${rate}/s: validate step ${row.stepMs.toFixed(3)} ms${Number.isNaN(row.webhookMs) ? "" : `, webhook ${row.webhookMs.toFixed(3)} ms`}, p50 ${result.p50.toFixed(1)} ms, p99 ${result.p99.toFixed(1)} ms, ${result.count} requests, ${result.errors} errors${result.shed ? `, ${result.shed} not sent (saturated: over ${rate * 2} unanswered)` : ""}`,
+          `${layout}${n === "-" ? "" : ` (N=${n})`} at ${rate}/s: validate step ${row.stepMs.toFixed(3)} ms${Number.isNaN(row.webhookMs) ? "" : `, webhook ${row.webhookMs.toFixed(3)} ms`}, API server CPU ${row.apiCpuMs.toFixed(3)} ms/req, Countersign process ${row.csCpuMs.toFixed(3)} ms/req, p50 ${result.p50.toFixed(1)} ms, p99 ${result.p99.toFixed(1)} ms, ${result.count} requests, ${result.errors} errors${result.shed ? `, ${result.shed} not sent (saturated: over ${rate * 2} unanswered)` : ""}`,
         );
       }
     };
@@ -413,6 +447,11 @@ async function main(): Promise<void> {
         "step ms": fmt(r.stepMs),
         "added ms": fmt(r.stepMs - (none.get(r.rate)?.stepMs ?? 0)),
         "webhook ms": fmt(r.webhookMs),
+        "API server CPU ms": fmt(r.apiCpuMs),
+        "Countersign CPU ms": r.layout === "Countersign" ? fmt(r.csCpuMs) : "-",
+        "added CPU ms": fmt(
+          r.apiCpuMs + (r.layout === "Countersign" ? r.csCpuMs : 0) - (none.get(r.rate)?.apiCpuMs ?? 0),
+        ),
         "p50 ms": r.result.p50.toFixed(1),
         "p99 ms": r.result.p99.toFixed(1),
         "req/s": Math.round(r.result.count / r.result.seconds),
@@ -424,6 +463,26 @@ async function main(): Promise<void> {
       const r = rows.find((x) => x.layout === layout && x.n === n && x.rate === rate);
       return r ? r.stepMs - (none.get(rate)?.stepMs ?? 0) : Number.NaN;
     };
+    const addedCpu = (layout: string, n: number, rate: number) => {
+      const r = rows.find((x) => x.layout === layout && x.n === n && x.rate === rate);
+      return r
+        ? r.apiCpuMs + (layout === "Countersign" ? r.csCpuMs : 0) - (none.get(rate)?.apiCpuMs ?? 0)
+        : Number.NaN;
+    };
+    console.log("Ratios (added CPU per request: API server, plus Countersign's process for Countersign):");
+    for (const rate of RATES) {
+      for (const n of NS_LIST) {
+        console.log(
+          `  ${rate}/s, N=${n}: Countersign / 1 VAP = ${(addedCpu("Countersign", n, rate) / addedCpu("1 VAP", n, rate)).toFixed(2)}, Countersign / ${n} VAPs = ${(addedCpu("Countersign", n, rate) / addedCpu(`${n} VAPs`, n, rate)).toFixed(2)}`,
+        );
+      }
+      if (NS_LIST.length >= 2) {
+        const [lo, hi] = [NS_LIST[0]!, NS_LIST[NS_LIST.length - 1]!];
+        console.log(
+          `  ${rate}/s, N ${lo} → ${hi}: Countersign ×${(addedCpu("Countersign", hi, rate) / addedCpu("Countersign", lo, rate)).toFixed(2)}, 1 VAP ×${(addedCpu("1 VAP", hi, rate) / addedCpu("1 VAP", lo, rate)).toFixed(2)}, N VAPs ×${(addedCpu(`${hi} VAPs`, hi, rate) / addedCpu(`${lo} VAPs`, lo, rate)).toFixed(2)}`,
+        );
+      }
+    }
     console.log("Ratios (added latency):");
     for (const rate of RATES) {
       for (const n of NS_LIST) {
@@ -439,6 +498,9 @@ async function main(): Promise<void> {
       }
     }
     console.log("Goal: Countersign / 1 VAP < 1 at N=10, and Countersign flat from N=10 to N=100.");
+    console.log(
+      `load average at the end: ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}`,
+    );
     console.log(
       `machine: ${readFileSync("/proc/cpuinfo", "utf8").match(/model name\s*:\s*(.*)/)?.[1] ?? "?"}, ${cpus().length} cores, node ${process.version}; API server, etcd, Countersign and the load generator share it`,
     );
