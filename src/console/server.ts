@@ -42,6 +42,7 @@ import { CountersignClient } from "../resources/client.js";
 import { API_GROUP, API_VERSION, APPROVAL_REQUEST_PLURAL } from "../resources/group.js";
 import type { Html } from "./html.js";
 import { gitopsGroups, groupOf, type InboxFilter, inboxView, keyOf, type RequestGroup } from "./inbox.js";
+import { checkLoopbackPeer, peerCheckAvailable } from "./peer-user.js";
 import {
   type Flash,
   groupBody,
@@ -597,6 +598,22 @@ export async function startConsole(opts: ConsoleOptions): Promise<RunningConsole
       res.end("internal error; see the console's log");
     });
   });
+  // Only the OS user who started the console may use it: a session cookie for 127.0.0.1 is
+  // sent to every local port, so another local user could replay one (see peer-user.ts).
+  const uid = process.getuid?.();
+  if (uid === undefined || !peerCheckAvailable()) {
+    log.warn(
+      "console: this platform does not say which OS user opened a connection; any local user holding the session cookie could use the console",
+    );
+  } else {
+    server.on("connection", (socket) => {
+      const check = checkLoopbackPeer(socket.remotePort ?? 0, port, uid);
+      if (check && !check.ok) {
+        log.warn("console: refused a connection from another OS user", { reason: check.reason });
+        socket.destroy();
+      }
+    });
+  }
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(opts.port ?? 0, "127.0.0.1", () => resolve());
