@@ -6,6 +6,7 @@
 import { createHash } from "node:crypto";
 import type { AuditEvent, AuditRecord, AuditRecordSpec } from "../resources/audit-record.js";
 import { canonicalJson } from "../resources/canonical-json.js";
+import { LABEL_TARGET_NAME, targetLabels } from "./target-labels.js";
 
 export const GENESIS_HASH = "0".repeat(64);
 export function hashRecord(spec: Omit<AuditRecordSpec, "hash">): string {
@@ -67,6 +68,19 @@ export function verifyChain(records: readonly AuditRecord[]): ChainProblem[] {
     const actual = hashRecord(r.spec);
     if (actual !== r.spec.hash)
       problems.push({ ...where, problem: "content does not match its hash (the record was changed)" });
+    // The target labels are an index outside the hash: a relabelled record would drop out of
+    // `audit --for` while its hash still held, so they are recomputed from the hashed action.
+    // (A record with no target-name label at all is found by the unlabelled fallback query.)
+    const labels = r.metadata.labels ?? {};
+    if (labels[LABEL_TARGET_NAME] !== undefined) {
+      for (const [key, value] of Object.entries(targetLabels(r.spec.action))) {
+        if (labels[key] !== value)
+          problems.push({
+            ...where,
+            problem: `label ${key} is ${JSON.stringify(labels[key] ?? null)}, not ${JSON.stringify(value)} as its action says (the record was relabelled, so audit --for could miss it)`,
+          });
+      }
+    }
     previous = r.spec.hash;
     expectedSeq = r.spec.sequence + 1;
   }

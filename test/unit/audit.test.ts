@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { guardWrite } from "../../src/approvals/decision-guard.js";
-import { archivedRecordName, GENESIS_HASH, hashRecord } from "../../src/audit/chain.js";
+import { archivedRecordName, GENESIS_HASH, hashRecord, verifyChain } from "../../src/audit/chain.js";
+import { LABEL_TARGET_NAME, targetLabels } from "../../src/audit/target-labels.js";
 import { exportedFor, parseExportedLog, verifyAnchoredChain } from "../../src/audit/verify.js";
 import { chainsOf } from "../../src/plugin/commands.js";
 import type { AdmissionRequest } from "../../src/resources/admission.js";
@@ -296,5 +297,52 @@ describe("the guard and namespace deletion", () => {
         message: expect.stringMatching(/only Countersign sets an ApprovalRequest's finalizers/),
       });
     }
+  });
+});
+
+describe("target labels are checked against the hashed action (red-team 11 F3)", () => {
+  const labelled = (): AuditRecord[] =>
+    chain(2).map((r) => {
+      const action = {
+        operation: "DELETE",
+        group: "",
+        version: "v1",
+        resource: "secrets",
+        kind: "Secret",
+        name: "db",
+        namespace: NS,
+      };
+      const content = { ...r.spec, action } as Omit<AuditRecordSpec, "hash">;
+      delete (content as { hash?: string }).hash;
+      return {
+        ...r,
+        metadata: { ...r.metadata, labels: targetLabels(action) },
+        spec: { ...content, hash: hashRecord(content) },
+      };
+    });
+  const relink = (records: AuditRecord[]): AuditRecord[] => {
+    let prev = GENESIS_HASH;
+    return records.map((r) => {
+      const content = { ...r.spec, previousHash: prev } as Omit<AuditRecordSpec, "hash">;
+      delete (content as { hash?: string }).hash;
+      const spec = { ...content, hash: hashRecord(content) } as AuditRecordSpec;
+      prev = spec.hash;
+      return { ...r, spec };
+    });
+  };
+
+  it("passes records whose labels match their action", () => {
+    expect(verifyChain(relink(labelled()))).toEqual([]);
+  });
+
+  it("names a record relabelled to drop out of audit --for Secret/db", () => {
+    const records = relink(labelled());
+    records[1]!.metadata.labels = { ...records[1]!.metadata.labels, [LABEL_TARGET_NAME]: "something-else" };
+    expect(verifyChain(records)).toEqual([
+      expect.objectContaining({
+        sequence: 1,
+        problem: expect.stringMatching(/label countersign.io\/target-name .*relabelled/),
+      }),
+    ]);
   });
 });
