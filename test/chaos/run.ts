@@ -116,8 +116,19 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosSummary> {
           async (input) => {
             const label = `seed=${seed} path=${index++}`;
             if (stopAt !== undefined && Date.now() > stopAt) return true;
-            const r = await runSchedule(cluster, input, label);
-            add(label, r);
+            const first = summary.schedules + summary.errors.length === 0;
+            try {
+              add(
+                label,
+                await runSchedule(cluster, input, label, {
+                  forceApiRestart: !!opts.forceApiRestart && first,
+                }),
+              );
+            } catch (err) {
+              const error = err instanceof Error ? (err.stack ?? err.message) : String(err);
+              summary.errors.push({ label, error });
+              log(`${label}: HARNESS ERROR ${error}`);
+            }
             return true;
           },
         ),

@@ -69,8 +69,12 @@ export async function persist<T>(fn: () => Promise<T>, what: string): Promise<T>
     try {
       return await fn();
     } catch (err) {
-      const code = kubeStatusOf(err)?.code;
-      const transient = code === undefined || code === 429 || code >= 500;
+      const status = kubeStatusOf(err);
+      const code = status?.code;
+      // Countersign's own "right now" refusals (e.g. a policy change it cannot record while its
+      // API access is faulted) are transient too.
+      const transient =
+        code === undefined || code === 429 || code >= 500 || /right now|retry/i.test(status?.message ?? "");
       if (!transient || Date.now() > deadline)
         throw new Error(`${what}: ${err instanceof Error ? err.message : String(err)}`);
       await sleep(500);
