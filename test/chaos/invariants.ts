@@ -101,9 +101,14 @@ const CLOCK_SLACK_MS = 1000;
 
 const ms = (t: string | Date | undefined): number => (t === undefined ? Number.NaN : new Date(t).getTime());
 
-/** Audit annotations come back prefixed with the webhook's name: the value of `key` from any. */
+/**
+ * Countersign's audit annotations come back prefixed with its webhook's name
+ * (`gate.countersign.io/decision`); the API server adds its own, e.g.
+ * `authorization.k8s.io/decision: allow`, which must not be mistaken for Countersign's.
+ */
 export function annotation(ev: ApiAuditEvent, key: string): string | undefined {
-  for (const [k, v] of Object.entries(ev.annotations ?? {})) if (k.endsWith(`/${key}`)) return v;
+  for (const [k, v] of Object.entries(ev.annotations ?? {}))
+    if (k.endsWith(`.countersign.io/${key}`)) return v;
   return undefined;
 }
 
