@@ -172,9 +172,11 @@ export function approvalApi(opts: ApprovalApiOptions): Router {
     async (req: Authed, res: Response) => {
       const id = validNames(req, res);
       if (!id) return;
-      const body = (req.body ?? {}) as { reason?: unknown };
+      const body = (req.body ?? {}) as { reason?: unknown; breakGlass?: unknown };
       if (body.reason !== undefined && typeof body.reason !== "string")
         return fail(res, 400, "reason must be a string");
+      if (body.breakGlass !== undefined && typeof body.breakGlass !== "boolean")
+        return fail(res, 400, "breakGlass must be true or false");
       if (decision === "Revoke" && !(body.reason as string | undefined)?.trim())
         return fail(res, 400, "reason is required to revoke: the requester and the audit trail are told why");
       const out = await opts.decisions.decide(
@@ -184,6 +186,7 @@ export function approvalApi(opts: ApprovalApiOptions): Router {
         decision,
         body.reason as string | undefined,
         "api",
+        body.breakGlass === true,
       );
       if (!out.ok) return fail(res, out.status, out.message, out.code);
       res.json({

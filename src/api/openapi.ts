@@ -41,7 +41,10 @@ const decision = (verb: "approve" | "deny" | "revoke") => ({
         verb +
         ": the caller is not the requester, matches the request's approver rules, holds RBAC verb " +
         verb +
-        " on approvalrequests.countersign.io in the namespace, and the request is Pending and unexpired.",
+        " on approvalrequests.countersign.io in the namespace, and the request is Pending and unexpired." +
+        (verb === "approve"
+          ? ' With "breakGlass": true, a member of the request\'s break-glass groups approves it alone whatever requiredApprovals says (reason of at least 20 characters; never the requester); it raises a Warning Event, notifies every route and is marked break-glass in the audit trail.'
+          : ""),
   parameters: namePath,
   requestBody: {
     required: verb === "revoke",
@@ -50,7 +53,10 @@ const decision = (verb: "approve" | "deny" | "revoke") => ({
         schema: {
           type: "object",
           ...(verb === "revoke" ? { required: ["reason"] } : {}),
-          properties: { reason: { type: "string", maxLength: 1024 } },
+          properties: {
+            reason: { type: "string", maxLength: 1024 },
+            ...(verb === "approve" ? { breakGlass: { type: "boolean", default: false } } : {}),
+          },
         },
       },
     },

@@ -6,6 +6,7 @@
 
 import { DecisionKind, Phase } from "../resources/approval-request.js";
 import { DECISION_CLOCK_SKEW_SECONDS, type DecisionRefusal, RELAYED_VIA } from "./decisions.js";
+import { BREAK_GLASS_MIN_REASON } from "./request.js";
 
 const PREFIX = "Countersign: ";
 
@@ -86,6 +87,14 @@ function refusalText(r: DecisionRefusal): string {
       return `${r.decider} matches this request's approver rules but lacks RBAC verb "${r.verb}" on approvalrequests.countersign.io in namespace ${r.namespace}${r.reason ? ` (${r.reason})` : ""}. Ask a cluster admin to bind the countersign-approver ClusterRole.`;
     case "rbac-unavailable":
       return "could not check your RBAC permission right now; nothing was changed, retry shortly";
+    case "break-glass-not-offered":
+      return `ApprovalRequest ${r.request.namespace}/${r.request.name} offers no break-glass approval (its policy names no break-glass group); approve it normally or ask its approvers`;
+    case "break-glass-not-member":
+      return `${r.decider} is in none of this request's break-glass groups (${r.groups.join(", ")}), so it may not break the glass; nothing was recorded`;
+    case "break-glass-reason":
+      return `a break-glass approval needs a reason of at least ${BREAK_GLASS_MIN_REASON} characters saying why it cannot wait (got ${r.length}); it is sent to every notification route and kept in the audit trail`;
+    case "break-glass-approve-only":
+      return `only an Approve can be break-glass, not a ${r.decision}`;
   }
   return "the decision was refused";
 }

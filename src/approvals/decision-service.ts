@@ -55,6 +55,8 @@ export class DecisionService {
     decision: DecisionKind,
     reason: string | undefined,
     via: Decision["via"],
+    /** An emergency Approve by a member of the request's break-glass groups. */
+    breakGlass = false,
   ): Promise<DecisionOutcome> {
     const refused = (refusal: DecisionRefusal): DecisionOutcome => ({
       ok: false,
@@ -66,7 +68,7 @@ export class DecisionService {
       const ar = await this.get(namespace, name);
       if (!ar) return { ok: false, status: 404, message: `ApprovalRequest ${namespace}/${name} not found` };
       const now = this.now();
-      const entry = decisionEntry(decider, decision, reason, via, now);
+      const entry = decisionEntry(decider, decision, reason, via, now, breakGlass);
       const check = checkDecision({
         request: ar,
         decider,

@@ -13,7 +13,7 @@
 import type { UserInfo } from "../resources/admission.js";
 import { serviceAccountOf } from "../resources/admission.js";
 import { type ApprovalRequest, type Decision, DecisionKind, Phase } from "../resources/approval-request.js";
-import { effectivePhase } from "./request.js";
+import { BREAK_GLASS_MIN_REASON, effectivePhase } from "./request.js";
 
 export const Verb = { Approve: "approve", Deny: "deny", Revoke: "revoke" } as const;
 export type DecisionVerb = (typeof Verb)[keyof typeof Verb];
@@ -64,6 +64,14 @@ export const DecisionCode = {
   NeedsRbac: "needs-rbac",
   /** The SubjectAccessReview could not be made. */
   RbacUnavailable: "rbac-unavailable",
+  /** A break-glass approval of a request whose policy names no break-glass group. */
+  BreakGlassNotOffered: "break-glass-not-offered",
+  /** A break-glass approval by someone in none of the request's break-glass groups. */
+  BreakGlassNotMember: "break-glass-not-member",
+  /** A break-glass approval whose reason is shorter than BREAK_GLASS_MIN_REASON. */
+  BreakGlassReason: "break-glass-reason",
+  /** Only an Approve can be break-glass. */
+  BreakGlassApproveOnly: "break-glass-approve-only",
 } as const;
 export type DecisionCode = (typeof DecisionCode)[keyof typeof DecisionCode];
 
@@ -86,6 +94,10 @@ export const HTTP_STATUS: Record<DecisionCode, 400 | 403 | 409 | 503> = {
   "already-revoked": 409,
   "needs-rbac": 403,
   "rbac-unavailable": 503,
+  "break-glass-not-offered": 403,
+  "break-glass-not-member": 403,
+  "break-glass-reason": 400,
+  "break-glass-approve-only": 400,
 };
 
 export interface RequestRef {
@@ -125,7 +137,11 @@ export type DecisionRefusal =
   | { code: "already-used"; request: RequestRef; consumed?: { time: string; admissionUID: string } }
   | { code: "already-revoked"; request: RequestRef; by?: string }
   | { code: "needs-rbac"; decider: string; verb: DecisionVerb; namespace: string; reason: string }
-  | { code: "rbac-unavailable" };
+  | { code: "rbac-unavailable" }
+  | { code: "break-glass-not-offered"; request: RequestRef }
+  | { code: "break-glass-not-member"; decider: string; groups: readonly string[] }
+  | { code: "break-glass-reason"; length: number }
+  | { code: "break-glass-approve-only"; decision: DecisionKind };
 
 export type DecisionCheck =
   | {
@@ -133,6 +149,8 @@ export type DecisionCheck =
       /** The RBAC verb the decider must hold on this request (SubjectAccessReview, next). */
       verb: DecisionVerb;
       request: RequestRef;
+      /** A valid break-glass approval: on its own it approves the request. */
+      breakGlass: boolean;
     }
   | { ok: false; refusal: DecisionRefusal };
 
@@ -205,6 +223,8 @@ export function checkDecision(input: DecisionInput): DecisionCheck {
   const metadata =
     input.writtenBy === "decider" ? checkDecisionMetadata(d, decider, now) : checkRelayedMetadata(d, now);
   if (metadata) return refuse(metadata);
+  if (d.breakGlass === true && d.decision !== DecisionKind.Approve)
+    return refuse({ code: DecisionCode.BreakGlassApproveOnly, decision: d.decision });
   return d.decision === DecisionKind.Revoke
     ? checkRevokeRules(ar, decider, d, now)
     : checkRules(ar, decider, d, now);
@@ -278,8 +298,22 @@ function checkRules(ar: ApprovalRequest, user: UserInfo, d: Decision, now: Date)
       expiresAt: ar.spec.approval.expiresAt,
     });
   if (phase !== Phase.Pending) return refuse({ code: DecisionCode.NotPending, request, phase });
+  if (d.breakGlass === true) {
+    // In place of the approver rules: membership of a break-glass group and a real reason.
+    const groups = ar.spec.approval.breakGlass?.groups ?? [];
+    if (groups.length === 0) return refuse({ code: DecisionCode.BreakGlassNotOffered, request });
+    if (!(user.groups ?? []).some((g) => groups.includes(g)))
+      return refuse({
+        code: DecisionCode.BreakGlassNotMember,
+        decider: user.username ?? "(anonymous)",
+        groups,
+      });
+    const length = (d.reason ?? "").trim().length;
+    if (length < BREAK_GLASS_MIN_REASON) return refuse({ code: DecisionCode.BreakGlassReason, length });
+    return { ok: true, verb: Verb.Approve, request, breakGlass: true };
+  }
   if (!isApprover(ar, user)) return refuse(notApprover(ar, user));
-  return { ok: true, verb: VERB_OF[d.decision], request };
+  return { ok: true, verb: VERB_OF[d.decision], request, breakGlass: false };
 }
 
 /**
@@ -313,7 +347,7 @@ function checkRevokeRules(ar: ApprovalRequest, user: UserInfo, d: Decision, now:
     });
   if (phase !== Phase.Approved) return refuse({ code: DecisionCode.RevokeNotApproved, request, phase });
   if (!isApprover(ar, user)) return refuse(notApprover(ar, user));
-  return { ok: true, verb: Verb.Revoke, request };
+  return { ok: true, verb: Verb.Revoke, request, breakGlass: false };
 }
 
 function notApprover(ar: ApprovalRequest, user: UserInfo): DecisionRefusal {

@@ -37,6 +37,7 @@ import {
 import { cappedMessage, type OpenRequestIndex } from "./open-requests.js";
 import {
   approvalRequestName,
+  approvalsSuffice,
   buildApprovalRequest,
   countedApprovals,
   effectivePhase,
@@ -393,7 +394,14 @@ export class ApprovalGate {
     }
     const required = ar.spec.approval.requiredApprovals;
     const standing = counted.length - lapsed.length;
-    if (lapsed.length === 0 || standing >= required) return undefined;
+    if (lapsed.length === 0) return undefined;
+    if (
+      approvalsSuffice(
+        ar.spec,
+        counted.filter((d) => !lapsed.includes(d.approver)),
+      )
+    )
+      return undefined;
     log.warn("approval not used: approvers lost their rights", {
       approvalRequest: `${namespace}/${name}`,
       lapsed,

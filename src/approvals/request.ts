@@ -90,6 +90,7 @@ export function buildApprovalRequest(args: {
       expiresAt: kubeTime(new Date(args.now.getTime() + approval.ttlSeconds * 1000)),
       holdSeconds: approval.holdSeconds,
       notify: approval.notify,
+      ...(approval.breakGlass ? { breakGlass: { groups: approval.breakGlass.groups } } : {}),
     },
   };
   const diff = renderActionDiff(req, transition);
@@ -126,6 +127,7 @@ export function decisionEntry(
   reason: string | undefined,
   via: Decision["via"],
   now: Date,
+  breakGlass = false,
 ): Decision {
   return {
     approver: decider.username ?? "",
@@ -135,6 +137,7 @@ export function decisionEntry(
     ...(reason ? { reason: reason.slice(0, 1024) } : {}),
     ...(via ? { via } : {}),
     time: kubeTime(now),
+    ...(breakGlass ? { breakGlass: true } : {}),
   };
 }
 
@@ -152,6 +155,39 @@ export function countedApprovals(spec: ApprovalRequestSpec): Decision[] {
     out.push(d);
   }
   return out;
+}
+
+/** A break-glass reason is at least this long (trimmed): someone must say why it could not wait. */
+export const BREAK_GLASS_MIN_REASON = 20;
+
+/**
+ * Whether `d` is a valid break-glass approval of this request: an Approve marked break-glass,
+ * not by the requester, whose recorded groups include one of the request's break-glass groups,
+ * with a reason of at least BREAK_GLASS_MIN_REASON characters. (The guard admitted it only
+ * then; checked again wherever approvals are counted.)
+ */
+export function isBreakGlass(spec: ApprovalRequestSpec, d: Decision): boolean {
+  const groups = spec.approval.breakGlass?.groups ?? [];
+  return (
+    d.decision === DecisionKind.Approve &&
+    d.breakGlass === true &&
+    d.approver !== spec.requester.username &&
+    (d.groups ?? []).some((g) => groups.includes(g)) &&
+    (d.reason ?? "").trim().length >= BREAK_GLASS_MIN_REASON
+  );
+}
+
+/**
+ * Whether these Approve decisions approve the request: the policy's count of distinct
+ * approvers, or one valid break-glass approval among them.
+ */
+export function approvalsSuffice(spec: ApprovalRequestSpec, approvals: readonly Decision[]): boolean {
+  return approvals.length >= spec.approval.requiredApprovals || approvals.some((d) => isBreakGlass(spec, d));
+}
+
+/** The break-glass approval that approved this request, if one did. */
+export function breakGlassApproval(spec: ApprovalRequestSpec): Decision | undefined {
+  return countedApprovals(spec).find((d) => isBreakGlass(spec, d));
 }
 
 /** Distinct approvers with an Approve decision, whether anyone denied, and whether anyone revoked. */
@@ -223,7 +259,7 @@ export function usableApproval(
   if (phase !== Phase.Approved) return { usable: false, why: `it is ${phase}` };
   if (ar.status?.consumed) return { usable: false, why: "its approval was already used" };
   if (deniedBy) return { usable: false, why: `it was denied by ${deniedBy.approver}` };
-  if (approvers.length < ar.spec.approval.requiredApprovals) {
+  if (!approvalsSuffice(ar.spec, countedApprovals(ar.spec))) {
     return {
       usable: false,
       why: `it has ${approvers.length} of ${ar.spec.approval.requiredApprovals} required approvals`,

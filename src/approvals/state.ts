@@ -15,7 +15,7 @@
 import { kubeTime } from "../kube/time.js";
 import { type ApprovalRequest, type ApprovalRequestStatus, Phase } from "../resources/approval-request.js";
 import { ConditionType, RequestReason, setCondition } from "../resources/conditions.js";
-import { tallyDecisions } from "./request.js";
+import { approvalsSuffice, countedApprovals, isBreakGlass, tallyDecisions } from "./request.js";
 
 export interface PhaseDecision {
   phase: Phase;
@@ -76,11 +76,15 @@ export function computePhase(ar: ApprovalRequest, now: Date): PhaseDecision {
       approvals,
     };
   }
-  if (approvals >= required) {
+  const counted = countedApprovals(ar.spec);
+  if (approvalsSuffice(ar.spec, counted)) {
+    const breakGlass = counted.find((d) => isBreakGlass(ar.spec, d));
     return {
       phase: Phase.Approved,
-      reason: RequestReason.ApprovalsReceived,
-      message: `approved by ${approvers.join(", ")}`,
+      reason: breakGlass ? RequestReason.BreakGlass : RequestReason.ApprovalsReceived,
+      message: breakGlass
+        ? `break-glass approval by ${breakGlass.approver}: ${breakGlass.reason?.trim()}`
+        : `approved by ${approvers.join(", ")}`,
       approvals,
     };
   }

@@ -53,6 +53,8 @@ export interface AuditDetails {
   time: string;
   actor?: AuditActor;
   reason?: string;
+  /** The approval was a break-glass approval. */
+  breakGlass?: boolean;
 }
 
 /** A record's content; the append adds the chain fields (sequence, previousHash, hash). */
@@ -369,6 +371,7 @@ export class AuditWriter {
         requester: s.requester,
         ...(details.actor ? { actor: details.actor } : {}),
         ...(details.reason ? { reason: details.reason.slice(0, 2048) } : {}),
+        ...(details.breakGlass ? { breakGlass: true } : {}),
         action: { ...s.action },
         ...(s.agentContext ? { agentContext: { ...s.agentContext } as Record<string, string> } : {}),
         policy: { name: s.policy.name, rule: s.policy.rule },

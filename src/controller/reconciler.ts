@@ -24,7 +24,13 @@ import {
   type V1Namespace,
 } from "@kubernetes/client-node";
 import { contentHash, type FingerprintKey } from "../approvals/fingerprint.js";
-import { effectivePhase, tallyDecisions } from "../approvals/request.js";
+import {
+  approvalsSuffice,
+  breakGlassApproval,
+  countedApprovals,
+  effectivePhase,
+  tallyDecisions,
+} from "../approvals/request.js";
 import { computePhase, isFinished, nextStatus } from "../approvals/state.js";
 import { archiveNamespaceChain, holdsCountersignObjects } from "../audit/archive.js";
 import { type AuditDetails, type AuditRef, AuditWriter } from "../audit/writer.js";
@@ -57,8 +63,8 @@ export const LEASE_NAME = "countersign-controller";
 /** The audit events a request in `phase` must have, in order. Pure. */
 export function expectedAuditEvents(ar: ApprovalRequest, phase: Phase): AuditEvent[] {
   const events: AuditEvent[] = [AuditEvent.Requested];
-  const { approvers, deniedBy, revokedBy } = tallyDecisions(ar.spec);
-  const reached = approvers.length >= ar.spec.approval.requiredApprovals;
+  const { deniedBy, revokedBy } = tallyDecisions(ar.spec);
+  const reached = approvalsSuffice(ar.spec, countedApprovals(ar.spec));
   if (
     phase === Phase.Approved ||
     phase === Phase.Consumed ||
@@ -168,11 +174,13 @@ export function auditDetails(ar: ApprovalRequest, event: AuditEvent, now: Date, 
       const approvals = decisions.filter(
         (d) => d.decision === "Approve" && d.approver !== s.requester.username,
       );
-      const last = approvals[Math.min(approvals.length, s.approval.requiredApprovals) - 1];
+      const breakGlass = breakGlassApproval(s);
+      const last = breakGlass ?? approvals[Math.min(approvals.length, s.approval.requiredApprovals) - 1];
       return {
         time: ar.status?.decidedAt ?? last?.time ?? kubeTime(now),
         ...(last ? { actor: actorOf(last) } : {}),
         reason: approvals.map((d) => `${d.approver}${d.reason ? `: ${d.reason}` : ""}`).join("; "),
+        ...(breakGlass ? { breakGlass: true } : {}),
       };
     }
     case AuditEvent.Denied: {
@@ -897,11 +905,14 @@ export class Controller {
     message: string,
     log: Logger,
   ): Promise<void> {
+    const breakGlass = phase === Phase.Approved ? breakGlassApproval(ar.spec) : undefined;
     const reason =
       phase === Phase.Pending
         ? EventReason.ApprovalPending
         : phase === Phase.Approved
-          ? EventReason.Approved
+          ? breakGlass
+            ? EventReason.BreakGlass
+            : EventReason.Approved
           : phase === Phase.Denied
             ? EventReason.Denied
             : phase === Phase.Expired
@@ -932,7 +943,7 @@ export class Controller {
           reason,
           message: text,
           type:
-            phase === Phase.Denied || phase === Phase.Expired || phase === Phase.Revoked
+            phase === Phase.Denied || phase === Phase.Expired || phase === Phase.Revoked || breakGlass
               ? "Warning"
               : "Normal",
           component: "controller",

@@ -15,6 +15,7 @@
 
 import { createHmac } from "node:crypto";
 import { parse as parseYaml } from "yaml";
+import { breakGlassApproval } from "../approvals/request.js";
 import { visible } from "../approvals/visible.js";
 import type { ApprovalRequest } from "../resources/approval-request.js";
 
@@ -101,6 +102,8 @@ export function parseNotificationConfig(
 }
 
 export function routesFor(ar: ApprovalRequest, event: NotifyEvent, config: NotificationConfig): Route[] {
+  // A break-glass approval is everyone's business: every route hears of it.
+  if (event === "Approved" && breakGlassApproval(ar.spec)) return [...config.routes];
   const wanted = ar.spec.approval.notify?.length ? ar.spec.approval.notify : config.defaultRoutes;
   return config.routes.filter((r) => wanted.includes(r.name) && (r.events ?? NOTIFY_EVENTS).includes(event));
 }
@@ -169,14 +172,16 @@ function facts(ar: ApprovalRequest, event: NotifyEvent): Facts {
   const s = ar.spec;
   const { namespace, name } = ar.metadata;
   const decisions = s.decisions ?? [];
+  const breakGlass = event === "Approved" ? breakGlassApproval(s) : undefined;
   const decider =
-    event === "Denied"
+    breakGlass ??
+    (event === "Denied"
       ? decisions.find((d) => d.decision === "Deny")
       : event === "Revoked"
         ? decisions.find((d) => d.decision === "Revoke")
         : event === "Approved"
           ? decisions.filter((d) => d.decision === "Approve").at(-1)
-          : undefined;
+          : undefined);
   const titles: Record<NotifyEvent, string> = {
     Requested: "Approval needed",
     Approved: "Approved",
@@ -185,7 +190,7 @@ function facts(ar: ApprovalRequest, event: NotifyEvent): Facts {
     Revoked: "Approval revoked",
   };
   return {
-    title: `${titles[event]}: ${s.action.operation} ${s.action.resource}${s.action.subResource ? `/${s.action.subResource}` : ""} ${s.action.name || "(new)"}`,
+    title: `${breakGlass ? "BREAK-GLASS approval" : titles[event]}: ${s.action.operation} ${s.action.resource}${s.action.subResource ? `/${s.action.subResource}` : ""} ${s.action.name || "(new)"}`,
     requester: s.requester.username,
     action: s.action.summary,
     namespace: s.action.namespace || "(cluster-scoped)",
@@ -353,6 +358,7 @@ export function webhookMessage(ar: ApprovalRequest, event: NotifyEvent): object 
     ...(ar.spec.diff && ar.spec.action.operation !== "DELETE" ? { diff: ar.spec.diff } : {}),
     expiresAt: f.expires,
     ...(f.decidedBy ? { decidedBy: f.decidedBy } : {}),
+    ...(event === "Approved" && breakGlassApproval(ar.spec) ? { breakGlass: true } : {}),
     approve: f.approveCommand,
     ...(event === "Approved" ? { revoke: f.revokeCommand } : {}),
   };

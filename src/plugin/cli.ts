@@ -27,6 +27,9 @@ import { doctor } from "./doctor.js";
 
 const USAGE = `Usage:
   kubectl approve NAME [-n NAMESPACE] [--reason TEXT]
+  kubectl approve NAME [-n NAMESPACE] --break-glass --reason "WHY IT CANNOT WAIT (20+ characters)"
+      emergency: alone approves a request whose policy names your group for break-glass; a
+      Warning Event, every notification route and the audit trail say so
   kubectl deny NAME [-n NAMESPACE] [--reason TEXT]
   kubectl approvals list [-n NAMESPACE | -A] [--all]
   kubectl approvals show NAME [-n NAMESPACE]
@@ -115,6 +118,9 @@ export async function runCli(
         const name = positionals[0];
         if (!name || positionals.length > 1)
           return { code: 2, out: "", err: `kubectl ${command} takes one NAME\n${USAGE}` };
+        const breakGlass = values["break-glass"] === true;
+        if (breakGlass && command !== "approve")
+          return { code: 2, out: "", err: `--break-glass goes with kubectl approve only\n${USAGE}` };
         const out = await decide(
           kc,
           namespace,
@@ -122,6 +128,7 @@ export async function runCli(
           command === "approve" ? "Approve" : "Deny",
           values.reason,
           now,
+          breakGlass,
         );
         return { code: 0, out, err: "" };
       }
@@ -213,6 +220,7 @@ function parse(args: string[]) {
       "all-namespaces": { type: "boolean", short: "A" },
       all: { type: "boolean" },
       reason: { type: "string" },
+      "break-glass": { type: "boolean" },
       for: { type: "string" },
       against: { type: "string" },
       port: { type: "string" },

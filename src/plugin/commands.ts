@@ -100,13 +100,17 @@ export async function decide(
   decision: "Approve" | "Deny",
   reason: string | undefined,
   now = new Date(),
+  /** An emergency Approve by a member of the request's break-glass groups. */
+  breakGlass = false,
 ): Promise<string> {
   const me = await whoAmI(kc);
   for (let attempt = 0; attempt < 3; attempt++) {
     const ar = await getRequest(kc, namespace, name);
-    const entry = decisionEntry(me, decision, reason, KUBECTL_VIA, now);
+    const entry = decisionEntry(me, decision, reason, KUBECTL_VIA, now, breakGlass);
     precheck(ar, me, entry, now);
     if ((await append(kc, ar, entry)) === "race") continue;
+    if (breakGlass)
+      return `break-glass approved ${namespace}/${name}: the requester can now retry the action, once. Every notification route, a Warning Event and the audit trail record it`;
     const got =
       (ar.spec.decisions ?? []).filter((d) => d.decision === "Approve").length +
       (decision === "Approve" ? 1 : 0);
@@ -201,6 +205,11 @@ export function formatShow(ar: ApprovalRequest, now: Date): string {
     `Summary:     ${a.summary}`,
     `Policy:      ${s.policy.name}, rule ${s.policy.rule}${s.policy.message ? ` (${s.policy.message})` : ""}`,
     `Approvers:   ${[...(s.approval.approvers.users ?? []).map((u) => `user ${u}`), ...(s.approval.approvers.groups ?? []).map((g) => `group ${g}`)].join(", ")}; ${s.approval.requiredApprovals} required`,
+    ...(s.approval.breakGlass?.groups.length
+      ? [
+          `Break-glass: ${s.approval.breakGlass.groups.map((g) => `group ${g}`).join(", ")} (one approval with --break-glass and a reason of 20+ characters suffices)`,
+        ]
+      : []),
     `Expires:     ${s.approval.expiresAt}`,
     `Fingerprint: ${s.fingerprint}`,
   ];
@@ -230,7 +239,7 @@ export function formatShow(ar: ApprovalRequest, now: Date): string {
   if (!s.decisions?.length) lines.push("  (none yet)");
   for (const d of s.decisions ?? [])
     lines.push(
-      `  ${d.time ?? ""} ${d.decision} by ${d.approver}${d.via ? ` via ${d.via}` : ""}${d.reason ? `: ${d.reason}` : ""}`,
+      `  ${d.time ?? ""} ${d.decision}${d.breakGlass ? " (BREAK-GLASS)" : ""} by ${d.approver}${d.via ? ` via ${d.via}` : ""}${d.reason ? `: ${d.reason}` : ""}`,
     );
   if (ar.status?.consumed)
     lines.push(`Consumed:    ${ar.status.consumed.time} (admission uid ${ar.status.consumed.admissionUID})`);

@@ -40,6 +40,19 @@ export interface CompiledApproval {
   holdSeconds: number;
   notify: string[];
   maxOpenRequests: number;
+  /** Break-glass groups (absent: the rule offers no break-glass). */
+  breakGlass?: { groups: string[] };
+}
+
+/** Groups a break-glass approval may never come from: machines, or everyone (the CRD refuses them too). */
+export function forbiddenBreakGlassGroup(group: string): boolean {
+  return (
+    ["system:authenticated", "system:unauthenticated", "system:serviceaccounts", "system:masters"].includes(
+      group,
+    ) ||
+    group.startsWith("system:serviceaccounts:") ||
+    group.startsWith("system:nodes")
+  );
 }
 
 export interface CompiledRule {
@@ -104,6 +117,15 @@ function compileApproval(a: ApprovalSettings, path: string, errors: CompileError
       message: `maxOpenRequests must be a whole number from 1 to ${MAX_MAX_OPEN_REQUESTS}, not ${maxOpenRequests}`,
     });
   }
+  const breakGlassGroups = a.breakGlass?.groups ?? [];
+  if (a.breakGlass && breakGlassGroups.length === 0)
+    errors.push({ path: `${path}.breakGlass.groups`, message: "breakGlass must name at least one group" });
+  for (const g of breakGlassGroups.filter(forbiddenBreakGlassGroup)) {
+    errors.push({
+      path: `${path}.breakGlass.groups`,
+      message: `${g} cannot be a break-glass group: break-glass groups must be groups of people`,
+    });
+  }
   return {
     approvers,
     requiredApprovals,
@@ -112,6 +134,7 @@ function compileApproval(a: ApprovalSettings, path: string, errors: CompileError
     holdSeconds: a.holdSeconds ?? 0,
     notify: a.notify ?? [],
     maxOpenRequests,
+    ...(breakGlassGroups.length > 0 ? { breakGlass: { groups: breakGlassGroups } } : {}),
   };
 }
 

@@ -43,6 +43,8 @@ export interface ApprovalSettings {
   notify?: string[];
   /** Open (Pending or Approved, unused) requests one requester may have per namespace. */
   maxOpenRequests?: number;
+  /** Emergency approval: one break-glass Approve by a member of these groups suffices. */
+  breakGlass?: { groups: string[] };
 }
 
 export interface PolicyRule {

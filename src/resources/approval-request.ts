@@ -36,6 +36,8 @@ export interface Decision {
   reason?: string;
   via?: "kubectl" | "slack" | "teams" | "api";
   time?: string;
+  /** An emergency Approve by a member of the request's break-glass groups (see isBreakGlass). */
+  breakGlass?: boolean;
 }
 
 export interface ApprovalRequestSpec {
@@ -68,6 +70,8 @@ export interface ApprovalRequestSpec {
     expiresAt: string;
     holdSeconds?: number;
     notify?: string[];
+    /** The policy's break-glass groups, copied at creation. */
+    breakGlass?: { groups: string[] };
   };
   decisions?: Decision[];
 }

@@ -44,6 +44,8 @@ export interface AuditRecordSpec {
   };
   actor?: AuditActor;
   reason?: string;
+  /** An Approved record of a break-glass approval. */
+  breakGlass?: boolean;
   action?: Record<string, unknown>;
   agentContext?: Record<string, string>;
   policy?: { name: string; rule: string };

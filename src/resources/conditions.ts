@@ -44,6 +44,8 @@ export const RequestReason = {
   TTLExceeded: "TTLExceeded",
   ActionAdmitted: "ActionAdmitted",
   RevokedByApprover: "RevokedByApprover",
+  /** Approved by one break-glass approval rather than the policy's count. */
+  BreakGlass: "BreakGlass",
 } as const;
 
 /** Reasons of an ApprovalPolicy's Ready condition. */

@@ -17,6 +17,8 @@ export const EventReason = {
   NotExecuted: "ApprovedActionNotExecuted",
   NotificationFailed: "NotificationFailed",
   GarbageCollected: "GarbageCollected",
+  /** A break-glass approval approved the request (Warning, on the request and its target). */
+  BreakGlass: "BreakGlassApproval",
   /** On an ApprovalPolicy whose covered subjects can go around the gate. */
   BypassRisk: "BypassRisk",
   WebhookConfigurationChanged: "WebhookConfigurationChanged",

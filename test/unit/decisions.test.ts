@@ -76,6 +76,16 @@ const refusalOf = (r: ReturnType<typeof checkDecision>): DecisionRefusal => {
 };
 
 const approved = request({ decisions: [entry(alice, "Approve")] }, { phase: "Approved" });
+const oncall: UserInfo = { username: "olga", uid: "u-olga", groups: ["sre-oncall", "system:authenticated"] };
+const glass = request({
+  approval: {
+    approvers: { groups: ["approvers"] },
+    requiredApprovals: 2,
+    ttl: "1h",
+    expiresAt: "2026-01-01T01:00:00Z",
+    breakGlass: { groups: ["sre-oncall"] },
+  },
+});
 
 describe("checkDecision: one code per rule", () => {
   const cases: {
@@ -214,6 +224,70 @@ describe("checkDecision: one code per rule", () => {
       },
       text: /is already revoked by mallory/,
     },
+    {
+      code: "break-glass-not-offered",
+      input: {
+        decision: entry(alice, "Approve", {
+          breakGlass: true,
+          reason: "prod is down, customers cannot log in",
+        }),
+      },
+      text: /offers no break-glass approval/,
+    },
+    {
+      code: "break-glass-not-member",
+      input: {
+        request: glass,
+        decision: entry(alice, "Approve", {
+          breakGlass: true,
+          reason: "prod is down, customers cannot log in",
+        }),
+      },
+      text: /alice is in none of this request's break-glass groups \(sre-oncall\)/,
+    },
+    {
+      code: "break-glass-reason",
+      input: {
+        request: glass,
+        decider: oncall,
+        decision: entry(oncall, "Approve", { breakGlass: true, reason: "  urgent!  " }),
+      },
+      text: /a reason of at least 20 characters .* \(got 7\)/,
+    },
+    {
+      code: "break-glass-approve-only",
+      input: {
+        request: glass,
+        decider: oncall,
+        decision: entry(oncall, "Deny", { breakGlass: true, reason: "x".repeat(30) }),
+      },
+      text: /only an Approve can be break-glass, not a Deny/,
+    },
+    {
+      code: "self",
+      input: {
+        request: request({ approval: { ...glass.spec.approval }, requester: { username: oncall.username! } }),
+        decider: oncall,
+        decision: entry(oncall, "Approve", {
+          breakGlass: true,
+          reason: "prod is down, customers cannot log in",
+        }),
+      },
+      text: /nobody decides their own request/,
+    },
+    {
+      code: "covered-subject",
+      input: {
+        request: glass,
+        decider: oncall,
+        coveredBy: ["agents"],
+        decision: entry(oncall, "Approve", {
+          breakGlass: true,
+          reason: "prod is down, customers cannot log in",
+        }),
+      },
+      text: /is covered by ApprovalPolicy agents/,
+    },
   ];
 
   for (const c of cases) {
@@ -246,6 +320,7 @@ describe("checkDecision: one code per rule", () => {
       ok: true,
       verb: "approve",
       request: { namespace: "prod", name: "delete-secrets-db" },
+      breakGlass: false,
     });
     expect(check({ decision: entry(alice, "Deny") })).toMatchObject({ ok: true, verb: "deny" });
     expect(
@@ -255,6 +330,23 @@ describe("checkDecision: one code per rule", () => {
       ok: true,
       verb: "approve",
     });
+  });
+
+  it("a break-glass member's Approve with a real reason passes alone, as verb approve, not needing the approver rules", () => {
+    expect(
+      check({
+        request: glass,
+        decider: oncall,
+        decision: entry(oncall, "Approve", {
+          breakGlass: true,
+          reason: "  prod is down, customers cannot log in ",
+        }),
+      }),
+    ).toMatchObject({ ok: true, verb: "approve", breakGlass: true });
+    // Without the mark, olga is just someone outside the approver rules.
+    expect(
+      refusalOf(check({ request: glass, decider: oncall, decision: entry(oncall, "Approve") })).code,
+    ).toBe("not-approver");
   });
 
   it("another token of the requester's service account is the requester", () => {

@@ -1,0 +1,120 @@
+import { describe, expect, it } from "vitest";
+import { breakGlassApproval, isBreakGlass, usableApproval } from "../../src/approvals/request.js";
+import { computePhase } from "../../src/approvals/state.js";
+import { expectedAuditEvents } from "../../src/controller/reconciler.js";
+import { type NotificationConfig, routesFor, webhookMessage } from "../../src/notify/messages.js";
+import { compilePolicy } from "../../src/policy/compile.js";
+import type { ApprovalRequest, Decision } from "../../src/resources/approval-request.js";
+
+const NOW = new Date("2026-01-01T00:10:00Z");
+const REASON = "prod is down, customers cannot log in";
+
+function ar(decisions: Decision[], status?: ApprovalRequest["status"]): ApprovalRequest {
+  return {
+    apiVersion: "countersign.io/v1alpha1",
+    kind: "ApprovalRequest",
+    metadata: { name: "delete-secrets-db", namespace: "prod" },
+    spec: {
+      fingerprint: "f".repeat(64),
+      attempt: 0,
+      requester: { username: "system:serviceaccount:ai:bot" },
+      action: {
+        operation: "DELETE",
+        group: "",
+        version: "v1",
+        resource: "secrets",
+        subResource: "",
+        namespace: "prod",
+        name: "db",
+        objectHash: "",
+        summary: "delete Secret prod/db",
+      },
+      policy: { name: "p", rule: "r" },
+      approval: {
+        approvers: { groups: ["approvers"] },
+        requiredApprovals: 3,
+        ttl: "1h",
+        expiresAt: "2026-01-01T01:00:00Z",
+        breakGlass: { groups: ["sre-oncall"] },
+      },
+      decisions,
+    },
+    ...(status ? { status } : {}),
+  };
+}
+
+const glass = (over: Partial<Decision> = {}): Decision => ({
+  approver: "olga",
+  groups: ["sre-oncall"],
+  decision: "Approve",
+  reason: REASON,
+  breakGlass: true,
+  ...over,
+});
+
+describe("break-glass in the lifecycle", () => {
+  it("one valid break-glass approval approves a request that needs three", () => {
+    const r = ar([glass()]);
+    expect(isBreakGlass(r.spec, glass())).toBe(true);
+    const phase = computePhase(r, NOW);
+    expect(phase).toMatchObject({ phase: "Approved", reason: "BreakGlass" });
+    expect(phase.message).toMatch(/break-glass approval by olga: prod is down/);
+    expect(expectedAuditEvents(r, "Approved")).toEqual(["Requested", "Approved"]);
+    const approved = ar([glass()], { phase: "Approved" });
+    expect(usableApproval(approved, "f".repeat(64), NOW)).toEqual({ usable: true });
+  });
+
+  it("counts nothing extra for a mark that does not hold: short reason, other groups, the requester, unmarked", () => {
+    for (const d of [
+      glass({ reason: "too short, sorry" }),
+      glass({ groups: ["approvers"] }),
+      glass({ approver: "system:serviceaccount:ai:bot" }),
+      glass({ breakGlass: false }),
+    ]) {
+      expect(isBreakGlass(ar([d]).spec, d)).toBe(false);
+      expect(computePhase(ar([d]), NOW).phase).toBe("Pending");
+    }
+    expect(
+      usableApproval(ar([glass({ reason: "short" })], { phase: "Approved" }), "f".repeat(64), NOW),
+    ).toMatchObject({ usable: false, why: "it has 1 of 3 required approvals" });
+  });
+
+  it("notifies every route, whatever the rule's notify list and the routes' event filters, saying break-glass", () => {
+    const config: NotificationConfig = {
+      routes: [
+        { name: "approvers", type: "webhook", url: "https://a.example" },
+        { name: "security", type: "webhook", url: "https://s.example", events: ["Requested"] },
+      ],
+      defaultRoutes: ["approvers"],
+    } as NotificationConfig;
+    const r = ar([glass()], { phase: "Approved" });
+    expect(breakGlassApproval(r.spec)?.approver).toBe("olga");
+    expect(routesFor(r, "Approved", config).map((x) => x.name)).toEqual(["approvers", "security"]);
+    expect(webhookMessage(r, "Approved")).toMatchObject({ breakGlass: true, decidedBy: `olga: ${REASON}` });
+    // An ordinary approval keeps to the configured routes.
+    const normal = ar([{ approver: "a", decision: "Approve" }], { phase: "Approved" });
+    expect(routesFor(normal, "Approved", config).map((x) => x.name)).toEqual(["approvers"]);
+  });
+
+  it("a policy cannot make machines or everyone a break-glass group", () => {
+    const policy = (groups: string[]) =>
+      compilePolicy({
+        apiVersion: "countersign.io/v1alpha1",
+        kind: "ApprovalPolicy",
+        metadata: { name: "p", generation: 1 },
+        spec: {
+          subjects: { groups: ["agents"] },
+          rules: [
+            {
+              name: "r",
+              action: "RequireApproval",
+              approval: { approvers: { groups: ["approvers"] }, breakGlass: { groups } },
+            },
+          ],
+        },
+      } as never);
+    expect(policy(["sre-oncall"])).toMatchObject({ ok: true });
+    for (const g of ["system:authenticated", "system:serviceaccounts:ai", "system:masters"])
+      expect(policy([g])).toMatchObject({ ok: false });
+  });
+});
