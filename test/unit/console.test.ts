@@ -12,8 +12,10 @@ import { esc, html, raw, url } from "../../src/console/html.js";
 import { gitopsGroups, groupOf, inboxView } from "../../src/console/inbox.js";
 import {
   countdown,
+  groupId,
   groupPage,
   historyPage,
+  inboxBody,
   inboxPage,
   type PageContext,
   requestPage,
@@ -337,6 +339,18 @@ describe("GitOps origin and groups", () => {
     expect(byKey(r3)?.pending).toBe(1);
     expect(byKey(other)?.requests).toEqual([other]);
     expect(groupOf(r2, groups)).toBe(byKey(r1));
+    // The inbox tags each member's row with its group; a request without one has no tag.
+    const inbox = inboxBody(
+      inboxView([r1, r2, r3, other, done, del("plain")], {}, NOW),
+      {},
+      groups,
+      NOW,
+    ).text;
+    const row = (req: ApprovalRequest) =>
+      inbox.slice(inbox.indexOf(`data-request="prod/${req.metadata.name}"`)).split("</tr>")[0]!;
+    expect(row(r2)).toContain(`/groups/${groupId(byKey(r1)!.key)}`);
+    expect(row(r3)).toContain(`/groups/${groupId(byKey(r3)!.key)}`);
+    expect(row(del("plain"))).not.toContain("/groups/");
     // A group page lets only pending requests be selected.
     const page = groupPage(ctx, byKey(r3)!).text;
     expect(page.match(/name="request"/g)).toHaveLength(2);
