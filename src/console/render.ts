@@ -129,6 +129,7 @@ pre.diff{max-height:70vh}
 .warning{color:var(--bad);font-weight:600}
 .ok{color:var(--ok)}.bad{color:var(--bad)}
 .group-tag{font-size:.8em;color:var(--muted)}
+.expires{white-space:nowrap}
 `;
 
 /**
@@ -220,8 +221,9 @@ export function filterQuery(f: InboxFilter): Record<string, string | undefined> 
 
 /** The live part of the inbox: counts and the table. */
 export function inboxBody(view: InboxView, f: InboxFilter, groups: readonly RequestGroup[], now: Date): Html {
-  const groupOfRow = (ar: ApprovalRequest) =>
-    ar.spec.gitops ? groups.find((g) => g.requests.some((r) => keyOf(r) === keyOf(ar))) : undefined;
+  const groupByRequest = new Map<string, RequestGroup>();
+  for (const g of groups) for (const r of g.requests) groupByRequest.set(keyOf(r), g);
+  const groupOfRow = (ar: ApprovalRequest) => groupByRequest.get(keyOf(ar));
   const filtered = f.namespace || f.requester || f.policy;
   return html`<p><strong id="pending-count">${view.pending}</strong> pending${filtered ? html`, <span id="shown-count">${view.rows.length}</span> shown · <a href="/">clear filter</a>` : ""}</p>
 <div class="counts">${countList("Namespaces", "namespace", view.byNamespace, f)}${countList("Requesters", "requester", view.byRequester, f)}${countList("Policies", "policy", view.byPolicy, f)}</div>

@@ -20,6 +20,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type RunningConsole, startConsole } from "../../src/console/server.js";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
 import { kubeStatusOf } from "../../src/kube/errors.js";
+import { runCli } from "../../src/plugin/cli.js";
 import { decide, PluginError } from "../../src/plugin/commands.js";
 import type { ApprovalRequest } from "../../src/resources/approval-request.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
@@ -49,6 +50,8 @@ let consoleAlice: RunningConsole;
 let consoleDave: RunningConsole;
 let browser: Browser;
 const timings: Record<string, number> = {};
+/** The two requests of one Argo CD sync (application "payments") the first test opens. */
+const synced: string[] = [];
 /** Any alert/confirm/prompt a page opened (an injected script would). */
 const dialogs: string[] = [];
 
@@ -224,7 +227,7 @@ describe("the approver's console in a browser", () => {
     });
     await secret("old-tls", { ...tracking("old-tls"), "countersign.io/reason": "pruned by sync" });
     const pruneA = await denied("old-api-token");
-    await denied("old-tls");
+    synced.push(pruneA, await denied("old-tls"));
 
     const t0 = Date.now();
     const page = await signIn(consoleAlice);
@@ -343,6 +346,81 @@ describe("the approver's console in a browser", () => {
       await page.evaluate(() => (globalThis as unknown as { __pwned?: number }).__pwned),
     ).toBeUndefined();
     await page.context().close();
+  });
+
+  it("a GitOps sync's requests side by side: approve selected decides each on its own; one is revoked", async () => {
+    expect(synced).toHaveLength(2);
+    // Each console's sign-in link works once: a console of its own for this browser context.
+    const c = await startConsole({ kc: alice });
+    const page = await signIn(c);
+    await page.getByRole("link", { name: "Groups" }).click();
+    await page.getByRole("link", { name: "argocd payments" }).click();
+    for (const name of synced) await page.locator(`input[name=request][value="${ns}/${name}"]`).waitFor();
+    // By keyboard: the "select all" box, then the reason, then the button.
+    await page.locator("#select-all").focus();
+    await page.keyboard.press("Space");
+    for (const name of synced)
+      expect(await page.locator(`input[name=request][value="${ns}/${name}"]`).isChecked()).toBe(true);
+    await page.locator("#reason").fill("Argo CD prune of the payments app, reviewed in PR 981.");
+    const flash = await flashAfterClick(page, "Approve selected");
+    for (const name of synced) expect(flash).toContain(`approved ${ns}/${name} (1/1 approvals)`);
+    for (const name of synced) {
+      const ds = (await getAr(name)).spec.decisions ?? [];
+      expect(ds).toHaveLength(1);
+      expect(ds[0]).toMatchObject({
+        approver: "alice@example.com",
+        decision: "Approve",
+        via: "kubectl",
+        reason: "Argo CD prune of the payments app, reviewed in PR 981.",
+      });
+    }
+    // Revoke one of them from its page before the agent uses it.
+    const [keep, withdraw] = synced as [string, string];
+    await page.goto(`${c.origin}/r/${ns}/${withdraw}`);
+    await page.locator('[data-phase="Approved"]').waitFor({ timeout: 15_000 });
+    await page.locator("#reason").fill("old-tls is still referenced by the ingress");
+    expect(await flashAfterClick(page, "Revoke")).toBe(
+      `revoked ${ns}/${withdraw}: the approval can no longer be used`,
+    );
+    await page.locator('[data-phase="Revoked"]').waitFor({ timeout: 15_000 });
+    expect(await rejection(agentDelete("old-tls"))).toMatch(/revoked/);
+    await eventually(async () => (await getAr(keep)).status?.phase === "Approved", 15_000, "Approved");
+    await agentDelete("old-api-token");
+    await page.context().close();
+    await c.close();
+  });
+
+  it("kubectl approvals ui prints a one-time link, serves it, and stops on Ctrl-C", async () => {
+    const id = await cp.userIdentity("alice@example.com", ["countersign:approvers"]);
+    const lines: string[] = [];
+    let stop: () => void = () => undefined;
+    const stopped = new Promise<void>((resolve) => {
+      stop = resolve;
+    });
+    const run = runCli(["ui", "--kubeconfig", id.kubeconfigPath], "kubectl-approvals", () => ({
+      print: (l) => lines.push(l),
+      stopped,
+    }));
+    const first = await Promise.race([
+      eventually(async () => lines.map((l) => l.trim()).find((l) => l.startsWith("http://127.0.0.1:"))),
+      run.then((r) => ({ returnedEarly: r })),
+    ]);
+    if (typeof first !== "string") throw new Error(`kubectl approvals ui returned: ${JSON.stringify(first)}`);
+    const link = first;
+    const u = new URL(link);
+    const target = { port: Number(u.port) } as RunningConsole;
+    const login = await raw(target, u.pathname + u.search, { host: u.host });
+    expect(login.status).toBe(303);
+    expect((await raw(target, u.pathname + u.search, { host: u.host })).status).toBe(403);
+    stop();
+    expect(await run).toEqual({ code: 0, out: "", err: "" });
+    expect(lines.join("\n")).toContain("alice@example.com");
+    const bad = await runCli(
+      ["ui", "--port", "http", "--kubeconfig", id.kubeconfigPath],
+      "kubectl-approvals",
+    );
+    expect(bad.code).toBe(2);
+    expect(bad.err).toContain("--port takes a port number");
   });
 
   it("refuses requests without its cookie, a used sign-in link, a foreign Host or Origin", async () => {
