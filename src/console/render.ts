@@ -162,11 +162,19 @@ const SCRIPT = `(() => {
     es.addEventListener("swap", (e) => {
       const m = JSON.parse(e.data);
       const el = document.getElementById(m.id);
-      if (el) { el.innerHTML = m.html; refresh(); }
+      if (!el) return;
+      // Keep what the approver ticked: the swap re-renders the checkboxes.
+      const ticked = new Set([...el.querySelectorAll("input[type=checkbox]:checked")].map((c) => c.id + "=" + c.value));
+      el.innerHTML = m.html;
+      for (const c of el.querySelectorAll("input[type=checkbox]")) if (ticked.has(c.id + "=" + c.value) && !c.disabled) c.checked = true;
+      refresh();
     });
   }
-  const all = document.getElementById("select-all");
-  if (all) all.addEventListener("change", () => { for (const c of document.querySelectorAll("input[name=request]:not(:disabled)")) c.checked = all.checked; });
+  // Delegated: live swaps replace the "select all" box itself.
+  document.addEventListener("change", (e) => {
+    if (e.target && e.target.id === "select-all")
+      for (const c of document.querySelectorAll("input[name=request]:not(:disabled)")) c.checked = e.target.checked;
+  });
   setInterval(tick, 1000);
   refresh();
 })();`;
