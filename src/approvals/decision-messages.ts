@@ -6,7 +6,7 @@
 
 import { DecisionKind, Phase } from "../resources/approval-request.js";
 import { DECISION_CLOCK_SKEW_SECONDS, type DecisionRefusal, RELAYED_VIA } from "./decisions.js";
-import { BREAK_GLASS_MIN_REASON } from "./request.js";
+import { BREAK_GLASS_MIN_REASON } from "./lifecycle.js";
 
 const PREFIX = "Countersign: ";
 

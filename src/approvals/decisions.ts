@@ -13,7 +13,7 @@
 import type { UserInfo } from "../resources/admission.js";
 import { serviceAccountOf } from "../resources/admission.js";
 import { type ApprovalRequest, type Decision, DecisionKind, Phase } from "../resources/approval-request.js";
-import { BREAK_GLASS_MIN_REASON, effectivePhase } from "./request.js";
+import { BREAK_GLASS_MIN_REASON, effectivePhase, visibleLength } from "./lifecycle.js";
 
 export const Verb = { Approve: "approve", Deny: "deny", Revoke: "revoke" } as const;
 export type DecisionVerb = (typeof Verb)[keyof typeof Verb];
@@ -308,7 +308,7 @@ function checkRules(ar: ApprovalRequest, user: UserInfo, d: Decision, now: Date)
         decider: user.username ?? "(anonymous)",
         groups,
       });
-    const length = (d.reason ?? "").trim().length;
+    const length = visibleLength(d.reason ?? "");
     if (length < BREAK_GLASS_MIN_REASON) return refuse({ code: DecisionCode.BreakGlassReason, length });
     return { ok: true, verb: Verb.Approve, request, breakGlass: true };
   }

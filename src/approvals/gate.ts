@@ -22,7 +22,7 @@ import { approvalRequestsCapped } from "../metrics/metrics.js";
 import type { CompiledApproval } from "../policy/compile.js";
 import type { RuleRef } from "../policy/evaluate.js";
 import type { AdmissionRequest } from "../resources/admission.js";
-import { type ApprovalRequest, DecisionKind, Phase } from "../resources/approval-request.js";
+import { type ApprovalRequest, DecisionKind } from "../resources/approval-request.js";
 import { type ApprovalRequestClient, CountersignClient } from "../resources/client.js";
 import { EventReason } from "../resources/event-reasons.js";
 import type { RbacChecker } from "./decision-guard.js";
@@ -34,15 +34,9 @@ import {
   type Transition,
   transitionOf,
 } from "./fingerprint.js";
+import { approvalsSuffice, consumedStatus, gateStep, holdStep, tally } from "./lifecycle.js";
 import { cappedMessage, type OpenRequestIndex } from "./open-requests.js";
-import {
-  approvalRequestName,
-  approvalsSuffice,
-  buildApprovalRequest,
-  countedApprovals,
-  effectivePhase,
-  usableApproval,
-} from "./request.js";
+import { approvalRequestName, buildApprovalRequest } from "./request.js";
 
 /** Attempts (earlier finished requests for one fingerprint) looked at before giving up. */
 const MAX_ATTEMPTS = 50;
@@ -115,90 +109,89 @@ export class ApprovalGate {
     const fingerprint = fingerprintOf(action, rule);
     const namespace = req.namespace || this.opts.installNamespace;
 
-    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+    const ctx = { fingerprint, rule, dryRun: req.dryRun === true, holdSeconds: approval.holdSeconds };
+
+    attempts: for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const name = approvalRequestName(action, fingerprint, attempt);
       let existing = await this.read(namespace, name);
-      if (existing && existing.spec.fingerprint !== fingerprint) continue; // name collision: skip the slot
-
-      if (!existing) {
-        if (req.dryRun) {
-          return {
-            allowed: false,
-            state: "dry-run",
-            message: `Countersign: this action needs approval (ApprovalPolicy ${rule.policy}, rule ${rule.rule}). Dry run: no ApprovalRequest was created. Run it without --dry-run to request approval.`,
-          };
-        }
-        // Rendered only now, when a request is created: a retry of an existing one pays only
-        // for the fingerprint.
-        const candidate = buildApprovalRequest({
-          req,
-          action,
-          fingerprint,
-          attempt,
-          namespace,
-          rule,
-          ...(ruleMessage ? { ruleMessage } : {}),
-          approval,
-          now: this.now(),
-          transition,
-        });
-        const capped = this.capped(candidate, approval, rule, log);
-        if (capped) return capped;
-        existing = await this.create(candidate, log);
-        this.opts.openRequests?.note(existing);
-        if (approval.holdSeconds > 0) {
-          const held = await this.hold(existing, fingerprint, approval.holdSeconds, req, log, answerBy);
-          if (held) return held;
-        }
-        return this.pendingOutcome(existing, "created");
-      }
-
       for (let retry = 0; retry < MAX_CONSUME_RETRIES; retry++) {
-        const phase = effectivePhase(existing, this.now());
-        if (phase === Phase.Consumed || phase === Phase.Expired) break; // next attempt
-        if (phase === Phase.Denied || phase === Phase.Revoked) {
-          if (this.now().getTime() >= Date.parse(existing.spec.approval.expiresAt)) break;
-          return phase === Phase.Denied ? this.deniedOutcome(existing) : this.revokedOutcome(existing);
-        }
-        if (phase === Phase.Pending) {
-          if (approval.holdSeconds > 0 && !req.dryRun) {
-            const held = await this.hold(existing, fingerprint, approval.holdSeconds, req, log, answerBy);
-            if (held) return held;
+        const next = gateStep(existing, { ...ctx, now: this.now() });
+        switch (next.step) {
+          case "next-attempt":
+            continue attempts;
+          case "dry-run-none":
+            return {
+              allowed: false,
+              state: "dry-run",
+              message: `Countersign: this action needs approval (ApprovalPolicy ${rule.policy}, rule ${rule.rule}). Dry run: no ApprovalRequest was created. Run it without --dry-run to request approval.`,
+            };
+          case "create": {
+            // Rendered only now, when a request is created: a retry of an existing one pays only
+            // for the fingerprint.
+            const candidate = buildApprovalRequest({
+              req,
+              action,
+              fingerprint,
+              attempt,
+              namespace,
+              rule,
+              ...(ruleMessage ? { ruleMessage } : {}),
+              approval,
+              now: this.now(),
+              transition,
+            });
+            const capped = this.capped(candidate, approval, rule, log);
+            if (capped) return capped;
+            const created = await this.create(candidate, log);
+            this.opts.openRequests?.note(created);
+            if (next.hold) {
+              const held = await this.hold(created, fingerprint, approval.holdSeconds, req, log, answerBy);
+              if (held) return held;
+            }
+            return this.pendingOutcome(created, "created");
           }
-          return this.pendingOutcome(existing, "pending");
+          case "denied":
+            return this.deniedOutcome(existing!);
+          case "revoked":
+            return this.revokedOutcome(existing!);
+          case "pending": {
+            if (next.hold) {
+              const held = await this.hold(existing!, fingerprint, approval.holdSeconds, req, log, answerBy);
+              if (held) return held;
+            }
+            return this.pendingOutcome(existing!, "pending");
+          }
+          case "unusable":
+            return {
+              allowed: false,
+              state: "denied",
+              approvalRequest: { namespace, name },
+              message: `Countersign: ApprovalRequest ${namespace}/${name} cannot be used: ${next.why}.`,
+            };
+          case "use": {
+            const lapsed = await this.approversLapsed(existing!, log);
+            if (lapsed) return lapsed;
+            if (next.dryRun) {
+              return {
+                allowed: true,
+                state: "dry-run",
+                approvalRequest: { namespace, name },
+                message: `approved by ApprovalRequest ${namespace}/${name} (dry run: approval not used)`,
+              };
+            }
+            if ((await this.consume(existing!, req, log, answerBy)) === "ok") {
+              return {
+                allowed: true,
+                state: "consumed",
+                approvalRequest: { namespace, name },
+                message: `approved by ApprovalRequest ${namespace}/${name}; this approval is now used`,
+              };
+            }
+            // Someone else changed it (a parallel retry consumed it, or a decision arrived): re-read.
+            existing = await this.get(namespace, name);
+            if (!existing) continue attempts;
+          }
         }
-        // Approved.
-        const check = usableApproval(existing, fingerprint, this.now(), rule);
-        if (!check.usable) {
-          return {
-            allowed: false,
-            state: "denied",
-            approvalRequest: { namespace, name },
-            message: `Countersign: ApprovalRequest ${namespace}/${name} cannot be used: ${check.why}.`,
-          };
-        }
-        const lapsed = await this.approversLapsed(existing, log);
-        if (lapsed) return lapsed;
-        if (req.dryRun) {
-          return {
-            allowed: true,
-            state: "dry-run",
-            approvalRequest: { namespace, name },
-            message: `approved by ApprovalRequest ${namespace}/${name} (dry run: approval not used)`,
-          };
-        }
-        const consumed = await this.consume(existing, req, log, answerBy);
-        if (consumed === "ok") {
-          return {
-            allowed: true,
-            state: "consumed",
-            approvalRequest: { namespace, name },
-            message: `approved by ApprovalRequest ${namespace}/${name}; this approval is now used`,
-          };
-        }
-        // Someone else changed it (a parallel retry consumed it, or a decision arrived): re-read.
-        existing = await this.get(namespace, name);
-        if (!existing) break;
       }
     }
     return {
@@ -306,11 +299,10 @@ export class ApprovalGate {
     // spend it on nothing (chaos schedules with a stalled API server, issue 12).
     if (answerBy !== undefined && Date.now() >= answerBy)
       throw new Error("the API server has stopped waiting for this review; the approval was not used");
-    const written = await this.requests.replaceStatus(ar, {
-      ...ar.status,
-      phase: Phase.Consumed,
-      consumed: { admissionUID: req.uid, time: this.now().toISOString(), replica: this.opts.replica },
-    });
+    const written = await this.requests.replaceStatus(
+      ar,
+      consumedStatus(ar, { admissionUID: req.uid, replica: this.opts.replica }, this.now()),
+    );
     if (written === "conflict") return "conflict";
     log.info("approval consumed", { approvalRequest: `${ar.metadata.namespace}/${ar.metadata.name}` });
     await this.event(ar, EventReason.Consumed, `Approved action admitted (admission uid ${req.uid}).`, log);
@@ -335,13 +327,13 @@ export class ApprovalGate {
       await new Promise((r) => setTimeout(r, HOLD_POLL_MS));
       const current = await this.read(namespace, name);
       if (!current) return undefined;
-      const phase = effectivePhase(current, this.now());
-      if (phase === Phase.Denied) return this.deniedOutcome(current);
-      if (phase === Phase.Revoked) return this.revokedOutcome(current);
-      if (phase === Phase.Approved && usableApproval(current, fingerprint, this.now()).usable) {
-        const lapsed = await this.approversLapsed(current, log);
+      const next = holdStep(current, fingerprint, this.now());
+      if (next.step === "denied") return this.deniedOutcome(current!);
+      if (next.step === "revoked") return this.revokedOutcome(current!);
+      if (next.step === "use") {
+        const lapsed = await this.approversLapsed(current!, log);
         if (lapsed) return lapsed;
-        if ((await this.consume(current, req, log, answerBy)) === "ok") {
+        if ((await this.consume(current!, req, log, answerBy)) === "ok") {
           return {
             allowed: true,
             state: "consumed",
@@ -351,7 +343,7 @@ export class ApprovalGate {
         }
         return undefined;
       }
-      if (phase !== Phase.Pending) return undefined;
+      if (next.step === "stop") return undefined;
     }
     return undefined;
   }
@@ -364,7 +356,7 @@ export class ApprovalGate {
   private async approversLapsed(ar: ApprovalRequest, log: Logger): Promise<GateOutcome | undefined> {
     if (!this.opts.rbac) return undefined;
     const { namespace, name } = ar.metadata;
-    const counted = countedApprovals(ar.spec);
+    const counted = tally(ar.spec).approvals;
     const lapsed: string[] = [];
     try {
       const results = await Promise.all(
@@ -425,7 +417,7 @@ export class ApprovalGate {
       ...(a.approvers.users ?? []).map((u) => `user ${u}`),
       ...(a.approvers.groups ?? []).map((g) => `group ${g}`),
     ].join(", ");
-    const got = (ar.spec.decisions ?? []).filter((d) => d.decision === "Approve").length;
+    const got = tally(ar.spec).approvals.length;
     return {
       allowed: false,
       state,

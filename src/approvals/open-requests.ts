@@ -10,7 +10,7 @@ import { restartOnError } from "../kube/informers.js";
 import type { Logger } from "../logging/logger.js";
 import { type ApprovalRequest, Phase } from "../resources/approval-request.js";
 import { CountersignClient } from "../resources/client.js";
-import { effectivePhase } from "./request.js";
+import { effectivePhase } from "./lifecycle.js";
 
 /** Whether a request still holds a slot: Pending, or Approved and not yet used, and unexpired. Pure. */
 export function isOpen(ar: ApprovalRequest, now: Date): boolean {

@@ -14,11 +14,10 @@ import {
   type ApprovalRequest,
   type ApprovalRequestSpec,
   type Decision,
-  DecisionKind,
+  type DecisionKind,
   LABEL_FINGERPRINT,
   LABEL_MANAGED_BY,
   LABEL_POLICY,
-  Phase,
 } from "../resources/approval-request.js";
 import { API_GROUP_VERSION } from "../resources/group.js";
 import {
@@ -139,131 +138,4 @@ export function decisionEntry(
     time: kubeTime(now),
     ...(breakGlass ? { breakGlass: true } : {}),
   };
-}
-
-/**
- * The Approve decisions that count: distinct approvers, the requester's own never (first
- * decision per approver).
- */
-export function countedApprovals(spec: ApprovalRequestSpec): Decision[] {
-  const seen = new Set<string>();
-  const out: Decision[] = [];
-  for (const d of spec.decisions ?? []) {
-    if (d.decision !== DecisionKind.Approve || d.approver === spec.requester.username) continue;
-    if (seen.has(d.approver)) continue;
-    seen.add(d.approver);
-    out.push(d);
-  }
-  return out;
-}
-
-/** A break-glass reason is at least this long (trimmed): someone must say why it could not wait. */
-export const BREAK_GLASS_MIN_REASON = 20;
-
-/**
- * Whether `d` is a valid break-glass approval of this request: an Approve marked break-glass,
- * not by the requester, whose recorded groups include one of the request's break-glass groups,
- * with a reason of at least BREAK_GLASS_MIN_REASON characters. (The guard admitted it only
- * then; checked again wherever approvals are counted.)
- */
-export function isBreakGlass(spec: ApprovalRequestSpec, d: Decision): boolean {
-  const groups = spec.approval.breakGlass?.groups ?? [];
-  return (
-    d.decision === DecisionKind.Approve &&
-    d.breakGlass === true &&
-    d.approver !== spec.requester.username &&
-    (d.groups ?? []).some((g) => groups.includes(g)) &&
-    (d.reason ?? "").trim().length >= BREAK_GLASS_MIN_REASON
-  );
-}
-
-/**
- * Whether these Approve decisions approve the request: the policy's count of distinct
- * approvers, or one valid break-glass approval among them.
- */
-export function approvalsSuffice(spec: ApprovalRequestSpec, approvals: readonly Decision[]): boolean {
-  return approvals.length >= spec.approval.requiredApprovals || approvals.some((d) => isBreakGlass(spec, d));
-}
-
-/** The break-glass approval that approved this request, if one did. */
-export function breakGlassApproval(spec: ApprovalRequestSpec): Decision | undefined {
-  return countedApprovals(spec).find((d) => isBreakGlass(spec, d));
-}
-
-/** Distinct approvers with an Approve decision, whether anyone denied, and whether anyone revoked. */
-export function tallyDecisions(spec: ApprovalRequestSpec): {
-  approvers: string[];
-  deniedBy?: Decision;
-  revokedBy?: Decision;
-} {
-  const decisions = spec.decisions ?? [];
-  const deniedBy = decisions.find((d) => d.decision === DecisionKind.Deny);
-  const revokedBy = decisions.find((d) => d.decision === DecisionKind.Revoke);
-  return {
-    approvers: countedApprovals(spec).map((d) => d.approver),
-    ...(deniedBy ? { deniedBy } : {}),
-    ...(revokedBy ? { revokedBy } : {}),
-  };
-}
-
-/**
- * The phase a request is effectively in at `now`: the recorded phase, except that a request
- * with a Revoke decision is Revoked, and a Pending or Approved request past its expiry is
- * Expired, even before the controller has written that down.
- */
-export function effectivePhase(ar: ApprovalRequest, now: Date): Phase {
-  const phase = ar.status?.phase ?? Phase.Pending;
-  if (
-    phase === Phase.Consumed ||
-    phase === Phase.Denied ||
-    phase === Phase.Expired ||
-    phase === Phase.Revoked
-  )
-    return phase;
-  if ((ar.spec.decisions ?? []).some((d) => d.decision === DecisionKind.Revoke)) return Phase.Revoked;
-  if (now.getTime() >= Date.parse(ar.spec.approval.expiresAt)) return Phase.Expired;
-  return phase;
-}
-
-/**
- * Whether the request may be consumed now: nobody revoked it (a Revoke in spec counts at once,
- * before the controller records Revoked), the controller recorded it Approved, it has not
- * expired or been used, the decisions really hold enough distinct approvals (the requester's
- * own never counts) and nobody denied, and it names exactly this action. Whether the
- * approvers still hold their RBAC rights is checked by the gate (I/O) after this.
- */
-export function usableApproval(
-  ar: ApprovalRequest,
-  fingerprint: string,
-  now: Date,
-  /** The policy and rule deciding the action now: an approval counts only under the same one. */
-  rule?: { policy: string; rule: string },
-): { usable: true } | { usable: false; why: string } {
-  if (ar.spec.fingerprint !== fingerprint) return { usable: false, why: "it approves a different action" };
-  if (rule && (ar.spec.policy.name !== rule.policy || ar.spec.policy.rule !== rule.rule)) {
-    return {
-      usable: false,
-      why: `it was approved under ApprovalPolicy ${ar.spec.policy.name} rule ${ar.spec.policy.rule}, but ApprovalPolicy ${rule.policy} rule ${rule.rule} decides this action now`,
-    };
-  }
-  if (ar.spec.diffTruncated)
-    return { usable: false, why: "the change is too large to show in full, so it cannot be approved" };
-  const { approvers, deniedBy, revokedBy } = tallyDecisions(ar.spec);
-  if (revokedBy && !ar.status?.consumed) {
-    return {
-      usable: false,
-      why: `its approval was revoked by ${revokedBy.approver}${revokedBy.reason ? `: ${revokedBy.reason}` : ""}`,
-    };
-  }
-  const phase = effectivePhase(ar, now);
-  if (phase !== Phase.Approved) return { usable: false, why: `it is ${phase}` };
-  if (ar.status?.consumed) return { usable: false, why: "its approval was already used" };
-  if (deniedBy) return { usable: false, why: `it was denied by ${deniedBy.approver}` };
-  if (!approvalsSuffice(ar.spec, countedApprovals(ar.spec))) {
-    return {
-      usable: false,
-      why: `it has ${approvers.length} of ${ar.spec.approval.requiredApprovals} required approvals`,
-    };
-  }
-  return { usable: true };
 }

@@ -3,7 +3,7 @@
  * and which form GitOps groups. Pure (callers pass `now`).
  */
 import { gitopsGroupKey } from "../approvals/gitops.js";
-import { countedApprovals, effectivePhase } from "../approvals/request.js";
+import { effectivePhase, tally } from "../approvals/lifecycle.js";
 import { type ApprovalRequest, Phase } from "../resources/approval-request.js";
 
 export interface InboxFilter {
@@ -122,5 +122,5 @@ export function groupOf(ar: ApprovalRequest, groups: readonly RequestGroup[]): R
 
 /** "1/2" approvals so far, counting as the controller does (distinct, never the requester). */
 export function approvalsSoFar(ar: ApprovalRequest): string {
-  return `${countedApprovals(ar.spec).length}/${ar.spec.approval.requiredApprovals}`;
+  return `${tally(ar.spec).approvals.length}/${ar.spec.approval.requiredApprovals}`;
 }

@@ -4,7 +4,7 @@
  * server calls again when the watch sees a change (`inboxBody`, `requestState`, `groupBody`).
  */
 import { createHash } from "node:crypto";
-import { effectivePhase, tallyDecisions } from "../approvals/request.js";
+import { effectivePhase, tally } from "../approvals/lifecycle.js";
 import { type ApprovalRequest, DecisionKind, Phase } from "../resources/approval-request.js";
 import type { AuditRecord } from "../resources/audit-record.js";
 import { type Html, html, raw, url } from "./html.js";
@@ -280,7 +280,7 @@ ${notes.map((n) => html`<p class="muted note">${n}</p>`)}
 export function requestState(ar: ApprovalRequest, now: Date): Html {
   const phase = effectivePhase(ar, now);
   const s = ar.spec;
-  const { deniedBy, revokedBy } = tallyDecisions(s);
+  const { deniedBy, revokedBy } = tally(s);
   const ready = ar.status?.conditions?.find((c) => c.type === "Ready")?.message;
   return html`<div data-phase="${phase}"><dl>
 <dt>Phase</dt><dd>${phaseBadge(phase)}${ready ? html` <span class="muted">${ready}</span>` : ""}</dd>

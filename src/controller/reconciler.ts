@@ -12,7 +12,6 @@
  * before the backlog found on taking the lead, and one reconcile is bounded by a deadline.
  */
 
-import { createHash } from "node:crypto";
 import {
   CoreV1Api,
   type Informer,
@@ -23,17 +22,19 @@ import {
   type ObjectCache,
   type V1Namespace,
 } from "@kubernetes/client-node";
-import { contentHash, type FingerprintKey } from "../approvals/fingerprint.js";
+import type { FingerprintKey } from "../approvals/fingerprint.js";
 import {
-  approvalsSuffice,
   breakGlassApproval,
-  countedApprovals,
+  computePhase,
+  EXECUTION_CHECK_DELAY_MS,
+  type ExecutionResult,
   effectivePhase,
-  tallyDecisions,
-} from "../approvals/request.js";
-import { computePhase, isFinished, nextStatus } from "../approvals/state.js";
+  finishedAt,
+  judgeExecution,
+  nextStatus,
+} from "../approvals/lifecycle.js";
 import { archiveNamespaceChain, holdsCountersignObjects } from "../audit/archive.js";
-import { type AuditDetails, type AuditRef, AuditWriter } from "../audit/writer.js";
+import { type AuditRef, AuditWriter } from "../audit/writer.js";
 import { describeKubeError, isNotFound } from "../kube/errors.js";
 import { type EventTarget, emitEvent, eventTargetOf } from "../kube/events.js";
 import { restartOnError } from "../kube/informers.js";
@@ -50,189 +51,15 @@ import {
 } from "../notify/messages.js";
 import { messageFor, type SenderOptions, sendToRoute } from "../notify/notifier.js";
 import { type ApprovalRequest, Phase } from "../resources/approval-request.js";
-import { type AuditActor, AuditEvent } from "../resources/audit-record.js";
 import { type ApprovalRequestClient, CountersignClient } from "../resources/client.js";
 import { EventReason } from "../resources/event-reasons.js";
+import { auditDetails, expectedAuditEvents, notifyEventFor } from "./approval-request-plan.js";
 import { LeaderElector } from "./leader-election.js";
 
 type Notification = NonNullable<NonNullable<ApprovalRequest["status"]>["notifications"]>[number];
 
 export const DEFAULT_RETENTION_SECONDS = 24 * 3600;
 export const LEASE_NAME = "countersign-controller";
-
-/** The audit events a request in `phase` must have, in order. Pure. */
-export function expectedAuditEvents(ar: ApprovalRequest, phase: Phase): AuditEvent[] {
-  const events: AuditEvent[] = [AuditEvent.Requested];
-  const { deniedBy, revokedBy } = tallyDecisions(ar.spec);
-  const reached = approvalsSuffice(ar.spec, countedApprovals(ar.spec));
-  if (
-    phase === Phase.Approved ||
-    phase === Phase.Consumed ||
-    (phase === Phase.Revoked && reached) ||
-    (phase === Phase.Expired && reached && ar.status?.decidedAt)
-  ) {
-    events.push(AuditEvent.Approved);
-  }
-  if (phase === Phase.Denied || (deniedBy && phase === Phase.Expired && ar.status?.phase === Phase.Denied))
-    events.push(AuditEvent.Denied);
-  if (phase === Phase.Expired) events.push(AuditEvent.Expired);
-  if (phase === Phase.Revoked && revokedBy) events.push(AuditEvent.Revoked);
-  if (phase === Phase.Consumed) events.push(AuditEvent.Consumed);
-  const result = ar.status?.execution?.result;
-  if (phase === Phase.Consumed && result === "Executed") events.push(AuditEvent.Executed);
-  if (phase === Phase.Consumed && result === "NotExecuted") events.push(AuditEvent.NotExecuted);
-  return events;
-}
-
-/** How long after admission the controller checks whether the approved action took effect. */
-export const EXECUTION_CHECK_DELAY_MS = 3000;
-
-export type ExecutionResult = { result: "Executed" | "NotExecuted" | "Unknown"; message: string };
-
-/**
- * Whether the consumed action is visible in the cluster. Pure: given the target as read now
- * (undefined when it does not exist).
- */
-export function judgeExecution(
-  ar: ApprovalRequest,
-  target: KubernetesObject | undefined,
-  key?: FingerprintKey,
-): ExecutionResult {
-  const a = ar.spec.action;
-  const sha = (s: string) => createHash("sha256").update(s).digest("hex");
-  // An eviction, a TokenRequest, a scale or an ephemeral container is not an object that can
-  // be read back under the request's own kind and name.
-  if (a.subResource) {
-    return {
-      result: "Unknown",
-      message: `${a.resource}/${a.subResource} is a subresource: no object of its own to check`,
-    };
-  }
-  switch (a.operation) {
-    case "DELETE":
-      if (!target) return { result: "Executed", message: "the object is gone" };
-      if (target.metadata?.deletionTimestamp)
-        return { result: "Executed", message: "the object is being deleted (finalizers pending)" };
-      if (a.objectHash && target.metadata?.uid && sha(`uid:${target.metadata.uid}`) !== a.objectHash) {
-        return {
-          result: "Executed",
-          message: "the approved object is gone; a new object with the same name exists",
-        };
-      }
-      return {
-        result: "NotExecuted",
-        message: "the object still exists: the delete was refused after Countersign admitted it",
-      };
-    case "CREATE":
-      if (!a.name) return { result: "Unknown", message: "created with generateName: no name to check" };
-      return target
-        ? { result: "Executed", message: "the object exists" }
-        : {
-            result: "NotExecuted",
-            message: "the object does not exist: the create was refused after Countersign admitted it",
-          };
-    case "UPDATE": {
-      if (!target) return { result: "NotExecuted", message: "the object no longer exists" };
-      const hash = contentHash(target, a.group === "" && a.resource === "secrets", key);
-      return hash === a.objectHash
-        ? { result: "Executed", message: "the object matches the approved version" }
-        : {
-            result: "NotExecuted",
-            message:
-              "the object differs from the approved version: the update was refused after admission, or changed since",
-          };
-    }
-    default:
-      return { result: "Unknown", message: `${a.operation} leaves no object to check` };
-  }
-}
-
-/** Who did it and when, for one audit event. Pure. */
-export function auditDetails(ar: ApprovalRequest, event: AuditEvent, now: Date, self: string): AuditDetails {
-  const s = ar.spec;
-  const decisions = s.decisions ?? [];
-  const actorOf = (d: { approver: string; uid?: string; groups?: string[]; via?: string }): AuditActor => ({
-    username: d.approver,
-    ...(d.uid ? { uid: d.uid } : {}),
-    ...(d.groups ? { groups: d.groups } : {}),
-    ...(d.via ? { via: d.via } : {}),
-  });
-  switch (event) {
-    case AuditEvent.Requested:
-      return {
-        time: ar.metadata.creationTimestamp
-          ? kubeTime(new Date(ar.metadata.creationTimestamp))
-          : kubeTime(now),
-        actor: {
-          username: s.requester.username,
-          ...(s.requester.uid ? { uid: s.requester.uid } : {}),
-          groups: s.requester.groups ?? [],
-        },
-        reason: s.agentContext?.reason ?? s.action.summary,
-      };
-    case AuditEvent.Approved: {
-      const approvals = decisions.filter(
-        (d) => d.decision === "Approve" && d.approver !== s.requester.username,
-      );
-      const breakGlass = breakGlassApproval(s);
-      const last = breakGlass ?? approvals[Math.min(approvals.length, s.approval.requiredApprovals) - 1];
-      return {
-        time: ar.status?.decidedAt ?? last?.time ?? kubeTime(now),
-        ...(last ? { actor: actorOf(last) } : {}),
-        reason: approvals.map((d) => `${d.approver}${d.reason ? `: ${d.reason}` : ""}`).join("; "),
-        ...(breakGlass ? { breakGlass: true } : {}),
-      };
-    }
-    case AuditEvent.Denied: {
-      const d = decisions.find((x) => x.decision === "Deny");
-      return {
-        time: ar.status?.decidedAt ?? d?.time ?? kubeTime(now),
-        ...(d ? { actor: actorOf(d) } : {}),
-        ...(d?.reason ? { reason: d.reason } : {}),
-      };
-    }
-    case AuditEvent.Revoked: {
-      const d = decisions.find((x) => x.decision === "Revoke");
-      return {
-        time: d?.time ?? kubeTime(now),
-        ...(d ? { actor: actorOf(d) } : {}),
-        ...(d?.reason ? { reason: d.reason } : {}),
-      };
-    }
-    case AuditEvent.Expired:
-      return {
-        time: s.approval.expiresAt,
-        actor: { username: self, via: "controller" },
-        reason: `no usable decision before ${s.approval.expiresAt}`,
-      };
-    case AuditEvent.Consumed:
-      return {
-        time: ar.status?.consumed?.time ?? kubeTime(now),
-        actor: { username: s.requester.username },
-        reason: `approved action admitted (admission uid ${ar.status?.consumed?.admissionUID ?? "unknown"}, replica ${ar.status?.consumed?.replica ?? "unknown"})`,
-      };
-    case AuditEvent.Executed:
-    case AuditEvent.NotExecuted:
-      return {
-        time: ar.status?.execution?.checkedAt ?? kubeTime(now),
-        actor: { username: self, via: "controller" },
-        reason: ar.status?.execution?.message ?? "",
-      };
-    default:
-      return { time: kubeTime(now) };
-  }
-}
-
-/** When a finished request may be deleted. Pure. */
-export function finishedAt(ar: ApprovalRequest): Date | undefined {
-  if (!isFinished(ar)) return undefined;
-  const revoked =
-    ar.status?.phase === Phase.Revoked
-      ? ar.spec.decisions?.find((d) => d.decision === "Revoke")?.time
-      : undefined;
-  const t = ar.status?.consumed?.time ?? revoked ?? ar.status?.decidedAt ?? ar.spec.approval.expiresAt;
-  return new Date(Date.parse(t));
-}
 
 export interface ControllerOptions {
   kubeConfig: KubeConfig;
@@ -257,21 +84,6 @@ export interface ControllerOptions {
   notificationRetry?: SenderOptions;
   /** The webhook's fingerprint key: a Secret's objectHash is keyed with it (fingerprint-key.ts). */
   fingerprintKey?: FingerprintKey;
-}
-
-/** The notification event a phase announces (none for Consumed). Pure. */
-export function notifyEventFor(phase: Phase | undefined): NotifyEvent | undefined {
-  switch (phase) {
-    case Phase.Pending:
-      return "Requested";
-    case Phase.Approved:
-    case Phase.Denied:
-    case Phase.Expired:
-    case Phase.Revoked:
-      return phase;
-    default:
-      return undefined;
-  }
 }
 
 /**

@@ -15,7 +15,7 @@
 
 import { createHmac } from "node:crypto";
 import { parse as parseYaml } from "yaml";
-import { breakGlassApproval } from "../approvals/request.js";
+import { breakGlassApproval, tally } from "../approvals/lifecycle.js";
 import { visible } from "../approvals/visible.js";
 import type { ApprovalRequest } from "../resources/approval-request.js";
 
@@ -180,7 +180,7 @@ function facts(ar: ApprovalRequest, event: NotifyEvent): Facts {
       : event === "Revoked"
         ? decisions.find((d) => d.decision === "Revoke")
         : event === "Approved"
-          ? decisions.filter((d) => d.decision === "Approve").at(-1)
+          ? tally(s).approvals.at(-1)
           : undefined);
   const titles: Record<NotifyEvent, string> = {
     Requested: "Approval needed",

@@ -5,7 +5,8 @@
 import { AuthenticationV1Api, CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
 import { kubeRaceMessage, precheckMessage } from "../approvals/decision-messages.js";
 import { checkDecision, DecisionCode, KUBECTL_VIA } from "../approvals/decisions.js";
-import { decisionEntry, effectivePhase } from "../approvals/request.js";
+import { effectivePhase, tally } from "../approvals/lifecycle.js";
+import { decisionEntry } from "../approvals/request.js";
 import { visible } from "../approvals/visible.js";
 import { actionTargets, targetNameSelector, UNLABELLED_SELECTOR } from "../audit/target-labels.js";
 import {
@@ -111,9 +112,7 @@ export async function decide(
     if ((await append(kc, ar, entry)) === "race") continue;
     if (breakGlass)
       return `break-glass approved ${namespace}/${name}: the requester can now retry the action, once. Every notification route, a Warning Event and the audit trail record it`;
-    const got =
-      (ar.spec.decisions ?? []).filter((d) => d.decision === "Approve").length +
-      (decision === "Approve" ? 1 : 0);
+    const got = tally({ ...ar.spec, decisions: [...(ar.spec.decisions ?? []), entry] }).approvals.length;
     return decision === "Approve"
       ? `approved ${namespace}/${name} (${got}/${ar.spec.approval.requiredApprovals} approvals)${got >= ar.spec.approval.requiredApprovals ? ": the requester can now retry the action, once" : ""}`
       : `denied ${namespace}/${name}`;

@@ -6,7 +6,8 @@ import {
   fingerprintOf,
   redactedObject,
 } from "../../src/approvals/fingerprint.js";
-import { approvalRequestName, effectivePhase, usableApproval } from "../../src/approvals/request.js";
+import { effectivePhase, usableApproval } from "../../src/approvals/lifecycle.js";
+import { approvalRequestName } from "../../src/approvals/request.js";
 import type { AdmissionRequest } from "../../src/resources/admission.js";
 import type { ApprovalRequest } from "../../src/resources/approval-request.js";
 import { canonicalJson } from "../../src/resources/canonical-json.js";

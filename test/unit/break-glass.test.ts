@@ -1,7 +1,13 @@
 import { describe, expect, it } from "vitest";
-import { breakGlassApproval, isBreakGlass, usableApproval } from "../../src/approvals/request.js";
-import { computePhase } from "../../src/approvals/state.js";
-import { expectedAuditEvents } from "../../src/controller/reconciler.js";
+import { checkDecision } from "../../src/approvals/decisions.js";
+import {
+  breakGlassApproval,
+  computePhase,
+  isBreakGlass,
+  usableApproval,
+  visibleLength,
+} from "../../src/approvals/lifecycle.js";
+import { expectedAuditEvents } from "../../src/controller/approval-request-plan.js";
 import { type NotificationConfig, routesFor, webhookMessage } from "../../src/notify/messages.js";
 import { compilePolicy } from "../../src/policy/compile.js";
 import type { ApprovalRequest, Decision } from "../../src/resources/approval-request.js";
@@ -116,5 +122,51 @@ describe("break-glass in the lifecycle", () => {
     expect(policy(["sre-oncall"])).toMatchObject({ ok: true });
     for (const g of ["system:authenticated", "system:serviceaccounts:ai", "system:masters"])
       expect(policy([g])).toMatchObject({ ok: false });
+  });
+});
+
+describe("break-glass reason: only visible characters count", () => {
+  // Red-team finding: 20 zero-width spaces passed a `.trim().length >= 20` check.
+  const invisible = [
+    ["zero-width spaces (Cf)", "\u200B".repeat(20)],
+    ["other format characters (Cf)", "\u200C\u200D\u2060\uFEFF\u202E\u2066\u00AD".repeat(4)],
+    ["controls (Cc)", "\u0001\u0007\u001B\u007F\u0085".repeat(5)],
+    ["space runs (Zs) around a few letters", `ok${"\u3000\u00A0\u2003 ".repeat(10)}go${"\u2009".repeat(20)}`],
+    ["blank letters and combining marks", "\u3164\u2800\u115F\u0301\u034F".repeat(5)],
+  ] as const;
+
+  it.each(invisible)("%s do not make a reason", (_, reason) => {
+    expect(visibleLength(reason)).toBeLessThan(20);
+    const d = glass({ reason });
+    expect(isBreakGlass(ar([d]).spec, d)).toBe(false);
+    expect(computePhase(ar([d]), NOW)).toMatchObject({ phase: "Pending" });
+    expect(breakGlassApproval(ar([d]).spec)).toBeUndefined();
+  });
+
+  it("counts what a reader sees: one per character, one per whitespace run between words", () => {
+    expect(visibleLength("  urgent!  ")).toBe(7);
+    expect(visibleLength("a \u200B\u3000 b")).toBe(3);
+    expect(visibleLength("e\u0301t\u00E9")).toBe(3);
+    expect(visibleLength(REASON)).toBe(REASON.length);
+    // Invisible padding around a real reason neither helps nor hurts it.
+    const padded = glass({ reason: `\u200B${REASON}\u200B` });
+    expect(isBreakGlass(ar([padded]).spec, padded)).toBe(true);
+  });
+
+  it("the decision check refuses it with break-glass-reason and the visible count", () => {
+    const olga = { username: "olga", uid: "u-olga", groups: ["sre-oncall"] };
+    const r = checkDecision({
+      request: ar([]),
+      decider: olga,
+      decision: {
+        ...glass({ reason: "\u200B".repeat(25) }),
+        uid: "u-olga",
+        via: "kubectl",
+        time: "2026-01-01T00:10:00Z",
+      },
+      now: NOW,
+      writtenBy: "decider",
+    });
+    expect(r).toMatchObject({ ok: false, refusal: { code: "break-glass-reason", length: 0 } });
   });
 });

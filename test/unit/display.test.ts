@@ -19,7 +19,8 @@ import {
   renderActionDiff,
   renderDiff,
 } from "../../src/approvals/fingerprint.js";
-import { buildApprovalRequest, usableApproval } from "../../src/approvals/request.js";
+import { usableApproval } from "../../src/approvals/lifecycle.js";
+import { buildApprovalRequest } from "../../src/approvals/request.js";
 import { visible } from "../../src/approvals/visible.js";
 import { boundedDiff, slackEscape, slackMessage, teamsEscape } from "../../src/notify/messages.js";
 import { formatList, formatShow } from "../../src/plugin/commands.js";

@@ -9,7 +9,7 @@ import {
   transitionOf,
 } from "../../src/approvals/fingerprint.js";
 import { FINGERPRINT_KEY_FIELD, keyFromSecretData } from "../../src/approvals/fingerprint-key.js";
-import { judgeExecution } from "../../src/controller/reconciler.js";
+import { judgeExecution } from "../../src/approvals/lifecycle.js";
 import type { AdmissionRequest } from "../../src/resources/admission.js";
 import type { ApprovalRequest } from "../../src/resources/approval-request.js";
 import { canonicalJson } from "../../src/resources/canonical-json.js";

@@ -1,15 +1,20 @@
 import { describe, expect, it } from "vitest";
 import { guardWrite } from "../../src/approvals/decision-guard.js";
 import { DECISION_CLOCK_SKEW_SECONDS } from "../../src/approvals/decisions.js";
+import {
+  computePhase,
+  finishedAt,
+  judgeExecution,
+  nextStatus,
+  nextWakeup,
+} from "../../src/approvals/lifecycle.js";
 import { decisionEntry } from "../../src/approvals/request.js";
-import { computePhase, nextStatus, nextWakeup } from "../../src/approvals/state.js";
 import { auditRecordName, GENESIS_HASH, hashRecord, verifyChain } from "../../src/audit/chain.js";
 import {
   auditDetails,
   expectedAuditEvents,
-  finishedAt,
   notifyEventFor,
-} from "../../src/controller/reconciler.js";
+} from "../../src/controller/approval-request-plan.js";
 import { kubeTime } from "../../src/kube/time.js";
 import type { AdmissionRequest } from "../../src/resources/admission.js";
 import type { ApprovalRequest } from "../../src/resources/approval-request.js";
@@ -412,8 +417,7 @@ describe("the decision guard (pure part)", () => {
 });
 
 describe("execution check (pure)", () => {
-  it("judges deletes, creates and updates from the target as read after admission", async () => {
-    const { judgeExecution } = await import("../../src/controller/reconciler.js");
+  it("judges deletes, creates and updates from the target as read after admission", () => {
     const del = ar();
     expect(judgeExecution(del, undefined).result).toBe("Executed");
     expect(judgeExecution(del, { metadata: { name: "db", deletionTimestamp: new Date() } }).result).toBe(
