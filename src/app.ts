@@ -35,7 +35,7 @@ import { AuditWriter } from "./audit/writer.js";
 import { BypassScanner } from "./bypass/scanner.js";
 import { startCertificateLoop } from "./certs/certificate-loop.js";
 import { WebhookConfigWatch } from "./controller/config-watch.js";
-import { Controller } from "./controller/reconciler.js";
+import { ApprovalRequestReconciler } from "./controller/reconciler.js";
 import { componentLogger } from "./logging/logger.js";
 import type { NotificationConfig } from "./notify/messages.js";
 import type { SenderOptions } from "./notify/notifier.js";
@@ -118,7 +118,7 @@ export interface RunningCountersign {
   replica: string;
   policies: PolicyCache;
   webhook: RunningWebhook | undefined;
-  controller: Controller | undefined;
+  controller: ApprovalRequestReconciler | undefined;
   stop(): Promise<void>;
 }
 
@@ -176,7 +176,7 @@ export async function startCountersign(opts: CountersignOptions): Promise<Runnin
   // Secret, which the webhook role (`tls` as a function) may be waiting for.
   const roles: Role[] = [];
   let webhook: (RunningWebhook & Role) | undefined;
-  let controller: (Role & { controller: Controller }) | undefined;
+  let controller: (Role & { controller: ApprovalRequestReconciler }) | undefined;
   try {
     if (opts.controller) {
       controller = await startControllerRole(shared, opts.controller);
@@ -315,9 +315,9 @@ async function startWebhookRole(
 async function startControllerRole(
   shared: Shared,
   opts: ControllerRoleOptions,
-): Promise<Role & { controller: Controller }> {
+): Promise<Role & { controller: ApprovalRequestReconciler }> {
   const { kubeConfig, installNamespace, replica } = shared;
-  const controller = new Controller({
+  const controller = new ApprovalRequestReconciler({
     kubeConfig,
     installNamespace,
     identity: opts.identity ?? replica,
@@ -368,7 +368,7 @@ async function startGuardrails(opts: {
   kubeConfig: KubeConfig;
   installNamespace: string;
   policies: PolicyCache;
-  controller: Controller;
+  controller: ApprovalRequestReconciler;
   username: string;
   instance: string;
   auditor: ConfigAuditor;

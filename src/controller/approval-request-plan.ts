@@ -1,14 +1,23 @@
 /**
  * What the ApprovalRequest reconciler should do for one request, pure (no I/O, no clock: `now`
- * is a parameter): the audit records its state calls for and who did what when, the
- * notification its phase announces. The reconciler (reconciler.ts) gathers, asks, applies.
+ * is a parameter): the plan of one reconcile (audit records to ensure and who did what when,
+ * whether to announce a transition, the status, the metric), the notification its phase
+ * announces, and the next look (execution check, expiry, retention, collection). The
+ * reconciler (reconciler.ts) gathers, asks, applies.
  */
 
-import { tally } from "../approvals/lifecycle.js";
+import {
+  computePhase,
+  EXECUTION_CHECK_DELAY_MS,
+  finishedAt,
+  nextStatus,
+  type PhaseDecision,
+  tally,
+} from "../approvals/lifecycle.js";
 import type { AuditDetails } from "../audit/writer.js";
 import { kubeTime } from "../kube/time.js";
 import type { NotifyEvent } from "../notify/messages.js";
-import { type ApprovalRequest, Phase } from "../resources/approval-request.js";
+import { type ApprovalRequest, type ApprovalRequestStatus, Phase } from "../resources/approval-request.js";
 import { type AuditActor, AuditEvent } from "../resources/audit-record.js";
 
 /** The audit events a request in `phase` must have, in order. Pure. */
@@ -121,4 +130,62 @@ export function notifyEventFor(phase: Phase | undefined): NotifyEvent | undefine
     default:
       return undefined;
   }
+}
+
+/** What one reconcile of a request should write, decided from the request as cached and `now`. */
+export interface ReconcilePlan {
+  /** The phase it should be in, why, and the phase it is recorded in now. */
+  target: PhaseDecision;
+  before: Phase | undefined;
+  /** Audit events to write (the ones its status does not list yet), in order. */
+  audit: AuditEvent[];
+  /** Emit a transition Event (the webhook itself announces creation and consumption). */
+  announce: boolean;
+  /** The status from the lifecycle (undefined when unchanged); audit refs are added on apply. */
+  status: ApprovalRequestStatus | undefined;
+  /** Observe time-to-decision for this transition (a decision, or expiry without approval). */
+  observeDecision: boolean;
+}
+
+export function planReconcile(ar: ApprovalRequest, now: Date): ReconcilePlan {
+  const target = computePhase(ar, now);
+  const before = ar.status?.phase;
+  const listed = new Set((ar.status?.auditRecords ?? []).map((r) => r.event));
+  const changed = target.phase !== before;
+  return {
+    target,
+    before,
+    audit: expectedAuditEvents(ar, target.phase).filter((e) => !listed.has(e)),
+    announce: changed && target.phase !== Phase.Pending && target.phase !== Phase.Consumed,
+    status: nextStatus(ar, now),
+    observeDecision:
+      changed &&
+      (target.phase === Phase.Approved ||
+        target.phase === Phase.Denied ||
+        (target.phase === Phase.Expired && before !== Phase.Approved)),
+  };
+}
+
+/**
+ * After the status is written, the next thing to do for a request: check whether its consumed
+ * action took effect (now, or at `at`), wake at its expiry, wake at the end of its retention,
+ * or collect it.
+ */
+export type NextLook =
+  | { kind: "check-execution" }
+  | { kind: "wake"; at: Date; why: "execution-check" | "expiry" | "retention" }
+  | { kind: "collect" };
+
+export function nextLook(ar: ApprovalRequest, now: Date, retentionMs: number): NextLook {
+  if (ar.status?.phase === Phase.Consumed && !ar.status.execution) {
+    const consumedAt = Date.parse(ar.status.consumed?.time ?? "") || now.getTime();
+    const due = consumedAt + EXECUTION_CHECK_DELAY_MS;
+    return now.getTime() < due
+      ? { kind: "wake", at: new Date(due), why: "execution-check" }
+      : { kind: "check-execution" };
+  }
+  const finished = finishedAt(ar);
+  if (!finished) return { kind: "wake", at: new Date(Date.parse(ar.spec.approval.expiresAt)), why: "expiry" };
+  const gcAt = new Date(finished.getTime() + retentionMs);
+  return now < gcAt ? { kind: "wake", at: gcAt, why: "retention" } : { kind: "collect" };
 }

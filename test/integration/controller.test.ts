@@ -12,7 +12,7 @@ import {
 } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { verifyChain } from "../../src/audit/chain.js";
-import { Controller } from "../../src/controller/reconciler.js";
+import { ApprovalRequestReconciler } from "../../src/controller/reconciler.js";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
 import { kubeStatusOf } from "../../src/kube/errors.js";
 import { componentLogger } from "../../src/logging/logger.js";
@@ -39,13 +39,13 @@ let cs: TestCountersign;
 let self: KubeConfig;
 let agent: KubeConfig;
 let alice: KubeConfig;
-const controllers: Controller[] = [];
+const controllers: ApprovalRequestReconciler[] = [];
 
 function newController(
   name: string,
-  extra: Partial<ConstructorParameters<typeof Controller>[0]> = {},
-): Controller {
-  const c = new Controller({
+  extra: Partial<ConstructorParameters<typeof ApprovalRequestReconciler>[0]> = {},
+): ApprovalRequestReconciler {
+  const c = new ApprovalRequestReconciler({
     kubeConfig: self,
     installNamespace,
     identity: name,
@@ -91,7 +91,10 @@ async function requestDelete(secret: string): Promise<string> {
   throw new Error("expected a denial");
 }
 
-async function waitLeader(cs: Controller[], timeoutMs = 15_000): Promise<Controller> {
+async function waitLeader(
+  cs: ApprovalRequestReconciler[],
+  timeoutMs = 15_000,
+): Promise<ApprovalRequestReconciler> {
   return eventually(
     async () => {
       const leaders = cs.filter((c) => c.isLeader());

@@ -269,10 +269,12 @@ describe("notifications", () => {
     const before = mine().length;
     const controller = cs.replicas[0]!.controller!;
     await controller.stop(true);
-    const { Controller } = await import("../../src/controller/reconciler.js");
+    const { ApprovalRequestReconciler } = await import("../../src/controller/reconciler.js");
     const { componentLogger } = await import("../../src/logging/logger.js");
-    const opts = (controller as unknown as { opts: ConstructorParameters<typeof Controller>[0] }).opts;
-    const restarted = new Controller({
+    const opts = (
+      controller as unknown as { opts: ConstructorParameters<typeof ApprovalRequestReconciler>[0] }
+    ).opts;
+    const restarted = new ApprovalRequestReconciler({
       ...opts,
       identity: "restarted",
       logger: componentLogger("controller"),
