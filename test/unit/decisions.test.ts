@@ -10,6 +10,7 @@ import {
 } from "../../src/approvals/decisions.js";
 import type { UserInfo } from "../../src/resources/admission.js";
 import type { ApprovalRequest, Decision } from "../../src/resources/approval-request.js";
+import { approvalRequest } from "../fixtures/approval-request.js";
 
 const NOW = new Date("2026-01-01T00:10:00Z");
 const time = NOW.toISOString();
@@ -21,40 +22,16 @@ const bot: UserInfo = {
   groups: ["system:serviceaccounts"],
 };
 
+/** The fixture request as this file names it: fingerprint f…, summary "delete Secret prod/db". */
 function request(
   over: Partial<ApprovalRequest["spec"]> = {},
   status?: ApprovalRequest["status"],
 ): ApprovalRequest {
-  return {
-    apiVersion: "countersign.io/v1alpha1",
-    kind: "ApprovalRequest",
-    metadata: { name: "delete-secrets-db", namespace: "prod" },
-    spec: {
-      fingerprint: "f".repeat(64),
-      attempt: 0,
-      requester: { username: bot.username!, serviceAccount: { namespace: "ai", name: "bot" } },
-      action: {
-        operation: "DELETE",
-        group: "",
-        version: "v1",
-        resource: "secrets",
-        subResource: "",
-        namespace: "prod",
-        name: "db",
-        objectHash: "",
-        summary: "delete Secret prod/db",
-      },
-      policy: { name: "p", rule: "r" },
-      approval: {
-        approvers: { groups: ["approvers"], users: ["root"] },
-        requiredApprovals: 1,
-        ttl: "1h",
-        expiresAt: "2026-01-01T01:00:00Z",
-      },
-      ...over,
-    },
-    ...(status ? { status } : {}),
-  };
+  const ar = approvalRequest({ fingerprint: "f".repeat(64), ...over }, status);
+  ar.metadata = { name: "delete-secrets-db", namespace: "prod" };
+  if (!over.action) ar.spec.action.summary = "delete Secret prod/db";
+  if (!over.approval) ar.spec.approval.expiresAt = "2026-01-01T01:00:00Z";
+  return ar;
 }
 
 const entry = (user: UserInfo, decision: Decision["decision"], over: Partial<Decision> = {}): Decision => ({

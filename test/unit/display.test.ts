@@ -7,12 +7,10 @@ import { describe, expect, it } from "vitest";
 import { refusalMessage } from "../../src/approvals/decision-messages.js";
 import { checkDecision } from "../../src/approvals/decisions.js";
 import {
-  actionIdentity,
   actionSummary,
   countChanges,
   DIFF_LIMIT,
   fieldDiff,
-  fingerprintOf,
   isNoOpUpdate,
   MAX_NESTING_DEPTH,
   nestingDepth,
@@ -20,12 +18,12 @@ import {
   renderDiff,
 } from "../../src/approvals/fingerprint.js";
 import { usableApproval } from "../../src/approvals/lifecycle.js";
-import { buildApprovalRequest } from "../../src/approvals/request.js";
 import { visible } from "../../src/approvals/visible.js";
 import { boundedDiff, slackEscape, slackMessage, teamsEscape } from "../../src/notify/messages.js";
 import { formatList, formatShow } from "../../src/plugin/commands.js";
 import type { AdmissionRequest } from "../../src/resources/admission.js";
 import { canonicalJson } from "../../src/resources/canonical-json.js";
+import { requestFor } from "../fixtures/approval-request.js";
 
 /** No raw control or format character (besides newlines and tabs) is left. */
 const clean = (s: string) => visible(s, { newlines: true }) === s;
@@ -62,26 +60,7 @@ const podReq = (over: Partial<AdmissionRequest>) =>
     ...over,
   });
 
-const build = (r: AdmissionRequest) => {
-  const action = actionIdentity(r);
-  return buildApprovalRequest({
-    req: r,
-    action,
-    fingerprint: fingerprintOf(action),
-    attempt: 0,
-    namespace: "prod",
-    rule: { policy: "p", rule: "r", generation: 1 },
-    approval: {
-      approvers: { groups: ["approvers"] },
-      requiredApprovals: 1,
-      ttl: "1h",
-      ttlSeconds: 3600,
-      holdSeconds: 0,
-      notify: [],
-    } as never,
-    now: NOW,
-  });
-};
+const build = (r: AdmissionRequest) => requestFor(r, { now: NOW });
 
 describe("long values are never cut (finding 1)", () => {
   it("CREATE: a command padded past any line limit is shown to its end", () => {

@@ -19,48 +19,9 @@ import { kubeTime } from "../../src/kube/time.js";
 import type { AdmissionRequest } from "../../src/resources/admission.js";
 import type { ApprovalRequest } from "../../src/resources/approval-request.js";
 import type { AuditRecord } from "../../src/resources/audit-record.js";
+import { approvalRequest, at } from "../fixtures/approval-request.js";
 
-const T0 = new Date("2026-01-01T00:00:00Z");
-const at = (s: number) => new Date(T0.getTime() + s * 1000);
-
-function ar(
-  over: Partial<ApprovalRequest["spec"]> = {},
-  status?: ApprovalRequest["status"],
-): ApprovalRequest {
-  return {
-    apiVersion: "countersign.io/v1alpha1",
-    kind: "ApprovalRequest",
-    metadata: { name: "delete-secrets-db-abc", namespace: "prod", generation: 1 },
-    spec: {
-      fingerprint: "a".repeat(64),
-      attempt: 0,
-      requester: {
-        username: "system:serviceaccount:ai:bot",
-        serviceAccount: { namespace: "ai", name: "bot" },
-      },
-      action: {
-        operation: "DELETE",
-        group: "",
-        version: "v1",
-        resource: "secrets",
-        subResource: "",
-        namespace: "prod",
-        name: "db",
-        objectHash: "",
-        summary: "s",
-      },
-      policy: { name: "p", rule: "r" },
-      approval: {
-        approvers: { groups: ["approvers"], users: ["root"] },
-        requiredApprovals: 1,
-        ttl: "1h",
-        expiresAt: at(3600).toISOString(),
-      },
-      ...over,
-    },
-    ...(status ? { status } : {}),
-  };
-}
+const ar = approvalRequest;
 
 describe("the ApprovalRequest state machine", () => {
   it("goes Pending → Approved on enough approvals, → Denied on any denial, → Expired at the TTL", () => {

@@ -12,9 +12,10 @@ import {
   isNoOpUpdate,
   transitionOf,
 } from "../../src/approvals/fingerprint.js";
-import { approvalRequestName, buildApprovalRequest } from "../../src/approvals/request.js";
+import { approvalRequestName } from "../../src/approvals/request.js";
 import { formatShow } from "../../src/plugin/commands.js";
 import type { AdmissionRequest } from "../../src/resources/admission.js";
+import { requestFor } from "../fixtures/approval-request.js";
 
 const AGENT = "system:serviceaccount:ai-agents:ops-bot";
 const fp = (r: AdmissionRequest) => fingerprintOf(actionIdentity(r));
@@ -389,26 +390,7 @@ describe("what the approver sees is what will run (item 3)", () => {
   });
 });
 
-const buildSpec = (r: AdmissionRequest) => {
-  const action = actionIdentity(r);
-  return buildApprovalRequest({
-    req: r,
-    action,
-    fingerprint: fingerprintOf(action),
-    attempt: 0,
-    namespace: "prod",
-    rule: { policy: "p", rule: "r", generation: 1 },
-    approval: {
-      approvers: { groups: ["g"] },
-      requiredApprovals: 1,
-      ttl: "1h",
-      ttlSeconds: 3600,
-      holdSeconds: 0,
-      notify: [],
-    } as never,
-    now: new Date("2026-01-01T00:00:00Z"),
-  });
-};
+const buildSpec = (r: AdmissionRequest) => requestFor(r, { approverGroup: "g" });
 
 describe("generateName (item 4)", () => {
   const create = (name: string, generateName = "job-") =>
