@@ -12,10 +12,12 @@ import { createHash } from "node:crypto";
 import { CoordinationV1Api, type KubeConfig } from "@kubernetes/client-node";
 import { isAlreadyExists, isNotFound } from "../kube/errors.js";
 import type { Logger } from "../logging/logger.js";
-import { SLACK_MAX_SKEW_SECONDS } from "./slack-interactions.js";
 
 export const REPLAY_MARKER_LABEL = "countersign.io/replay-marker";
 export const REPLAY_MARKER_PREFIX = "slack-replay-";
+/** How far a Slack request's timestamp may be from our clock (Slack's own recommendation). */
+export const SLACK_MAX_SKEW_SECONDS = 300;
+
 /** A signature is valid for ±SLACK_MAX_SKEW_SECONDS around its timestamp: keep markers that long twice. */
 export const REPLAY_MARKER_TTL_SECONDS = 2 * SLACK_MAX_SKEW_SECONDS;
 const SWEEP_INTERVAL_MS = 60_000;

@@ -13,9 +13,7 @@ import type { Logger } from "../logging/logger.js";
 import { slackReplaysRefused } from "../metrics/metrics.js";
 import { type NotificationConfig, SUMMARY_BLOCK_PREFIX } from "./messages.js";
 import { postJson } from "./notifier.js";
-import type { ReplayGuard } from "./replay-guard.js";
-
-export const SLACK_MAX_SKEW_SECONDS = 300;
+import { type ReplayGuard, SLACK_MAX_SKEW_SECONDS } from "./replay-guard.js";
 
 /** Verifies X-Slack-Signature (v0) and X-Slack-Request-Timestamp. Pure. */
 export function verifySlackSignature(
