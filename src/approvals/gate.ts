@@ -299,9 +299,14 @@ export class ApprovalGate {
     // spend it on nothing (chaos schedules with a stalled API server, issue 12).
     if (answerBy !== undefined && Date.now() >= answerBy)
       throw new Error("the API server has stopped waiting for this review; the approval was not used");
+    // Expiry is checked again here, not only before the approver RBAC re-check: that check
+    // makes API calls, and an approval checked at 13.9 s was consumed at 14.08 s, after its
+    // 14 s expiry (chaos seed 1091860728 path 5). "conflict" makes the caller re-read: Expired.
+    const at = this.now();
+    if (at.getTime() >= Date.parse(ar.spec.approval.expiresAt)) return "conflict";
     const written = await this.requests.replaceStatus(
       ar,
-      consumedStatus(ar, { admissionUID: req.uid, replica: this.opts.replica }, this.now()),
+      consumedStatus(ar, { admissionUID: req.uid, replica: this.opts.replica }, at),
     );
     if (written === "conflict") return "conflict";
     log.info("approval consumed", { approvalRequest: `${ar.metadata.namespace}/${ar.metadata.name}` });
