@@ -34,6 +34,7 @@ import {
   type Transition,
   transitionOf,
 } from "./fingerprint.js";
+import { pendingProgress } from "./follow-ups.js";
 import { approvalsSuffice, consumedStatus, gateStep, holdStep, tally } from "./lifecycle.js";
 import { cappedMessage, type OpenRequestIndex } from "./open-requests.js";
 import { approvalRequestName, buildApprovalRequest } from "./request.js";
@@ -422,7 +423,6 @@ export class ApprovalGate {
       ...(a.approvers.users ?? []).map((u) => `user ${u}`),
       ...(a.approvers.groups ?? []).map((g) => `group ${g}`),
     ].join(", ");
-    const got = tally(ar.spec).approvals.length;
     return {
       allowed: false,
       state,
@@ -431,7 +431,7 @@ export class ApprovalGate {
         `Countersign: this action needs a human approval (ApprovalPolicy ${ar.spec.policy.name}, rule ${ar.spec.policy.rule})` +
         `${ar.spec.policy.message ? `: ${ar.spec.policy.message.replace(/[.\s]+$/, "")}` : ""}. ` +
         `ApprovalRequest ${namespace}/${name} ${state === "created" ? "was created" : "is pending"} ` +
-        `(${got}/${a.requiredApprovals} approvals from ${who}; expires ${a.expiresAt}). ` +
+        `(${pendingProgress(ar, this.now(), who)}; expires ${a.expiresAt}). ` +
         `Ask an approver to run: kubectl approve ${name} -n ${namespace} — then retry this exact request unchanged; ` +
         `it will be allowed once. Watch it: kubectl get approvalrequest ${name} -n ${namespace} -w`,
     };

@@ -90,6 +90,9 @@ export function buildApprovalRequest(args: {
       holdSeconds: approval.holdSeconds,
       notify: approval.notify,
       ...(approval.breakGlass ? { breakGlass: { groups: approval.breakGlass.groups } } : {}),
+      ...(approval.remindAfter ? { remindAfter: approval.remindAfter } : {}),
+      ...(approval.escalateAfter ? { escalateAfter: approval.escalateAfter } : {}),
+      ...(approval.escalateTo ? { escalateTo: approval.escalateTo } : {}),
     },
   };
   const diff = renderActionDiff(req, transition);

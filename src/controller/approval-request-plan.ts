@@ -6,6 +6,7 @@
  * reconciler (reconciler.ts) gathers, asks, applies.
  */
 
+import { followUpsDue } from "../approvals/follow-ups.js";
 import {
   computePhase,
   EXECUTION_CHECK_DELAY_MS,
@@ -168,12 +169,12 @@ export function planReconcile(ar: ApprovalRequest, now: Date): ReconcilePlan {
 
 /**
  * After the status is written, the next thing to do for a request: check whether its consumed
- * action took effect (now, or at `at`), wake at its expiry, wake at the end of its retention,
- * or collect it.
+ * action took effect (now, or at `at`), wake for its next reminder or escalation, wake at its
+ * expiry, wake at the end of its retention, or collect it.
  */
 export type NextLook =
   | { kind: "check-execution" }
-  | { kind: "wake"; at: Date; why: "execution-check" | "expiry" | "retention" }
+  | { kind: "wake"; at: Date; why: "execution-check" | "expiry" | "follow-up" | "retention" }
   | { kind: "collect" };
 
 export function nextLook(ar: ApprovalRequest, now: Date, retentionMs: number): NextLook {
@@ -185,7 +186,12 @@ export function nextLook(ar: ApprovalRequest, now: Date, retentionMs: number): N
       : { kind: "check-execution" };
   }
   const finished = finishedAt(ar);
-  if (!finished) return { kind: "wake", at: new Date(Date.parse(ar.spec.approval.expiresAt)), why: "expiry" };
+  if (!finished) {
+    // A reminder or escalation due before expiry wakes it first (followUpsDue only names those).
+    const followUp = followUpsDue(ar, now).nextAt;
+    if (followUp) return { kind: "wake", at: followUp, why: "follow-up" };
+    return { kind: "wake", at: new Date(Date.parse(ar.spec.approval.expiresAt)), why: "expiry" };
+  }
   const gcAt = new Date(finished.getTime() + retentionMs);
   return now < gcAt ? { kind: "wake", at: gcAt, why: "retention" } : { kind: "collect" };
 }

@@ -6,6 +6,7 @@
  * burst window is written Batched and goes out in the window's summary (notify/bursts.ts).
  * Every write re-reads the request and is conditional on its resourceVersion.
  */
+import { FollowUp, followUpsDue, pendingProgress } from "../approvals/follow-ups.js";
 import { effectivePhase } from "../approvals/lifecycle.js";
 import { describeKubeError } from "../kube/errors.js";
 import { kubeTime } from "../kube/time.js";
@@ -17,6 +18,7 @@ import {
   type Route,
   routesFor,
   summaryFor,
+  unknownEscalationRoutes,
 } from "../notify/messages.js";
 import { messageFor, type SenderOptions, sendToRoute } from "../notify/notifier.js";
 import { type ApprovalRequest, Phase } from "../resources/approval-request.js";
@@ -35,8 +37,14 @@ export interface RequestNotificationsOptions {
   now: () => Date;
   /** Summaries go out only while this replica leads. */
   isLeader: () => boolean;
-  /** Emits a Warning Event on the request (a failed delivery). */
-  warn: (ar: ApprovalRequest, reason: string, message: string, log: Logger) => Promise<void>;
+  /** Emits an Event on the request (a failed delivery, a reminder, an escalation). */
+  emit: (
+    ar: ApprovalRequest,
+    reason: string,
+    message: string,
+    type: "Normal" | "Warning",
+    log: Logger,
+  ) => Promise<void>;
 }
 
 export class RequestNotifications {
@@ -56,6 +64,7 @@ export class RequestNotifications {
     const config = this.opts.config;
     const event = notifyEventFor(ar.status?.phase);
     if (!event) return undefined;
+    const followUps = followUpsDue(ar, this.opts.now()).due;
     const member = `${ar.metadata.namespace}/${ar.metadata.name}`;
     const routes = routesFor(ar, event, config);
     const entries = (ar.status?.notifications ?? []).filter((n) => n.event === event);
@@ -70,7 +79,7 @@ export class RequestNotifications {
     }
     const done = new Set(entries.map((n) => n.route));
     const due = routes.filter((r) => !done.has(r.name));
-    if (due.length === 0) return undefined;
+    if (due.length === 0 && followUps.length === 0) return undefined;
     const time = kubeTime(this.opts.now());
     const placed = due.map((r) => {
       if (event !== "Requested" || this.bursts.windowMs === 0) return { route: r, batch: false };
@@ -79,6 +88,9 @@ export class RequestNotifications {
       if (p.kind === "send") this.scheduleFlush(key, r, p.flushAt);
       return { route: r, batch: p.kind === "batch" };
     });
+    // Follow-ups (reminder, escalation): their time is recorded with their entries in this one
+    // conditional write, so a second controller or a restart never sends them again.
+    const follow = followUps.map((f) => ({ event: f, routes: routesFor(ar, f, config) }));
     const updated = await this.opts.requests.replaceStatus(ar, {
       ...ar.status,
       notifications: [
@@ -90,11 +102,63 @@ export class RequestNotifications {
           attempts: 0,
           time,
         })),
+        ...follow.flatMap((f) =>
+          f.routes.map((r) => ({
+            route: r.name,
+            event: f.event,
+            state: "Sending" as const,
+            attempts: 0,
+            time,
+          })),
+        ),
       ],
+      ...(followUps.includes(FollowUp.Reminder) ? { remindedAt: time } : {}),
+      ...(followUps.includes(FollowUp.Escalated) ? { escalatedAt: time } : {}),
     });
     if (updated === "conflict") return "conflict";
     for (const { route, batch } of placed) if (!batch) void this.deliver(updated, route, event);
+    for (const f of follow) {
+      for (const r of f.routes) void this.deliver(updated, r, f.event);
+      await this.announceFollowUp(updated, f.event, f.routes);
+    }
     return updated;
+  }
+
+  /** The follow-up's Event on the request (and a Warning for escalation routes the configuration lacks). */
+  private async announceFollowUp(ar: ApprovalRequest, event: FollowUp, routes: Route[]): Promise<void> {
+    const { namespace, name } = ar.metadata;
+    const log = this.opts.logger.child({ approvalRequest: `${namespace}/${name}`, event });
+    const to = routes.length ? routes.map((r) => r.name).join(", ") : "no route";
+    const progress = pendingProgress(ar, this.opts.now());
+    if (event === FollowUp.Reminder) {
+      log.info("reminder sent", { routes: routes.map((r) => r.name) });
+      await this.opts.emit(
+        ar,
+        EventReason.Reminded,
+        `Still pending after ${ar.spec.approval.remindAfter} (${progress}): reminded ${to}. Approve: kubectl approve ${name} -n ${namespace}`,
+        "Normal",
+        log,
+      );
+      return;
+    }
+    log.warn("request escalated", { routes: routes.map((r) => r.name) });
+    await this.opts.emit(
+      ar,
+      EventReason.Escalated,
+      `Still pending after ${ar.spec.approval.escalateAfter} (${progress}): escalated to ${to}. Approve: kubectl approve ${name} -n ${namespace}`,
+      "Warning",
+      log,
+    );
+    const unknown = unknownEscalationRoutes(ar, this.opts.config);
+    if (unknown.length > 0) {
+      await this.opts.emit(
+        ar,
+        EventReason.EscalationRouteUnknown,
+        `escalateTo names ${unknown.join(", ")}, which the notification configuration does not have; the escalation did not reach ${unknown.length === 1 ? "it" : "them"}.`,
+        "Warning",
+        log,
+      );
+    }
   }
 
   private scheduleFlush(key: string, route: Route, at: number): void {
@@ -177,10 +241,11 @@ export class RequestNotifications {
         }),
       );
       if (!result.ok) {
-        await this.opts.warn(
+        await this.opts.emit(
           ar,
           EventReason.NotificationFailed,
           `Summary notification to route ${route.name} failed after ${result.attempts} attempts: ${result.message}. The approval flow is not affected.`,
+          "Warning",
           log,
         );
       }
@@ -234,10 +299,11 @@ export class RequestNotifications {
     if (result.ok) log.info("notification sent", { attempts: result.attempts });
     else {
       log.warn("notification failed", { attempts: result.attempts, error: result.message });
-      await this.opts.warn(
+      await this.opts.emit(
         ar,
         EventReason.NotificationFailed,
         `Notification to route ${route.name} (${event}) failed after ${result.attempts} attempts: ${result.message}. The approval flow is not affected.`,
+        "Warning",
         log,
       );
     }

@@ -155,7 +155,7 @@ export class ApprovalRequestReconciler {
           logger: opts.logger,
           now: this.now,
           isLeader: () => !this.stopped && this.elector.isLeader(),
-          warn: (ar, reason, message, log) => emit(ar, reason, message, "Warning", log),
+          emit,
         })
       : undefined;
     this.informer = makeInformer<ApprovalRequest>(

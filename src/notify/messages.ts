@@ -15,6 +15,7 @@
 
 import { createHmac } from "node:crypto";
 import { parse as parseYaml } from "yaml";
+import type { FollowUp } from "../approvals/follow-ups.js";
 import { breakGlassApproval, tally } from "../approvals/lifecycle.js";
 import { visible } from "../approvals/visible.js";
 import type { ApprovalRequest } from "../resources/approval-request.js";
@@ -33,8 +34,15 @@ function decisionButtons(value: string) {
   ];
 }
 
-export type NotifyEvent = "Requested" | "Approved" | "Denied" | "Expired" | "Revoked";
-export const NOTIFY_EVENTS: NotifyEvent[] = ["Requested", "Approved", "Denied", "Expired", "Revoked"];
+/** The transitions a route may subscribe to (its `events`). */
+export type RouteEvent = "Requested" | "Approved" | "Denied" | "Expired" | "Revoked";
+export const NOTIFY_EVENTS: RouteEvent[] = ["Requested", "Approved", "Denied", "Expired", "Revoked"];
+/**
+ * What a notification announces: a transition, or a follow-up of a request left pending
+ * (approvals/follow-ups.ts). A Reminder goes to the routes that announced the request
+ * (Requested); an escalation to the policy's escalateTo routes, whatever their `events`.
+ */
+export type NotifyEvent = RouteEvent | FollowUp;
 
 export interface Route {
   name: string;
@@ -44,7 +52,7 @@ export interface Route {
   hmacSecret?: string;
   /** PEM of a private CA the endpoint's certificate chains to (default: the system's CAs). */
   caPem?: string;
-  events?: NotifyEvent[];
+  events?: RouteEvent[];
 }
 
 export interface NotificationConfig {
@@ -104,8 +112,19 @@ export function parseNotificationConfig(
 export function routesFor(ar: ApprovalRequest, event: NotifyEvent, config: NotificationConfig): Route[] {
   // A break-glass approval is everyone's business: every route hears of it.
   if (event === "Approved" && breakGlassApproval(ar.spec)) return [...config.routes];
+  if (event === "Escalated") {
+    const to = ar.spec.approval.escalateTo ?? [];
+    return config.routes.filter((r) => to.includes(r.name));
+  }
   const wanted = ar.spec.approval.notify?.length ? ar.spec.approval.notify : config.defaultRoutes;
-  return config.routes.filter((r) => wanted.includes(r.name) && (r.events ?? NOTIFY_EVENTS).includes(event));
+  const as: RouteEvent = event === "Reminder" ? "Requested" : event;
+  return config.routes.filter((r) => wanted.includes(r.name) && (r.events ?? NOTIFY_EVENTS).includes(as));
+}
+
+/** escalateTo names that are not routes of the configuration (the escalation cannot reach them). */
+export function unknownEscalationRoutes(ar: ApprovalRequest, config: NotificationConfig): string[] {
+  const names = new Set(config.routes.map((r) => r.name));
+  return (ar.spec.approval.escalateTo ?? []).filter((n) => !names.has(n));
 }
 
 /** Lines and characters of the diff a chat message carries. */
@@ -162,6 +181,8 @@ interface Facts {
   reason?: string;
   expires: string;
   decidedBy?: string;
+  /** For a follow-up: approvals so far and since when it waits. */
+  waiting?: string;
   approveCommand: string;
   revokeCommand: string;
   showCommand: string;
@@ -188,6 +209,8 @@ function facts(ar: ApprovalRequest, event: NotifyEvent): Facts {
     Denied: "Denied",
     Expired: "Expired without a decision",
     Revoked: "Approval revoked",
+    Reminder: "Reminder, still waiting for approval",
+    Escalated: "Escalated, approval overdue",
   };
   return {
     title: `${breakGlass ? "BREAK-GLASS approval" : titles[event]}: ${s.action.operation} ${s.action.resource}${s.action.subResource ? `/${s.action.subResource}` : ""} ${s.action.name || "(new)"}`,
@@ -198,6 +221,15 @@ function facts(ar: ApprovalRequest, event: NotifyEvent): Facts {
     ...(s.agentContext?.reason ? { reason: s.agentContext.reason } : {}),
     expires: s.approval.expiresAt,
     ...(decider ? { decidedBy: `${decider.approver}${decider.reason ? `: ${decider.reason}` : ""}` } : {}),
+    ...(event === "Reminder" || event === "Escalated"
+      ? {
+          waiting: `${tally(s).approvals.length}/${s.approval.requiredApprovals} approvals, pending since ${
+            ar.metadata.creationTimestamp
+              ? new Date(ar.metadata.creationTimestamp).toISOString()
+              : "its creation"
+          }`,
+        }
+      : {}),
     approveCommand: `kubectl approve ${name} -n ${namespace}`,
     revokeCommand: `kubectl approvals revoke ${name} -n ${namespace} --reason "..."`,
     showCommand: `kubectl approvals show ${name} -n ${namespace}`,
@@ -205,6 +237,10 @@ function facts(ar: ApprovalRequest, event: NotifyEvent): Facts {
     diff: s.action.operation === "DELETE" ? boundedDiff(s.diff, 0, 0) : boundedDiff(s.diff),
   };
 }
+
+/** The request is still waiting: the message offers the decision (buttons, the approve command). */
+const asksForDecision = (event: NotifyEvent) =>
+  event === "Requested" || event === "Reminder" || event === "Escalated";
 
 /** Where to read the rest of the diff (or, for a DELETE, the object being deleted). */
 function moreLines(f: Facts): string {
@@ -231,6 +267,7 @@ export function slackMessage(ar: ApprovalRequest, event: NotifyEvent): object {
     `*Expires*\n${e(f.expires)}`,
     ...(f.reason ? [`*Agent's reason*\n${e(f.reason)}`] : []),
     ...(f.decidedBy ? [`*Decided by*\n${e(f.decidedBy)}`] : []),
+    ...(f.waiting ? [`*Waiting*\n${e(f.waiting)}`] : []),
   ].map((text) => ({ type: "mrkdwn", text: text.slice(0, 2000) }));
   const blocks: object[] = [
     { type: "header", text: { type: "plain_text", text: f.title.slice(0, 150) } },
@@ -253,7 +290,7 @@ export function slackMessage(ar: ApprovalRequest, event: NotifyEvent): object {
       ],
     });
   }
-  if (event === "Requested") {
+  if (asksForDecision(event)) {
     blocks.push(
       {
         type: "actions",
@@ -316,10 +353,11 @@ export function teamsMessage(ar: ApprovalRequest, event: NotifyEvent): object {
                 { title: "Expires", value: e(f.expires) },
                 ...(f.reason ? [{ title: "Agent's reason", value: e(f.reason) }] : []),
                 ...(f.decidedBy ? [{ title: "Decided by", value: e(f.decidedBy) }] : []),
+                ...(f.waiting ? [{ title: "Waiting", value: e(f.waiting) }] : []),
               ],
             },
             ...diff,
-            ...(event === "Requested"
+            ...(asksForDecision(event)
               ? [
                   {
                     type: "TextBlock",
@@ -358,6 +396,14 @@ export function webhookMessage(ar: ApprovalRequest, event: NotifyEvent): object 
     ...(ar.spec.diff && ar.spec.action.operation !== "DELETE" ? { diff: ar.spec.diff } : {}),
     expiresAt: f.expires,
     ...(f.decidedBy ? { decidedBy: f.decidedBy } : {}),
+    ...(f.waiting
+      ? {
+          approvals: { have: tally(ar.spec).approvals.length, required: ar.spec.approval.requiredApprovals },
+          pendingSince: ar.metadata.creationTimestamp
+            ? new Date(ar.metadata.creationTimestamp).toISOString()
+            : undefined,
+        }
+      : {}),
     ...(event === "Approved" && breakGlassApproval(ar.spec) ? { breakGlass: true } : {}),
     approve: f.approveCommand,
     ...(event === "Approved" ? { revoke: f.revokeCommand } : {}),

@@ -42,6 +42,10 @@ export interface CompiledApproval {
   maxOpenRequests: number;
   /** Break-glass groups (absent: the rule offers no break-glass). */
   breakGlass?: { groups: string[] };
+  /** Follow-ups of a request left pending (durations as written; absent: none). */
+  remindAfter?: string;
+  escalateAfter?: string;
+  escalateTo?: string[];
 }
 
 /** Groups a break-glass approval may never come from: machines, or everyone (the CRD refuses them too). */
@@ -91,6 +95,45 @@ export function parseDurationSeconds(text: string): number | undefined {
   return total;
 }
 
+/** remindAfter / escalateAfter / escalateTo: the CRD's rules, worded for the webhook's apply-time refusal. */
+function compileFollowUps(
+  a: ApprovalSettings,
+  ttlSeconds: number | undefined,
+  path: string,
+  errors: CompileError[],
+): Pick<CompiledApproval, "remindAfter" | "escalateAfter" | "escalateTo"> {
+  const seconds = (field: "remindAfter" | "escalateAfter"): number | undefined => {
+    const text = a[field];
+    if (text === undefined) return undefined;
+    const s = parseDurationSeconds(text);
+    if (s === undefined || s <= 0) {
+      errors.push({ path: `${path}.${field}`, message: `invalid duration '${text}' (use e.g. 10m, 1h)` });
+      return undefined;
+    }
+    if (ttlSeconds !== undefined && s >= ttlSeconds)
+      errors.push({
+        path: `${path}.${field}`,
+        message: `${field} ${text} must be shorter than ttl ${a.ttl ?? "1h"}`,
+      });
+    return s;
+  };
+  const remind = seconds("remindAfter");
+  const escalate = seconds("escalateAfter");
+  if (remind !== undefined && escalate !== undefined && remind >= escalate)
+    errors.push({ path: `${path}.remindAfter`, message: "remindAfter must be shorter than escalateAfter" });
+  const escalateTo = a.escalateTo ?? [];
+  if ((a.escalateAfter !== undefined) !== escalateTo.length > 0)
+    errors.push({
+      path: `${path}.escalateTo`,
+      message: "escalateAfter and escalateTo go together: name the routes an overdue request escalates to",
+    });
+  return {
+    ...(a.remindAfter !== undefined ? { remindAfter: a.remindAfter } : {}),
+    ...(a.escalateAfter !== undefined ? { escalateAfter: a.escalateAfter } : {}),
+    ...(escalateTo.length > 0 ? { escalateTo } : {}),
+  };
+}
+
 function compileApproval(a: ApprovalSettings, path: string, errors: CompileError[]): CompiledApproval {
   const ttl = a.ttl ?? "1h";
   const ttlSeconds = parseDurationSeconds(ttl);
@@ -126,9 +169,11 @@ function compileApproval(a: ApprovalSettings, path: string, errors: CompileError
       message: `${g} cannot be a break-glass group: break-glass groups must be groups of people`,
     });
   }
+  const followUps = compileFollowUps(a, ttlSeconds, path, errors);
   return {
     approvers,
     requiredApprovals,
+    ...followUps,
     ttl,
     ttlSeconds: ttlSeconds ?? DEFAULT_TTL_SECONDS,
     holdSeconds: a.holdSeconds ?? 0,

@@ -45,6 +45,11 @@ export interface ApprovalSettings {
   maxOpenRequests?: number;
   /** Emergency approval: one break-glass Approve by a member of these groups suffices. */
   breakGlass?: { groups: string[] };
+  /** Re-notify the request's routes once when it is still pending this long after creation. */
+  remindAfter?: string;
+  /** Notify the escalateTo routes once when it is still pending this long after creation. */
+  escalateAfter?: string;
+  escalateTo?: string[];
 }
 
 export interface PolicyRule {

@@ -72,6 +72,10 @@ export interface ApprovalRequestSpec {
     notify?: string[];
     /** The policy's break-glass groups, copied at creation. */
     breakGlass?: { groups: string[] };
+    /** Follow-ups while it stays pending (see controller/approval-request-plan.ts followUps). */
+    remindAfter?: string;
+    escalateAfter?: string;
+    escalateTo?: string[];
   };
   decisions?: Decision[];
 }
@@ -82,12 +86,16 @@ export interface ApprovalRequestStatus {
   approvals?: number;
   decidedAt?: string;
   consumed?: { admissionUID: string; time: string; replica?: string };
+  /** When the reminder went out (written once, with its notification entries). */
+  remindedAt?: string;
+  /** When the escalation went out (written once, with its notification entries). */
+  escalatedAt?: string;
   execution?: { result: "Executed" | "NotExecuted" | "Unknown"; message?: string; checkedAt?: string };
   /** This request's AuditRecords: where each sits in the namespace's chain. */
   auditRecords?: { event: string; sequence: number; record: string }[];
   notifications?: {
     route: string;
-    event: "Requested" | "Approved" | "Denied" | "Expired" | "Revoked";
+    event: "Requested" | "Approved" | "Denied" | "Expired" | "Revoked" | "Reminder" | "Escalated";
     /** Batched: held for the summary of a burst (see notify/bursts.ts). */
     state: "Sending" | "Sent" | "Failed" | "Batched";
     attempts?: number;

@@ -16,6 +16,12 @@ export const EventReason = {
   Executed: "ApprovedActionExecuted",
   NotExecuted: "ApprovedActionNotExecuted",
   NotificationFailed: "NotificationFailed",
+  /** A request still pending past its policy's remindAfter: its routes were reminded (on the request). */
+  Reminded: "ApprovalReminder",
+  /** A request still pending past its policy's escalateAfter: escalated (Warning, on the request). */
+  Escalated: "ApprovalEscalated",
+  /** An escalateTo route is not in the notification configuration (Warning, on the request). */
+  EscalationRouteUnknown: "EscalationRouteUnknown",
   GarbageCollected: "GarbageCollected",
   /** A break-glass approval approved the request (Warning, on the request and its target). */
   BreakGlass: "BreakGlassApproval",
