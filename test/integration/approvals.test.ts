@@ -7,7 +7,6 @@ import {
   CustomObjectsApi,
   type KubeConfig,
   PatchStrategy,
-  RbacAuthorizationV1Api,
   setHeaderOptions,
 } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -19,16 +18,25 @@ import { auditFor, auditVerify, decide, listAuditRecords, whoAmI } from "../../s
 import type { ApprovalRequest, Decision } from "../../src/resources/approval-request.js";
 import type { AuditRecord } from "../../src/resources/audit-record.js";
 import { CountersignClient } from "../../src/resources/client.js";
+import { APPROVAL_REQUEST_PLURAL, AUDIT_PLURAL, gvr } from "../../src/resources/group.js";
+import { APPROVERS_GROUP, approvalBy, deleteGuard, requireApproval } from "../fixtures/approval-policy.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import {
   approverIdentity,
   eventually,
-  grantServiceAccount,
   startTestCountersign,
   type TestCountersign,
 } from "../support/countersign.js";
+import {
+  agentIdentity,
+  applyPolicies,
+  approvalRequestsIn,
+  bindApproverRole,
+  rejection,
+  requestNamed,
+  untilRefused,
+} from "../support/scenario.js";
 
-const G = { group: "countersign.io", version: "v1alpha1" };
 const agentsNs = uniqueName("agents");
 const ns = uniqueName("vault");
 const policyName = uniqueName("vault-guard");
@@ -42,15 +50,8 @@ let carol: KubeConfig; // RBAC ok, not in the approvers
 let dave: KubeConfig; // in the approvers group, lacks RBAC approve
 
 const custom = () => cp.adminKubeConfig().makeApiClient(CustomObjectsApi);
-
-async function getAr(name: string): Promise<ApprovalRequest> {
-  return (await custom().getNamespacedCustomObject({
-    ...G,
-    namespace: ns,
-    plural: "approvalrequests",
-    name,
-  })) as ApprovalRequest;
-}
+const getAr = (name: string) => approvalRequestsIn(cp, ns).get(name);
+const phaseOf = (name: string) => approvalRequestsIn(cp, ns).phase(name);
 
 /**
  * A raw decision patch, bypassing the plugin's own checks: what an attacker would send. The
@@ -69,103 +70,66 @@ async function rawDecision(kc: KubeConfig, name: string, d: Decision): Promise<s
   }
 }
 
-async function rejection(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-  } catch (err) {
-    return kubeStatusOf(err)?.message ?? String(err);
-  }
-  throw new Error("expected the API server to refuse");
-}
+const agentDelete = (name: string, dryRun = false) =>
+  agent
+    .makeApiClient(CoreV1Api)
+    .deleteNamespacedSecret({ name, namespace: ns, ...(dryRun ? { dryRun: "All" } : {}) });
 
 /** The agent tries to delete a secret; returns the ApprovalRequest name from the denial. */
 async function requestDelete(secret: string): Promise<string> {
-  const message = await rejection(
-    agent.makeApiClient(CoreV1Api).deleteNamespacedSecret({ name: secret, namespace: ns }),
-  );
-  const m = /ApprovalRequest \S+\/(\S+) (was created|is pending)/.exec(message);
-  if (!m) throw new Error(`unexpected denial: ${message}`);
+  const message = await rejection(agentDelete(secret));
+  const name = requestNamed(message);
+  if (!name) throw new Error(`unexpected denial: ${message}`);
   // Let the reconciler write its first status, so attacks below race with nothing.
-  await eventually(async () => (await phaseOf(m[1]!)) !== undefined, 10_000, "first status");
-  return m[1]!;
-}
-
-async function phaseOf(name: string): Promise<string | undefined> {
-  return (await getAr(name)).status?.phase;
+  await eventually(async () => (await phaseOf(name)) !== undefined, 10_000, "first status");
+  return name;
 }
 
 beforeAll(async () => {
   cp = await attachControlPlane();
   await cp.ensureNamespace(ns);
-  const id = await cp.serviceAccountIdentity(agentsNs, "ops-bot");
+  const id = await agentIdentity(cp, agentsNs, "ops-bot", {
+    target: ns,
+    resources: ["secrets"],
+    verbs: ["get", "list", "create", "delete"],
+  });
   agent = id.kubeConfig;
   agentUser = id.username;
-  const rbac = cp.adminKubeConfig().makeApiClient(RbacAuthorizationV1Api);
-  await grantServiceAccount(
-    cp,
-    ns,
-    { namespace: agentsNs, name: "ops-bot" },
-    ["secrets"],
-    ["get", "list", "create", "delete"],
-  );
   // The agent's service account also holds the approver role: only Countersign's rule stops it.
-  await rbac.createNamespacedRoleBinding({
-    namespace: ns,
-    body: {
-      metadata: { name: "agent-can-approve" },
-      roleRef: {
-        apiGroup: "rbac.authorization.k8s.io",
-        kind: "ClusterRole",
-        name: "countersign-test-approver",
-      },
-      subjects: [{ kind: "ServiceAccount", name: "ops-bot", namespace: agentsNs }],
-    },
-  });
-  alice = await approverIdentity(cp, "alice@example.com", ["countersign:approvers"]);
-  bob = await approverIdentity(cp, "bob@example.com", ["countersign:approvers"]);
+  await bindApproverRole(cp, ns, { namespace: agentsNs, name: "ops-bot" }, "agent-can-approve");
+  alice = await approverIdentity(cp, "alice@example.com", [APPROVERS_GROUP]);
+  bob = await approverIdentity(cp, "bob@example.com", [APPROVERS_GROUP]);
   carol = await approverIdentity(cp, "carol@example.com", ["finance"]);
-  dave = await approverIdentity(cp, "dave@example.com", ["countersign:approvers"], false);
+  dave = await approverIdentity(cp, "dave@example.com", [APPROVERS_GROUP], false);
   cs = await startTestCountersign(cp, {
     subjects: { serviceAccountNamespaces: [agentsNs] },
     installNamespace: uniqueName("cs-system"),
     webhookName: "countersign-approvals-test",
   });
-  await cp.apply([
-    {
-      apiVersion: "countersign.io/v1alpha1",
-      kind: "ApprovalPolicy",
-      metadata: { name: policyName },
-      spec: {
-        subjects: { serviceAccounts: [{ namespace: agentsNs }] },
-        match: [{ operations: ["DELETE"], apiGroups: [""], resources: ["secrets"], namespaces: [ns] }],
-        rules: [
-          {
-            name: "two-person",
-            condition: "request.name.startsWith('crown-')",
-            action: "RequireApproval",
-            approval: { approvers: { groups: ["countersign:approvers"] }, requiredApprovals: 2, ttl: "1h" },
-          },
-          {
-            name: "short-ttl",
-            condition: "request.name.startsWith('brief-')",
-            action: "RequireApproval",
-            approval: { approvers: { groups: ["countersign:approvers"] }, ttl: "3s" },
-          },
-          {
-            name: "deletes",
-            condition: "!request.name.startsWith('crown-') && !request.name.startsWith('brief-')",
-            action: "RequireApproval",
-            approval: { approvers: { users: [agentUser], groups: ["countersign:approvers"] }, ttl: "1h" },
-          },
-        ],
-      },
-    } as never,
+  const approvers = [APPROVERS_GROUP];
+  await applyPolicies(cp, cs, [
+    deleteGuard(policyName, {
+      agents: agentsNs,
+      namespace: ns,
+      rules: [
+        requireApproval(
+          "two-person",
+          approvalBy(approvers, { requiredApprovals: 2, ttl: "1h" }),
+          "request.name.startsWith('crown-')",
+        ),
+        requireApproval(
+          "short-ttl",
+          approvalBy(approvers, { ttl: "3s" }),
+          "request.name.startsWith('brief-')",
+        ),
+        requireApproval(
+          "deletes",
+          approvalBy(approvers, { users: [agentUser], ttl: "1h" }),
+          "!request.name.startsWith('crown-') && !request.name.startsWith('brief-')",
+        ),
+      ],
+    }),
   ]);
-  await eventually(
-    async () => cs.replicas[0]!.policies.list().some((p) => p.name === policyName),
-    10_000,
-    "policy",
-  );
   const core = cp.adminKubeConfig().makeApiClient(CoreV1Api);
   for (const name of ["s1", "s2", "s3", "s4", "crown-jewels", "brief-1", "canary"]) {
     await core.createNamespacedSecret({
@@ -182,18 +146,7 @@ beforeAll(async () => {
       },
     });
   }
-  await eventually(
-    async () =>
-      /needs (a human )?approval/.test(
-        await rejection(
-          agent
-            .makeApiClient(CoreV1Api)
-            .deleteNamespacedSecret({ name: "canary", namespace: ns, dryRun: "All" }),
-        ).catch(() => ""),
-      ),
-    15_000,
-    "webhook active",
-  );
+  await untilRefused(() => agentDelete("canary", true));
 });
 
 afterAll(async () => {
@@ -251,7 +204,7 @@ describe("attacks on the decision path", () => {
     // not read-modify-write: a stale resourceVersion would be refused for the wrong reason.)
     const jsonPatch = (name: string, body: object[]) =>
       custom().patchNamespacedCustomObject(
-        { ...G, namespace: ns, plural: "approvalrequests", name, body },
+        { ...gvr(APPROVAL_REQUEST_PLURAL), namespace: ns, name, body },
         setHeaderOptions("Content-Type", PatchStrategy.JsonPatch),
       );
     expect(
@@ -270,9 +223,8 @@ describe("attacks on the decision path", () => {
     expect(
       await rejection(
         custom().createNamespacedCustomObject({
-          ...G,
+          ...gvr(APPROVAL_REQUEST_PLURAL),
           namespace: ns,
-          plural: "approvalrequests",
           body: forged,
         }),
       ),
@@ -283,9 +235,8 @@ describe("attacks on the decision path", () => {
     expect(
       await rejection(
         custom().replaceNamespacedCustomObjectStatus({
-          ...G,
+          ...gvr(APPROVAL_REQUEST_PLURAL),
           namespace: ns,
-          plural: "approvalrequests",
           name: other,
           body: forgedStatus,
         }),
@@ -294,9 +245,8 @@ describe("attacks on the decision path", () => {
     expect(
       await rejection(
         custom().deleteNamespacedCustomObject({
-          ...G,
+          ...gvr(APPROVAL_REQUEST_PLURAL),
           namespace: ns,
-          plural: "approvalrequests",
           name: other,
         }),
       ),
@@ -316,12 +266,7 @@ describe("attacks on the decision path", () => {
 });
 
 async function listNames(): Promise<string[]> {
-  const list = (await custom().listNamespacedCustomObject({
-    ...G,
-    namespace: ns,
-    plural: "approvalrequests",
-  })) as { items: ApprovalRequest[] };
-  return list.items.map((i) => i.metadata.name);
+  return (await approvalRequestsIn(cp, ns).list()).map((i) => i.metadata.name);
 }
 
 describe("decisions", () => {
@@ -410,9 +355,8 @@ describe("the audit trail", () => {
     expect(
       await rejection(
         custom().deleteNamespacedCustomObject({
-          ...G,
+          ...gvr(AUDIT_PLURAL),
           namespace: ns,
-          plural: "auditrecords",
           name: r.metadata.name,
         }),
       ),
@@ -422,9 +366,8 @@ describe("the audit trail", () => {
     expect(
       await rejection(
         custom().replaceNamespacedCustomObject({
-          ...G,
+          ...gvr(AUDIT_PLURAL),
           namespace: ns,
-          plural: "auditrecords",
           name: r.metadata.name,
           body: edited,
         }),

@@ -5,8 +5,6 @@
  * AuditRecord. The requester (even in that group), a covered subject, a non-member and a short
  * reason are refused, and a covered subject cannot add itself to the policy.
  */
-import { createServer, request } from "node:https";
-import type { AddressInfo } from "node:net";
 import {
   CoreV1Api,
   CustomObjectsApi,
@@ -16,23 +14,39 @@ import {
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { decisionEntry } from "../../src/approvals/request.js";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
-import { kubeStatusOf } from "../../src/kube/errors.js";
-import { createCertificateAuthority, issueCertificate } from "../../src/pki/certificates.js";
 import { decide, listAuditRecords, whoAmI } from "../../src/plugin/commands.js";
-import type { ApprovalRequest, Decision } from "../../src/resources/approval-request.js";
+import type { Decision } from "../../src/resources/approval-request.js";
 import type { AuditRecord } from "../../src/resources/audit-record.js";
 import { CountersignClient } from "../../src/resources/client.js";
+import { gvr, POLICY_PLURAL } from "../../src/resources/group.js";
+import {
+  APPROVERS_GROUP,
+  agentsIn,
+  approvalBy,
+  approvalPolicy,
+  deletesOf,
+  requireApproval,
+} from "../fixtures/approval-policy.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import {
-  APPROVER_CLUSTER_ROLE,
   approverIdentity,
   eventually,
-  grantServiceAccount,
   startTestCountersign,
   type TestCountersign,
 } from "../support/countersign.js";
+import {
+  agentIdentity,
+  applyPolicies,
+  approvalApi,
+  approvalRequestsIn,
+  bindApproverRole,
+  type Receiver,
+  receiverTls,
+  rejection,
+  requestNamed,
+  startReceiver,
+} from "../support/scenario.js";
 
-const G = { group: "countersign.io", version: "v1alpha1" };
 const agentsNs = uniqueName("bg-agents");
 const humansNs = uniqueName("bg-humans");
 const ns = uniqueName("bg-prod");
@@ -47,32 +61,17 @@ let dan: KubeConfig;
 let olga: KubeConfig; // on call: the break-glass group
 let frank: KubeConfig; // an ordinary approver, not on call
 let patToken: string; // a service-account approver (token, for the HTTP API)
-const received: {
-  path: string;
-  body: { event?: string; breakGlass?: boolean; approvalRequest?: { name: string } };
-}[] = [];
-let receiver: ReturnType<typeof createServer> | undefined;
+let receiver: Receiver | undefined;
+/** The notifications received, by path, bodies parsed. */
+const received = () =>
+  (receiver?.received ?? []).map((c) => ({
+    path: c.path,
+    body: JSON.parse(c.body) as { event?: string; breakGlass?: boolean; approvalRequest?: { name: string } },
+  }));
 
 const custom = () => cp.adminKubeConfig().makeApiClient(CustomObjectsApi);
 const core = () => cp.adminKubeConfig().makeApiClient(CoreV1Api);
-
-async function getAr(name: string): Promise<ApprovalRequest> {
-  return (await custom().getNamespacedCustomObject({
-    ...G,
-    namespace: ns,
-    plural: "approvalrequests",
-    name,
-  })) as ApprovalRequest;
-}
-
-async function rejection(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-  } catch (err) {
-    return kubeStatusOf(err)?.message ?? (err as Error).message;
-  }
-  throw new Error("expected a refusal");
-}
+const getAr = (name: string) => approvalRequestsIn(cp, ns).get(name);
 
 /** A raw break-glass decision patch with the caller's own, correct metadata. */
 async function rawBreakGlass(kc: KubeConfig, name: string, reason: string): Promise<string> {
@@ -94,53 +93,26 @@ async function requestDelete(who: KubeConfig, secretName: string): Promise<strin
   const message = await rejection(
     who.makeApiClient(CoreV1Api).deleteNamespacedSecret({ name: secretName, namespace: ns }),
   );
-  const m = /ApprovalRequest \S+\/(\S+) (was created|is pending)/.exec(message);
-  if (!m) throw new Error(`unexpected denial: ${message}`);
-  await eventually(async () => (await getAr(m[1]!)).status?.phase, 10_000, "first status");
-  return m[1]!;
+  const name = requestNamed(message);
+  if (!name) throw new Error(`unexpected denial: ${message}`);
+  await eventually(async () => (await getAr(name)).status?.phase, 10_000, "first status");
+  return name;
 }
 
-function api(
-  path: string,
-  token: string,
-  body: object,
-): Promise<{ status: number; reason?: string; message: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request(
-      {
-        host: "127.0.0.1",
-        port: cs.replicas[0]!.apiPort,
-        path: `/api/v1${path}`,
-        method: "POST",
-        rejectUnauthorized: false,
-        headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-      },
-      (res) => {
-        let d = "";
-        res.on("data", (c) => (d += c));
-        res.on("end", () => {
-          const json = d ? JSON.parse(d) : {};
-          resolve({
-            status: res.statusCode ?? 0,
-            reason: json.error?.reason,
-            message: json.error?.message ?? "",
-          });
-        });
-      },
-    );
-    req.on("error", reject);
-    req.end(JSON.stringify(body));
-  });
-}
+const api = (path: string, token: string, body: object) =>
+  approvalApi(cs.replicas[0]!.apiPort, path, token, body);
 
 beforeAll(async () => {
   cp = await attachControlPlane();
   await cp.ensureNamespace(ns);
-  const bot = await cp.serviceAccountIdentity(agentsNs, "ops-bot");
+  const bot = await agentIdentity(cp, agentsNs, "ops-bot", {
+    target: ns,
+    resources: ["secrets"],
+    verbs: ["get", "delete"],
+  });
   agent = bot.kubeConfig;
-  await grantServiceAccount(cp, ns, { namespace: agentsNs, name: "ops-bot" }, ["secrets"], ["get", "delete"]);
   olga = await approverIdentity(cp, `${uniqueName("olga")}@example.com`, [oncallGroup]);
-  frank = await approverIdentity(cp, `${uniqueName("frank")}@example.com`, ["countersign:approvers"]);
+  frank = await approverIdentity(cp, `${uniqueName("frank")}@example.com`, [APPROVERS_GROUP]);
   // dan: covered by the policy, on call, holds the approver role and may delete secrets and edit policies.
   dan = await approverIdentity(cp, danName, [oncallGroup]);
   const rbac = cp.adminKubeConfig().makeApiClient(RbacAuthorizationV1Api);
@@ -162,83 +134,44 @@ beforeAll(async () => {
   });
   const pat = await cp.serviceAccountIdentity(humansNs, "pat");
   patToken = pat.token;
-  await rbac.createNamespacedRoleBinding({
-    namespace: ns,
-    body: {
-      metadata: { name: "pat-approves" },
-      roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: APPROVER_CLUSTER_ROLE },
-      subjects: [{ kind: "ServiceAccount", name: "pat", namespace: humansNs }],
-    },
-  });
+  await bindApproverRole(cp, ns, { namespace: humansNs, name: "pat" }, "pat-approves");
 
   // Two notification routes; the rule names only the first, for Requested only.
-  const ca = await createCertificateAuthority("bg-receiver");
-  const tls = await issueCertificate(ca, {
-    commonName: "receiver",
-    ipAddresses: ["127.0.0.1"],
-    usage: "server",
-  });
-  receiver = createServer({ cert: tls.certPem, key: tls.keyPem }, (req, res) => {
-    let body = "";
-    req.on("data", (c) => (body += c));
-    req.on("end", () => {
-      received.push({ path: req.url ?? "", body: JSON.parse(body) });
-      res.writeHead(200).end("ok");
-    });
-  });
-  await new Promise<void>((r) => receiver!.listen(0, "127.0.0.1", () => r()));
-  const base = `https://127.0.0.1:${(receiver.address() as AddressInfo).port}`;
+  receiver = await startReceiver(await receiverTls("bg-receiver"));
+  const { base, caPem } = receiver;
   cs = await startTestCountersign(cp, {
     subjects: { serviceAccountNamespaces: [agentsNs], users: [danName] },
     installNamespace: uniqueName("bg-cs"),
     webhookName: "countersign-break-glass-test",
     notifications: {
       routes: [
-        {
-          name: "approvers",
-          type: "webhook",
-          url: `${base}/approvers`,
-          caPem: ca.certPem,
-          events: ["Requested"],
-        },
-        { name: "security", type: "webhook", url: `${base}/security`, caPem: ca.certPem, events: ["Denied"] },
+        { name: "approvers", type: "webhook", url: `${base}/approvers`, caPem, events: ["Requested"] },
+        { name: "security", type: "webhook", url: `${base}/security`, caPem, events: ["Denied"] },
       ],
       defaultRoutes: [],
     },
   });
-  await cp.apply([
-    {
-      apiVersion: "countersign.io/v1alpha1",
-      kind: "ApprovalPolicy",
-      metadata: { name: policyName },
-      spec: {
-        subjects: { serviceAccounts: [{ namespace: agentsNs }], users: [danName] },
-        match: [{ operations: ["DELETE"], apiGroups: [""], resources: ["secrets"], namespaces: [ns] }],
-        rules: [
-          {
-            name: "deletes",
-            action: "RequireApproval",
-            approval: {
-              approvers: { groups: ["countersign:approvers", `system:serviceaccounts:${humansNs}`] },
-              requiredApprovals: 2,
-              notify: ["approvers"],
-              breakGlass: { groups: [oncallGroup] },
-            },
-          },
-        ],
-      },
-    } as never,
+  await applyPolicies(cp, cs, [
+    approvalPolicy(policyName, {
+      subjects: { ...agentsIn(agentsNs), users: [danName] },
+      match: [deletesOf("secrets", ns)],
+      rules: [
+        requireApproval(
+          "deletes",
+          approvalBy([APPROVERS_GROUP, `system:serviceaccounts:${humansNs}`], {
+            requiredApprovals: 2,
+            notify: ["approvers"],
+            breakGlass: { groups: [oncallGroup] },
+          }),
+        ),
+      ],
+    }),
   ]);
-  await eventually(
-    async () => cs.replicas[0]!.policies.list().some((p) => p.name === policyName),
-    10_000,
-    "policy compiled",
-  );
 });
 
 afterAll(async () => {
   await cs?.stop();
-  receiver?.close();
+  await receiver?.close();
 });
 
 describe("break-glass attacks", () => {
@@ -281,11 +214,9 @@ describe("break-glass attacks", () => {
   });
 
   it("a covered subject cannot add itself to the break-glass groups; nobody can name a service-account group", async () => {
-    const policy = (await custom().getClusterCustomObject({
-      ...G,
-      plural: "approvalpolicies",
-      name: policyName,
-    })) as { spec: { rules: { approval: { breakGlass: { groups: string[] } } }[] } };
+    const policy = (await CountersignClient.fromKubeConfig(cp.adminKubeConfig()).approvalPolicies.get(
+      policyName,
+    )) as unknown as { spec: { rules: { approval: { breakGlass: { groups: string[] } } }[] } };
     const withGroup = (g: string) => {
       const next = structuredClone(policy);
       next.spec.rules[0]!.approval.breakGlass.groups.push(g);
@@ -294,8 +225,7 @@ describe("break-glass attacks", () => {
     expect(
       await rejection(
         dan.makeApiClient(CustomObjectsApi).replaceClusterCustomObject({
-          ...G,
-          plural: "approvalpolicies",
+          ...gvr(POLICY_PLURAL),
           name: policyName,
           body: withGroup("dans-friends"),
         }),
@@ -304,8 +234,7 @@ describe("break-glass attacks", () => {
     expect(
       await rejection(
         custom().replaceClusterCustomObject({
-          ...G,
-          plural: "approvalpolicies",
+          ...gvr(POLICY_PLURAL),
           name: policyName,
           body: withGroup(`system:serviceaccounts:${agentsNs}`),
         }),
@@ -337,7 +266,7 @@ describe("break-glass attacks", () => {
     // Every route, including one the rule does not name and whose events exclude Approved.
     const paths = await eventually(
       async () => {
-        const got = received
+        const got = received()
           .filter((r) => r.body.approvalRequest?.name === name && r.body.event === "Approved")
           .map((r) => r.path)
           .sort();
@@ -348,7 +277,7 @@ describe("break-glass attacks", () => {
     );
     expect(paths).toEqual(["/approvers", "/security"]);
     expect(
-      received.find((r) => r.body.approvalRequest?.name === name && r.body.event === "Approved")?.body,
+      received().find((r) => r.body.approvalRequest?.name === name && r.body.event === "Approved")?.body,
     ).toMatchObject({
       breakGlass: true,
     });

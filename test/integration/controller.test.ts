@@ -4,12 +4,7 @@
  */
 import { createServer } from "node:https";
 import type { AddressInfo } from "node:net";
-import {
-  AdmissionregistrationV1Api,
-  CoreV1Api,
-  CustomObjectsApi,
-  type KubeConfig,
-} from "@kubernetes/client-node";
+import { AdmissionregistrationV1Api, CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { verifyChain } from "../../src/audit/chain.js";
 import { ApprovalRequestReconciler } from "../../src/controller/reconciler.js";
@@ -18,18 +13,23 @@ import { kubeStatusOf } from "../../src/kube/errors.js";
 import { componentLogger } from "../../src/logging/logger.js";
 import { createCertificateAuthority, issueCertificate } from "../../src/pki/certificates.js";
 import { decide, listAuditRecords } from "../../src/plugin/commands.js";
-import type { ApprovalRequest } from "../../src/resources/approval-request.js";
+import { APPROVERS_GROUP, approvalBy, deleteGuard, requireApproval } from "../fixtures/approval-policy.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import {
   approverIdentity,
   countersignIdentity,
   eventually,
-  grantServiceAccount,
   startTestCountersign,
   type TestCountersign,
 } from "../support/countersign.js";
+import {
+  agentIdentity,
+  applyPolicies,
+  approvalRequestsIn,
+  requestNamed,
+  untilRefused,
+} from "../support/scenario.js";
 
-const G = { group: "countersign.io", version: "v1alpha1" };
 const agentsNs = uniqueName("agents");
 const ns = uniqueName("ops");
 const installNamespace = uniqueName("cs-ctl");
@@ -60,21 +60,8 @@ function newController(
   return c;
 }
 
-async function getAr(name: string): Promise<ApprovalRequest | undefined> {
-  try {
-    return (await cp
-      .adminKubeConfig()
-      .makeApiClient(CustomObjectsApi)
-      .getNamespacedCustomObject({
-        ...G,
-        namespace: ns,
-        plural: "approvalrequests",
-        name,
-      })) as ApprovalRequest;
-  } catch {
-    return undefined;
-  }
-}
+const requests = () => approvalRequestsIn(cp, ns);
+const getAr = (name: string) => requests().client.get(ns, name);
 
 async function requestDelete(secret: string): Promise<string> {
   await cp
@@ -84,8 +71,8 @@ async function requestDelete(secret: string): Promise<string> {
   try {
     await agent.makeApiClient(CoreV1Api).deleteNamespacedSecret({ name: secret, namespace: ns });
   } catch (err) {
-    const m = /ApprovalRequest \S+\/(\S+) was created/.exec(kubeStatusOf(err)?.message ?? "");
-    if (m) return m[1]!;
+    const name = requestNamed(kubeStatusOf(err)?.message ?? "", true);
+    if (name) return name;
     throw err;
   }
   throw new Error("expected a denial");
@@ -111,10 +98,13 @@ beforeAll(async () => {
   await cp.ensureNamespace(ns);
   await cp.ensureNamespace(installNamespace);
   self = await countersignIdentity(cp, installNamespace);
-  const id = await cp.serviceAccountIdentity(agentsNs, "ops-bot");
+  const id = await agentIdentity(cp, agentsNs, "ops-bot", {
+    target: ns,
+    resources: ["secrets"],
+    verbs: ["get", "delete"],
+  });
   agent = id.kubeConfig;
-  await grantServiceAccount(cp, ns, { namespace: agentsNs, name: "ops-bot" }, ["secrets"], ["get", "delete"]);
-  alice = await approverIdentity(cp, "alice@example.com", ["countersign:approvers"]);
+  alice = await approverIdentity(cp, "alice@example.com", [APPROVERS_GROUP]);
   // The webhook only: controllers are started by the tests themselves.
   cs = await startTestCountersign(cp, {
     subjects: { serviceAccountNamespaces: [agentsNs] },
@@ -122,55 +112,33 @@ beforeAll(async () => {
     webhookName: "countersign-controller-test",
     controller: false,
   });
-  const policy = uniqueName("ops-guard");
-  await cp.apply([
-    {
-      apiVersion: "countersign.io/v1alpha1",
-      kind: "ApprovalPolicy",
-      metadata: { name: policy },
-      spec: {
-        subjects: { serviceAccounts: [{ namespace: agentsNs }] },
-        match: [{ operations: ["DELETE"], apiGroups: [""], resources: ["secrets"], namespaces: [ns] }],
-        rules: [
-          {
-            name: "short",
-            condition: "request.name.startsWith('short-')",
-            action: "RequireApproval",
-            approval: { approvers: { groups: ["countersign:approvers"] }, ttl: "2s" },
-          },
-          {
-            name: "deletes",
-            condition: "!request.name.startsWith('short-')",
-            action: "RequireApproval",
-            approval: { approvers: { groups: ["countersign:approvers"] }, ttl: "1h" },
-          },
-        ],
-      },
-    } as never,
+  await applyPolicies(cp, cs, [
+    deleteGuard(uniqueName("ops-guard"), {
+      agents: agentsNs,
+      namespace: ns,
+      rules: [
+        requireApproval(
+          "short",
+          approvalBy([APPROVERS_GROUP], { ttl: "2s" }),
+          "request.name.startsWith('short-')",
+        ),
+        requireApproval(
+          "deletes",
+          approvalBy([APPROVERS_GROUP], { ttl: "1h" }),
+          "!request.name.startsWith('short-')",
+        ),
+      ],
+    }),
   ]);
-  await eventually(
-    async () => cs.replicas[0]!.policies.list().some((p) => p.name === policy),
-    10_000,
-    "policy",
-  );
   // (a DELETE of an object that does not exist never reaches admission, so probe a real one)
   await cp
     .adminKubeConfig()
     .makeApiClient(CoreV1Api)
     .createNamespacedSecret({ namespace: ns, body: { metadata: { name: "probe" } } });
-  await eventually(
-    async () => {
-      try {
-        await agent
-          .makeApiClient(CoreV1Api)
-          .deleteNamespacedSecret({ name: "probe", namespace: ns, dryRun: "All" });
-        return false;
-      } catch (err) {
-        return /needs approval/.test(kubeStatusOf(err)?.message ?? "");
-      }
-    },
-    15_000,
-    "webhook active",
+  await untilRefused(
+    () =>
+      agent.makeApiClient(CoreV1Api).deleteNamespacedSecret({ name: "probe", namespace: ns, dryRun: "All" }),
+    /needs approval/,
   );
 });
 
@@ -267,12 +235,7 @@ describe("the reconciler", () => {
     try {
       await c.start();
       await waitLeader([c]);
-      const backlog = (
-        (await cp
-          .adminKubeConfig()
-          .makeApiClient(CustomObjectsApi)
-          .listClusterCustomObject({ ...G, plural: "approvalrequests" })) as { items: unknown[] }
-      ).items.length;
+      const backlog = (await requests().client.list(undefined)).length;
       const startedAt = Date.now();
       const name = await requestDelete(uniqueName("short"));
       const expiresAt = Date.parse((await getAr(name))!.spec.approval.expiresAt);
@@ -382,15 +345,7 @@ describe("execution check", () => {
       .catch(() => undefined);
     const doomed = await eventually(
       async () => {
-        const list = (await cp
-          .adminKubeConfig()
-          .makeApiClient(CustomObjectsApi)
-          .listNamespacedCustomObject({
-            ...G,
-            namespace: ns,
-            plural: "approvalrequests",
-          })) as { items: ApprovalRequest[] };
-        return list.items.find((i) => i.spec.action.name === doomedSecret)?.metadata.name;
+        return (await requests().list()).find((i) => i.spec.action.name === doomedSecret)?.metadata.name;
       },
       10_000,
       "doomed request",

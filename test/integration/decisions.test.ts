@@ -4,8 +4,6 @@
  * an approval can be revoked until it is used, and revoke races the agent's retry safely;
  * an approval whose approver lost their rights is not used.
  */
-import { createServer, request } from "node:https";
-import type { AddressInfo } from "node:net";
 import {
   CoreV1Api,
   CustomObjectsApi,
@@ -15,25 +13,37 @@ import {
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { decisionEntry } from "../../src/approvals/request.js";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
-import { kubeStatusOf } from "../../src/kube/errors.js";
 import { kubeTime } from "../../src/kube/time.js";
-import { createCertificateAuthority, issueCertificate } from "../../src/pki/certificates.js";
 import { runCli } from "../../src/plugin/cli.js";
 import { decide, listAuditRecords, revoke, whoAmI } from "../../src/plugin/commands.js";
-import type { ApprovalRequest, Decision } from "../../src/resources/approval-request.js";
+import type { Decision } from "../../src/resources/approval-request.js";
 import type { AuditRecord } from "../../src/resources/audit-record.js";
 import { CountersignClient } from "../../src/resources/client.js";
+import { APPROVERS_GROUP, approvalBy, deleteGuard, requireApproval } from "../fixtures/approval-policy.js";
+import { serviceAccountUser } from "../fixtures/identity.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import {
   APPROVER_CLUSTER_ROLE,
   approverIdentity,
   eventually,
-  grantServiceAccount,
   startTestCountersign,
   type TestCountersign,
 } from "../support/countersign.js";
+import {
+  agentIdentity,
+  applyPolicies,
+  approvalApi,
+  approvalRequestsIn,
+  bindApproverRole,
+  outcome,
+  type Receiver,
+  receiverTls,
+  rejection,
+  requestNamed,
+  startReceiver,
+  untilRefused,
+} from "../support/scenario.js";
 
-const G = { group: "countersign.io", version: "v1alpha1" };
 const agentsNs = uniqueName("dec-agents");
 const humansNs = uniqueName("dec-humans");
 const ns = uniqueName("dec-prod");
@@ -54,29 +64,12 @@ let erin: KubeConfig; // an approver whose rights are taken away
 let reviewer: KubeConfig; // a service-account approver: has a uid
 let reviewerToken: string;
 let agentToken: string;
-const received: string[] = [];
-let receiverServer: ReturnType<typeof createServer> | undefined;
+let receiver: Receiver | undefined;
+/** The Revoked notifications' bodies, as received. */
+const received = () => receiver?.received.map((c) => c.body) ?? [];
 
-const custom = () => cp.adminKubeConfig().makeApiClient(CustomObjectsApi);
 const core = () => cp.adminKubeConfig().makeApiClient(CoreV1Api);
-
-async function getAr(name: string): Promise<ApprovalRequest> {
-  return (await custom().getNamespacedCustomObject({
-    ...G,
-    namespace: ns,
-    plural: "approvalrequests",
-    name,
-  })) as ApprovalRequest;
-}
-
-async function rejection(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-  } catch (err) {
-    return kubeStatusOf(err)?.message ?? String(err);
-  }
-  throw new Error("expected the API server to refuse");
-}
+const getAr = (name: string) => approvalRequestsIn(cp, ns).get(name);
 
 /** What an attacker sends: a raw decision patch, metadata as given (the caller's own unless overridden). */
 async function forged(kc: KubeConfig, name: string, over: Partial<Decision>, drop: (keyof Decision)[] = []) {
@@ -108,10 +101,10 @@ const agentDelete = (name: string, dryRun = false) =>
 /** The agent tries to delete a secret; returns the ApprovalRequest name from the denial. */
 async function requestDelete(secretName: string): Promise<string> {
   const message = await rejection(agentDelete(secretName));
-  const m = /ApprovalRequest \S+\/(\S+) (was created|is pending)/.exec(message);
-  if (!m) throw new Error(`unexpected denial: ${message}`);
-  await eventually(async () => (await getAr(m[1]!)).status?.phase, 10_000, "first status");
-  return m[1]!;
+  const name = requestNamed(message);
+  if (!name) throw new Error(`unexpected denial: ${message}`);
+  await eventually(async () => (await getAr(name)).status?.phase, 10_000, "first status");
+  return name;
 }
 
 async function approved(name: string, by: KubeConfig = alice): Promise<void> {
@@ -120,106 +113,35 @@ async function approved(name: string, by: KubeConfig = alice): Promise<void> {
 }
 
 /** A call to the approval HTTP API as the bearer of `token`. */
-function api(
-  path: string,
-  token: string,
-  body?: object,
-): Promise<{ status: number; message: string; json: { approvalRequest?: { decisions: Decision[] } } }> {
-  return new Promise((resolve, reject) => {
-    const req = request(
-      {
-        host: "127.0.0.1",
-        port: cs.replicas[0]!.apiPort,
-        path: `/api/v1${path}`,
-        method: body ? "POST" : "GET",
-        rejectUnauthorized: false,
-        headers: {
-          authorization: `Bearer ${token}`,
-          ...(body ? { "content-type": "application/json" } : {}),
-        },
-      },
-      (res) => {
-        let d = "";
-        res.on("data", (c) => (d += c));
-        res.on("end", () => {
-          const json = d ? JSON.parse(d) : {};
-          resolve({ status: res.statusCode ?? 0, message: json.error?.message ?? json.message ?? "", json });
-        });
-      },
-    );
-    req.on("error", reject);
-    req.end(body ? JSON.stringify(body) : undefined);
-  });
-}
-
-async function outcome<T>(p: Promise<T>): Promise<{ ok: true; value: T } | { ok: false; error: string }> {
-  try {
-    return { ok: true, value: await p };
-  } catch (err) {
-    return { ok: false, error: kubeStatusOf(err)?.message ?? (err as Error).message };
-  }
-}
+const api = (path: string, token: string, body?: object) =>
+  approvalApi(cs.replicas[0]!.apiPort, path, token, body);
 
 beforeAll(async () => {
   cp = await attachControlPlane();
   await cp.ensureNamespace(ns);
-  const id = await cp.serviceAccountIdentity(agentsNs, "ops-bot");
+  const id = await agentIdentity(cp, agentsNs, "ops-bot", {
+    target: ns,
+    resources: ["secrets"],
+    verbs: ["get", "list", "create", "delete"],
+  });
   agent = id.kubeConfig;
   agentUser = id.username;
   agentToken = id.token;
-  await grantServiceAccount(
-    cp,
-    ns,
-    { namespace: agentsNs, name: "ops-bot" },
-    ["secrets"],
-    ["get", "list", "create", "delete"],
-  );
-  const rbac = cp.adminKubeConfig().makeApiClient(RbacAuthorizationV1Api);
   // The agent also holds the approver role here: only Countersign's rules stop it revoking.
-  await rbac.createNamespacedRoleBinding({
-    namespace: ns,
-    body: {
-      metadata: { name: "agent-can-approve" },
-      roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: APPROVER_CLUSTER_ROLE },
-      subjects: [{ kind: "ServiceAccount", name: "ops-bot", namespace: agentsNs }],
-    },
-  });
-  alice = await approverIdentity(cp, "alice@example.com", ["countersign:approvers"]);
-  bob = await approverIdentity(cp, "bob@example.com", ["countersign:approvers"]);
-  bobKubeconfigPath = (await cp.userIdentity("bob@example.com", ["countersign:approvers"])).kubeconfigPath;
+  await bindApproverRole(cp, ns, { namespace: agentsNs, name: "ops-bot" }, "agent-can-approve");
+  alice = await approverIdentity(cp, "alice@example.com", [APPROVERS_GROUP]);
+  bob = await approverIdentity(cp, "bob@example.com", [APPROVERS_GROUP]);
+  bobKubeconfigPath = (await cp.userIdentity("bob@example.com", [APPROVERS_GROUP])).kubeconfigPath;
   carol = await approverIdentity(cp, "carol@example.com", ["finance"]);
-  dave = await approverIdentity(cp, "dave@example.com", ["countersign:approvers"], false);
+  dave = await approverIdentity(cp, "dave@example.com", [APPROVERS_GROUP], false);
   erin = await approverIdentity(cp, erinName, [erinGroup]);
   const rev = await cp.serviceAccountIdentity(humansNs, "reviewer");
   reviewer = rev.kubeConfig;
   reviewerToken = rev.token;
-  await rbac.createNamespacedRoleBinding({
-    namespace: ns,
-    body: {
-      metadata: { name: "reviewer-approves" },
-      roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: APPROVER_CLUSTER_ROLE },
-      subjects: [{ kind: "ServiceAccount", name: "reviewer", namespace: humansNs }],
-    },
-  });
+  await bindApproverRole(cp, ns, { namespace: humansNs, name: "reviewer" }, "reviewer-approves");
 
   // A webhook receiver for Revoked notifications.
-  const ca = await createCertificateAuthority("dec-receiver");
-  const tls = await issueCertificate(ca, {
-    commonName: "receiver",
-    ipAddresses: ["127.0.0.1"],
-    usage: "server",
-  });
-  receiverServer = createServer({ cert: tls.certPem, key: tls.keyPem }, (req, res) => {
-    let body = "";
-    req.on("data", (c) => (body += c));
-    req.on("end", () => {
-      received.push(body);
-      res.writeHead(200).end("ok");
-    });
-  });
-  await new Promise<void>((r) => receiverServer!.listen(0, "127.0.0.1", () => r()));
-  const url = `https://127.0.0.1:${(receiverServer.address() as AddressInfo).port}/hook`;
-
+  receiver = await startReceiver(await receiverTls("dec-receiver"));
   cs = await startTestCountersign(cp, {
     subjects: { serviceAccountNamespaces: [agentsNs] },
     installNamespace: uniqueName("dec-cs"),
@@ -229,8 +151,8 @@ beforeAll(async () => {
         {
           name: "revocations",
           type: "webhook",
-          url,
-          caPem: ca.certPem,
+          url: `${receiver.base}/hook`,
+          caPem: receiver.caPem,
           hmacSecret: "h",
           events: ["Revoked"],
         },
@@ -238,42 +160,28 @@ beforeAll(async () => {
       defaultRoutes: ["revocations"],
     },
   });
-  await cp.apply([
-    {
-      apiVersion: "countersign.io/v1alpha1",
-      kind: "ApprovalPolicy",
-      metadata: { name: policyName },
-      spec: {
-        subjects: { serviceAccounts: [{ namespace: agentsNs }] },
-        match: [{ operations: ["DELETE"], apiGroups: [""], resources: ["secrets"], namespaces: [ns] }],
-        rules: [
-          {
-            name: "deletes",
-            action: "RequireApproval",
-            approval: {
-              approvers: {
-                users: [agentUser, `system:serviceaccount:${humansNs}:reviewer`],
-                groups: ["countersign:approvers", erinGroup],
-              },
-              ttl: "1h",
-            },
-          },
-        ],
-      },
-    } as never,
+  await applyPolicies(cp, cs, [
+    deleteGuard(policyName, {
+      agents: agentsNs,
+      namespace: ns,
+      rules: [
+        requireApproval(
+          "deletes",
+          approvalBy([APPROVERS_GROUP, erinGroup], {
+            users: [agentUser, serviceAccountUser(humansNs, "reviewer")],
+            ttl: "1h",
+          }),
+        ),
+      ],
+    }),
   ]);
   await secret("canary");
-  await eventually(
-    async () =>
-      /needs (a human )?approval/.test(await rejection(agentDelete("canary", true)).catch(() => "")),
-    15_000,
-    "webhook active",
-  );
+  await untilRefused(() => agentDelete("canary", true));
 });
 
 afterAll(async () => {
   await cs?.stop();
-  receiverServer?.close();
+  await receiver?.close();
 });
 
 describe("decision metadata comes from the API server, not the client (9.5)", () => {
@@ -373,7 +281,10 @@ describe("revocation (9.7)", () => {
     expect(events[0]!.type).toBe("Warning");
     expect(events[0]!.message).toMatch(/approval revoked by bob@example.com: wrong cluster/);
     const note = await eventually(
-      async () => received.map((b) => JSON.parse(b)).find((b) => b.approvalRequest?.name === name),
+      async () =>
+        received()
+          .map((b) => JSON.parse(b))
+          .find((b) => b.approvalRequest?.name === name),
       10_000,
       "Revoked notification",
     );
