@@ -3,19 +3,19 @@
  * every call authorized as the caller, decisions under the same rules as kubectl approve.
  */
 import { request } from "node:https";
-import { CoreV1Api, RbacAuthorizationV1Api } from "@kubernetes/client-node";
+import { CoreV1Api } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
 import { kubeStatusOf } from "../../src/kube/errors.js";
+import { approvalBy, deleteGuard, requireApproval } from "../fixtures/approval-policy.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import {
-  APPROVER_CLUSTER_ROLE,
   approverIdentity,
   eventually,
-  grantServiceAccount,
   startTestCountersign,
   type TestCountersign,
 } from "../support/countersign.js";
+import { agentIdentity, applyPolicies, bindApproverRole } from "../support/scenario.js";
 
 const agentsNs = uniqueName("api-agents");
 const humans = uniqueName("api-humans");
@@ -63,52 +63,35 @@ function call(
 beforeAll(async () => {
   cp = await attachControlPlane();
   await cp.ensureNamespace(ns);
-  const agent = await cp.serviceAccountIdentity(agentsNs, "bot");
+  const agent = await agentIdentity(cp, agentsNs, "bot", {
+    target: ns,
+    resources: ["configmaps"],
+    verbs: ["get", "delete"],
+  });
   agentToken = agent.token;
   frankToken = (await cp.serviceAccountIdentity(humans, "frank")).token;
   graceToken = (await cp.serviceAccountIdentity(humans, "grace")).token;
   await approverIdentity(cp, "placeholder@example.com", []); // ensures the approver ClusterRole exists
-  const rbac = cp.adminKubeConfig().makeApiClient(RbacAuthorizationV1Api);
-  await rbac.createClusterRoleBinding({
-    body: {
-      metadata: { name: uniqueName("api-frank") },
-      roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: APPROVER_CLUSTER_ROLE },
-      subjects: [{ kind: "ServiceAccount", name: "frank", namespace: humans }],
-    },
-  });
-  await grantServiceAccount(cp, ns, { namespace: agentsNs, name: "bot" }, ["configmaps"], ["get", "delete"]);
+  await bindApproverRole(cp, undefined, { namespace: humans, name: "frank" }, uniqueName("api-frank"));
   cs = await startTestCountersign(cp, {
     subjects: { serviceAccountNamespaces: [agentsNs] },
     installNamespace: uniqueName("cs-api"),
     webhookName: "countersign-api-test",
   });
-  const policy = uniqueName("api-policy");
-  await cp.apply([
-    {
-      apiVersion: "countersign.io/v1alpha1",
-      kind: "ApprovalPolicy",
-      metadata: { name: policy },
-      spec: {
-        subjects: { serviceAccounts: [{ namespace: agentsNs }] },
-        match: [{ operations: ["DELETE"], apiGroups: [""], resources: ["configmaps"], namespaces: [ns] }],
-        // The agent itself is listed as an approver too: only the self-approval rule stops it.
-        rules: [
-          {
-            name: "deletes",
-            action: "RequireApproval",
-            approval: {
-              approvers: { groups: [`system:serviceaccounts:${humans}`], users: [agent.username] },
-            },
-          },
-        ],
-      },
-    } as never,
+  await applyPolicies(cp, cs, [
+    deleteGuard(uniqueName("api-policy"), {
+      agents: agentsNs,
+      resource: "configmaps",
+      namespace: ns,
+      // The agent itself is listed as an approver too: only the self-approval rule stops it.
+      rules: [
+        requireApproval(
+          "deletes",
+          approvalBy([`system:serviceaccounts:${humans}`], { users: [agent.username] }),
+        ),
+      ],
+    }),
   ]);
-  await eventually(
-    async () => cs.replicas[0]!.policies.list().some((p) => p.name === policy),
-    10_000,
-    "policy",
-  );
   await cp
     .adminKubeConfig()
     .makeApiClient(CoreV1Api)
@@ -197,20 +180,7 @@ describe("the approval HTTP API", () => {
 
   it("another agent under the same policy cannot approve through the API, even with RBAC approve", async () => {
     const helper = await cp.serviceAccountIdentity(agentsNs, "helper");
-    await cp
-      .adminKubeConfig()
-      .makeApiClient(RbacAuthorizationV1Api)
-      .createClusterRoleBinding({
-        body: {
-          metadata: { name: uniqueName("api-helper") },
-          roleRef: {
-            apiGroup: "rbac.authorization.k8s.io",
-            kind: "ClusterRole",
-            name: APPROVER_CLUSTER_ROLE,
-          },
-          subjects: [{ kind: "ServiceAccount", name: "helper", namespace: agentsNs }],
-        },
-      });
+    await bindApproverRole(cp, undefined, { namespace: agentsNs, name: "helper" }, uniqueName("api-helper"));
     const covered = await call(
       "POST",
       `/namespaces/${ns}/approvalrequests/${arName}/approve`,

@@ -3,29 +3,33 @@
  * approvers' channel as one message for the first and one summary for the rest, not one
  * message per request. A local HTTPS receiver counts what arrives; a real API server.
  */
-import { createServer } from "node:https";
-import type { AddressInfo } from "node:net";
-import { CoreV1Api, CustomObjectsApi } from "@kubernetes/client-node";
+import { CoreV1Api } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
 import { kubeStatusOf } from "../../src/kube/errors.js";
-import { createCertificateAuthority, issueCertificate } from "../../src/pki/certificates.js";
-import type { ApprovalRequest } from "../../src/resources/approval-request.js";
+import { approvalBy, deleteGuard, requireApproval } from "../fixtures/approval-policy.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
+import { eventually, startTestCountersign, type TestCountersign } from "../support/countersign.js";
 import {
-  eventually,
-  grantServiceAccount,
-  startTestCountersign,
-  type TestCountersign,
-} from "../support/countersign.js";
+  agentIdentity,
+  applyPolicies,
+  approvalRequestsIn,
+  type Receiver,
+  receiverTls,
+  startReceiver,
+} from "../support/scenario.js";
 
 const agentsNs = uniqueName("burst-agents");
 const ns = uniqueName("burst-prod");
 let cp: ControlPlane;
 let cs: TestCountersign;
-let server: ReturnType<typeof createServer>;
-const received: { event: string; body: string }[] = [];
-const mine = () => received.filter((m) => m.body.includes(ns));
+let receiver: Receiver | undefined;
+const received = () =>
+  (receiver?.received ?? []).map((c) => ({
+    event: (JSON.parse(c.body) as { event: string }).event,
+    body: c.body,
+  }));
+const mine = () => received().filter((m) => m.body.includes(ns));
 
 async function agentDelete(kc: import("@kubernetes/client-node").KubeConfig, name: string): Promise<string> {
   try {
@@ -36,87 +40,44 @@ async function agentDelete(kc: import("@kubernetes/client-node").KubeConfig, nam
   }
 }
 
-async function requests(): Promise<ApprovalRequest[]> {
-  return (
-    (await cp.adminKubeConfig().makeApiClient(CustomObjectsApi).listNamespacedCustomObject({
-      group: "countersign.io",
-      version: "v1alpha1",
-      namespace: ns,
-      plural: "approvalrequests",
-    })) as { items: ApprovalRequest[] }
-  ).items;
-}
+const requests = () => approvalRequestsIn(cp, ns).list();
 
 beforeAll(async () => {
   cp = await attachControlPlane();
   await cp.ensureNamespace(ns);
-  const ca = await createCertificateAuthority("burst-receiver");
-  const tls = await issueCertificate(ca, {
-    commonName: "receiver",
-    ipAddresses: ["127.0.0.1"],
-    usage: "server",
-  });
-  server = createServer({ cert: tls.certPem, key: tls.keyPem }, (req, res) => {
-    let body = "";
-    req.on("data", (c) => (body += c));
-    req.on("end", () => {
-      received.push({ event: (JSON.parse(body) as { event: string }).event, body });
-      res.writeHead(200).end("ok");
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
-  const url = `https://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
+  receiver = await startReceiver(await receiverTls("burst-receiver"));
   cs = await startTestCountersign(cp, {
     subjects: { serviceAccountNamespaces: [agentsNs] },
     installNamespace: uniqueName("cs-burst"),
     webhookName: uniqueName("countersign-burst"),
     notifications: {
-      routes: [{ name: "hook", type: "webhook", url, caPem: ca.certPem }],
+      routes: [{ name: "hook", type: "webhook", url: `${receiver.base}/hook`, caPem: receiver.caPem }],
       defaultRoutes: ["hook"],
       burstWindowSeconds: 3,
     },
   });
-  const policy = uniqueName("burst-policy");
-  await cp.apply([
-    {
-      apiVersion: "countersign.io/v1alpha1",
-      kind: "ApprovalPolicy",
-      metadata: { name: policy },
-      spec: {
-        subjects: { serviceAccounts: [{ namespace: agentsNs }] },
-        match: [{ operations: ["DELETE"], apiGroups: [""], resources: ["configmaps"], namespaces: [ns] }],
-        rules: [
-          {
-            name: "deletes",
-            action: "RequireApproval",
-            approval: { approvers: { users: ["ops@example.com"] } },
-          },
-        ],
-      },
-    } as never,
+  await applyPolicies(cp, cs, [
+    deleteGuard(uniqueName("burst-policy"), {
+      agents: agentsNs,
+      resource: "configmaps",
+      namespace: ns,
+      rules: [requireApproval("deletes", approvalBy([], { users: ["ops@example.com"] }))],
+    }),
   ]);
-  await eventually(
-    async () => cs.replicas[0]!.policies.list().some((p) => p.name === policy),
-    10_000,
-    "policy",
-  );
 });
 
 afterAll(async () => {
   await cs?.stop();
-  server?.close();
+  await receiver?.close();
 });
 
 describe("notification bursts", () => {
   it("announces 5 requests opened in a burst with 2 messages (the first, then one summary of 4), each recorded Sent once", async () => {
-    const agent = await cp.serviceAccountIdentity(agentsNs, "flooder");
-    await grantServiceAccount(
-      cp,
-      ns,
-      { namespace: agentsNs, name: "flooder" },
-      ["configmaps"],
-      ["get", "delete"],
-    );
+    const agent = await agentIdentity(cp, agentsNs, "flooder", {
+      target: ns,
+      resources: ["configmaps"],
+      verbs: ["get", "delete"],
+    });
     const admin = cp.adminKubeConfig().makeApiClient(CoreV1Api);
     const names = ["c1", "c2", "c3", "c4", "c5"];
     for (const name of names)

@@ -3,9 +3,8 @@
  * Teams and a generic webhook (real HTTP, real signatures), and a real API server.
  */
 import { createHmac } from "node:crypto";
-import { createServer, request } from "node:https";
-import type { AddressInfo } from "node:net";
-import { CoordinationV1Api, CoreV1Api, CustomObjectsApi } from "@kubernetes/client-node";
+import { request } from "node:https";
+import { CoordinationV1Api, CoreV1Api } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
 import { kubeStatusOf } from "../../src/kube/errors.js";
@@ -18,16 +17,22 @@ import {
   REPLAY_MARKER_TTL_SECONDS,
   replayMarkerName,
 } from "../../src/notify/replay-guard.js";
-import { createCertificateAuthority, issueCertificate } from "../../src/pki/certificates.js";
-import type { ApprovalRequest } from "../../src/resources/approval-request.js";
+import { approvalBy, deleteGuard, requireApproval } from "../fixtures/approval-policy.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import {
   approverIdentity,
   eventually,
-  grantServiceAccount,
   startTestCountersign,
   type TestCountersign,
 } from "../support/countersign.js";
+import {
+  agentIdentity,
+  applyPolicies,
+  approvalRequestsIn,
+  type Receiver,
+  receiverTls,
+  startReceiver,
+} from "../support/scenario.js";
 
 const agentsNs = uniqueName("notify-agents");
 const ns = uniqueName("notify-prod");
@@ -36,32 +41,16 @@ const SIGNING = "slack-signing-secret";
 let cp: ControlPlane;
 let cs: TestCountersign;
 let caPem: string;
-const received: { route: string; body: string; headers: Record<string, string | string[] | undefined> }[] =
-  [];
-const servers: ReturnType<typeof createServer>[] = [];
+let receiver: Receiver | undefined;
 let flakyFailuresLeft = 2;
-
-async function receiver(route: string, tls: { certPem: string; keyPem: string }): Promise<string> {
-  const server = createServer({ cert: tls.certPem, key: tls.keyPem }, (req, res) => {
-    let body = "";
-    req.on("data", (c) => (body += c));
-    req.on("end", () => {
-      if (route === "flaky" && flakyFailuresLeft > 0) {
-        flakyFailuresLeft--;
-        res.writeHead(503).end("try later");
-        return;
-      }
-      received.push({ route, body, headers: req.headers });
-      res.writeHead(200).end("ok");
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
-  servers.push(server);
-  return `https://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
-}
+/** Every call the receivers answered 200, in order; the route is the first path segment. */
+const received = () =>
+  (receiver?.received ?? []).map((c) => ({ route: c.path.split("/")[1]!, body: c.body, headers: c.headers }));
+/** The Slack response_url receiver. */
+const responseUrl = () => (receiver ? `${receiver.base}/response` : "");
 
 /** This file's messages only: the controller is cluster-wide and also announces other files' requests. */
-const mine = () => received.filter((m) => m.route === "response" || m.body.includes(ns));
+const mine = () => received().filter((m) => m.route === "response" || m.body.includes(ns));
 const count = (route: string, match: RegExp) =>
   mine().filter((m) => m.route === route && match.test(m.body)).length;
 const first = (route: string) => mine().find((m) => m.route === route)!;
@@ -100,15 +89,7 @@ function slackPost(body: string, timestamp: string, signature: string, replica =
   });
 }
 
-async function getAr(name: string): Promise<ApprovalRequest> {
-  return (await cp.adminKubeConfig().makeApiClient(CustomObjectsApi).getNamespacedCustomObject({
-    group: "countersign.io",
-    version: "v1alpha1",
-    namespace: ns,
-    plural: "approvalrequests",
-    name,
-  })) as ApprovalRequest;
-}
+const getAr = (name: string) => approvalRequestsIn(cp, ns).get(name);
 
 let agentDelete: (name: string) => Promise<string>;
 const installNamespace = uniqueName("cs-notify");
@@ -116,20 +97,25 @@ const installNamespace = uniqueName("cs-notify");
 beforeAll(async () => {
   cp = await attachControlPlane();
   await cp.ensureNamespace(ns);
-  const ca = await createCertificateAuthority("receivers");
-  caPem = ca.certPem;
-  const tls = await issueCertificate(ca, {
-    commonName: "receiver",
-    ipAddresses: ["127.0.0.1"],
-    usage: "server",
+  const tls = await receiverTls("receivers");
+  caPem = tls.caPem;
+  // One receiver; each route posts to its own path.
+  receiver = await startReceiver(tls, (call) => {
+    if (call.path.startsWith("/flaky") && flakyFailuresLeft > 0) {
+      flakyFailuresLeft--;
+      return 503;
+    }
+    return 200;
   });
-  const slackUrl = await receiver("slack", tls);
-  const teamsUrl = await receiver("teams", tls);
-  const hookUrl = await receiver("webhook", tls);
-  const flakyUrl = await receiver("flaky", tls);
-  await receiver("response", tls);
-  const agent = await cp.serviceAccountIdentity(agentsNs, "bot");
-  await grantServiceAccount(cp, ns, { namespace: agentsNs, name: "bot" }, ["configmaps"], ["get", "delete"]);
+  const slackUrl = `${receiver.base}/slack/hook`;
+  const teamsUrl = `${receiver.base}/teams/hook`;
+  const hookUrl = `${receiver.base}/webhook/hook`;
+  const flakyUrl = `${receiver.base}/flaky/hook`;
+  const agent = await agentIdentity(cp, agentsNs, "bot", {
+    target: ns,
+    resources: ["configmaps"],
+    verbs: ["get", "delete"],
+  });
   await approverIdentity(cp, "helen@example.com", ["notify-approvers"]);
   const config: NotificationConfig = {
     routes: [
@@ -154,30 +140,14 @@ beforeAll(async () => {
     notifications: config,
     slackResponseCaPem: caPem,
   });
-  const policy = uniqueName("notify-policy");
-  await cp.apply([
-    {
-      apiVersion: "countersign.io/v1alpha1",
-      kind: "ApprovalPolicy",
-      metadata: { name: policy },
-      spec: {
-        subjects: { serviceAccounts: [{ namespace: agentsNs }] },
-        match: [{ operations: ["DELETE"], apiGroups: [""], resources: ["configmaps"], namespaces: [ns] }],
-        rules: [
-          {
-            name: "deletes",
-            action: "RequireApproval",
-            approval: { approvers: { groups: ["notify-approvers"] } },
-          },
-        ],
-      },
-    } as never,
+  await applyPolicies(cp, cs, [
+    deleteGuard(uniqueName("notify-policy"), {
+      agents: agentsNs,
+      resource: "configmaps",
+      namespace: ns,
+      rules: [requireApproval("deletes", approvalBy(["notify-approvers"]))],
+    }),
   ]);
-  await eventually(
-    async () => cs.replicas[0]!.policies.list().some((p) => p.name === policy),
-    10_000,
-    "policy",
-  );
   agentDelete = async (name: string) => {
     try {
       await agent.kubeConfig.makeApiClient(CoreV1Api).deleteNamespacedConfigMap({ name, namespace: ns });
@@ -202,7 +172,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await cs?.stop();
-  for (const s of servers) s.close();
+  await receiver?.close();
 });
 
 describe("notifications", () => {
@@ -229,7 +199,7 @@ describe("notifications", () => {
     expect(hook.headers["x-countersign-signature"]).toBe(
       webhookSignature(HMAC, String(hook.headers["x-countersign-timestamp"]), hook.body),
     );
-    for (const m of received) expect(m.body).not.toContain("do-not-leak-me");
+    for (const m of received()) expect(m.body).not.toContain("do-not-leak-me");
     expect(mine().filter((m) => m.route === "slack")).toHaveLength(1);
   });
 
@@ -295,9 +265,7 @@ describe("Slack interactivity", () => {
         type: "block_actions",
         user: { id: user, username: "helen" },
         actions: [{ action_id: action, value: `${ns}/${name}` }],
-        response_url: servers.length
-          ? `https://127.0.0.1:${(servers[4]!.address() as AddressInfo).port}/response`
-          : "",
+        response_url: responseUrl(),
       }),
     )}`;
 
@@ -317,7 +285,7 @@ describe("Slack interactivity", () => {
     expect(await slackClick(payload(name, "U_STRANGER"))).toBe(200);
     await eventually(
       async () =>
-        received.some((m) => m.route === "response" && /not mapped to a Kubernetes identity/.test(m.body)),
+        received().some((m) => m.route === "response" && /not mapped to a Kubernetes identity/.test(m.body)),
       10_000,
       "ephemeral reply",
     );
@@ -340,7 +308,7 @@ describe("Slack interactivity", () => {
     expect(decision).toMatchObject({ approver: "helen@example.com", via: "slack", decision: "Approve" });
     await eventually(
       async () =>
-        received.some(
+        received().some(
           (m) =>
             m.route === "response" &&
             /"replace_original":true/.test(m.body) &&
@@ -377,15 +345,7 @@ describe("Slack interactivity", () => {
       });
     expect(await agentDelete("in-a-burst")).toMatch(/needs a human approval/);
     const ar = await eventually(
-      async () =>
-        (
-          (await cp.adminKubeConfig().makeApiClient(CustomObjectsApi).listNamespacedCustomObject({
-            group: "countersign.io",
-            version: "v1alpha1",
-            namespace: ns,
-            plural: "approvalrequests",
-          })) as { items: ApprovalRequest[] }
-        ).items.find((a) => a.spec.action.name === "in-a-burst"),
+      async () => (await approvalRequestsIn(cp, ns).list()).find((a) => a.spec.action.name === "in-a-burst"),
       10_000,
       "request",
     );
@@ -395,14 +355,14 @@ describe("Slack interactivity", () => {
         type: "block_actions",
         user: { id: "U_HELEN", username: "helen" },
         actions: [{ action_id: "approve", block_id: `countersign-decision-${name}`, value: `${ns}/${name}` }],
-        response_url: `https://127.0.0.1:${(servers[4]!.address() as AddressInfo).port}/response`,
+        response_url: responseUrl(),
       }),
     )}`;
     expect(await slackClick(body)).toBe(200);
     await eventually(async () => (await getAr(name)).status?.phase === "Approved", 10_000, "Approved");
     await eventually(
       async () =>
-        received.some(
+        received().some(
           (m) =>
             m.route === "response" &&
             m.body.includes(name) &&

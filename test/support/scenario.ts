@@ -52,6 +52,25 @@ export function requestNamed(message: string, createdOnly = false): string | und
   return re.exec(message)?.[1];
 }
 
+/**
+ * Retries `attempt` (an agent's write) until the gate's denial names a request it created, and
+ * returns that request's name.
+ */
+export function untilRequestCreated(attempt: () => Promise<unknown>, timeoutMs = 15_000): Promise<string> {
+  return eventually(
+    async () => {
+      try {
+        await attempt();
+        return undefined;
+      } catch (err) {
+        return requestNamed(kubeStatusOf(err)?.message ?? "", true);
+      }
+    },
+    timeoutMs,
+    "ApprovalRequest created",
+  );
+}
+
 /** Reads ApprovalRequests of `namespace` as the admin; `get` throws when the request does not exist. */
 export function approvalRequestsIn(cp: ControlPlane, namespace: string) {
   const client = CountersignClient.fromKubeConfig(cp.adminKubeConfig()).approvalRequests;
