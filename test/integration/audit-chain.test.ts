@@ -18,6 +18,13 @@ import { runCli } from "../../src/plugin/cli.js";
 import { decide, listAuditRecords } from "../../src/plugin/commands.js";
 import type { ApprovalRequest } from "../../src/resources/approval-request.js";
 import type { AuditCheckpoint, AuditRecord, AuditRecordSpec } from "../../src/resources/audit-record.js";
+import {
+  APPROVAL_REQUEST_PLURAL,
+  AUDIT_CHECKPOINT_PLURAL,
+  AUDIT_PLURAL,
+  gvr,
+} from "../../src/resources/group.js";
+import { APPROVERS_GROUP, deleteGuard } from "../fixtures/approval-policy.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import {
   approverIdentity,
@@ -27,8 +34,8 @@ import {
   startTestCountersign,
   type TestCountersign,
 } from "../support/countersign.js";
+import { applyPolicies, untilRequestCreated } from "../support/scenario.js";
 
-const G = { group: "countersign.io", version: "v1alpha1" };
 const agentsNs = uniqueName("agents");
 const installNamespace = uniqueName("cs-chain");
 let cp: ControlPlane;
@@ -96,9 +103,8 @@ async function verify(ns: string, against?: string): Promise<{ code: number; out
 
 async function checkpoint(ns: string): Promise<AuditCheckpoint> {
   return (await self.makeApiClient(CustomObjectsApi).getNamespacedCustomObject({
-    ...G,
+    ...gvr(AUDIT_CHECKPOINT_PLURAL),
     namespace: ns,
-    plural: "auditcheckpoints",
     name: "audit-chain",
   })) as AuditCheckpoint;
 }
@@ -124,17 +130,8 @@ async function requestDelete(ns: string, secret: string): Promise<string> {
     .adminKubeConfig()
     .makeApiClient(CoreV1Api)
     .createNamespacedSecret({ namespace: ns, body: { metadata: { name: secret }, stringData: { k: "v" } } });
-  return eventually(
-    async () => {
-      try {
-        await agent.makeApiClient(CoreV1Api).deleteNamespacedSecret({ name: secret, namespace: ns });
-        return undefined;
-      } catch (err) {
-        return /ApprovalRequest \S+\/(\S+) was created/.exec(kubeStatusOf(err)?.message ?? "")?.[1];
-      }
-    },
-    15_000,
-    "ApprovalRequest created",
+  return untilRequestCreated(() =>
+    agent.makeApiClient(CoreV1Api).deleteNamespacedSecret({ name: secret, namespace: ns }),
   );
 }
 
@@ -142,8 +139,8 @@ beforeAll(async () => {
   cp = await attachControlPlane();
   self = await countersignIdentity(cp, installNamespace);
   agent = (await cp.serviceAccountIdentity(agentsNs, "bot")).kubeConfig;
-  alice = await approverIdentity(cp, "alice@example.com", ["countersign:approvers"]);
-  auditorKubeconfig = (await cp.userIdentity("alice@example.com", ["countersign:approvers"])).kubeconfigPath;
+  alice = await approverIdentity(cp, "alice@example.com", [APPROVERS_GROUP]);
+  auditorKubeconfig = (await cp.userIdentity("alice@example.com", [APPROVERS_GROUP])).kubeconfigPath;
   cs = await startTestCountersign(cp, {
     subjects: { serviceAccountNamespaces: [agentsNs] },
     installNamespace,
@@ -197,9 +194,8 @@ describe("the anchored audit chain", () => {
     const spec = { ...content, hash: hashRecord(content) };
     const custom = self.makeApiClient(CustomObjectsApi);
     await custom.replaceNamespacedCustomObject({
-      ...G,
+      ...gvr(AUDIT_CHECKPOINT_PLURAL),
       namespace: ns,
-      plural: "auditcheckpoints",
       name: "audit-chain",
       body: {
         ...cpt,
@@ -207,9 +203,8 @@ describe("the anchored audit chain", () => {
       },
     });
     await custom.createNamespacedCustomObject({
-      ...G,
+      ...gvr(AUDIT_PLURAL),
       namespace: ns,
-      plural: "auditrecords",
       body: {
         apiVersion: "countersign.io/v1alpha1",
         kind: "AuditRecord",
@@ -241,9 +236,8 @@ describe("the anchored audit chain", () => {
     expect(
       await refused(
         admin.deleteNamespacedCustomObject({
-          ...G,
+          ...gvr(AUDIT_CHECKPOINT_PLURAL),
           namespace: ns,
-          plural: "auditcheckpoints",
           name: "audit-chain",
         }),
       ),
@@ -251,9 +245,8 @@ describe("the anchored audit chain", () => {
     expect(
       await refused(
         admin.replaceNamespacedCustomObject({
-          ...G,
+          ...gvr(AUDIT_CHECKPOINT_PLURAL),
           namespace: ns,
-          plural: "auditcheckpoints",
           name: "audit-chain",
           body: { ...cpt, spec: { ...cpt.spec, head: { sequence: -1, hash: GENESIS_HASH } } },
         }),
@@ -263,9 +256,8 @@ describe("the anchored audit chain", () => {
     expect(
       await refused(
         self.makeApiClient(CustomObjectsApi).replaceNamespacedCustomObject({
-          ...G,
+          ...gvr(AUDIT_CHECKPOINT_PLURAL),
           namespace: ns,
-          plural: "auditcheckpoints",
           name: "audit-chain",
           body: { ...cpt, spec: { ...cpt.spec, head: { sequence: -1, hash: GENESIS_HASH } } },
         }),
@@ -281,30 +273,9 @@ describe("the anchored audit chain", () => {
     beforeAll(async () => {
       await cp.ensureNamespace(ns);
       await grantServiceAccount(cp, ns, { namespace: agentsNs, name: "bot" }, ["secrets"], ["get", "delete"]);
-      const policy = uniqueName("chain-policy");
-      await cp.apply([
-        {
-          apiVersion: "countersign.io/v1alpha1",
-          kind: "ApprovalPolicy",
-          metadata: { name: policy },
-          spec: {
-            subjects: { serviceAccounts: [{ namespace: agentsNs }] },
-            match: [{ operations: ["DELETE"], apiGroups: [""], resources: ["secrets"], namespaces: [ns] }],
-            rules: [
-              {
-                name: "deletes",
-                action: "RequireApproval",
-                approval: { approvers: { groups: ["countersign:approvers"] }, ttl: "1h" },
-              },
-            ],
-          },
-        } as never,
+      await applyPolicies(cp, cs, [
+        deleteGuard(uniqueName("chain-policy"), { agents: agentsNs, namespace: ns }),
       ]);
-      await eventually(
-        async () => cs.replicas[0]!.policies.list().some((p) => p.name === policy),
-        10_000,
-        "policy",
-      );
       for (const secret of ["s1", "s2", "s3"]) {
         const name = await requestDelete(ns, secret);
         await decide(alice, ns, name, "Approve", `rotate ${secret}`);
@@ -318,9 +289,8 @@ describe("the anchored audit chain", () => {
             names.map(
               async (n) =>
                 (await self.makeApiClient(CustomObjectsApi).getNamespacedCustomObject({
-                  ...G,
+                  ...gvr(APPROVAL_REQUEST_PLURAL),
                   namespace: ns,
-                  plural: "approvalrequests",
                   name: n,
                 })) as ApprovalRequest,
             ),
@@ -354,9 +324,8 @@ describe("the anchored audit chain", () => {
 
     it("each request's status names where its records sit; verify is OK against the checkpoint and the exported log", async () => {
       const ar = (await self.makeApiClient(CustomObjectsApi).getNamespacedCustomObject({
-        ...G,
+        ...gvr(APPROVAL_REQUEST_PLURAL),
         namespace: ns,
-        plural: "approvalrequests",
         name: names[0]!,
       })) as ApprovalRequest;
       expect(ar.status?.auditRecords?.map((r) => r.event)).toEqual(["Requested", "Approved"]);

@@ -9,18 +9,25 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
 import { kubeStatusOf } from "../../src/kube/errors.js";
 import { decide as decideRequest } from "../../src/plugin/commands.js";
-import type { ApprovalRequest } from "../../src/resources/approval-request.js";
+import { gvr, POLICY_PLURAL } from "../../src/resources/group.js";
+import {
+  APPROVERS_GROUP,
+  agentsIn,
+  approvalBy,
+  approvalPolicy,
+  matching,
+  requireApproval,
+} from "../fixtures/approval-policy.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import {
   approverIdentity,
   asApiServer,
   eventually,
-  grantServiceAccount,
   startTestCountersign,
   type TestCountersign,
 } from "../support/countersign.js";
+import { agentIdentity, applyPolicies, approvalRequestsIn } from "../support/scenario.js";
 
-const G = { group: "countersign.io", version: "v1alpha1" };
 let cp: ControlPlane;
 let cs: TestCountersign;
 let agent: KubeConfig;
@@ -58,33 +65,14 @@ function post(
   });
 }
 
-async function listRequests(): Promise<ApprovalRequest[]> {
-  const custom = cp.adminKubeConfig().makeApiClient(CustomObjectsApi);
-  const list = (await custom.listNamespacedCustomObject({
-    ...G,
-    namespace: prod,
-    plural: "approvalrequests",
-  })) as {
-    items: ApprovalRequest[];
-  };
-  return list.items;
-}
+const listRequests = () => approvalRequestsIn(cp, prod).list();
 
 async function approve(name: string): Promise<void> {
   // The real flow: an approver appends a decision (guarded by the webhook); the reconciler
   // moves the request to Approved.
   await decideRequest(approver, prod, name, "Approve", "looks fine");
-  const custom = cp.adminKubeConfig().makeApiClient(CustomObjectsApi);
   await eventually(
-    async () =>
-      (
-        (await custom.getNamespacedCustomObject({
-          ...G,
-          namespace: prod,
-          plural: "approvalrequests",
-          name,
-        })) as ApprovalRequest
-      ).status?.phase === "Approved",
+    async () => (await approvalRequestsIn(cp, prod).phase(name)) === "Approved",
     10_000,
     `${name} Approved`,
   );
@@ -106,50 +94,30 @@ async function agentDeleteSecret(name: string, dryRun?: boolean): Promise<{ ok: 
 beforeAll(async () => {
   cp = await attachControlPlane();
   await cp.ensureNamespace(prod);
-  const id = await cp.serviceAccountIdentity(agentsNs, "ops-bot");
+  const id = await agentIdentity(cp, agentsNs, "ops-bot", {
+    target: prod,
+    resources: ["secrets", "configmaps"],
+    verbs: ["get", "list", "create", "update", "patch", "delete"],
+  });
   agent = id.kubeConfig;
   agentUser = id.username;
-  await grantServiceAccount(
-    cp,
-    prod,
-    { namespace: agentsNs, name: "ops-bot" },
-    ["secrets", "configmaps"],
-    ["get", "list", "create", "update", "patch", "delete"],
-  );
-  approver = await approverIdentity(cp, "alice@example.com", ["countersign:approvers"]);
+  approver = await approverIdentity(cp, "alice@example.com", [APPROVERS_GROUP]);
   cs = await startTestCountersign(cp, { subjects: { serviceAccountNamespaces: [agentsNs] }, replicas: 2 });
-  await cp.apply([
-    {
-      apiVersion: "countersign.io/v1alpha1",
-      kind: "ApprovalPolicy",
-      metadata: { name: policyName },
-      spec: {
-        subjects: { serviceAccounts: [{ namespace: agentsNs }] },
-        match: [
-          {
-            operations: ["DELETE", "UPDATE"],
-            apiGroups: [""],
-            resources: ["secrets", "configmaps"],
-            namespaces: [prod],
-          },
-        ],
-        rules: [
-          {
-            name: "changes-in-prod",
-            action: "RequireApproval",
-            message: "production data changes need a human",
-            approval: { approvers: { groups: ["countersign:approvers"] }, requiredApprovals: 1, ttl: "1h" },
-          },
-        ],
-      },
-    } as never,
+  await applyPolicies(cp, cs, [
+    approvalPolicy(policyName, {
+      subjects: agentsIn(agentsNs),
+      match: [matching(["DELETE", "UPDATE"], ["secrets", "configmaps"], [prod])],
+      rules: [
+        {
+          ...requireApproval(
+            "changes-in-prod",
+            approvalBy([APPROVERS_GROUP], { requiredApprovals: 1, ttl: "1h" }),
+          ),
+          message: "production data changes need a human",
+        },
+      ],
+    }),
   ]);
-  for (const r of cs.replicas)
-    await eventually(
-      async () => r.policies.list().some((p) => p.name === policyName),
-      10_000,
-      "policy compiled",
-    );
   const core = cp.adminKubeConfig().makeApiClient(CoreV1Api);
   for (const name of ["db-creds", "other-creds", "canary"]) {
     await core.createNamespacedSecret({
@@ -337,16 +305,11 @@ describe("the approval gate", () => {
 
   it("rejects an ApprovalPolicy with invalid CEL at apply time, naming the field", async () => {
     const custom = cp.adminKubeConfig().makeApiClient(CustomObjectsApi);
-    const bad = {
-      apiVersion: "countersign.io/v1alpha1",
-      kind: "ApprovalPolicy",
-      metadata: { name: uniqueName("bad-cel") },
-      spec: {
-        subjects: { users: ["bot"] },
-        rules: [{ name: "r", action: "Deny", condition: "request.operaton == 'DELETE'" }],
-      },
-    };
-    const err = await custom.createClusterCustomObject({ ...G, plural: "approvalpolicies", body: bad }).then(
+    const bad = approvalPolicy(uniqueName("bad-cel"), {
+      subjects: { users: ["bot"] },
+      rules: [{ name: "r", action: "Deny", condition: "request.operaton == 'DELETE'" }],
+    });
+    const err = await custom.createClusterCustomObject({ ...gvr(POLICY_PLURAL), body: bad }).then(
       () => undefined,
       (e: unknown) => e,
     );
@@ -358,12 +321,10 @@ describe("the approval gate", () => {
       metadata: { name: uniqueName("bad-syntax") },
       spec: { ...bad.spec, rules: [{ name: "r", action: "Deny", condition: "request.operation ==" }] },
     };
-    const err2 = await custom
-      .createClusterCustomObject({ ...G, plural: "approvalpolicies", body: syntax })
-      .then(
-        () => undefined,
-        (e: unknown) => e,
-      );
+    const err2 = await custom.createClusterCustomObject({ ...gvr(POLICY_PLURAL), body: syntax }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(kubeStatusOf(err2)?.message).toMatch(/spec\.rules\[0\]\.condition: invalid CEL syntax/);
   });
 

@@ -20,6 +20,13 @@ import { runCli } from "../../src/plugin/cli.js";
 import { decide, listAuditRecords } from "../../src/plugin/commands.js";
 import type { ApprovalRequest } from "../../src/resources/approval-request.js";
 import type { AuditCheckpoint, AuditRecord } from "../../src/resources/audit-record.js";
+import {
+  APPROVAL_REQUEST_PLURAL,
+  AUDIT_CHECKPOINT_PLURAL,
+  AUDIT_PLURAL,
+  gvr,
+} from "../../src/resources/group.js";
+import { APPROVERS_GROUP, deleteGuard } from "../fixtures/approval-policy.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import {
   approverIdentity,
@@ -28,8 +35,8 @@ import {
   startTestCountersign,
   type TestCountersign,
 } from "../support/countersign.js";
+import { applyPolicies, untilRequestCreated } from "../support/scenario.js";
 
-const G = { group: "countersign.io", version: "v1alpha1" };
 const agentsNs = uniqueName("agents");
 const installNamespace = uniqueName("cs-nsdel");
 const doomed = uniqueName("doomed");
@@ -74,25 +81,15 @@ async function approvedRequest(ns: string, secret: string): Promise<string> {
     .adminKubeConfig()
     .makeApiClient(CoreV1Api)
     .createNamespacedSecret({ namespace: ns, body: { metadata: { name: secret }, stringData: { k: "v" } } });
-  const name = await eventually(
-    async () => {
-      try {
-        await agent.makeApiClient(CoreV1Api).deleteNamespacedSecret({ name: secret, namespace: ns });
-        return undefined;
-      } catch (err) {
-        return /ApprovalRequest \S+\/(\S+) was created/.exec(kubeStatusOf(err)?.message ?? "")?.[1];
-      }
-    },
-    15_000,
-    "ApprovalRequest created",
+  const name = await untilRequestCreated(() =>
+    agent.makeApiClient(CoreV1Api).deleteNamespacedSecret({ name: secret, namespace: ns }),
   );
   await decide(alice, ns, name, "Approve", `go ${secret}`);
   await eventually(
     async () => {
       const ar = (await self.makeApiClient(CustomObjectsApi).getNamespacedCustomObject({
-        ...G,
+        ...gvr(APPROVAL_REQUEST_PLURAL),
         namespace: ns,
-        plural: "approvalrequests",
         name,
       })) as ApprovalRequest;
       return ar.status?.phase === "Approved" && ar.status.auditRecords?.length === 2;
@@ -113,8 +110,8 @@ beforeAll(async () => {
   cp = await attachControlPlane();
   self = await countersignIdentity(cp, installNamespace);
   agent = (await cp.serviceAccountIdentity(agentsNs, "bot")).kubeConfig;
-  alice = await approverIdentity(cp, "alice@example.com", ["countersign:approvers"]);
-  auditor = (await cp.userIdentity("alice@example.com", ["countersign:approvers"])).kubeconfigPath;
+  alice = await approverIdentity(cp, "alice@example.com", [APPROVERS_GROUP]);
+  auditor = (await cp.userIdentity("alice@example.com", [APPROVERS_GROUP])).kubeconfigPath;
   for (const ns of [doomed, live]) {
     await cp.ensureNamespace(ns);
     await grantAgent(ns);
@@ -124,32 +121,9 @@ beforeAll(async () => {
     installNamespace,
     webhookName: uniqueName("countersign-nsdel"),
   });
-  const policy = uniqueName("nsdel-policy");
-  await cp.apply([
-    {
-      apiVersion: "countersign.io/v1alpha1",
-      kind: "ApprovalPolicy",
-      metadata: { name: policy },
-      spec: {
-        subjects: { serviceAccounts: [{ namespace: agentsNs }] },
-        match: [
-          { operations: ["DELETE"], apiGroups: [""], resources: ["secrets"], namespaces: [doomed, live] },
-        ],
-        rules: [
-          {
-            name: "deletes",
-            action: "RequireApproval",
-            approval: { approvers: { groups: ["countersign:approvers"] }, ttl: "1h" },
-          },
-        ],
-      },
-    } as never,
+  await applyPolicies(cp, cs, [
+    deleteGuard(uniqueName("nsdel-policy"), { agents: agentsNs, namespace: [doomed, live] }),
   ]);
-  await eventually(
-    async () => cs.replicas[0]!.policies.list().some((p) => p.name === policy),
-    10_000,
-    "policy",
-  );
 });
 
 afterAll(async () => {
@@ -162,18 +136,16 @@ describe("namespace deletion", () => {
     const [record] = await listAuditRecords(self, live);
     const custom = agent.makeApiClient(CustomObjectsApi);
     for (const [plural, name] of [
-      ["auditrecords", record!.metadata.name],
-      ["auditcheckpoints", "audit-chain"],
-      ["approvalrequests", record!.spec.approvalRequest.name],
+      [AUDIT_PLURAL, record!.metadata.name],
+      [AUDIT_CHECKPOINT_PLURAL, "audit-chain"],
+      [APPROVAL_REQUEST_PLURAL, record!.spec.approvalRequest.name],
     ] as const) {
       expect(
-        await refusal(custom.deleteNamespacedCustomObject({ ...G, namespace: live, plural, name })),
+        await refusal(custom.deleteNamespacedCustomObject({ ...gvr(plural), namespace: live, name })),
       ).toMatch(/Countersign: .*(only by Countersign|part of the audit trail|anchor the audit trail)/);
     }
     expect(
-      await refusal(
-        custom.deleteCollectionNamespacedCustomObject({ ...G, namespace: live, plural: "auditrecords" }),
-      ),
+      await refusal(custom.deleteCollectionNamespacedCustomObject({ ...gvr(AUDIT_PLURAL), namespace: live })),
     ).toMatch(/AuditRecords are written and retired only by Countersign/);
     // The namespace controller's real identity (kube-controller-manager runs it with its own
     // service account): only in a namespace being deleted, and only once it is archived.
@@ -181,9 +153,8 @@ describe("namespace deletion", () => {
     expect(
       await refusal(
         nsController.makeApiClient(CustomObjectsApi).deleteNamespacedCustomObject({
-          ...G,
+          ...gvr(AUDIT_PLURAL),
           namespace: live,
-          plural: "auditrecords",
           name: record!.metadata.name,
         }),
       ),
@@ -192,9 +163,8 @@ describe("namespace deletion", () => {
     expect(
       await refusal(
         alice.makeApiClient(CustomObjectsApi).patchNamespacedCustomObject({
-          ...G,
+          ...gvr(APPROVAL_REQUEST_PLURAL),
           namespace: live,
-          plural: "approvalrequests",
           name: record!.spec.approvalRequest.name,
           body: [{ op: "add", path: "/metadata/finalizers", value: ["example.com/hold"] }],
         }),
@@ -212,9 +182,8 @@ describe("namespace deletion", () => {
     expect(before).toHaveLength(4);
     const chainId = (
       (await self.makeApiClient(CustomObjectsApi).getNamespacedCustomObject({
-        ...G,
+        ...gvr(AUDIT_CHECKPOINT_PLURAL),
         namespace: doomed,
-        plural: "auditcheckpoints",
         name: "audit-chain",
       })) as AuditCheckpoint
     ).spec.chain;
@@ -238,9 +207,8 @@ describe("namespace deletion", () => {
     console.log(`[countersign] namespace with Countersign objects deleted in ${Date.now() - t0} ms`);
 
     const archive = (await self.makeApiClient(CustomObjectsApi).getNamespacedCustomObject({
-      ...G,
+      ...gvr(AUDIT_CHECKPOINT_PLURAL),
       namespace: installNamespace,
-      plural: "auditcheckpoints",
       name: `archive.${doomed}.${uid}`,
     })) as AuditCheckpoint;
     expect(archive.spec.archive).toMatchObject({ namespace: doomed, uid, records: 4 });
@@ -248,9 +216,8 @@ describe("namespace deletion", () => {
     expect(archive.spec.head.sequence).toBe(3);
     const archived = (
       (await self.makeApiClient(CustomObjectsApi).listNamespacedCustomObject({
-        ...G,
+        ...gvr(AUDIT_PLURAL),
         namespace: installNamespace,
-        plural: "auditrecords",
         labelSelector: `countersign.io/archive-uid=${uid}`,
       })) as { items: AuditRecord[] }
     ).items.sort((a, b) => a.spec.sequence - b.spec.sequence);
