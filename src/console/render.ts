@@ -4,7 +4,7 @@
  * server calls again when the watch sees a change (`inboxBody`, `requestState`, `groupBody`).
  */
 import { createHash } from "node:crypto";
-import { effectivePhase, tally } from "../approvals/lifecycle.js";
+import { BREAK_GLASS_MIN_REASON, effectivePhase, tally } from "../approvals/lifecycle.js";
 import { type ApprovalRequest, DecisionKind, Phase } from "../resources/approval-request.js";
 import type { AuditRecord } from "../resources/audit-record.js";
 import { type Html, html, raw, url } from "./html.js";
@@ -29,6 +29,8 @@ export interface PageContext {
   csrf: string;
   /** Who the console acts as (SelfSubjectReview) and against which cluster. */
   user: string;
+  /** The groups the API server puts that user in (SelfSubjectReview): who may break the glass. */
+  groups?: readonly string[];
   cluster: string;
   now: Date;
   flash?: Flash;
@@ -121,6 +123,7 @@ dt{color:var(--muted);font-size:.9em}
 dd{margin:0;word-break:break-word}
 pre{background:var(--soft);border:1px solid var(--line);border-radius:6px;padding:.6rem;overflow:auto;white-space:pre-wrap;word-break:break-word;font:13px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;margin:.3rem 0}
 pre.diff{max-height:70vh}
+tr.member-diff td{border-top:none;padding-top:0}tr.member-diff pre.diff{max-height:40vh;margin:0}
 .add{color:var(--ok)}.del{color:var(--bad)}
 .said{border-left:4px solid var(--warn);padding-left:.6rem}
 .flash{padding:.6rem .8rem;border-radius:6px;margin-bottom:1rem;white-space:pre-wrap}
@@ -294,7 +297,7 @@ ${
   s.decisions?.length
     ? html`<ul class="decisions">${s.decisions.map(
         (d) =>
-          html`<li><strong>${d.decision}</strong> by ${d.approver}${d.via ? html` <span class="muted">via ${d.via}</span>` : ""} <span class="muted">${d.time ?? ""}</span>${d.reason ? html`<br>${d.reason}` : ""}</li>`,
+          html`<li><strong>${d.decision}${d.breakGlass ? " (BREAK-GLASS)" : ""}</strong> by ${d.approver}${d.via ? html` <span class="muted">via ${d.via}</span>` : ""} <span class="muted">${d.time ?? ""}</span>${d.reason ? html`<br>${d.reason}` : ""}</li>`,
       )}</ul>`
     : html`<p class="muted">None yet.</p>`
 }</div>`;
@@ -307,11 +310,32 @@ const DIFF_HEADINGS: Record<string, string> = {
 };
 
 /** The diff, line by line; removed and added text lines marked. Secret values arrive redacted. */
-export function diffBlock(diff: string): Html {
-  return html`<pre class="diff" id="diff" tabindex="0">${diff.split("\n").map((line, i) => {
+export function diffBlock(diff: string, id = "diff"): Html {
+  return html`<pre class="diff" id="${id}" tabindex="0">${diff.split("\n").map((line, i) => {
     const cls = /^\s*\+ /.test(line) ? "add" : /^\s*- /.test(line) ? "del" : "";
     return html`${i > 0 ? "\n" : ""}${cls ? html`<span class="${cls}">${line}</span>` : line}`;
   })}</pre>`;
+}
+
+/**
+ * Break-glass, offered only to a member of the rule's break-glass groups (as the API server
+ * names the console's user): one Approve marked break-glass, with its own reason, through the
+ * same path as `kubectl approve --break-glass`; the webhook judges membership and the reason.
+ */
+function breakGlassBox(ctx: PageContext, ar: ApprovalRequest): Html {
+  const groups = ar.spec.approval.breakGlass?.groups ?? [];
+  if (groups.length === 0) return html``;
+  const mine = groups.filter((g) => ctx.groups?.includes(g));
+  if (mine.length === 0)
+    return html`<div class="box"><h2>Break-glass</h2><p class="muted" id="break-glass-note">This rule offers an emergency approval to members of ${groups.join(", ")}; you are not in ${groups.length === 1 ? "it" : "them"}.</p></div>`;
+  return html`<div class="box" id="break-glass"><h2>Break-glass</h2>
+<p class="warning">Emergency only: your approval alone approves this request, whatever its ${ar.spec.approval.requiredApprovals} required approvals. Every notification route hears of it, a Warning Event names you, and the audit trail marks it break-glass.</p>
+<form method="post" action="${url(["r", ar.metadata.namespace, ar.metadata.name, "decide"])}" id="break-glass-form">
+<input type="hidden" name="csrf" value="${ctx.csrf}"><input type="hidden" name="breakGlass" value="1">
+<label for="break-glass-reason">Why it cannot wait (at least ${BREAK_GLASS_MIN_REASON} visible characters; you are in ${mine.join(", ")})</label>
+<textarea id="break-glass-reason" name="reason" maxlength="1024" required></textarea>
+<p><button class="deny" name="decision" value="${DecisionKind.Approve}" data-when="Pending">Break the glass</button></p>
+</form></div>`;
 }
 
 export function requestPage(ctx: PageContext, ar: ApprovalRequest, group: RequestGroup | undefined): Html {
@@ -355,6 +379,7 @@ ${s.diff ? diffBlock(s.diff) : html`<p class="muted">No diff recorded.</p>`}
 <button class="revoke" name="decision" value="${DecisionKind.Revoke}" data-when="Approved">Revoke</button></p>
 <p class="muted">Recorded as you (${ctx.user}) exactly like <code>kubectl approve</code>; Countersign's webhook checks it.</p>
 </form></div>
+${breakGlassBox(ctx, ar)}
 <div class="box"><h2>Policy</h2><dl id="policy">
 <dt>Policy</dt><dd>${s.policy.name}</dd><dt>Rule</dt><dd>${s.policy.rule}</dd>
 ${s.policy.message ? html`<dt>Says</dt><dd>${s.policy.message}</dd>` : ""}
@@ -380,6 +405,7 @@ ${a.name ? html`<p><a href="${url(["history"], { namespace: a.namespace || ar.me
 export function groupsPage(ctx: PageContext, groups: readonly RequestGroup[]): Html {
   const body = html`<h1>Groups</h1>
 <p class="muted">Requests from one requester for one GitOps application and revision (Argo CD tracking, Flux labels on the target object). Each request is still decided, bound and recorded on its own.</p>
+<p class="warning">${GROUP_CAVEAT}</p>
 <section id="groups" aria-live="polite">${groupsBody(groups)}</section>`;
   return layout(ctx, "Groups", body, { live: url(["events"], { view: "groups" }), active: "groups" });
 }
@@ -391,7 +417,18 @@ ${groups.map((g) => html`<tr><td><a href="${url(["groups", groupId(g.key)])}">${
 </tbody></table>`;
 }
 
-/** The live part of one group: each request with a checkbox (pending ones), its action and reason. */
+/**
+ * What a group is: the objects' own claim. Labels and annotations are written by whoever writes
+ * the object, the agent included, so a group proves nothing about who made the change.
+ */
+const GROUP_CAVEAT =
+  "Grouped by what the objects claim (Argo CD / Flux labels and annotations): whoever writes an object — the agent too — can write them, so nothing here shows these changes came from a GitOps sync.";
+
+/**
+ * The live part of one group: each request with a checkbox (pending ones), its action and
+ * summary, and under it the request's whole diff (red team 11 F2: "approve selected" must not
+ * approve transitions the approver never saw).
+ */
 export function groupBody(g: RequestGroup, now: Date): Html {
   return html`<table><thead><tr><th scope="col"><input type="checkbox" id="select-all" aria-label="select all pending"></th><th scope="col">Request</th><th scope="col">Phase</th><th scope="col">Action</th><th scope="col">Summary</th><th scope="col">Approvals</th><th scope="col">Expires</th></tr></thead><tbody>
 ${g.requests.map((ar) => {
@@ -399,7 +436,14 @@ ${g.requests.map((ar) => {
   const id = `sel-${groupId(keyOf(ar))}`;
   return html`<tr><td><input type="checkbox" name="request" value="${keyOf(ar)}" id="${id}"${pending ? "" : raw(" disabled")} aria-label="select ${keyOf(ar)}"></td>
 <td class="name"><a href="${requestHref(ar)}">${keyOf(ar)}</a></td><td>${phaseBadge(effectivePhase(ar, now))}</td><td class="name">${actionLine(ar)}</td>
-<td>${ar.spec.action.summary.slice(0, 300)}</td><td>${approvalsSoFar(ar)}</td><td>${expiry(ar, now)}</td></tr>`;
+<td>${ar.spec.action.summary.slice(0, 300)}</td><td>${approvalsSoFar(ar)}</td><td>${expiry(ar, now)}</td></tr>
+<tr class="member-diff"><td></td><td colspan="6">${
+    ar.spec.diffTruncated
+      ? html`<p class="warning">Too large to show in full: cannot be approved.</p>`
+      : ar.spec.diff
+        ? html`<details open><summary>${DIFF_HEADINGS[ar.spec.action.operation] ?? "Changes"} — ${keyOf(ar)}</summary>${diffBlock(ar.spec.diff, `diff-${groupId(keyOf(ar))}`)}</details>`
+        : html`<p class="muted">No diff recorded.</p>`
+  }</td></tr>`;
 })}</tbody></table>`;
 }
 
@@ -407,6 +451,7 @@ export function groupPage(ctx: PageContext, g: RequestGroup): Html {
   const id = groupId(g.key);
   const body = html`<p class="muted"><a href="/groups">Groups</a> › ${g.tool} ${g.app}</p>
 <h1>${g.tool} ${g.app}</h1>
+<p class="warning" id="group-caveat">${GROUP_CAVEAT}</p>
 <dl><dt>Requester</dt><dd>${g.requester}</dd><dt>Revision</dt><dd>${g.revision ?? "not recorded on the objects (Argo CD writes none)"}</dd></dl>
 <form method="post" action="${url(["groups", id, "decide"])}">
 <input type="hidden" name="csrf" value="${ctx.csrf}">
@@ -415,7 +460,7 @@ export function groupPage(ctx: PageContext, g: RequestGroup): Html {
 <textarea id="reason" name="reason" maxlength="1024"></textarea>
 <p><button class="approve" name="decision" value="${DecisionKind.Approve}">Approve selected</button>
 <button class="deny" name="decision" value="${DecisionKind.Deny}">Deny selected</button></p>
-<p class="muted">Each selected request is decided on its own, through the same checks as <code>kubectl approve</code>; read each diff first.</p>
+<p class="muted">Each selected request is decided on its own, through the same checks as <code>kubectl approve</code>, and its approval covers exactly the diff shown under it: read each one first.</p>
 </form>`;
   return layout(ctx, `${g.tool} ${g.app}`, body, { live: url(["events"], { group: id }), active: "groups" });
 }

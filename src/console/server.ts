@@ -281,6 +281,7 @@ export async function startConsole(opts: ConsoleOptions): Promise<RunningConsole
     nonce,
     csrf: session.csrf,
     user: me.username,
+    groups: me.groups,
     cluster,
     now: now(),
     ...(flash ? { flash } : {}),
@@ -322,12 +323,13 @@ export async function startConsole(opts: ConsoleOptions): Promise<RunningConsole
     name: string,
     decision: string,
     reason: string | undefined,
+    breakGlass = false,
   ): Promise<{ ok: boolean; line: string }> => {
     try {
-      if (decision === DecisionKind.Revoke)
+      if (decision === DecisionKind.Revoke && !breakGlass)
         return { ok: true, line: await revoke(kc, ns, name, reason ?? "", now()) };
       if (decision === DecisionKind.Approve || decision === DecisionKind.Deny)
-        return { ok: true, line: await decide(kc, ns, name, decision, reason, now()) };
+        return { ok: true, line: await decide(kc, ns, name, decision, reason, now(), breakGlass) };
       return { ok: false, line: `unknown decision "${decision}"` };
     } catch (err) {
       const line = err instanceof PluginError ? err.message : describeKubeError(err);
@@ -421,7 +423,8 @@ export async function startConsole(opts: ConsoleOptions): Promise<RunningConsole
       if (path[0] === "r" && path.length === 4 && path[3] === "decide") {
         const [, ns, name] = path as [string, string, string];
         if (!DNS_LABEL.test(ns) || !DNS_SUBDOMAIN.test(name)) return notFound(res, session, nonce);
-        const out = await decideOne(ns, name, decision, reason);
+        // Break-glass only from a request's own page (never a group's "approve selected").
+        const out = await decideOne(ns, name, decision, reason, form.get("breakGlass") === "1");
         redirect(
           res,
           withFlash(session, `/r/${encodeURIComponent(ns)}/${encodeURIComponent(name)}`, {

@@ -17,6 +17,7 @@ import { join } from "node:path";
 import { CoreV1Api, CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
 import { type Browser, chromium, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { groupId } from "../../src/console/render.js";
 import { type RunningConsole, startConsole } from "../../src/console/server.js";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
 import { kubeStatusOf } from "../../src/kube/errors.js";
@@ -359,6 +360,11 @@ describe("the approver's console in a browser", () => {
     await page.getByRole("link", { name: "Groups" }).click();
     await page.getByRole("link", { name: "argocd payments" }).click();
     for (const name of synced) await page.locator(`input[name=request][value="${ns}/${name}"]`).waitFor();
+    // Red team 11 F2: each member's whole diff is on the page, and the grouping is called a claim.
+    await expect.poll(() => page.locator("#group pre.diff").count(), { timeout: 10_000 }).toBe(synced.length);
+    for (const name of synced)
+      expect(await page.locator(`#diff-${groupId(`${ns}/${name}`)}`).isVisible()).toBe(true);
+    expect(await page.locator("#group-caveat").innerText()).toContain("Grouped by what the objects claim");
     // By keyboard: the "select all" box, then the reason, then the button.
     await page.locator("#select-all").focus();
     await page.keyboard.press("Space");
@@ -391,6 +397,111 @@ describe("the approver's console in a browser", () => {
     await agentDelete("old-api-token");
     await page.context().close();
     await c.close();
+  });
+
+  it("break-glass from the request page: offered to an on-call member only; a short or invisible reason is refused in the guard's words; one click approves a two-approver request, used once", async () => {
+    const oncall = uniqueName("ui-oncall");
+    const olga = await approverIdentity(cp, `${uniqueName("olga")}@example.com`, [
+      "countersign:approvers",
+      oncall,
+    ]);
+    await grantServiceAccount(
+      cp,
+      ns,
+      { namespace: agentsNs, name: "deploy-bot" },
+      ["configmaps"],
+      ["delete"],
+    );
+    const bgPolicy = uniqueName("ui-bg");
+    await cp.apply([
+      {
+        apiVersion: "countersign.io/v1alpha1",
+        kind: "ApprovalPolicy",
+        metadata: { name: bgPolicy },
+        spec: {
+          subjects: { serviceAccounts: [{ namespace: agentsNs }] },
+          match: [{ operations: ["DELETE"], apiGroups: [""], resources: ["configmaps"], namespaces: [ns] }],
+          rules: [
+            {
+              name: "config-deletes",
+              action: "RequireApproval",
+              approval: {
+                approvers: { groups: ["countersign:approvers"] },
+                requiredApprovals: 2,
+                breakGlass: { groups: [oncall] },
+              },
+            },
+          ],
+        },
+      } as never,
+    ]);
+    await eventually(
+      async () => cs.replicas[0]!.policies.list().some((p) => p.name === bgPolicy),
+      10_000,
+      "policy",
+    );
+    await core().createNamespacedConfigMap({
+      namespace: ns,
+      body: { metadata: { name: "feature-flags" }, data: { x: "1" } },
+    });
+    const agentDeleteCm = () =>
+      agent.makeApiClient(CoreV1Api).deleteNamespacedConfigMap({ name: "feature-flags", namespace: ns });
+    const message = await eventually(
+      async () => {
+        const m = await rejection(agentDeleteCm());
+        return /ApprovalRequest \S+\/\S+ (was created|is pending)/.test(m) && m;
+      },
+      15_000,
+      "gated",
+    );
+    const name = /ApprovalRequest \S+\/(\S+) (was created|is pending)/.exec(message)![1]!;
+
+    // Alice approves, but is not on call: no break-glass form, only who may.
+    const ca = await startConsole({ kc: alice });
+    const pa = await signIn(ca);
+    await pa.goto(`${ca.origin}/r/${ns}/${name}`);
+    await pa.locator("#break-glass-note").waitFor();
+    expect(await pa.locator("#break-glass-form").count()).toBe(0);
+    await pa.context().close();
+    await ca.close();
+
+    const co = await startConsole({ kc: olga });
+    try {
+      const page = await signIn(co);
+      await page.goto(`${co.origin}/r/${ns}/${name}`);
+      await page.locator('[data-phase="Pending"]').waitFor();
+      const breakGlass = page.getByRole("button", { name: "Break the glass", exact: true });
+      // Too short, then 25 zero-width spaces: refused by the decision rules, nothing recorded.
+      for (const reason of ["it is urgent", "\u200B".repeat(25)]) {
+        await page.locator("#break-glass-reason").fill(reason);
+        // The previous answer's flash goes first, so the wait below sees this click's answer.
+        await page.locator("#flash").evaluateAll((els) => {
+          for (const e of els) e.remove();
+        });
+        await breakGlass.click();
+        await page.locator("#flash").waitFor({ timeout: 20_000 });
+        expect(await page.locator("#flash").innerText()).toMatch(/break-glass.*20/i);
+        expect((await getAr(name)).spec.decisions ?? []).toEqual([]);
+      }
+      const reason = "payments are failing on a bad flag; removing it now";
+      await page.locator("#break-glass-reason").fill(reason);
+      await breakGlass.click();
+      await page
+        .locator("#flash", { hasText: `break-glass approved ${ns}/${name}` })
+        .waitFor({ timeout: 20_000 });
+      await page.locator('[data-phase="Approved"]').waitFor({ timeout: 15_000 });
+      expect(await page.locator("#state").innerText()).toContain("Approve (BREAK-GLASS)");
+      const ds = (await getAr(name)).spec.decisions ?? [];
+      expect(ds).toHaveLength(1);
+      expect(ds[0]).toMatchObject({ decision: "Approve", breakGlass: true, via: "kubectl", reason });
+      // The agent's retry passes once.
+      await eventually(async () => (await getAr(name)).status?.phase === "Approved", 15_000, "Approved");
+      await agentDeleteCm();
+      await eventually(async () => (await getAr(name)).status?.phase === "Consumed", 15_000, "Consumed");
+      await page.context().close();
+    } finally {
+      await co.close();
+    }
   });
 
   it("kubectl approvals ui prints a one-time link, serves it, and stops on Ctrl-C", async () => {
