@@ -35,7 +35,15 @@ import {
   transitionOf,
 } from "./fingerprint.js";
 import { pendingProgress } from "./follow-ups.js";
-import { approvalsSuffice, consumedStatus, gateStep, holdStep, tally } from "./lifecycle.js";
+import {
+  approvalsSuffice,
+  breakGlassLapse,
+  consumedStatus,
+  gateStep,
+  holdStep,
+  isBreakGlass,
+  tally,
+} from "./lifecycle.js";
 import { cappedMessage, type OpenRequestIndex } from "./open-requests.js";
 import { approvalRequestName, buildApprovalRequest } from "./request.js";
 
@@ -115,6 +123,7 @@ export class ApprovalGate {
     attempts: for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const name = approvalRequestName(action, fingerprint, attempt);
       let existing = await this.read(namespace, name);
+      let confirmed = false;
       for (let retry = 0; retry < MAX_CONSUME_RETRIES; retry++) {
         const next = gateStep(existing, { ...ctx, now: this.now() });
         switch (next.step) {
@@ -146,7 +155,7 @@ export class ApprovalGate {
             const created = await this.create(candidate, log);
             this.opts.openRequests?.note(created);
             if (next.hold) {
-              const held = await this.hold(created, fingerprint, approval.holdSeconds, req, log, answerBy);
+              const held = await this.hold(created, fingerprint, approval, req, log, answerBy);
               if (held) return held;
             }
             return this.pendingOutcome(created, "created");
@@ -157,7 +166,7 @@ export class ApprovalGate {
             return this.revokedOutcome(existing!);
           case "pending": {
             if (next.hold) {
-              const held = await this.hold(existing!, fingerprint, approval.holdSeconds, req, log, answerBy);
+              const held = await this.hold(existing!, fingerprint, approval, req, log, answerBy);
               if (held) return held;
             }
             return this.pendingOutcome(existing!, "pending");
@@ -170,14 +179,28 @@ export class ApprovalGate {
               message: `Countersign: ApprovalRequest ${namespace}/${name} cannot be used: ${next.why}.`,
             };
           case "use": {
-            const lapsed = await this.approversLapsed(existing!, log);
+            if (next.dryRun && !confirmed) {
+              // A dry run writes nothing, so no conditional write would catch a stale cache (a
+              // revoke the informer has not seen yet): it answers only from the API server's copy
+              // (red team 11 F4).
+              confirmed = true;
+              const fresh = await this.get(namespace, name);
+              if (!fresh) continue attempts;
+              if (fresh.metadata.resourceVersion !== existing!.metadata.resourceVersion) {
+                existing = fresh;
+                continue;
+              }
+            }
+            const lapsed = await this.approversLapsed(existing!, log, approval);
             if (lapsed) return lapsed;
             if (next.dryRun) {
               return {
                 allowed: true,
                 state: "dry-run",
                 approvalRequest: { namespace, name },
-                message: `approved by ApprovalRequest ${namespace}/${name} (dry run: approval not used)`,
+                message:
+                  `approved by ApprovalRequest ${namespace}/${name}, as the API server has it now ` +
+                  `(dry run: approval not used; a revoke, expiry or another use before the real request still refuses it)`,
               };
             }
             if ((await this.consume(existing!, req, log, answerBy)) === "ok") {
@@ -319,13 +342,13 @@ export class ApprovalGate {
   private async hold(
     ar: ApprovalRequest,
     fingerprint: string,
-    holdSeconds: number,
+    approval: CompiledApproval,
     req: AdmissionRequest,
     log: Logger,
     answerBy?: number,
   ): Promise<GateOutcome | undefined> {
     const deadline = Math.min(
-      this.now().getTime() + holdSeconds * 1000,
+      this.now().getTime() + approval.holdSeconds * 1000,
       answerBy ?? Number.POSITIVE_INFINITY,
     );
     const { namespace, name } = ar.metadata;
@@ -337,7 +360,7 @@ export class ApprovalGate {
       if (next.step === "denied") return this.deniedOutcome(current!);
       if (next.step === "revoked") return this.revokedOutcome(current!);
       if (next.step === "use") {
-        const lapsed = await this.approversLapsed(current!, log);
+        const lapsed = await this.approversLapsed(current!, log, approval);
         if (lapsed) return lapsed;
         if ((await this.consume(current!, req, log, answerBy)) === "ok") {
           return {
@@ -355,62 +378,73 @@ export class ApprovalGate {
   }
 
   /**
-   * Whether too few of the counted approvers still hold RBAC verb approve on this request
-   * (their recorded username, uid and groups, as at decision time): the refusal, or undefined
-   * when the approval still stands. Fails closed when the check itself fails.
+   * Whether the counted approvals no longer suffice when the approval is about to be used: a
+   * break-glass approval must still be offered to its approver's recorded groups by the rule as
+   * it is now (`approval`, the current policy's) and be recent (lifecycle.breakGlassLapse), and
+   * each counted approver must still hold RBAC verb approve on this request (their recorded
+   * username, uid and groups, as at decision time). The refusal, or undefined when the approval
+   * still stands. Fails closed when the RBAC check itself fails.
    */
-  private async approversLapsed(ar: ApprovalRequest, log: Logger): Promise<GateOutcome | undefined> {
-    if (!this.opts.rbac) return undefined;
+  private async approversLapsed(
+    ar: ApprovalRequest,
+    log: Logger,
+    approval: CompiledApproval,
+  ): Promise<GateOutcome | undefined> {
     const { namespace, name } = ar.metadata;
-    const counted = tally(ar.spec).approvals;
+    const now = this.now();
     const lapsed: string[] = [];
-    try {
-      const results = await Promise.all(
-        counted.map((d) =>
-          this.opts.rbac!.allowed(
-            { username: d.approver, ...(d.uid ? { uid: d.uid } : {}), groups: d.groups ?? [] },
-            Verb.Approve,
-            namespace,
-            name,
-          ),
-        ),
-      );
-      results.forEach((r, i) => {
-        if (!r.allowed) lapsed.push(counted[i]!.approver);
-      });
-    } catch (err) {
-      log.error("could not re-check the approvers' RBAC", {
-        approvalRequest: `${namespace}/${name}`,
-        error: err instanceof Error ? err.message : String(err),
-      });
-      return {
-        allowed: false,
-        state: "error",
-        approvalRequest: { namespace, name },
-        message: `Countersign: could not re-check that the approvers of ApprovalRequest ${namespace}/${name} still hold their rights; nothing was changed, retry shortly.`,
-      };
-    }
-    const required = ar.spec.approval.requiredApprovals;
-    const standing = counted.length - lapsed.length;
-    if (lapsed.length === 0) return undefined;
-    if (
-      approvalsSuffice(
-        ar.spec,
-        counted.filter((d) => !lapsed.includes(d.approver)),
-      )
-    )
-      return undefined;
-    log.warn("approval not used: approvers lost their rights", {
-      approvalRequest: `${namespace}/${name}`,
-      lapsed,
+    const why: string[] = [];
+    const counted = tally(ar.spec).approvals.filter((d) => {
+      if (!isBreakGlass(ar.spec, d)) return true;
+      const lapse = breakGlassLapse(d, approval.breakGlass?.groups, now);
+      if (!lapse) return true;
+      lapsed.push(d.approver);
+      why.push(`the break-glass approval by ${d.approver} no longer stands: ${lapse}`);
+      return false;
     });
+    if (this.opts.rbac) {
+      const rbac = this.opts.rbac;
+      try {
+        const results = await Promise.all(
+          counted.map((d) =>
+            rbac.allowed(
+              { username: d.approver, ...(d.uid ? { uid: d.uid } : {}), groups: d.groups ?? [] },
+              Verb.Approve,
+              namespace,
+              name,
+            ),
+          ),
+        );
+        results.forEach((r, i) => {
+          if (r.allowed) return;
+          lapsed.push(counted[i]!.approver);
+          why.push(`${counted[i]!.approver} no longer holds RBAC verb approve on it`);
+        });
+      } catch (err) {
+        log.error("could not re-check the approvers' RBAC", {
+          approvalRequest: `${namespace}/${name}`,
+          error: err instanceof Error ? err.message : String(err),
+        });
+        return {
+          allowed: false,
+          state: "error",
+          approvalRequest: { namespace, name },
+          message: `Countersign: could not re-check that the approvers of ApprovalRequest ${namespace}/${name} still hold their rights; nothing was changed, retry shortly.`,
+        };
+      }
+    }
+    if (lapsed.length === 0) return undefined;
+    const standing = counted.filter((d) => !lapsed.includes(d.approver));
+    if (approvalsSuffice(ar.spec, standing)) return undefined;
+    const required = ar.spec.approval.requiredApprovals;
+    log.warn("approval not used: approvals lapsed", { approvalRequest: `${namespace}/${name}`, lapsed });
     return {
       allowed: false,
       state: "denied",
       approvalRequest: { namespace, name },
       message:
-        `Countersign: ApprovalRequest ${namespace}/${name} cannot be used: ${lapsed.join(", ")} no longer ` +
-        `${lapsed.length === 1 ? "holds" : "hold"} RBAC verb approve on it, so ${standing} of ${required} required approvals stand. ` +
+        `Countersign: ApprovalRequest ${namespace}/${name} cannot be used: ${why.join("; ")}, ` +
+        `so ${standing.length} of ${required} required approvals stand. ` +
         `Nothing was used. If their rights are restored, retry this exact request; otherwise it expires at ` +
         `${ar.spec.approval.expiresAt} and a retry after that opens a new request.`,
     };

@@ -137,6 +137,37 @@ export function breakGlassApproval(spec: ApprovalRequestSpec): Decision | undefi
   return tally(spec).breakGlass;
 }
 
+/**
+ * A break-glass approval is used within this long of being given, or not at all. Group
+ * membership is the authenticator's claim at the moment of the decision (Kubernetes has no API
+ * that says whether a user is still in a group), so an unused break-glass approval must not
+ * outlive that moment by much.
+ */
+export const BREAK_GLASS_USE_SECONDS = 15 * 60;
+
+/**
+ * Why a counted break-glass approval no longer stands when the approval is about to be used
+ * (red team 11 F6b), or undefined when it stands: the policy's rule as it is now (`groups`:
+ * its break-glass groups, undefined when it offers none) must still name a group the approver
+ * was in when deciding, and the approval must be younger than BREAK_GLASS_USE_SECONDS.
+ * Removing a group from the policy therefore withdraws its unused break-glass approvals at
+ * once; removing a person from a group in the identity provider cannot be seen (see above).
+ */
+export function breakGlassLapse(
+  d: Decision,
+  groups: readonly string[] | undefined,
+  now: Date,
+): string | undefined {
+  if (!groups?.length) return "the policy's rule no longer offers break-glass";
+  const had = (d.groups ?? []).filter((g) => groups.includes(g));
+  if (had.length === 0)
+    return `the policy's rule no longer names a break-glass group ${d.approver} was in when deciding (it names ${groups.join(", ")})`;
+  const at = Date.parse(d.time ?? "");
+  if (Number.isNaN(at) || now.getTime() - at >= BREAK_GLASS_USE_SECONDS * 1000)
+    return `it was given at ${d.time ?? "an unknown time"}, and a break-glass approval is usable for ${BREAK_GLASS_USE_SECONDS / 60} minutes only (group membership is checked only when it is given)`;
+  return undefined;
+}
+
 /** Whether the request's TTL has passed at `now`. */
 export function isPastExpiry(ar: ApprovalRequest, now: Date): boolean {
   return now.getTime() >= Date.parse(ar.spec.approval.expiresAt);
