@@ -9,17 +9,28 @@
  *              /healthz and /readyz; never /validate, so exposing it (an Ingress) never
  *              exposes admission.
  *
+ * The admission listener speaks HTTP/2 (ALPN h2, HTTP/1.1 still accepted): the API server's
+ * webhook client multiplexes every call over one connection instead of opening a TLS connection
+ * per concurrent call beyond the idle ones it keeps (issue 13: under load HTTP/1.1 made it
+ * handshake for 17–32% of the calls, each with a client-certificate check).
+ *
  * Metrics have their own plain-HTTP port (src/metrics). Bad input — wrong content type,
  * malformed JSON, an oversized body, a review of the wrong shape — gets a clear 4xx; nothing
  * is changed and the process keeps serving.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { createServer, type Server } from "node:https";
-import type { AddressInfo } from "node:net";
-import type { TLSSocket } from "node:tls";
+import {
+  createSecureServer,
+  type Http2ServerRequest,
+  type Http2ServerResponse,
+  type ServerHttp2Session,
+} from "node:http2";
+import { createServer } from "node:https";
+import type { AddressInfo, Socket } from "node:net";
+import type { Server, TLSSocket } from "node:tls";
 import express, { type NextFunction, type Request, type Response } from "express";
 import type { Logger } from "../logging/logger.js";
-import { admissionUnauthenticated } from "../metrics/metrics.js";
+import { admissionConnections, admissionUnauthenticated } from "../metrics/metrics.js";
 import { type AdmissionAuth, type ClientCheck, checkAdmissionClient } from "./client-auth.js";
 import { AuditAnnotation, DecisionValue, type HandlerDeps, handleAdmission } from "./handler.js";
 import { parseAdmissionReview, ReviewError, reviewResponse } from "./review.js";
@@ -27,6 +38,25 @@ import { parseAdmissionReview, ReviewError, reviewResponse } from "./review.js";
 export const VALIDATE_PATH = "/validate";
 /** Default body limit: an object and its old version can each approach the API server's 3 MiB limit. */
 export const DEFAULT_BODY_LIMIT_BYTES = 7 * 1024 * 1024;
+/**
+ * An idle connection is closed after this long. Above the idle timeout of the API server's
+ * client (Go's, 90 s), so the client closes first: a server closing an idle HTTP/1.1 connection
+ * just as the client sends a POST on it fails that call (Go retries no POST), which a
+ * failurePolicy of Fail turns into a denial.
+ */
+export const IDLE_TIMEOUT_MS = 120_000;
+/**
+ * An HTTP/2 connection is asked to end (GOAWAY, in-flight calls finish) after this long, so an
+ * API server's calls spread again over the webhook's replicas behind a Service: HTTP/2 keeps
+ * them all on one connection, which a Service balances once, when it opens.
+ */
+export const MAX_CONNECTION_AGE_MS = 5 * 60_000;
+/** nghttp2's per-connection memory cap, MiB: several reviews of a few MiB may be in flight on one connection. */
+const HTTP2_MAX_SESSION_MEMORY_MIB = 64;
+
+/** A request/response on the admission listener: HTTP/2 (the API server) or HTTP/1.1. */
+type AnyRequest = IncomingMessage | Http2ServerRequest;
+type AnyResponse = ServerResponse | Http2ServerResponse;
 
 export interface ServingTls {
   certPem: string;
@@ -152,13 +182,11 @@ export function admissionTimeoutMs(url: string | undefined): number {
  */
 export function validateHandler(opts: AdmissionServerOptions) {
   const limit = opts.bodyLimitBytes ?? DEFAULT_BODY_LIMIT_BYTES;
-  const reply = (res: ServerResponse, status: number, body: string) => {
-    res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
-    res.end(body);
-  };
-  const fail = (res: ServerResponse, status: number, message: string) =>
+  const reply = (res: AnyResponse, status: number, body: string) =>
+    send(res, status, "application/json", body);
+  const fail = (res: AnyResponse, status: number, message: string) =>
     reply(res, status, JSON.stringify({ error: message }));
-  return (req: IncomingMessage, res: ServerResponse): void => {
+  return (req: AnyRequest, res: AnyResponse): void => {
     const arrived = Date.now();
     const type = (req.headers["content-type"] ?? "").split(";")[0]!.trim().toLowerCase();
     if (type !== "application/json") {
@@ -268,34 +296,40 @@ export function validateHandler(opts: AdmissionServerOptions) {
   };
 }
 
-function send(res: ServerResponse, status: number, contentType: string, body: string): void {
-  res.writeHead(status, { "content-type": contentType, "content-length": Buffer.byteLength(body) });
+function send(res: AnyResponse, status: number, contentType: string, body: string): void {
+  (res as ServerResponse).writeHead(status, {
+    "content-type": contentType,
+    "content-length": Buffer.byteLength(body),
+  });
   res.end(body);
 }
 
-const verifiedPeers = new WeakMap<TLSSocket, ClientCheck>();
+/** Checked peers by connection: an HTTP/1.1 socket or an HTTP/2 session. */
+const verifiedPeers = new WeakMap<object, ClientCheck>();
 
 /**
  * Refuses a /validate call from anyone but the API server, before its body is read: 403,
  * a warning and a metric. The body is discarded (bounded), never parsed.
  */
 function refuseUnauthenticated(
-  req: IncomingMessage,
-  res: ServerResponse,
+  req: AnyRequest,
+  res: AnyResponse,
   opts: AdmissionServerOptions,
   limit: number,
 ): boolean {
   const socket = req.socket as TLSSocket;
   // A connection's peer is fixed at its handshake: check it once per connection (the API
-  // server keeps its connections alive), not once per review.
-  let check = verifiedPeers.get(socket);
+  // server keeps its connections alive), not once per review. An HTTP/2 request's `socket` is a
+  // new proxy per request: key on its session, which is the connection.
+  const connection: object = ("stream" in req ? req.stream.session : undefined) ?? socket;
+  let check = verifiedPeers.get(connection);
   if (!check) {
     check = checkAdmissionClient(opts.auth, {
       authorized: socket.authorized,
       authorizationError: socket.authorizationError,
       certificate: opts.auth.mode === "client-cert" ? socket.getPeerCertificate() : undefined,
     });
-    verifiedPeers.set(socket, check);
+    verifiedPeers.set(connection, check);
   }
   if (check.ok) return false;
   admissionUnauthenticated.inc({ reason: check.code });
@@ -310,7 +344,9 @@ function refuseUnauthenticated(
     if (drained > limit) req.destroy();
   });
   req.on("error", () => {});
-  res.setHeader("connection", "close");
+  // HTTP/1.1: close the connection after the 403 (HTTP/2 has no such header; the refused caller's
+  // connection stays subject to the idle timeout).
+  if (req.httpVersionMajor === 1) res.setHeader("connection", "close");
   send(
     res,
     403,
@@ -321,7 +357,6 @@ function refuseUnauthenticated(
 }
 
 async function listen(server: Server, port: number, host: string | undefined, flag: string): Promise<number> {
-  server.keepAliveTimeout = 65_000;
   await new Promise<void>((resolve, reject) => {
     server.once("error", (err: NodeJS.ErrnoException) =>
       reject(
@@ -335,11 +370,22 @@ async function listen(server: Server, port: number, host: string | undefined, fl
   return (server.address() as AddressInfo).port;
 }
 
-function stopServer(server: Server): Promise<void> {
+/** Closes the listener and every open connection (HTTP/1.1 or HTTP/2, idle or not). */
+function stopServer(server: Server, connections: Set<Socket>): Promise<void> {
   return new Promise<void>((r) => {
     server.close(() => r());
-    server.closeAllConnections();
+    for (const c of connections) c.destroy();
   });
+}
+
+/** Keeps the set of a listener's open TCP connections, for stop(). */
+function trackConnections(server: Server): Set<Socket> {
+  const open = new Set<Socket>();
+  server.on("connection", (c: Socket) => {
+    open.add(c);
+    c.once("close", () => open.delete(c));
+  });
+  return open;
 }
 
 /** The admission listener: POST /validate (authenticated), GET /healthz, GET /readyz. */
@@ -355,10 +401,16 @@ export async function startAdmissionServer(opts: AdmissionServerOptions): Promis
     minVersion: "TLSv1.2" as const,
     ...(clientCaPem ? { ca: clientCaPem } : {}),
   });
-  const server = createServer(
-    // rejectUnauthorized: false so health probes (no certificate) still work and a refused
-    // caller reads why; /validate itself checks the verified peer below.
-    { ...context(), requestCert: clientCert, rejectUnauthorized: false },
+  const server = createSecureServer(
+    {
+      ...context(),
+      // rejectUnauthorized: false so health probes (no certificate) still work and a refused
+      // caller reads why; /validate itself checks the verified peer below.
+      requestCert: clientCert,
+      rejectUnauthorized: false,
+      allowHTTP1: true,
+      maxSessionMemory: HTTP2_MAX_SESSION_MEMORY_MIB,
+    },
     (req, res) => {
       // The API server calls /validate?timeout=12s: match the path, not the whole URL.
       const path = req.url?.split("?", 1)[0];
@@ -384,6 +436,17 @@ export async function startAdmissionServer(opts: AdmissionServerOptions): Promis
       }
     },
   );
+  // HTTP/2 sessions and HTTP/1.1 connections alike: closed after IDLE_TIMEOUT_MS without traffic.
+  server.setTimeout(IDLE_TIMEOUT_MS);
+  server.on("session", (session: ServerHttp2Session) => {
+    const age = setTimeout(() => session.close(), MAX_CONNECTION_AGE_MS);
+    age.unref();
+    session.once("close", () => clearTimeout(age));
+  });
+  server.on("secureConnection", (socket: TLSSocket) =>
+    admissionConnections.inc({ protocol: socket.alpnProtocol || "http/1.1" }),
+  );
+  const connections = trackConnections(server);
   const port = await listen(server, opts.port, opts.host, "--port");
   return {
     server,
@@ -397,7 +460,7 @@ export async function startAdmissionServer(opts: AdmissionServerOptions): Promis
       clientCaPem = pem;
       server.setSecureContext(context());
     },
-    stop: () => stopServer(server),
+    stop: () => stopServer(server, connections),
   };
 }
 
@@ -410,6 +473,8 @@ export async function startApiServer(opts: ApiServerOptions): Promise<RunningLis
     minVersion: "TLSv1.2" as const,
   });
   const server = createServer(context(opts.tls), app);
+  server.keepAliveTimeout = IDLE_TIMEOUT_MS;
+  const connections = trackConnections(server);
   const port = await listen(server, opts.port, opts.host, "--api-port");
   return {
     server,
@@ -417,6 +482,6 @@ export async function startApiServer(opts: ApiServerOptions): Promise<RunningLis
     setTls(next) {
       server.setSecureContext(context(next));
     },
-    stop: () => stopServer(server),
+    stop: () => stopServer(server, connections),
   };
 }

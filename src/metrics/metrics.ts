@@ -31,6 +31,13 @@ export const admissionUnauthenticated = new Counter({
   registers: [registry],
 });
 
+export const admissionConnections = new Counter({
+  name: "countersign_admission_connections_total",
+  help: "TLS connections accepted by the admission listener, by negotiated protocol (h2, http/1.1). The API server multiplexes its calls over HTTP/2; a steady climb means TLS handshakes per call.",
+  labelNames: ["protocol"] as const,
+  registers: [registry],
+});
+
 export const slackReplaysRefused = new Counter({
   name: "countersign_slack_replays_refused_total",
   help: "Slack interactions refused because another request with the same signature was already seen (by any replica).",

@@ -8,6 +8,7 @@
  */
 import { execFile } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
+import { connect as http2Connect } from "node:http2";
 import { request as httpsRequest } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -72,6 +73,39 @@ function post(
     req.on("error", reject);
     req.end(body);
   });
+}
+
+/** Several POSTs as streams of ONE HTTP/2 connection; also returns the negotiated ALPN protocol. */
+async function postHttp2(
+  port: number,
+  bodies: string[],
+  tls: { cert?: string; key?: string } = {},
+): Promise<{ alpn: string | false | undefined; answers: { status: number; body: string }[] }> {
+  const session = http2Connect(`https://127.0.0.1:${port}`, { rejectUnauthorized: false, ...tls });
+  try {
+    const answers = await Promise.all(
+      bodies.map(
+        (body) =>
+          new Promise<{ status: number; body: string }>((resolve, reject) => {
+            const stream = session.request({
+              ":method": "POST",
+              ":path": "/validate?timeout=10s",
+              "content-type": "application/json",
+            });
+            let status = 0;
+            let data = "";
+            stream.on("response", (h) => (status = Number(h[":status"])));
+            stream.on("data", (c: Buffer) => (data += c.toString()));
+            stream.on("end", () => resolve({ status, body: data }));
+            stream.on("error", reject);
+            stream.end(body);
+          }),
+      ),
+    );
+    return { alpn: session.alpnProtocol, answers };
+  } finally {
+    session.close();
+  }
 }
 
 async function requests(): Promise<ApprovalRequest[]> {
@@ -344,6 +378,38 @@ describe("hack/kind/admission-client.sh (what kind-config.yaml mounts; kind itse
       const kindClient = { cert: read("webhook-client.crt"), key: read("webhook-client.key") };
       expect((await post(listener.port, "/validate", "{not json", kindClient)).status).toBe(400);
       expect((await post(listener.port, "/validate", "{not json", asApiServer(cp))).status).toBe(403);
+    } finally {
+      await listener.stop();
+    }
+  });
+
+  it("over HTTP/2 (what the API server negotiates) every stream is checked like a connection: no or a foreign certificate is refused", async () => {
+    const serving = await issueCertificate(cp.ca, { commonName: "h2-check", usage: "server" });
+    const listener = await startAdmissionServer({
+      tls: serving,
+      port: 0,
+      host: "127.0.0.1",
+      isReady: () => true,
+      auth: { mode: "client-cert", clientCaPem: cp.webhookClient.ca.certPem },
+      logger: componentLogger("admission-test"),
+    } as never);
+    try {
+      const bodies = ["{not json", "{not json", "{not json"];
+      // The API server's certificate: HTTP/2 is negotiated and every stream reaches the body check (400).
+      const served = await postHttp2(listener.port, bodies, asApiServer(cp));
+      expect(served.alpn).toBe("h2");
+      expect(served.answers.map((a) => a.status)).toEqual([400, 400, 400]);
+      // No certificate, or a cluster user's: every stream of the connection is refused, before
+      // the body is read, though another connection (the API server's) was accepted before.
+      for (const tls of [{}, userCert]) {
+        const refused = await postHttp2(listener.port, bodies, tls);
+        expect(refused.alpn).toBe("h2");
+        expect(refused.answers.map((a) => a.status)).toEqual([403, 403, 403]);
+        expect(JSON.parse(refused.answers[0]!.body).error).toMatch(/forbidden/);
+      }
+      // HTTP/1.1 is still served on the same port (health probes, older clients).
+      expect((await post(listener.port, "/validate", "{not json", asApiServer(cp))).status).toBe(400);
+      expect((await post(listener.port, "/validate", "{not json")).status).toBe(403);
     } finally {
       await listener.stop();
     }
