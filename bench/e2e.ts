@@ -16,7 +16,8 @@
  * the no-admission mean; for Countersign also apiserver_admission_webhook_admission_duration_seconds),
  * end-to-end p50/p99 from the agent's side. Prints the ratios the goal is stated in.
  *
- * Run: npm run bench:e2e [-- --n 10,100 --rates 100,300 --seconds 8]
+ * Countersign runs compiled (dist/, built by the npm script), in this process.
+ * Run: npm run bench:e2e [-- --n 10,100 --rates 100,300 --seconds 8 --layouts none,vap,countersign,vaps]
  * (starts a control plane: hold the test lock, `flock /tmp/cs-test.lock npm run bench:e2e`)
  */
 import { readdirSync, readFileSync } from "node:fs";
@@ -25,23 +26,32 @@ import { cpus } from "node:os";
 import { parseArgs } from "node:util";
 import { Worker } from "node:worker_threads";
 import { AdmissionregistrationV1Api } from "@kubernetes/client-node";
-import { GATE_WEBHOOK_NAME, webhookConfiguration } from "../src/admission/registration.js";
-import { startCountersign } from "../src/app.js";
-import { ControlPlane } from "../src/controlplane/control-plane.js";
-import { isNotFound } from "../src/kube/errors.js";
-import { createCertificateAuthority, issueCertificate } from "../src/pki/certificates.js";
 import { rawClient } from "./audit-generator.js";
+// Countersign compiled, as production runs it (see compiled.ts).
+import {
+  ControlPlane,
+  createCertificateAuthority,
+  GATE_WEBHOOK_NAME,
+  isNotFound,
+  issueCertificate,
+  registry,
+  startCountersign,
+  webhookConfiguration,
+} from "./compiled.js";
 
 const { values } = parseArgs({
   options: {
     n: { type: "string", default: "10,100" },
     rates: { type: "string", default: "100,300" },
     seconds: { type: "string", default: "8" },
+    /** Which layouts to run (none, vap, countersign, vaps); all by default. */
+    layouts: { type: "string", default: "none,vap,countersign,vaps" },
   },
 });
 const NS_LIST = values.n.split(",").map(Number);
 const RATES = values.rates.split(",").map(Number);
 const SECONDS = Number(values.seconds);
+const LAYOUTS = new Set(values.layouts.split(","));
 const AGENTS = "ai-agents";
 const TARGET_NS = "prod";
 const OBJECTS = 16;
@@ -176,8 +186,25 @@ interface Row {
   webhookMs: number;
   /** kube-apiserver CPU time per UPDATE, ms (/proc): robust against other load on the machine. */
   apiCpuMs: number;
-  /** Countersign's CPU per UPDATE, ms: the busy time of the event loop serving the webhook. */
+  /** Countersign's CPU per UPDATE, ms: CPU time of the main thread (its event loop) in this process. */
   csCpuMs: number;
+  /** New TLS connections the API server opened to the admission listener per webhook call. */
+  connsPerCall: number;
+  /** Protocols of those connections (h2, http/1.1), with counts. */
+  protocols: string;
+}
+
+/** TLS connections Countersign's admission listener accepted so far, by protocol (its metric). */
+async function admissionConnections(): Promise<Map<string, number>> {
+  const metric = registry.getSingleMetric("countersign_admission_connections_total");
+  const values = metric ? (await metric.get()).values : [];
+  return new Map(values.map((v) => [String(v.labels.protocol), v.value]));
+}
+
+/** CPU time of this process's main thread (Countersign's event loop), ms (/proc schedstat, ns). */
+function mainThreadCpuMs(): number {
+  const stat = readFileSync(`/proc/self/task/${process.pid}/schedstat`, "utf8");
+  return Number(stat.split(" ")[0]) / 1e6;
 }
 
 /** The pid of the kube-apiserver listening on `port` (found in /proc). */
@@ -323,15 +350,24 @@ async function main(): Promise<void> {
       for (const rate of RATES) {
         await settle();
         let before: Promise<Metrics> | undefined;
+        let conns0 = new Map<string, number>();
         let cpu0 = 0;
-        let elu0 = performance.eventLoopUtilization();
+        let cs0 = 0;
         const result = await load(rate, () => {
           cpu0 = cpuMs(apiPid);
-          elu0 = performance.eventLoopUtilization();
+          cs0 = mainThreadCpuMs();
+          void admissionConnections().then((c) => {
+            conns0 = c;
+          });
           before = scrape();
         });
         const cpu1 = cpuMs(apiPid);
-        const elu = performance.eventLoopUtilization(elu0);
+        const csCpu = mainThreadCpuMs() - cs0;
+        const conns1 = await admissionConnections();
+        const opened = [...conns1]
+          .map(([p, v]) => [p, v - (conns0.get(p) ?? 0)] as const)
+          .filter(([, v]) => v > 0);
+        const conns = opened.reduce((a, [, v]) => a + v, 0);
         const after = await scrape();
         const b = await before!;
         const stepCount = after.stepCount - b.stepCount;
@@ -345,11 +381,13 @@ async function main(): Promise<void> {
           webhookMs:
             webhookCount > 0 ? ((after.webhookSum - b.webhookSum) / webhookCount) * 1000 : Number.NaN,
           apiCpuMs: stepCount > 0 ? (cpu1 - cpu0) / stepCount : Number.NaN,
-          csCpuMs: stepCount > 0 ? elu.active / stepCount : Number.NaN,
+          csCpuMs: stepCount > 0 ? csCpu / stepCount : Number.NaN,
+          connsPerCall: webhookCount > 0 ? conns / webhookCount : Number.NaN,
+          protocols: opened.map(([p, v]) => `${p} ${v}`).join(", "),
         };
         rows.push(row);
         console.log(
-          `${layout}${n === "-" ? "" : ` (N=${n})`} at ${rate}/s: validate step ${row.stepMs.toFixed(3)} ms${Number.isNaN(row.webhookMs) ? "" : `, webhook ${row.webhookMs.toFixed(3)} ms`}, API server CPU ${row.apiCpuMs.toFixed(3)} ms/req, Countersign process ${row.csCpuMs.toFixed(3)} ms/req, p50 ${result.p50.toFixed(1)} ms, p99 ${result.p99.toFixed(1)} ms, ${result.count} requests, ${result.errors} errors${result.shed ? `, ${result.shed} not sent (saturated: over ${rate * 2} unanswered)` : ""}`,
+          `${layout}${n === "-" ? "" : ` (N=${n})`} at ${rate}/s: validate step ${row.stepMs.toFixed(3)} ms${Number.isNaN(row.webhookMs) ? "" : `, webhook ${row.webhookMs.toFixed(3)} ms, ${row.connsPerCall.toFixed(3)} new connections per call${row.protocols ? ` (${row.protocols})` : ""}, since start ${[...conns1].map(([p, v]) => `${p} ${v}`).join(", ")}`}, API server CPU ${row.apiCpuMs.toFixed(3)} ms/req, Countersign process ${row.csCpuMs.toFixed(3)} ms/req, p50 ${result.p50.toFixed(1)} ms, p99 ${result.p99.toFixed(1)} ms, ${result.count} requests, ${result.errors} errors${result.shed ? `, ${result.shed} not sent (saturated: over ${rate * 2} unanswered)` : ""}`,
         );
       }
     };
@@ -385,52 +423,57 @@ async function main(): Promise<void> {
 
     await measure("no admission", "-");
     for (const n of NS_LIST) {
-      await cp.apply(
-        vap(
-          "bench-e2e-single",
-          matchConditions(0),
-          Array.from({ length: n }, (_, i) => validations(i)).flat(),
-        ) as never,
-      );
-      await active(n);
-      await measure("1 VAP", n);
-      await deleteVaps();
-      await inactive(n);
-
-      await cp.apply(Array.from({ length: n }, (_, i) => approvalPolicy(i)) as never);
-      await until(
-        "policies compiled",
-        async () => cs.policies.list().filter((p) => p.name.startsWith("bench-e2e-")).length === n,
-      );
-      await cp.apply([
-        webhookConfiguration({
-          name: WEBHOOK,
-          caBundlePem: ca.certPem,
-          url: `https://127.0.0.1:${cs.webhook!.admissionPort}`,
-          installNamespace: "countersign-system",
-          subjects: { serviceAccountNamespaces: [AGENTS] },
-        }) as never,
-      ]);
-      await active(n);
-      await measure("Countersign", n);
-      try {
-        await admin
-          .makeApiClient(AdmissionregistrationV1Api)
-          .deleteValidatingWebhookConfiguration({ name: WEBHOOK });
-      } catch (err) {
-        if (!isNotFound(err)) throw err;
+      if (LAYOUTS.has("vap")) {
+        await cp.apply(
+          vap(
+            "bench-e2e-single",
+            matchConditions(0),
+            Array.from({ length: n }, (_, i) => validations(i)).flat(),
+          ) as never,
+        );
+        await active(n);
+        await measure("1 VAP", n);
+        await deleteVaps();
+        await inactive(n);
       }
-      await inactive(n);
+      if (LAYOUTS.has("countersign")) {
+        await cp.apply(Array.from({ length: n }, (_, i) => approvalPolicy(i)) as never);
+        await until(
+          "policies compiled",
+          async () => cs.policies.list().filter((p) => p.name.startsWith("bench-e2e-")).length === n,
+        );
+        await cp.apply([
+          webhookConfiguration({
+            name: WEBHOOK,
+            caBundlePem: ca.certPem,
+            url: `https://127.0.0.1:${cs.webhook!.admissionPort}`,
+            installNamespace: "countersign-system",
+            subjects: { serviceAccountNamespaces: [AGENTS] },
+          }) as never,
+        ]);
+        await active(n);
+        await measure("Countersign", n);
+        try {
+          await admin
+            .makeApiClient(AdmissionregistrationV1Api)
+            .deleteValidatingWebhookConfiguration({ name: WEBHOOK });
+        } catch (err) {
+          if (!isNotFound(err)) throw err;
+        }
+        await inactive(n);
+      }
 
-      await cp.apply(
-        Array.from({ length: n }, (_, i) =>
-          vap(`bench-e2e-${i}`, matchConditions(i), validations(i)),
-        ).flat() as never,
-      );
-      await active(n);
-      await measure(`${n} VAPs`, n);
-      await deleteVaps();
-      await inactive(n);
+      if (LAYOUTS.has("vaps")) {
+        await cp.apply(
+          Array.from({ length: n }, (_, i) =>
+            vap(`bench-e2e-${i}`, matchConditions(i), validations(i)),
+          ).flat() as never,
+        );
+        await active(n);
+        await measure(`${n} VAPs`, n);
+        await deleteVaps();
+        await inactive(n);
+      }
     }
 
     // Report.
@@ -447,6 +490,7 @@ async function main(): Promise<void> {
         "step ms": fmt(r.stepMs),
         "added ms": fmt(r.stepMs - (none.get(r.rate)?.stepMs ?? 0)),
         "webhook ms": fmt(r.webhookMs),
+        "conns/call": fmt(r.connsPerCall),
         "API server CPU ms": fmt(r.apiCpuMs),
         "Countersign CPU ms": r.layout === "Countersign" ? fmt(r.csCpuMs) : "-",
         "added CPU ms": fmt(
