@@ -9,7 +9,6 @@
  */
 import {
   CoreV1Api,
-  CustomObjectsApi,
   type KubeConfig,
   PatchStrategy,
   RbacAuthorizationV1Api,
@@ -17,9 +16,15 @@ import {
 } from "@kubernetes/client-node";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
-import { kubeStatusOf } from "../../src/kube/errors.js";
 import { decide } from "../../src/plugin/commands.js";
-import type { ApprovalRequest } from "../../src/resources/approval-request.js";
+import {
+  APPROVERS_GROUP,
+  agentsIn,
+  approvalBy,
+  approvalPolicy,
+  matching,
+  requireApproval,
+} from "../fixtures/approval-policy.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import {
   approverIdentity,
@@ -27,8 +32,14 @@ import {
   startTestCountersign,
   type TestCountersign,
 } from "../support/countersign.js";
+import {
+  agentIdentity,
+  applyPolicies,
+  approvalRequestsIn,
+  attempt,
+  requestNameIn,
+} from "../support/scenario.js";
 
-const G = { group: "countersign.io", version: "v1alpha1" };
 let cp: ControlPlane;
 let cs: TestCountersign;
 let agent: KubeConfig;
@@ -39,39 +50,19 @@ const prod = uniqueName("prod");
 const policyName = uniqueName("ownership");
 const installNs = uniqueName("cs-ownership");
 
-async function attempt(fn: () => Promise<unknown>): Promise<string> {
-  try {
-    await fn();
-    return "";
-  } catch (err) {
-    const s = kubeStatusOf(err);
-    if (!s) throw err;
-    return s.message ?? "";
-  }
-}
-
-const requestNameIn = (message: string): string => {
-  const m = /ApprovalRequest [a-z0-9-]+\/([a-z0-9-]+) /.exec(message);
-  if (!m) throw new Error(`no ApprovalRequest named in: ${message}`);
-  return m[1]!;
-};
-
-async function listRequests(): Promise<ApprovalRequest[]> {
-  return (
-    (await cp
-      .adminKubeConfig()
-      .makeApiClient(CustomObjectsApi)
-      .listNamespacedCustomObject({ ...G, namespace: prod, plural: "approvalrequests" })) as {
-      items: ApprovalRequest[];
-    }
-  ).items;
-}
+const listRequests = () => approvalRequestsIn(cp, prod).list();
 
 beforeAll(async () => {
   cp = await attachControlPlane();
   await cp.ensureNamespace(prod);
-  agent = (await cp.serviceAccountIdentity(agentsNs, "ops-bot")).kubeConfig;
-  approver = await approverIdentity(cp, "olga@example.com", ["countersign:approvers"]);
+  agent = (
+    await agentIdentity(cp, agentsNs, "ops-bot", {
+      target: prod,
+      resources: ["configmaps"],
+      verbs: ["get", "update", "patch"],
+    })
+  ).kubeConfig;
+  approver = await approverIdentity(cp, "olga@example.com", [APPROVERS_GROUP]);
   // A second agent service account that is also in the approver group and holds the RBAC verbs.
   agent2 = (await cp.serviceAccountIdentity(agentsNs, "helper-bot")).kubeConfig;
   await cp
@@ -84,62 +75,29 @@ beforeAll(async () => {
         subjects: [{ kind: "ServiceAccount", name: "helper-bot", namespace: agentsNs }],
       },
     });
-  const rbac = cp.adminKubeConfig().makeApiClient(RbacAuthorizationV1Api);
-  await rbac.createNamespacedRole({
-    namespace: prod,
-    body: {
-      metadata: { name: "ownership" },
-      rules: [{ apiGroups: [""], resources: ["configmaps"], verbs: ["get", "update", "patch"] }],
-    },
-  });
-  await rbac.createNamespacedRoleBinding({
-    namespace: prod,
-    body: {
-      metadata: { name: "ownership" },
-      roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: "ownership" },
-      subjects: [{ kind: "ServiceAccount", name: "ops-bot", namespace: agentsNs }],
-    },
-  });
   cs = await startTestCountersign(cp, {
     subjects: { serviceAccountNamespaces: [agentsNs] },
     installNamespace: installNs,
     webhookName: uniqueName("cs-ownership"),
   });
-  await cp.apply([
-    {
-      apiVersion: "countersign.io/v1alpha1",
-      kind: "ApprovalPolicy",
-      metadata: { name: policyName },
-      spec: {
-        subjects: { serviceAccounts: [{ namespace: agentsNs }] },
-        match: [
-          {
-            operations: ["UPDATE", "CREATE"],
-            apiGroups: [""],
-            resources: ["configmaps"],
-            namespaces: [prod],
-          },
-          { operations: ["UPDATE", "DELETE"], apiGroups: [""], resources: ["namespaces"] },
-        ],
-        rules: [
-          {
-            name: "all",
-            action: "RequireApproval",
-            approval: {
-              approvers: { groups: ["countersign:approvers", `system:serviceaccounts:${agentsNs}`] },
-              requiredApprovals: 1,
-              ttl: "1h",
-            },
-          },
-        ],
-      },
-    } as never,
+  await applyPolicies(cp, cs, [
+    approvalPolicy(policyName, {
+      subjects: agentsIn(agentsNs),
+      match: [
+        matching(["UPDATE", "CREATE"], ["configmaps"], [prod]),
+        matching(["UPDATE", "DELETE"], ["namespaces"]),
+      ],
+      rules: [
+        requireApproval(
+          "all",
+          approvalBy([APPROVERS_GROUP, `system:serviceaccounts:${agentsNs}`], {
+            requiredApprovals: 1,
+            ttl: "1h",
+          }),
+        ),
+      ],
+    }),
   ]);
-  await eventually(
-    async () => cs.replicas[0]!.policies.list().some((p) => p.name === policyName),
-    10_000,
-    "policy",
-  );
 }, 120_000);
 
 afterAll(async () => {

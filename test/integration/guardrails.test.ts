@@ -20,17 +20,24 @@ import { kubeStatusOf } from "../../src/kube/errors.js";
 import { approvalRequestsCapped } from "../../src/metrics/metrics.js";
 import { decide as decideRequest, listAuditRecords } from "../../src/plugin/commands.js";
 import { doctor } from "../../src/plugin/doctor.js";
-import type { ApprovalRequest } from "../../src/resources/approval-request.js";
+import { gvr, POLICY_PLURAL } from "../../src/resources/group.js";
+import {
+  APPROVERS_GROUP,
+  agentsIn,
+  approvalBy,
+  approvalPolicy,
+  matching,
+  requireApproval,
+} from "../fixtures/approval-policy.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import {
   approverIdentity,
   eventually,
-  grantServiceAccount,
   startTestCountersign,
   type TestCountersign,
 } from "../support/countersign.js";
+import { agentIdentity, applyPolicies, approvalRequestsIn } from "../support/scenario.js";
 
-const G = { group: "countersign.io", version: "v1alpha1" };
 let cp: ControlPlane;
 let cs: TestCountersign;
 let agent: KubeConfig;
@@ -43,14 +50,7 @@ const policyName = uniqueName("flood-cap");
 
 const custom = () => cp.adminKubeConfig().makeApiClient(CustomObjectsApi);
 
-async function openRequests(): Promise<ApprovalRequest[]> {
-  const list = (await custom().listNamespacedCustomObject({
-    ...G,
-    namespace: target,
-    plural: "approvalrequests",
-  })) as { items: ApprovalRequest[] };
-  return list.items;
-}
+const openRequests = () => approvalRequestsIn(cp, target).list();
 
 /** The agent sets one label on the ConfigMap; returns the refusal message, or "" when allowed. */
 async function agentLabel(value: string): Promise<string> {
@@ -78,46 +78,29 @@ async function cappedCount(): Promise<number> {
 beforeAll(async () => {
   cp = await attachControlPlane();
   await cp.ensureNamespace(target);
-  const id = await cp.serviceAccountIdentity(agentsNs, "flood-bot");
+  const id = await agentIdentity(cp, agentsNs, "flood-bot", {
+    target,
+    resources: ["configmaps"],
+    verbs: ["get", "update"],
+  });
   agent = id.kubeConfig;
   agentUser = id.username;
-  await grantServiceAccount(
-    cp,
-    target,
-    { namespace: agentsNs, name: "flood-bot" },
-    ["configmaps"],
-    ["get", "update"],
-  );
-  approver = await approverIdentity(cp, "carol@example.com", ["countersign:approvers"]);
+  approver = await approverIdentity(cp, "carol@example.com", [APPROVERS_GROUP]);
   cs = await startTestCountersign(cp, {
     subjects: { serviceAccountNamespaces: [agentsNs] },
     installNamespace: installNs,
     webhookName: uniqueName("countersign-guardrails"),
     bypassScanIntervalMs: 2000,
   });
-  await cp.apply([
-    {
-      apiVersion: "countersign.io/v1alpha1",
-      kind: "ApprovalPolicy",
-      metadata: { name: policyName },
-      spec: {
-        subjects: { serviceAccounts: [{ namespace: agentsNs }] },
-        match: [{ operations: ["UPDATE"], apiGroups: [""], resources: ["configmaps"], namespaces: [target] }],
-        rules: [
-          {
-            name: "config-changes",
-            action: "RequireApproval",
-            approval: { approvers: { groups: ["countersign:approvers"] }, ttl: "1h", maxOpenRequests: 3 },
-          },
-        ],
-      },
-    } as never,
+  await applyPolicies(cp, cs, [
+    approvalPolicy(policyName, {
+      subjects: agentsIn(agentsNs),
+      match: [matching(["UPDATE"], ["configmaps"], [target])],
+      rules: [
+        requireApproval("config-changes", approvalBy([APPROVERS_GROUP], { ttl: "1h", maxOpenRequests: 3 })),
+      ],
+    }),
   ]);
-  await eventually(
-    async () => cs.replicas[0]!.policies.list().some((p) => p.name === policyName),
-    10_000,
-    "policy compiled",
-  );
   await cp
     .adminKubeConfig()
     .makeApiClient(CoreV1Api)
@@ -202,39 +185,36 @@ describe("Countersign's own configuration", () => {
     };
     // RBAC is in place (the agent can read), so only Countersign stands between it and the policy.
     await eventually(
-      async () => api.getClusterCustomObject({ ...G, plural: "approvalpolicies", name: policyName }),
+      async () => api.getClusterCustomObject({ ...gvr(POLICY_PLURAL), name: policyName }),
       5000,
       "RBAC for the agent",
     );
     const policy = (await api.getClusterCustomObject({
-      ...G,
-      plural: "approvalpolicies",
+      ...gvr(POLICY_PLURAL),
       name: policyName,
     })) as {
       spec: { rules: { approval: { approvers: { groups: string[] } } }[] };
     };
     policy.spec.rules[0]!.approval.approvers.groups = ["system:serviceaccounts"]; // approve itself
     const update = await refusal(() =>
-      api.replaceClusterCustomObject({ ...G, plural: "approvalpolicies", name: policyName, body: policy }),
+      api.replaceClusterCustomObject({ ...gvr(POLICY_PLURAL), name: policyName, body: policy }),
     );
     expect(update).toMatch(new RegExp(`${agentUser} is covered by ApprovalPolicy ${policyName}`));
     expect(update).toMatch(/may not update ApprovalPolicies/);
     const status = await refusal(() =>
       api.replaceClusterCustomObjectStatus({
-        ...G,
-        plural: "approvalpolicies",
+        ...gvr(POLICY_PLURAL),
         name: policyName,
         body: policy,
       }),
     );
     expect(status).toMatch(/may not update the status of ApprovalPolicies/);
     const del = await refusal(() =>
-      api.deleteClusterCustomObject({ ...G, plural: "approvalpolicies", name: policyName }),
+      api.deleteClusterCustomObject({ ...gvr(POLICY_PLURAL), name: policyName }),
     );
     expect(del).toMatch(/may not delete ApprovalPolicies/);
     const still = (await custom().getClusterCustomObject({
-      ...G,
-      plural: "approvalpolicies",
+      ...gvr(POLICY_PLURAL),
       name: policyName,
     })) as {
       spec: { rules: { approval: { approvers: { groups: string[] } } }[] };
@@ -245,32 +225,26 @@ describe("Countersign's own configuration", () => {
   it("records every policy change and deletion by anyone in the install namespace's audit chain", async () => {
     const admin = await selfUsername(cp.adminKubeConfig());
     const name = uniqueName("audited-policy");
-    const body = {
-      apiVersion: "countersign.io/v1alpha1",
-      kind: "ApprovalPolicy",
-      metadata: { name },
-      spec: {
-        subjects: { users: ["nobody@example.com"] },
-        rules: [{ name: "deny-all", action: "Deny", message: "no" }],
-      },
-    };
-    await custom().createClusterCustomObject({ ...G, plural: "approvalpolicies", body });
+    const body = approvalPolicy(name, {
+      subjects: { users: ["nobody@example.com"] },
+      rules: [{ name: "deny-all", action: "Deny", message: "no" }],
+    });
+    await custom().createClusterCustomObject({ ...gvr(POLICY_PLURAL), body });
     // Read-modify-write (the controller writes status meanwhile; a conflict means re-read).
     await eventually(
       async () => {
         const current = (await custom().getClusterCustomObject({
-          ...G,
-          plural: "approvalpolicies",
+          ...gvr(POLICY_PLURAL),
           name,
         })) as typeof body;
         current.spec.rules[0]!.message = "still no";
-        await custom().replaceClusterCustomObject({ ...G, plural: "approvalpolicies", name, body: current });
+        await custom().replaceClusterCustomObject({ ...gvr(POLICY_PLURAL), name, body: current });
         return true;
       },
       10_000,
       "policy updated",
     );
-    await custom().deleteClusterCustomObject({ ...G, plural: "approvalpolicies", name });
+    await custom().deleteClusterCustomObject({ ...gvr(POLICY_PLURAL), name });
 
     const records = (await listAuditRecords(cp.adminKubeConfig(), installNs)).filter(
       (r) => (r.spec.action as { name?: string } | undefined)?.name === name,
@@ -299,8 +273,7 @@ interface PolicyStatus {
 
 async function bypassCondition() {
   const p = (await custom().getClusterCustomObject({
-    ...G,
-    plural: "approvalpolicies",
+    ...gvr(POLICY_PLURAL),
     name: policyName,
   })) as PolicyStatus;
   return {

@@ -21,10 +21,17 @@ import {
 import * as x509 from "@peculiar/x509";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
-import { kubeStatusOf } from "../../src/kube/errors.js";
 import { noOpUpdates } from "../../src/metrics/metrics.js";
 import { decide } from "../../src/plugin/commands.js";
-import type { ApprovalRequest } from "../../src/resources/approval-request.js";
+import { APPROVAL_REQUEST_PLURAL, gvr } from "../../src/resources/group.js";
+import {
+  APPROVERS_GROUP,
+  agentsIn,
+  approvalBy,
+  approvalPolicy,
+  matching,
+  requireApproval,
+} from "../fixtures/approval-policy.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import {
   approverIdentity,
@@ -32,8 +39,8 @@ import {
   startTestCountersign,
   type TestCountersign,
 } from "../support/countersign.js";
+import { applyPolicies, approvalRequestsIn, attempt, requestNameIn } from "../support/scenario.js";
 
-const G = { group: "countersign.io", version: "v1alpha1" };
 let cp: ControlPlane;
 let cs: TestCountersign;
 let agent: KubeConfig;
@@ -47,39 +54,8 @@ const deepGroup = `${uniqueName("deep")}.example.com`;
 
 const admin = () => cp.adminKubeConfig();
 
-/** Runs an agent call; returns the API server's refusal message, or "" when it went through. */
-async function attempt(fn: () => Promise<unknown>): Promise<string> {
-  try {
-    await fn();
-    return "";
-  } catch (err) {
-    const s = kubeStatusOf(err);
-    if (!s) throw err;
-    return s.message ?? "";
-  }
-}
-
-const requestNameIn = (message: string): string => {
-  const m = /ApprovalRequest [a-z0-9-]+\/([a-z0-9-]+) /.exec(message);
-  if (!m) throw new Error(`no ApprovalRequest named in: ${message}`);
-  return m[1]!;
-};
-
-async function getRequest(namespace: string, name: string): Promise<ApprovalRequest> {
-  return (await admin()
-    .makeApiClient(CustomObjectsApi)
-    .getNamespacedCustomObject({ ...G, namespace, plural: "approvalrequests", name })) as ApprovalRequest;
-}
-
-async function listRequests(namespace: string): Promise<ApprovalRequest[]> {
-  return (
-    (await admin()
-      .makeApiClient(CustomObjectsApi)
-      .listNamespacedCustomObject({ ...G, namespace, plural: "approvalrequests" })) as {
-      items: ApprovalRequest[];
-    }
-  ).items;
-}
+const getRequest = (namespace: string, name: string) => approvalRequestsIn(cp, namespace).get(name);
+const listRequests = (namespace: string) => approvalRequestsIn(cp, namespace).list();
 
 async function approve(namespace: string, name: string): Promise<void> {
   await decide(approver, namespace, name, "Approve", "checked the diff");
@@ -133,7 +109,7 @@ beforeAll(async () => {
   cp = await attachControlPlane();
   await cp.ensureNamespace(prod);
   agent = (await cp.serviceAccountIdentity(agentsNs, "ops-bot")).kubeConfig;
-  approver = await approverIdentity(cp, "erin@example.com", ["countersign:approvers"]);
+  approver = await approverIdentity(cp, "erin@example.com", [APPROVERS_GROUP]);
   await grant(
     "ops-bot-data",
     [
@@ -175,60 +151,22 @@ beforeAll(async () => {
     installNamespace: installNs,
     webhookName: uniqueName("countersign-transition"),
   });
-  await cp.apply([
-    {
-      apiVersion: "countersign.io/v1alpha1",
-      kind: "ApprovalPolicy",
-      metadata: { name: policyName },
-      spec: {
-        subjects: { serviceAccounts: [{ namespace: agentsNs }] },
-        match: [
-          {
-            operations: ["UPDATE", "CREATE", "DELETE"],
-            apiGroups: [""],
-            resources: ["configmaps", "secrets"],
-            namespaces: [prod],
-          },
-          {
-            operations: ["CREATE"],
-            apiGroups: [""],
-            resources: ["serviceaccounts/token"],
-            namespaces: [prod],
-          },
-          {
-            operations: ["UPDATE"],
-            apiGroups: ["apps"],
-            resources: ["deployments/scale"],
-            namespaces: [prod],
-          },
-          {
-            operations: ["CREATE"],
-            apiGroups: ["rbac.authorization.k8s.io"],
-            resources: ["rolebindings"],
-            namespaces: [prod],
-          },
-          {
-            operations: ["UPDATE"],
-            apiGroups: ["certificates.k8s.io"],
-            resources: ["certificatesigningrequests/approval"],
-          },
-          { operations: ["CREATE"], apiGroups: [deepGroup], resources: ["blobs"], namespaces: [prod] },
-        ],
-        rules: [
-          {
-            name: "countersign",
-            action: "RequireApproval",
-            approval: { approvers: { groups: ["countersign:approvers"] }, requiredApprovals: 1, ttl: "1h" },
-          },
-        ],
-      },
-    } as never,
+  await applyPolicies(cp, cs, [
+    approvalPolicy(policyName, {
+      subjects: agentsIn(agentsNs),
+      match: [
+        matching(["UPDATE", "CREATE", "DELETE"], ["configmaps", "secrets"], [prod]),
+        matching(["CREATE"], ["serviceaccounts/token"], [prod]),
+        matching(["UPDATE"], ["deployments/scale"], [prod], ["apps"]),
+        matching(["CREATE"], ["rolebindings"], [prod], ["rbac.authorization.k8s.io"]),
+        matching(["UPDATE"], ["certificatesigningrequests/approval"], undefined, ["certificates.k8s.io"]),
+        matching(["CREATE"], ["blobs"], [prod], [deepGroup]),
+      ],
+      rules: [
+        requireApproval("countersign", approvalBy([APPROVERS_GROUP], { requiredApprovals: 1, ttl: "1h" })),
+      ],
+    }),
   ]);
-  await eventually(
-    async () => cs.replicas[0]!.policies.list().some((p) => p.name === policyName),
-    10_000,
-    "policy",
-  );
   const adminCore = admin().makeApiClient(CoreV1Api);
   await adminCore.createNamespacedConfigMap({
     namespace: prod,
@@ -576,9 +514,8 @@ describe("what the approver sees (item 3)", () => {
     const unmark = await attempt(() =>
       approver.makeApiClient(CustomObjectsApi).patchNamespacedCustomObject(
         {
-          ...G,
+          ...gvr(APPROVAL_REQUEST_PLURAL),
           namespace: prod,
-          plural: "approvalrequests",
           name,
           body: [{ op: "remove", path: "/spec/diffTruncated" }],
         },

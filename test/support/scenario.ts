@@ -41,6 +41,25 @@ export async function outcome<T>(
   }
 }
 
+/** Runs an agent's call: the API server's refusal message, or "" when it went through. */
+export async function attempt(fn: () => Promise<unknown>): Promise<string> {
+  try {
+    await fn();
+    return "";
+  } catch (err) {
+    const s = kubeStatusOf(err);
+    if (!s) throw err;
+    return s.message ?? "";
+  }
+}
+
+/** The ApprovalRequest a Countersign message names, in any state; throws when it names none. */
+export function requestNameIn(message: string): string {
+  const m = /ApprovalRequest [a-z0-9-]+\/([a-z0-9-]+) /.exec(message);
+  if (!m) throw new Error(`no ApprovalRequest named in: ${message}`);
+  return m[1]!;
+}
+
 /**
  * The name of the ApprovalRequest a gate denial names: one it created, or (unless
  * `createdOnly`) one that is pending; undefined when the message names none.
@@ -53,14 +72,14 @@ export function requestNamed(message: string, createdOnly = false): string | und
 }
 
 /**
- * Retries `attempt` (an agent's write) until the gate's denial names a request it created, and
+ * Retries `write` (an agent's call) until the gate's denial names a request it created, and
  * returns that request's name.
  */
-export function untilRequestCreated(attempt: () => Promise<unknown>, timeoutMs = 15_000): Promise<string> {
+export function untilRequestCreated(write: () => Promise<unknown>, timeoutMs = 15_000): Promise<string> {
   return eventually(
     async () => {
       try {
-        await attempt();
+        await write();
         return undefined;
       } catch (err) {
         return requestNamed(kubeStatusOf(err)?.message ?? "", true);
