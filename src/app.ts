@@ -24,11 +24,11 @@ import {
   startApiServer,
 } from "./admission/server.js";
 import { approvalApi } from "./api/approval-api.js";
-import { RbacChecker } from "./approvals/decision-guard.js";
 import { DecisionService } from "./approvals/decision-service.js";
 import { loadFingerprintKey } from "./approvals/fingerprint-key.js";
 import { ApprovalGate } from "./approvals/gate.js";
 import { OpenRequestIndex } from "./approvals/open-requests.js";
+import { RbacChecker } from "./approvals/rbac-checker.js";
 import { namespaceArchiveState } from "./audit/archive.js";
 import { ConfigAuditor } from "./audit/config-audit.js";
 import { AuditWriter } from "./audit/writer.js";

@@ -2,11 +2,12 @@
  * The admission handler chain: Countersign's own resources first (policies are validated
  * at apply time), then the gate (pure decision → allow | deny | require approval).
  */
-import { guardWrite, isGuardedResource, type RbacChecker } from "../approvals/decision-guard.js";
+import { guardWrite, isGuardedResource } from "../approvals/decision-guard.js";
 import { refusalMessage } from "../approvals/decision-messages.js";
 import { DecisionCode } from "../approvals/decisions.js";
 import { isNoOpUpdate, MAX_NESTING_DEPTH, nestingDepth, type Transition } from "../approvals/fingerprint.js";
 import type { ApprovalGate, GateOutcome } from "../approvals/gate.js";
+import type { RbacChecker } from "../approvals/rbac-checker.js";
 import type { ArchiveState } from "../audit/archive.js";
 import { type ConfigAuditor, policyChange } from "../audit/config-audit.js";
 import { describeKubeError } from "../kube/errors.js";

@@ -7,9 +7,9 @@
 import { createHash } from "node:crypto";
 import { AuthenticationV1Api, type KubeConfig } from "@kubernetes/client-node";
 import express, { type NextFunction, type Request, type Response, type Router } from "express";
-import type { RbacChecker } from "../approvals/decision-guard.js";
 import type { DecisionService } from "../approvals/decision-service.js";
 import { effectivePhase } from "../approvals/lifecycle.js";
+import type { RbacChecker } from "../approvals/rbac-checker.js";
 import { describeKubeError } from "../kube/errors.js";
 import type { Logger } from "../logging/logger.js";
 import type { UserInfo } from "../resources/admission.js";

@@ -1,6 +1,6 @@
 /**
- * Guards writes to Countersign's own resources. Pure checks first, then (for a decision)
- * one SubjectAccessReview as the caller, cached for a few seconds.
+ * Guards writes to Countersign's own resources (pure). For a decision that passes, the caller
+ * still asks RBAC (rbac-checker.ts: one SubjectAccessReview as the decider, cached briefly).
  *
  *  - ApprovalRequest create, delete and status writes, and every AuditRecord and
  *    AuditCheckpoint write, are Countersign's alone (its own identity, learned at start-up),
@@ -18,7 +18,6 @@
  *    These decision rules are decisions.ts's checkDecision, shared with the HTTP API, Slack and
  *    the kubectl plugin; the words are decision-messages.ts's.
  */
-import { AuthorizationV1Api, type KubeConfig } from "@kubernetes/client-node";
 import type { AdmissionRequest, UserInfo } from "../resources/admission.js";
 import type { ApprovalRequest, Decision } from "../resources/approval-request.js";
 import { canonicalJson } from "../resources/canonical-json.js";
@@ -129,59 +128,4 @@ export function guardWrite(
     name: check.request.name,
     decision: d,
   };
-}
-
-const SAR_CACHE_MS = 5000;
-
-/** SubjectAccessReview as the caller, cached briefly: may this user approve/deny/revoke here? */
-export class RbacChecker {
-  private readonly api: AuthorizationV1Api;
-  private readonly cache = new Map<string, { at: number; allowed: boolean; reason: string }>();
-
-  constructor(
-    kc: KubeConfig,
-    private readonly now: () => number = Date.now,
-  ) {
-    this.api = kc.makeApiClient(AuthorizationV1Api);
-  }
-
-  async allowed(
-    user: UserInfo,
-    verb: string,
-    namespace: string,
-    name: string,
-  ): Promise<{ allowed: boolean; reason: string }> {
-    const key = canonicalJson([
-      user.username,
-      user.uid,
-      user.groups ?? [],
-      user.extra ?? {},
-      verb,
-      namespace,
-      name,
-    ]);
-    const hit = this.cache.get(key);
-    if (hit && this.now() - hit.at < SAR_CACHE_MS) return hit;
-    const review = await this.api.createSubjectAccessReview({
-      body: {
-        apiVersion: "authorization.k8s.io/v1",
-        kind: "SubjectAccessReview",
-        spec: {
-          user: user.username ?? "",
-          ...(user.uid ? { uid: user.uid } : {}),
-          groups: user.groups ?? [],
-          ...(user.extra ? { extra: user.extra } : {}),
-          resourceAttributes: { group: API_GROUP, resource: APPROVAL_REQUEST_PLURAL, verb, namespace, name },
-        },
-      },
-    });
-    const result = {
-      at: this.now(),
-      allowed: review.status?.allowed === true,
-      reason: review.status?.reason ?? "",
-    };
-    if (this.cache.size > 1000) this.cache.clear();
-    this.cache.set(key, result);
-    return result;
-  }
 }

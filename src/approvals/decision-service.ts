@@ -13,9 +13,9 @@ import type { Logger } from "../logging/logger.js";
 import type { UserInfo } from "../resources/admission.js";
 import type { ApprovalRequest, Decision, DecisionKind } from "../resources/approval-request.js";
 import { type ApprovalRequestClient, CountersignClient, isDecisionRace } from "../resources/client.js";
-import type { RbacChecker } from "./decision-guard.js";
 import { DecisionDone, kubeRaceMessage, refusalMessage } from "./decision-messages.js";
 import { checkDecision, type DecisionCode, type DecisionRefusal, HTTP_STATUS } from "./decisions.js";
+import type { RbacChecker } from "./rbac-checker.js";
 import { decisionEntry } from "./request.js";
 
 export type DecisionOutcome =

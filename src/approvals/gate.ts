@@ -25,7 +25,6 @@ import type { AdmissionRequest } from "../resources/admission.js";
 import { type ApprovalRequest, DecisionKind } from "../resources/approval-request.js";
 import { type ApprovalRequestClient, CountersignClient } from "../resources/client.js";
 import { EventReason } from "../resources/event-reasons.js";
-import type { RbacChecker } from "./decision-guard.js";
 import { Verb } from "./decisions.js";
 import {
   actionIdentity,
@@ -45,6 +44,7 @@ import {
   tally,
 } from "./lifecycle.js";
 import { cappedMessage, type OpenRequestIndex } from "./open-requests.js";
+import type { RbacChecker } from "./rbac-checker.js";
 import { approvalRequestName, buildApprovalRequest } from "./request.js";
 
 /** Attempts (earlier finished requests for one fingerprint) looked at before giving up. */
