@@ -5,14 +5,20 @@ export interface KubeStatus {
   code: number;
   reason?: string;
   message?: string;
+  /** The Status's details.causes: which field was invalid, and why (`reason`: FieldValueInvalid, ...). */
+  causes?: { reason?: string; field?: string; message?: string }[];
 }
 
 /** Extracts the HTTP status and the API server's Status message from a client error, if there is one. */
 export function kubeStatusOf(err: unknown): KubeStatus | undefined {
   if (err instanceof ApiException) {
     const body = typeof err.body === "string" ? safeJson(err.body) : err.body;
-    const status = body && typeof body === "object" ? (body as { reason?: string; message?: string }) : {};
-    return { code: err.code, reason: status.reason, message: status.message };
+    const status =
+      body && typeof body === "object"
+        ? (body as { reason?: string; message?: string; details?: { causes?: KubeStatus["causes"] } })
+        : {};
+    const causes = Array.isArray(status.details?.causes) ? status.details.causes : undefined;
+    return { code: err.code, reason: status.reason, message: status.message, ...(causes ? { causes } : {}) };
   }
   return undefined;
 }

@@ -20,7 +20,7 @@ import {
   PatchStrategy,
   setHeaderOptions,
 } from "@kubernetes/client-node";
-import { isConflict, isNotFound } from "../kube/errors.js";
+import { isConflict, isNotFound, type KubeStatus } from "../kube/errors.js";
 import type { ApprovalPolicy } from "./approval-policy.js";
 import type { ApprovalRequest, ApprovalRequestStatus, Decision } from "./approval-request.js";
 import type { AuditCheckpoint, AuditRecord } from "./audit-record.js";
@@ -180,8 +180,8 @@ export class ApprovalRequestClient extends NamespacedResource<ApprovalRequest> {
   /**
    * Appends a decision with a JSON patch. "add …/-" appends to the list as the server has it,
    * so concurrent deciders both land; when the list did not exist yet and another decision
-   * created it meanwhile, the webhook refuses the replacement as not append-only and the
-   * caller re-reads (isDecisionRace).
+   * created it meanwhile, the CRD's append-only rule refuses the replacement and the caller
+   * re-reads (isDecisionRace).
    */
   async appendDecision(ar: ApprovalRequest, entry: Decision): Promise<ApprovalRequest> {
     const patch = ar.spec.decisions
@@ -194,10 +194,25 @@ export class ApprovalRequestClient extends NamespacedResource<ApprovalRequest> {
   }
 }
 
-/** Whether a failed decision write should be retried after re-reading the request. */
-export function isDecisionRace(status: { code: number; message?: string } | undefined): boolean {
-  return status !== undefined && (status.code === 409 || /append-only/.test(status.message ?? ""));
+/**
+ * Whether a failed decision write should be retried after re-reading the request, decided on
+ * the Status's code, reason and causes, never on the message's words:
+ *   - 409 Conflict: the object changed under a write that named its resourceVersion;
+ *   - 422 Invalid with a FieldValueInvalid cause on spec.decisions: the CRD's append-only rule
+ *     (oldSelf.all(d, d in self)) refused a decider's first append (`add /spec/decisions`)
+ *     because another decision had created the list meanwhile, so the add replaced it.
+ */
+export function isDecisionRace(status: KubeStatus | undefined): boolean {
+  if (status?.code === 409) return status.reason === "Conflict";
+  return (
+    status?.code === 422 &&
+    status.reason === "Invalid" &&
+    (status.causes ?? []).some((c) => c.reason === "FieldValueInvalid" && c.field === DECISIONS_FIELD)
+  );
 }
+
+/** The field path of an ApprovalRequest's decisions in a Status cause. */
+const DECISIONS_FIELD = "spec.decisions";
 
 /** ApprovalPolicies (cluster-scoped). */
 export class ApprovalPolicyClient {

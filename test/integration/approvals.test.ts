@@ -17,7 +17,7 @@ import { runCli } from "../../src/plugin/cli.js";
 import { auditFor, auditVerify, decide, listAuditRecords, whoAmI } from "../../src/plugin/commands.js";
 import type { ApprovalRequest, Decision } from "../../src/resources/approval-request.js";
 import type { AuditRecord } from "../../src/resources/audit-record.js";
-import { CountersignClient } from "../../src/resources/client.js";
+import { CountersignClient, isDecisionRace } from "../../src/resources/client.js";
 import { APPROVAL_REQUEST_PLURAL, AUDIT_PLURAL, gvr } from "../../src/resources/group.js";
 import { APPROVERS_GROUP, approvalBy, deleteGuard, requireApproval } from "../fixtures/approval-policy.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
@@ -216,6 +216,19 @@ describe("attacks on the decision path", () => {
         jsonPatch(name, [{ op: "replace", path: "/spec/decisions/0/reason", value: "I never said that" }]),
       ),
     ).toMatch(/append-only/);
+    // What a decider's first append that lost a race gets (its `add /spec/decisions` replaced
+    // the list another decision created): the CRD's 422 with a cause on spec.decisions, which
+    // isDecisionRace reads to re-read and append again, by code and cause, not by words.
+    const replaced = await jsonPatch(name, [{ op: "add", path: "/spec/decisions", value: [] }]).then(
+      () => undefined,
+      (err: unknown) => kubeStatusOf(err),
+    );
+    expect(replaced).toMatchObject({
+      code: 422,
+      reason: "Invalid",
+      causes: [expect.objectContaining({ reason: "FieldValueInvalid", field: "spec.decisions" })],
+    });
+    expect(isDecisionRace(replaced)).toBe(true);
     // Forge a whole request, or its status.
     const forged = structuredClone(ar) as ApprovalRequest & { metadata: Record<string, unknown> };
     forged.metadata = { name: "forged", namespace: ns };
