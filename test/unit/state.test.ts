@@ -19,7 +19,7 @@ import { kubeTime } from "../../src/kube/time.js";
 import type { AdmissionRequest } from "../../src/resources/admission.js";
 import type { ApprovalRequest } from "../../src/resources/approval-request.js";
 import type { AuditRecord } from "../../src/resources/audit-record.js";
-import { approvalRequest, at } from "../fixtures/approval-request.js";
+import { approvalRequest, approvalRequestUpdate, at } from "../fixtures/approval-request.js";
 
 const ar = approvalRequest;
 
@@ -166,21 +166,7 @@ describe("the audit hash chain", () => {
 
 describe("the decision guard (pure part)", () => {
   const now = at(10);
-  const update = (
-    oldAr: ApprovalRequest,
-    newAr: ApprovalRequest,
-    user: AdmissionRequest["userInfo"],
-  ): AdmissionRequest => ({
-    uid: "u",
-    kind: { group: "countersign.io", version: "v1alpha1", kind: "ApprovalRequest" },
-    resource: { group: "countersign.io", version: "v1alpha1", resource: "approvalrequests" },
-    namespace: "prod",
-    name: oldAr.metadata.name,
-    operation: "UPDATE",
-    userInfo: user,
-    oldObject: oldAr,
-    object: newAr,
-  });
+  const update = approvalRequestUpdate;
   const alice = { username: "alice", uid: "a-1", groups: ["approvers"] };
   type D = NonNullable<ApprovalRequest["spec"]["decisions"]>[number];
   /** A decision as kubectl approve writes it for `user`, at `now`. */
