@@ -1,6 +1,6 @@
 // Open-loop load generator for bench/overload.ts, in a worker thread: sends `rate` requests/s
-// for durationMs whatever the server does, abandons a request after timeoutMs (what the API
-// server does at its webhook timeout), and reports per-second answers, timeouts and errors.
+// for durationMs whatever the server does, abandons a request timeoutMs after it was sent
+// (what the API server does at its webhook timeout), and reports per-second answers, timeouts and errors.
 import { Agent, request } from "node:https";
 import { parentPort, workerData } from "node:worker_threads";
 
@@ -19,6 +19,7 @@ let timeouts = 0;
 let errors = 0;
 let denied = 0;
 let allowed = 0;
+let shed = 0;
 const start = performance.now();
 
 function bucket(t) {
@@ -66,6 +67,7 @@ function send() {
             const r = JSON.parse(Buffer.concat(chunks).toString()).response;
             if (r.allowed) allowed++;
             else denied++;
+            if (r.auditAnnotations?.decision === "overloaded") shed++;
           } catch {
             return finish("error");
           }
@@ -73,10 +75,13 @@ function send() {
         });
       },
     );
-    req.setTimeout(timeoutMs, () => {
+    // A total deadline from send, as the API server's webhook timeout is (a socket-idle
+    // timer would not bound a request still queued for a socket).
+    const deadline = setTimeout(() => {
       finish("timeout");
       req.destroy();
-    });
+    }, timeoutMs);
+    req.on("close", () => clearTimeout(deadline));
     req.on("error", () => finish("error"));
     req.end(body);
   });
@@ -107,6 +112,7 @@ parentPort.postMessage({
   answered: latencies.length,
   allowed,
   denied,
+  shed,
   timeouts,
   errors,
   seconds: durationMs / 1000,

@@ -6,14 +6,20 @@
  *   2. overload: open loop at 3× that throughput for --seconds (default 30); each request is
  *      abandoned at the API server's webhook timeout (12 s), as kube-apiserver does;
  *   3. after: open loop at half the saturation for 10 s.
- * Throughout, /healthz is probed every 500 ms with the kubelet's default 1 s timeout, and the
+ * Throughout, /healthz is probed every 500 ms with the kubelet's default 1 s timeout on both the
+ * admission port (HTTPS) and the plain-HTTP health port the chart's probes use, and the
  * webhook's RSS is sampled. Prints throughput, p50/p99, timeouts, failed probes, peak RSS and
  * how long the webhook took to answer at its pre-overload latency again.
  *
- * Run: npm run bench:overload   (options: --seconds N, --factor F)
+ * Run: npm run bench:overload   (options: --seconds N, --factor F, --hold S: the gated rule
+ * holds each review up to S s for a decision, so gated reviews stay in flight as they do with a
+ * slow API server; --rate R: offer R reviews/s in the overload phase instead of factor ×
+ * saturation — with a hold, the closed loop measures its 32 slots, not the webhook;
+ * --max-in-flight N: the webhook's --max-in-flight-reviews)
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
+import { request as httpRequest } from "node:http";
 import { request } from "node:https";
 import { cpus } from "node:os";
 import { join } from "node:path";
@@ -31,6 +37,9 @@ const { values } = parseArgs({
     seconds: { type: "string", default: "30" },
     "saturation-seconds": { type: "string", default: "10" },
     factor: { type: "string", default: "3" },
+    hold: { type: "string", default: "0" },
+    rate: { type: "string" },
+    "max-in-flight": { type: "string" },
   },
 });
 const overloadSeconds = Number(values.seconds);
@@ -43,6 +52,8 @@ interface OpenResult {
   answered: number;
   allowed: number;
   denied: number;
+  /** Refused at once because the webhook was at its in-flight cap (decision "overloaded"). */
+  shed: number;
   timeouts: number;
   errors: number;
   seconds: number;
@@ -120,7 +131,11 @@ async function main(): Promise<void> {
             {
               name: "prod",
               action: "RequireApproval",
-              approval: { approvers: { groups: ["sre"] }, ttl: "1h" },
+              approval: {
+                approvers: { groups: ["sre"] },
+                ttl: "1h",
+                ...(Number(values.hold) > 0 ? { holdSeconds: Number(values.hold) } : {}),
+              },
             },
           ],
         },
@@ -148,6 +163,7 @@ async function main(): Promise<void> {
       tlsCertFile: files.cert,
       tlsKeyFile: files.key,
       clientCaFile: files.clientCa,
+      ...(values["max-in-flight"] ? { maxInFlightReviews: Number(values["max-in-flight"]) } : {}),
     };
     const bundle = await bundleWorker();
     const proc = spawn(process.execPath, [bundle], {
@@ -155,12 +171,15 @@ async function main(): Promise<void> {
       stdio: ["ignore", "inherit", "inherit", "ipc"],
     });
     child = proc;
-    const port = await new Promise<number>((resolve, reject) => {
-      proc.on("message", (m: { ready?: boolean; admissionPort?: number }) => {
-        if (m.ready && m.admissionPort) resolve(m.admissionPort);
-      });
-      proc.once("exit", (code) => reject(new Error(`webhook exited (${code})`)));
-    });
+    const { port, healthPort } = await new Promise<{ port: number; healthPort: number }>(
+      (resolve, reject) => {
+        proc.on("message", (m: { ready?: boolean; admissionPort?: number; healthPort?: number }) => {
+          if (m.ready && m.admissionPort && m.healthPort)
+            resolve({ port: m.admissionPort, healthPort: m.healthPort });
+        });
+        proc.once("exit", (code) => reject(new Error(`webhook exited (${code})`)));
+      },
+    );
     await new Promise((r) => setTimeout(r, 2000)); // the policy reaches the informer
     const clientTls = { cert: cp.webhookClient.client.certPem, key: cp.webhookClient.client.keyPem };
     // Half allow path (dev: no rule), half the pending require-approval path (prod: one GET).
@@ -169,36 +188,52 @@ async function main(): Promise<void> {
     );
 
     let peakRss = rssMiB(proc.pid!);
-    const probes: { at: number; ms: number; ok: boolean }[] = [];
+    type Probe = { at: number; ms: number; ok: boolean };
+    const probes: Record<"admission" | "health", Probe[]> = { admission: [], health: [] };
     const t0 = performance.now();
-    const probeTimer = setInterval(() => {
-      peakRss = Math.max(peakRss, rssMiB(proc.pid!));
+    // The kubelet's probe: a new connection each time, a 1 s deadline from the start.
+    const probe = (into: Probe[], send: typeof request, p: number) => {
       const started = performance.now();
-      const req = request(
-        { host: "127.0.0.1", port, path: "/healthz", rejectUnauthorized: false, timeout: 1000 },
+      let done = false;
+      const record = (ok: boolean) => {
+        if (done) return;
+        done = true;
+        into.push({ at: started - t0, ms: performance.now() - started, ok });
+      };
+      const req = send(
+        { host: "127.0.0.1", port: p, path: "/healthz", rejectUnauthorized: false, agent: false },
         (res) => {
           res.resume();
-          res.on("end", () =>
-            probes.push({ at: started - t0, ms: performance.now() - started, ok: res.statusCode === 200 }),
-          );
+          res.on("end", () => record(res.statusCode === 200));
         },
       );
-      req.on("timeout", () => req.destroy(new Error("timeout")));
-      req.on("error", () => probes.push({ at: started - t0, ms: performance.now() - started, ok: false }));
+      const deadline = setTimeout(() => {
+        record(false);
+        req.destroy();
+      }, 1000);
+      req.on("close", () => clearTimeout(deadline));
+      req.on("error", () => record(false));
       req.end();
+    };
+    const probeTimer = setInterval(() => {
+      peakRss = Math.max(peakRss, rssMiB(proc.pid!));
+      probe(probes.admission, request, port);
+      probe(probes.health, httpRequest as typeof request, healthPort);
     }, 500);
 
     const phase = (name: string) => {
       const from = performance.now() - t0;
       return () => {
         const to = performance.now() - t0;
-        const ps = probes.filter((p) => p.at >= from && p.at < to);
-        return {
-          name,
-          probes: ps.length,
-          failedProbes: ps.filter((p) => !p.ok).length,
-          maxProbeMs: Math.max(0, ...ps.map((p) => p.ms)),
+        const of = (list: Probe[]) => {
+          const ps = list.filter((p) => p.at >= from && p.at < to);
+          return {
+            probes: ps.length,
+            failedProbes: ps.filter((p) => !p.ok).length,
+            maxProbeMs: Math.max(0, ...ps.map((p) => p.ms)),
+          };
         };
+        return { name, admission: of(probes.admission), health: of(probes.health) };
       };
     };
 
@@ -222,15 +257,19 @@ async function main(): Promise<void> {
     const satProbes = endSat();
     const satRate = saturation.count / saturation.seconds;
     console.log(
+      `gated rule hold: ${Number(values.hold)} s; webhook --max-in-flight-reviews: ${values["max-in-flight"] ?? "default"}`,
+    );
+    console.log(
       `saturation (closed loop, 32 in flight): ${Math.round(satRate)} reviews/s, p50 ${fmt(saturation.p50)} ms, p99 ${fmt(saturation.p99)} ms, errors ${saturation.errors}`,
     );
 
+    const overloadRate = values.rate ? Number(values.rate) : Math.round(satRate * factor);
     const endOver = phase("overload");
     const overload = await runWorker<OpenResult>("./overload-worker.mjs", {
       port,
       path: "/validate?timeout=12s",
       bodies,
-      rate: Math.round(satRate * factor),
+      rate: overloadRate,
       durationMs: overloadSeconds * 1000,
       timeoutMs: WEBHOOK_TIMEOUT_SECONDS * 1000,
       clientTls,
@@ -256,8 +295,13 @@ async function main(): Promise<void> {
       (b) => b && b.timeouts === 0 && b.errors === 0 && b.answered > 0,
     );
     const line = (name: string, r: OpenResult) =>
-      `${name}: offered ${r.offered} (${Math.round(r.offered / r.seconds)}/s), answered ${r.answered} (${Math.round(r.answered / r.seconds)}/s; ${r.allowed} allowed, ${r.denied} refused), timed out at ${WEBHOOK_TIMEOUT_SECONDS} s: ${r.timeouts}, errors: ${r.errors}; answered p50 ${fmt(r.p50)} ms, p99 ${fmt(r.p99)} ms, max ${fmt(r.max)} ms`;
-    console.log(line(`overload (${factor}× saturation for ${overloadSeconds} s)`, overload));
+      `${name}: offered ${r.offered} (${Math.round(r.offered / r.seconds)}/s), answered ${r.answered} (${Math.round(r.answered / r.seconds)}/s; ${r.allowed} allowed, ${r.denied} refused of which ${r.shed} shed), timed out at ${WEBHOOK_TIMEOUT_SECONDS} s: ${r.timeouts}, errors: ${r.errors}; answered p50 ${fmt(r.p50)} ms, p99 ${fmt(r.p99)} ms, max ${fmt(r.max)} ms`;
+    console.log(
+      line(
+        `overload (${values.rate ? `${overloadRate}/s` : `${factor}× saturation`} for ${overloadSeconds} s)`,
+        overload,
+      ),
+    );
     console.log(
       `  per second (answered/timeouts/errors): ${overload.perSecond.map((b) => (b ? `${b.answered}/${b.timeouts}/${b.errors}` : "0/0/0")).join(" ")}`,
     );
@@ -266,9 +310,13 @@ async function main(): Promise<void> {
       `  recovered (first clean second after the overload): ${firstClean < 0 ? "not within 10 s" : `${firstClean}-${firstClean + 1} s`} (${Math.round(performance.now() - afterT0)} ms measured)`,
     );
     for (const p of [satProbes, overProbes, afterProbes])
-      console.log(
-        `  /healthz during ${p.name}: ${p.probes} probes, ${p.failedProbes} failed (1 s timeout), slowest ${fmt(p.maxProbeMs)} ms`,
-      );
+      for (const [where, r] of [
+        ["admission port (HTTPS)", p.admission],
+        ["health port (HTTP)", p.health],
+      ] as const)
+        console.log(
+          `  /healthz on the ${where} during ${p.name}: ${r.probes} probes, ${r.failedProbes} failed (1 s timeout), slowest ${fmt(r.maxProbeMs)} ms`,
+        );
     console.log(`webhook peak RSS ${Math.round(peakRss)} MiB; process still up: ${proc.exitCode === null}`);
     console.log(
       `machine: ${readFileSync("/proc/cpuinfo", "utf8").match(/model name\s*:\s*(.*)/)?.[1] ?? "?"}, ${cpus().length} cores, node ${process.version}`,

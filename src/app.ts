@@ -15,6 +15,8 @@ import { hostname } from "node:os";
 import { AuthenticationV1Api, type KubeConfig } from "@kubernetes/client-node";
 import type { AdmissionAuth } from "./admission/client-auth.js";
 import { coveringPolicies } from "./admission/handler.js";
+import { type RunningHealthServer, startHealthServer } from "./admission/health-server.js";
+import { DEFAULT_MAX_IN_FLIGHT_REVIEWS, InFlightLimit } from "./admission/load-shed.js";
 import { SYSTEM_NAMESPACES } from "./admission/registration.js";
 import {
   type RunningAdmissionListener,
@@ -37,6 +39,7 @@ import { startCertificateLoop } from "./certs/certificate-loop.js";
 import { WebhookConfigWatch } from "./controller/config-watch.js";
 import { ApprovalRequestReconciler } from "./controller/reconciler.js";
 import { componentLogger } from "./logging/logger.js";
+import { setGatedInFlightSource } from "./metrics/metrics.js";
 import type { NotificationConfig } from "./notify/messages.js";
 import type { SenderOptions } from "./notify/notifier.js";
 import { KubeReplayGuard } from "./notify/replay-guard.js";
@@ -55,8 +58,12 @@ export interface WebhookRoleOptions {
   admissionAuth: AdmissionAuth;
   /** The approval API + Slack listener; 0 picks a free port; undefined: not served. */
   apiPort?: number;
+  /** Plain-HTTP probes (GET /healthz, /readyz); 0 picks a free port; undefined: not served. */
+  healthPort?: number;
   host?: string;
   bodyLimitBytes?: number;
+  /** Gated reviews in flight before the excess is shed (default DEFAULT_MAX_IN_FLIGHT_REVIEWS). */
+  maxInFlightReviews?: number;
   /** Other usernames Countersign runs as (e.g. the controller's service account). */
   extraIdentities?: string[];
   /** PEM of a private CA for Slack's response_url (tests, proxies). */
@@ -104,6 +111,8 @@ export interface RunningWebhook {
   admissionPort: number;
   /** The approval API + Slack interactivity listener's port; undefined when not served. */
   apiPort: number | undefined;
+  /** The probe listener's port; undefined when not served. */
+  healthPort: number | undefined;
   /** Swaps the serving certificate of both listeners without restarting (new connections use it). */
   setTls(tls: ServingTls): void;
   /** Swaps the CA bundle that admission client certificates are verified against. */
@@ -229,7 +238,10 @@ async function startWebhookRole(
     coveredBy: (user) => coveringPolicies(policies, user),
   });
   const isReady = () => policies.isSynced() && openRequests.isSynced();
+  const inFlight = new InFlightLimit(opts.maxInFlightReviews ?? DEFAULT_MAX_IN_FLIGHT_REVIEWS);
+  setGatedInFlightSource(() => inFlight.inFlight);
   const admission = await startAdmissionServer({
+    inFlight,
     rbac,
     countersignUsers,
     protectedNamespaces: new Set([...SYSTEM_NAMESPACES, installNamespace]),
@@ -287,10 +299,23 @@ async function startWebhookRole(
       throw err;
     });
   }
+  let health: RunningHealthServer | undefined;
+  if (opts.healthPort !== undefined) {
+    health = await startHealthServer({
+      port: opts.healthPort,
+      ...(opts.host ? { host: opts.host } : {}),
+      isReady,
+    }).catch(async (err: unknown) => {
+      replayGuard?.stop();
+      await Promise.all([admission.stop(), api?.stop()]);
+      throw err;
+    });
+  }
   return {
     started: openRequests.start(),
     admissionPort: admission.port,
     apiPort: api?.port,
+    healthPort: health?.port,
     setTls(tls) {
       admission.setTls(tls);
       api?.setTls(tls);
@@ -302,7 +327,7 @@ async function startWebhookRole(
     api,
     async stop() {
       replayGuard?.stop();
-      await Promise.all([admission.stop(), api?.stop()]);
+      await Promise.all([admission.stop(), api?.stop(), health?.stop()]);
       await openRequests.stop();
     },
   };

@@ -19,6 +19,8 @@ import {
   assertCertificatePem,
   parseAllowedNames,
 } from "./admission/client-auth.js";
+import { DEFAULT_HEALTH_PORT } from "./admission/health-server.js";
+import { DEFAULT_MAX_IN_FLIGHT_REVIEWS } from "./admission/load-shed.js";
 import { type RunningCountersign, startCountersign } from "./app.js";
 import { TlsSecretWatcher } from "./certs/webhook-certs.js";
 import { describeKubeError, isNotFound } from "./kube/errors.js";
@@ -54,6 +56,10 @@ Flags (or environment variables COUNTERSIGN_<FLAG>):
   --lease-duration DURATION    leader-election lease (default 15s)
   --tls-reload-interval DURATION  how often the webhook re-reads its TLS Secret (default 30s)
   --metrics-port N             plain-HTTP Prometheus /metrics port (default 9090; 0 turns it off)
+  --health-port N              plain-HTTP probe port: GET /healthz, /readyz (default 8081; 0 turns it off;
+                               the admission port answers them too, but over TLS, slower under load)
+  --max-in-flight-reviews N    gated reviews (a RequireApproval rule matched) one webhook works on at
+                               once; the excess is refused at once, fail closed, as "overloaded" (default 128)
   --notifications-config FILE  notification routes and Slack interactivity (YAML; \${VAR} from the environment)
   --kubeconfig PATH            default: in-cluster, else $KUBECONFIG / ~/.kube/config`;
 
@@ -75,6 +81,8 @@ const FLAGS = {
   "lease-duration": { type: "string" },
   "tls-reload-interval": { type: "string" },
   "metrics-port": { type: "string" },
+  "health-port": { type: "string" },
+  "max-in-flight-reviews": { type: "string" },
   "notifications-config": { type: "string" },
   kubeconfig: { type: "string" },
   help: { type: "boolean" },
@@ -102,6 +110,9 @@ export interface Settings {
   leaseDurationSeconds: number;
   tlsReloadSeconds: number;
   metricsPort: number;
+  /** 0: probes only on the admission port. */
+  healthPort: number;
+  maxInFlightReviews: number;
   notificationsConfig?: string;
   kubeconfig?: string;
 }
@@ -133,7 +144,7 @@ export function parseSettings(argv: string[], env: Record<string, string | undef
       throw new UsageError(`--${flag}: "${text}" is not a duration like 30s, 15m or 24h`);
     return s;
   };
-  const portOf = (flag: "port" | "api-port" | "metrics-port", fallback: string): number => {
+  const portOf = (flag: "port" | "api-port" | "metrics-port" | "health-port", fallback: string): number => {
     const n = Number(get(flag) ?? fallback);
     if (!Number.isInteger(n) || n < 0 || n > 65535)
       throw new UsageError(`--${flag}: "${get(flag)}" is not a port number`);
@@ -142,11 +153,17 @@ export function parseSettings(argv: string[], env: Record<string, string | undef
   const port = portOf("port", "8443");
   const apiPort = portOf("api-port", "8444");
   const metricsPort = portOf("metrics-port", "9090");
+  const healthPort = portOf("health-port", String(DEFAULT_HEALTH_PORT));
+  const inFlightText = get("max-in-flight-reviews") ?? String(DEFAULT_MAX_IN_FLIGHT_REVIEWS);
+  const maxInFlightReviews = Number(inFlightText);
+  if (!/^\d+$/.test(inFlightText) || maxInFlightReviews < 1)
+    throw new UsageError(`--max-in-flight-reviews: "${inFlightText}" is not a whole number of at least 1`);
   if (mode === "webhook" || mode === "all") {
     const clash = [
       ["--port", port],
       ["--api-port", apiPort],
       ["--metrics-port", metricsPort],
+      ["--health-port", healthPort],
     ].filter(([, p]) => p !== 0);
     for (let i = 0; i < clash.length; i++)
       for (let j = i + 1; j < clash.length; j++)
@@ -201,6 +218,8 @@ export function parseSettings(argv: string[], env: Record<string, string | undef
     leaseDurationSeconds,
     tlsReloadSeconds,
     metricsPort,
+    healthPort,
+    maxInFlightReviews,
     ...(get("notifications-config") ? { notificationsConfig: get("notifications-config")! } : {}),
     ...(get("kubeconfig") ? { kubeconfig: get("kubeconfig")! } : {}),
   };
@@ -330,6 +349,8 @@ export async function run(settings: Settings): Promise<() => Promise<void>> {
             admissionPort: settings.port,
             admissionAuth,
             ...(settings.apiPort > 0 ? { apiPort: settings.apiPort } : {}),
+            ...(settings.healthPort > 0 ? { healthPort: settings.healthPort } : {}),
+            maxInFlightReviews: settings.maxInFlightReviews,
             extraIdentities: settings.identities,
           },
         }
@@ -352,6 +373,7 @@ export async function run(settings: Settings): Promise<() => Promise<void>> {
     log.info("webhook serving", {
       admissionPort: webhook.admissionPort,
       apiPort: webhook.apiPort ?? "off",
+      healthPort: webhook.healthPort ?? "off",
       admissionAuth: settings.admissionAuth,
       identity: cs.identity,
     });

@@ -12,7 +12,7 @@ import type { ArchiveState } from "../audit/archive.js";
 import { type ConfigAuditor, policyChange } from "../audit/config-audit.js";
 import { describeKubeError } from "../kube/errors.js";
 import type { Logger } from "../logging/logger.js";
-import { admissionDecisions, admissionDuration, noOpUpdates } from "../metrics/metrics.js";
+import { admissionDecisions, admissionDuration, admissionShed, noOpUpdates } from "../metrics/metrics.js";
 import { compilePolicy, formatCompileErrors } from "../policy/compile.js";
 import { decide, subjectMatches } from "../policy/evaluate.js";
 import type { PolicyCache } from "../policy/policy-cache.js";
@@ -20,6 +20,7 @@ import { coverageLostBy, isServiceAccountWrite } from "../policy/subject-relabel
 import type { AdmissionRequest, UserInfo } from "../resources/admission.js";
 import type { ApprovalPolicy } from "../resources/approval-policy.js";
 import { API_GROUP, APPROVAL_REQUEST_PLURAL, POLICY_PLURAL } from "../resources/group.js";
+import { type InFlightLimit, overloadedMessage } from "./load-shed.js";
 import { type ReviewResponse, reviewResponse } from "./review.js";
 
 /** Keys of the auditAnnotations every response carries (the API server prefixes the webhook name). */
@@ -44,6 +45,8 @@ export const DecisionValue = {
   /** A covered subject's ServiceAccount write that would take an account out of a policy. */
   SubjectChangeRefused: "subject-change-refused",
   GuardRejected: "guard-rejected",
+  /** A gated action refused at once because the replica was at its in-flight cap (load-shed.ts). */
+  Overloaded: "overloaded",
   Error: "error",
 } as const;
 
@@ -69,6 +72,8 @@ export interface HandlerDeps {
    * namespaces and Countersign's own; red team 9 finding 7), whatever the policies say.
    */
   protectedNamespaces?: ReadonlySet<string>;
+  /** Caps the gated reviews in flight; past it they are shed, fail closed (load-shed.ts). */
+  inFlight?: InFlightLimit;
 }
 
 /** Metric children by label values (prom-client hashes the labels on every call otherwise). */
@@ -245,81 +250,110 @@ async function answerAdmission(
           },
         );
       }
-      // One transition for the no-op check and the gate: canonicalizing a large object twice
-      // per retry was measurable (red team 9, finding 6).
-      let transition: Transition;
-      let noOp: boolean;
-      try {
-        transition = deps.gate.transitionOf(req);
-        noOp = isNoOpUpdate(req, undefined, transition);
-      } catch (err) {
-        log.error("no-op check failed; failing closed", {
-          error: err instanceof Error ? err.message : String(err),
-        });
-        return reviewResponse(
-          req.uid,
-          false,
-          "Countersign: this action needs approval, but the object could not be compared with its current state, so it is denied. Nothing was changed. Ask a cluster admin to check Countersign's logs.",
-          { [AuditAnnotation.Decision]: DecisionValue.Error, [AuditAnnotation.Policy]: decision.rule.policy },
-        );
-      }
-      if (noOp) {
-        // Re-asserting the current state (a GitOps sync, a retried apply) risks nothing: the
-        // canonical old and new objects are identical, so there is nothing to countersign.
-        noOpUpdates.inc({ policy: decision.rule.policy });
-        log.info("no-op update allowed without approval", { policy: decision.rule.policy });
-        return reviewResponse(req.uid, true, undefined, {
-          [AuditAnnotation.Decision]: DecisionValue.NoOp,
+      // Past the in-flight cap the excess is refused before any work (hashing a large object
+      // alone can take hundreds of ms); only this path is shed, everything from memory is not.
+      const limit = deps.inFlight;
+      if (limit && !limit.tryAcquire()) {
+        admissionShed.inc({ policy: decision.rule.policy });
+        const shed = limit.noteShed(Date.now());
+        if (shed !== undefined)
+          log.warn("overloaded: gated reviews shed", { shedSinceLastLine: shed, max: limit.max });
+        return reviewResponse(req.uid, false, overloadedMessage(limit.max), {
+          [AuditAnnotation.Decision]: DecisionValue.Overloaded,
           [AuditAnnotation.Policy]: decision.rule.policy,
           [AuditAnnotation.Rule]: decision.rule.rule,
         });
       }
-      let outcome: GateOutcome;
       try {
-        outcome = await deps.gate.handle(
-          req,
-          decision.rule,
-          decision.approval,
-          decision.message,
-          log,
-          transition,
-          answerBy,
-        );
-      } catch (err) {
-        log.error("approval gate failed", { error: err instanceof Error ? err.message : String(err) });
-        return reviewResponse(
-          req.uid,
-          false,
-          "Countersign: this action needs approval, but the approval state could not be read or written right now. Nothing was changed; retry in a few seconds.",
-          { [AuditAnnotation.Decision]: DecisionValue.Error, [AuditAnnotation.Policy]: decision.rule.policy },
-        );
+        return await gateAction(req, deps, log, decision, answerBy);
+      } finally {
+        limit?.release();
       }
-      log.info("approval gate", {
-        state: outcome.state,
-        allowed: outcome.allowed,
-        approvalRequest: outcome.approvalRequest
-          ? `${outcome.approvalRequest.namespace}/${outcome.approvalRequest.name}`
-          : undefined,
-      });
-      return reviewResponse(req.uid, outcome.allowed, outcome.message, {
-        [AuditAnnotation.Decision]:
-          outcome.state === "consumed"
-            ? DecisionValue.ApprovalConsumed
-            : outcome.state === "capped"
-              ? DecisionValue.ApprovalCapped
-              : outcome.allowed
-                ? DecisionValue.Allowed
-                : DecisionValue.ApprovalRequired,
-        [AuditAnnotation.Policy]: decision.rule.policy,
-        [AuditAnnotation.Rule]: decision.rule.rule,
-        ...(outcome.approvalRequest
-          ? {
-              [AuditAnnotation.ApprovalRequest]: `${outcome.approvalRequest.namespace}/${outcome.approvalRequest.name}`,
-            }
-          : {}),
-      });
     }
   }
+}
+
+/** A RequireApproval rule matched: the no-op check, then the approval gate (I/O). */
+async function gateAction(
+  req: AdmissionRequest,
+  deps: HandlerDeps,
+  log: Logger,
+  decision: Extract<ReturnType<typeof decide>, { kind: "require-approval" }>,
+  answerBy: number | undefined,
+): Promise<ReviewResponse> {
+  // One transition for the no-op check and the gate: canonicalizing a large object twice
+  // per retry was measurable (red team 9, finding 6).
+  let transition: Transition;
+  let noOp: boolean;
+  try {
+    transition = deps.gate.transitionOf(req);
+    noOp = isNoOpUpdate(req, undefined, transition);
+  } catch (err) {
+    log.error("no-op check failed; failing closed", {
+      error: err instanceof Error ? err.message : String(err),
+    });
+    return reviewResponse(
+      req.uid,
+      false,
+      "Countersign: this action needs approval, but the object could not be compared with its current state, so it is denied. Nothing was changed. Ask a cluster admin to check Countersign's logs.",
+      { [AuditAnnotation.Decision]: DecisionValue.Error, [AuditAnnotation.Policy]: decision.rule.policy },
+    );
+  }
+  if (noOp) {
+    // Re-asserting the current state (a GitOps sync, a retried apply) risks nothing: the
+    // canonical old and new objects are identical, so there is nothing to countersign.
+    noOpUpdates.inc({ policy: decision.rule.policy });
+    log.info("no-op update allowed without approval", { policy: decision.rule.policy });
+    return reviewResponse(req.uid, true, undefined, {
+      [AuditAnnotation.Decision]: DecisionValue.NoOp,
+      [AuditAnnotation.Policy]: decision.rule.policy,
+      [AuditAnnotation.Rule]: decision.rule.rule,
+    });
+  }
+  let outcome: GateOutcome;
+  try {
+    outcome = await deps.gate.handle(
+      req,
+      decision.rule,
+      decision.approval,
+      decision.message,
+      log,
+      transition,
+      answerBy,
+    );
+  } catch (err) {
+    log.error("approval gate failed", { error: err instanceof Error ? err.message : String(err) });
+    return reviewResponse(
+      req.uid,
+      false,
+      "Countersign: this action needs approval, but the approval state could not be read or written right now. Nothing was changed; retry in a few seconds.",
+      { [AuditAnnotation.Decision]: DecisionValue.Error, [AuditAnnotation.Policy]: decision.rule.policy },
+    );
+  }
+  log.info("approval gate", {
+    state: outcome.state,
+    allowed: outcome.allowed,
+    approvalRequest: outcome.approvalRequest
+      ? `${outcome.approvalRequest.namespace}/${outcome.approvalRequest.name}`
+      : undefined,
+  });
+  return reviewResponse(req.uid, outcome.allowed, outcome.message, {
+    [AuditAnnotation.Decision]:
+      outcome.state === "consumed"
+        ? DecisionValue.ApprovalConsumed
+        : outcome.state === "capped"
+          ? DecisionValue.ApprovalCapped
+          : outcome.allowed
+            ? DecisionValue.Allowed
+            : DecisionValue.ApprovalRequired,
+    [AuditAnnotation.Policy]: decision.rule.policy,
+    [AuditAnnotation.Rule]: decision.rule.rule,
+    ...(outcome.approvalRequest
+      ? {
+          [AuditAnnotation.ApprovalRequest]: `${outcome.approvalRequest.namespace}/${outcome.approvalRequest.name}`,
+        }
+      : {}),
+  });
 }
 
 /** The policies whose subjects cover this user (what the gate would apply to them). */

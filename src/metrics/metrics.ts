@@ -51,6 +51,28 @@ export const noOpUpdates = new Counter({
   registers: [registry],
 });
 
+export const admissionShed = new Counter({
+  name: "countersign_admission_shed_total",
+  help: "Gated AdmissionReviews refused at once because this replica already had --max-in-flight-reviews gated reviews in flight (fail closed: nothing changed, no request opened), by policy.",
+  labelNames: ["policy"] as const,
+  registers: [registry],
+});
+
+let inFlightSource: (() => number) | undefined;
+/** The admission listener registers how to count its gated reviews in flight. */
+export function setGatedInFlightSource(fn: (() => number) | undefined): void {
+  inFlightSource = fn;
+}
+
+export const admissionGatedInFlight = new Gauge({
+  name: "countersign_admission_gated_in_flight",
+  help: "Gated AdmissionReviews (a RequireApproval rule matched) this replica is working on now; past --max-in-flight-reviews the excess is shed.",
+  registers: [registry],
+  collect() {
+    if (inFlightSource) this.set(inFlightSource());
+  },
+});
+
 let pendingSource: (() => number) | undefined;
 /** The controller registers how to count Pending requests (from its informer cache). */
 export function setPendingSource(fn: (() => number) | undefined): void {

@@ -2,7 +2,7 @@
  * One Countersign process for the chaos harness (test/chaos/cluster.ts): a webhook replica or
  * a controller replica, configured by the CHAOS_WORKER environment variable (JSON), started
  * as a real child process so the harness can SIGKILL it at any point. Tells the parent it is
- * ready over IPC: { ready: true, admissionPort? }.
+ * ready over IPC: { ready: true, admissionPort?, healthPort? }.
  */
 import { readFileSync } from "node:fs";
 import { KubeConfig } from "@kubernetes/client-node";
@@ -17,6 +17,8 @@ export interface WorkerConfig {
   tlsCertFile?: string;
   tlsKeyFile?: string;
   clientCaFile?: string;
+  /** webhook: --max-in-flight-reviews (default: Countersign's). */
+  maxInFlightReviews?: number;
   /** controller */
   leaseDurationSeconds?: number;
   retentionSeconds?: number;
@@ -44,6 +46,8 @@ async function main(): Promise<void> {
               allowedNames: [],
             },
             host: "127.0.0.1",
+            healthPort: 0,
+            ...(cfg.maxInFlightReviews ? { maxInFlightReviews: cfg.maxInFlightReviews } : {}),
           },
         }
       : {
@@ -55,7 +59,8 @@ async function main(): Promise<void> {
   });
   const stop = () => cs.stop();
   const admissionPort = cs.webhook?.admissionPort;
-  process.send?.({ ready: true, ...(admissionPort ? { admissionPort } : {}) });
+  const healthPort = cs.webhook?.healthPort;
+  process.send?.({ ready: true, ...(admissionPort ? { admissionPort, healthPort } : {}) });
   process.once("SIGTERM", () => {
     void stop().finally(() => process.exit(0));
   });

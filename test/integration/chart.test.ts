@@ -215,8 +215,15 @@ describe("the Helm chart", () => {
       { name: "admission", port: 443, targetPort: "admission", protocol: "TCP" },
       { name: "api", port: 8444, targetPort: "api", protocol: "TCP" },
     ]);
-    const probe = deployment(defaults).spec.template.spec.containers[0].readinessProbe.httpGet;
-    expect(probe).toEqual({ path: "/readyz", port: "admission", scheme: "HTTPS" });
+    // Probes on the plain-HTTP health port (answered under overload, unlike a TLS handshake).
+    const container = deployment(defaults).spec.template.spec.containers[0];
+    expect(container.readinessProbe.httpGet).toEqual({ path: "/readyz", port: "health", scheme: "HTTP" });
+    expect(container.livenessProbe.httpGet).toEqual({ path: "/healthz", port: "health", scheme: "HTTP" });
+    expect(container.ports).toContainEqual({ name: "health", containerPort: 8081, protocol: "TCP" });
+    expect(env(defaults)).toMatchObject({
+      COUNTERSIGN_HEALTH_PORT: "8081",
+      COUNTERSIGN_MAX_IN_FLIGHT_REVIEWS: "128",
+    });
     expect(defaults.some((o) => o.kind === "NetworkPolicy")).toBe(false);
 
     // A Secret and pinned names.
@@ -237,8 +244,13 @@ describe("the Helm chart", () => {
       from: [{ ipBlock: { cidr: "10.0.0.0/28" } }, { ipBlock: { cidr: "172.16.5.4/32" } }],
       ports: [{ port: "admission", protocol: "TCP" }],
     });
-    // The API port is off here (apiPort 0); only metrics stay open to all.
-    expect(policy.spec.ingress[1]).toEqual({ ports: [{ port: "metrics", protocol: "TCP" }] });
+    // The API port is off here (apiPort 0); only metrics and health stay open to all.
+    expect(policy.spec.ingress[1]).toEqual({
+      ports: [
+        { port: "metrics", protocol: "TCP" },
+        { port: "health", protocol: "TCP" },
+      ],
+    });
     await expect(
       helm(["template", release, CHART, "--set", "webhook.admissionAuth.mode=networkPolicy"]),
     ).rejects.toThrow(/apiServerCIDRs/);
@@ -357,6 +369,7 @@ describe("the Helm chart", () => {
       COUNTERSIGN_TLS_SECRET: `${fullname}-webhook-tls`,
       COUNTERSIGN_IDENTITIES: `system:serviceaccount:${ns}:${fullname}-controller`,
       COUNTERSIGN_METRICS_PORT: String(WEBHOOK_PORT + 3000),
+      COUNTERSIGN_HEALTH_PORT: String(WEBHOOK_PORT + 4000),
       POD_NAME: "webhook-0",
     });
     // Publish it as the Service's endpoint (what the endpoints controller would do).
@@ -487,6 +500,8 @@ describe("the Helm chart", () => {
       "Executed record",
     );
     expect(verifyChain(await listAuditRecords(cp.adminKubeConfig(), target))).toEqual([]);
+    // The webhook answers the kubelet's probes on its plain-HTTP health port.
+    expect(await (await fetch(`http://127.0.0.1:${WEBHOOK_PORT + 4000}/readyz`)).text()).toBe("ok");
     // Both processes export metrics on their own port.
     const webhookMetrics = await (await fetch(`http://127.0.0.1:${WEBHOOK_PORT + 3000}/metrics`)).text();
     expect(webhookMetrics).toMatch(

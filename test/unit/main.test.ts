@@ -24,6 +24,10 @@ describe("countersign entry point settings", () => {
       apiPort: 8444,
       admissionAuth: "client-cert",
     });
+    expect(parseSettings(["all"], ca)).toMatchObject({ healthPort: 8081, maxInFlightReviews: 128 });
+    expect(
+      parseSettings(["webhook", "--health-port", "0"], { ...ca, COUNTERSIGN_MAX_IN_FLIGHT_REVIEWS: "16" }),
+    ).toMatchObject({ healthPort: 0, maxInFlightReviews: 16 });
     expect(parseSettings(["uninstall"], {}).mode).toBe("uninstall");
   });
 
@@ -36,6 +40,15 @@ describe("countersign entry point settings", () => {
     );
     expect(() => parseSettings(["webhook", "--tls-cert-file", "a"], {})).toThrow(/go together/);
     expect(() => parseSettings(["webhook", "--bogus"], {})).toThrow(/bogus/);
+    expect(() => parseSettings(["webhook", "--max-in-flight-reviews", "0"], {})).toThrow(
+      /--max-in-flight-reviews: "0" is not a whole number of at least 1/,
+    );
+    expect(() => parseSettings(["webhook", "--max-in-flight-reviews", "2.5"], {})).toThrow(
+      /--max-in-flight-reviews/,
+    );
+    expect(() => parseSettings(["webhook", "--health-port", "8443"], {})).toThrow(
+      /--port and --health-port must differ/,
+    );
   });
 
   it("refuses to serve admission to unauthenticated callers unless told the port is fenced", () => {
