@@ -147,8 +147,13 @@ const SCRIPT = `(() => {
     const two = (n) => String(n).padStart(2, "0");
     return d > 0 ? d + "d " + h + "h" : h > 0 ? h + "h " + two(m) + "m" : m + "m " + two(s % 60) + "s";
   };
+  const age = (ms) => {
+    const s = Math.max(0, Math.round(ms / 1000));
+    return s < 120 ? s + "s" : s < 7200 ? Math.round(s / 60) + "m" : Math.round(s / 3600) + "h";
+  };
   const tick = () => {
     for (const el of document.querySelectorAll("[data-expires]")) el.textContent = fmt(Date.parse(el.dataset.expires) - (Date.now() + skew));
+    for (const el of document.querySelectorAll("[data-age]")) el.textContent = age(Date.now() + skew - Date.parse(el.dataset.age));
   };
   const phase = () => {
     const st = document.querySelector("[data-phase]");
@@ -170,6 +175,29 @@ const SCRIPT = `(() => {
       const ticked = new Set([...el.querySelectorAll("input[type=checkbox]:checked")].map((c) => c.id + "=" + c.value));
       el.innerHTML = m.html;
       for (const c of el.querySelectorAll("input[type=checkbox]")) if (ticked.has(c.id + "=" + c.value) && !c.disabled) c.checked = true;
+      refresh();
+    });
+    // The inbox's deltas: changed counts, new or changed rows, and the order when it moved.
+    es.addEventListener("rows", (e) => {
+      const m = JSON.parse(e.data);
+      const root = document.getElementById(m.id);
+      const body = root && root.querySelector("#requests tbody");
+      if (!body) return;
+      if (m.head !== undefined) { const h = root.querySelector("[data-part=head]"); if (h) h.innerHTML = m.head; }
+      const rows = new Map([...body.children].map((tr) => [tr.dataset.request, tr]));
+      for (const [key, html] of Object.entries(m.rows)) {
+        const t = document.createElement("tbody");
+        t.innerHTML = html;
+        const tr = t.firstElementChild;
+        const old = rows.get(key);
+        if (old) old.replaceWith(tr);
+        rows.set(key, tr);
+      }
+      if (m.order) {
+        const keep = new Set(m.order);
+        for (const [key, tr] of rows) if (!keep.has(key)) tr.remove();
+        for (const key of m.order) { const tr = rows.get(key); if (tr) body.append(tr); }
+      }
       refresh();
     });
   }
@@ -231,25 +259,110 @@ export function filterQuery(f: InboxFilter): Record<string, string | undefined> 
 }
 
 /** The live part of the inbox: counts and the table. */
-export function inboxBody(view: InboxView, f: InboxFilter, groups: readonly RequestGroup[], now: Date): Html {
-  const groupByRequest = new Map<string, RequestGroup>();
-  for (const g of groups) for (const r of g.requests) groupByRequest.set(keyOf(r), g);
-  const groupOfRow = (ar: ApprovalRequest) => groupByRequest.get(keyOf(ar));
+/** The inbox's counts (the part above the table). */
+function inboxHead(view: InboxView, f: InboxFilter): Html {
   const filtered = f.namespace || f.requester || f.policy;
   return html`<p><strong id="pending-count">${view.pending}</strong> pending${filtered ? html`, <span id="shown-count">${view.rows.length}</span> shown · <a href="/">clear filter</a>` : ""}</p>
-<div class="counts">${countList("Namespaces", "namespace", view.byNamespace, f)}${countList("Requesters", "requester", view.byRequester, f)}${countList("Policies", "policy", view.byPolicy, f)}</div>
-${
-  view.rows.length === 0
-    ? html`<p class="muted" id="empty">${f.all ? "No requests." : "Nothing waits for a decision."}</p>`
-    : html`<table id="requests"><thead><tr><th scope="col">Request</th><th scope="col">Phase</th><th scope="col">Requester</th><th scope="col">Action</th><th scope="col">Agent's reason</th><th scope="col">Approvals</th><th scope="col">Expires</th><th scope="col">Age</th></tr></thead><tbody>
-${view.rows.map((ar) => {
-  const g = groupOfRow(ar);
+<div class="counts">${countList("Namespaces", "namespace", view.byNamespace, f)}${countList("Requesters", "requester", view.byRequester, f)}${countList("Policies", "policy", view.byPolicy, f)}</div>`;
+}
+
+/** One inbox row. Its expiry and age are ticked by the page's script (data-expires, data-age). */
+function inboxRow(ar: ApprovalRequest, g: RequestGroup | undefined, now: Date): Html {
+  const created = ar.metadata.creationTimestamp ? new Date(ar.metadata.creationTimestamp) : undefined;
   return html`<tr data-request="${keyOf(ar)}"><td class="name"><a href="${requestHref(ar)}">${keyOf(ar)}</a>${g ? html`<div class="group-tag">in <a href="${url(["groups", groupId(g.key)])}">${g.tool} ${g.app}</a></div>` : ""}</td>
 <td>${phaseBadge(effectivePhase(ar, now))}</td><td class="name">${ar.spec.requester.username}</td>
 <td class="name">${actionLine(ar)}</td><td>${(ar.spec.agentContext?.reason ?? "").slice(0, 140)}</td>
-<td>${approvalsSoFar(ar)}</td><td>${expiry(ar, now)}</td><td>${age(ar.metadata.creationTimestamp, now)}</td></tr>`;
-})}</tbody></table>`
+<td>${approvalsSoFar(ar)}</td><td>${expiry(ar, now)}</td><td${created && !Number.isNaN(created.getTime()) ? html` data-age="${created.toISOString()}"` : ""}>${age(created, now)}</td></tr>`;
+}
+
+/**
+ * The inbox's live part as its pieces: the counts, each row (keyed by namespace/name, in
+ * order), and the whole fragment. The server keeps the last snapshot it sent each page and
+ * sends only what changed (inboxDelta).
+ */
+export interface InboxSnapshot {
+  head: string;
+  rows: { key: string; html: string }[];
+  full: string;
+}
+
+export function inboxSnapshot(
+  view: InboxView,
+  f: InboxFilter,
+  groups: readonly RequestGroup[],
+  now: Date,
+): InboxSnapshot {
+  const p = inboxParts(view, f, groups, now);
+  return {
+    head: p.head.text,
+    rows: p.rows.map((r) => ({ key: r.key, html: r.html.text })),
+    full: p.full.text,
+  };
+}
+
+function inboxParts(
+  view: InboxView,
+  f: InboxFilter,
+  groups: readonly RequestGroup[],
+  now: Date,
+): { head: Html; rows: { key: string; html: Html }[]; full: Html } {
+  const groupByRequest = new Map<string, RequestGroup>();
+  for (const g of groups) for (const r of g.requests) groupByRequest.set(keyOf(r), g);
+  const head = inboxHead(view, f);
+  const rows = view.rows.map((ar) => ({
+    key: keyOf(ar),
+    html: inboxRow(ar, groupByRequest.get(keyOf(ar)), now),
+  }));
+  const full = html`<div data-part="head">${head}</div>
+${
+  rows.length === 0
+    ? html`<p class="muted" id="empty">${f.all ? "No requests." : "Nothing waits for a decision."}</p>`
+    : html`<table id="requests"><thead><tr><th scope="col">Request</th><th scope="col">Phase</th><th scope="col">Requester</th><th scope="col">Action</th><th scope="col">Agent's reason</th><th scope="col">Approvals</th><th scope="col">Expires</th><th scope="col">Age</th></tr></thead><tbody>
+${rows.map((r) => r.html)}</tbody></table>`
 }`;
+  return { head, rows, full };
+}
+
+export function inboxBody(view: InboxView, f: InboxFilter, groups: readonly RequestGroup[], now: Date): Html {
+  return inboxParts(view, f, groups, now).full;
+}
+
+/** A row's text without what the page's script ticks (countdown, age): what a change is. */
+const steady = (row: string) =>
+  row.replace(/(data-expires="[^"]*"[^>]*>)[^<]*/g, "$1").replace(/(data-age="[^"]*">)[^<]*/g, "$1");
+
+/** What an open inbox needs to catch up from `prev` to `next`. */
+export interface InboxDelta {
+  /** The counts, when they changed. */
+  head?: string;
+  /** Every row's key in order, when the order or the set of rows changed (rows not named go). */
+  order?: string[];
+  /** Rows that are new or changed (beyond their ticking countdown and age), by key. */
+  rows: Record<string, string>;
+}
+
+/**
+ * The delta from the snapshot a page has to the current one, pure: "full" when the page must be
+ * replaced whole (nothing sent yet, or the table appears or goes), undefined when nothing changed.
+ */
+export function inboxDelta(
+  prev: InboxSnapshot | undefined,
+  next: InboxSnapshot,
+): InboxDelta | "full" | undefined {
+  if (!prev || (prev.rows.length === 0) !== (next.rows.length === 0)) return "full";
+  const before = new Map(prev.rows.map((r) => [r.key, steady(r.html)]));
+  const rows: Record<string, string> = {};
+  for (const r of next.rows) if (before.get(r.key) !== steady(r.html)) rows[r.key] = r.html;
+  const sameOrder =
+    prev.rows.length === next.rows.length && prev.rows.every((r, i) => r.key === next.rows[i]!.key);
+  const delta: InboxDelta = {
+    ...(prev.head !== next.head ? { head: next.head } : {}),
+    ...(sameOrder ? {} : { order: next.rows.map((r) => r.key) }),
+    rows,
+  };
+  return delta.head === undefined && delta.order === undefined && Object.keys(rows).length === 0
+    ? undefined
+    : delta;
 }
 
 export function inboxPage(

@@ -52,8 +52,10 @@ import {
   groupsPage,
   type HistoryQuery,
   historyPage,
-  inboxBody,
+  type InboxSnapshot,
+  inboxDelta,
   inboxPage,
+  inboxSnapshot,
   messagePage,
   type PageContext,
   requestPage,
@@ -100,6 +102,8 @@ type View =
 interface Subscriber {
   res: ServerResponse;
   view: View;
+  /** The inbox as this page last got it: later changes go out as deltas (render.inboxDelta). */
+  inbox?: InboxSnapshot;
 }
 
 type ArInformer = Informer<ApprovalRequest> & ObjectCache<ApprovalRequest>;
@@ -225,10 +229,7 @@ export async function startConsole(opts: ConsoleOptions): Promise<RunningConsole
     const all = items();
     switch (view.kind) {
       case "inbox":
-        return {
-          id: "inbox",
-          html: inboxBody(inboxView(all, view.filter, t), view.filter, gitopsGroups(all, t), t),
-        };
+        return undefined; // sent as deltas (send)
       case "request": {
         const [ns, name] = view.key.split("/") as [string, string];
         const ar = cached(ns, name);
@@ -244,6 +245,18 @@ export async function startConsole(opts: ConsoleOptions): Promise<RunningConsole
   };
 
   const send = (s: Subscriber) => {
+    if (s.view.kind === "inbox") {
+      // The inbox sends what changed (rows, order, counts), not the whole table again.
+      const t = now();
+      const all = items();
+      const snap = inboxSnapshot(inboxView(all, s.view.filter, t), s.view.filter, gitopsGroups(all, t), t);
+      const delta = inboxDelta(s.inbox, snap);
+      s.inbox = snap;
+      if (delta === "full")
+        s.res.write(`event: swap\ndata: ${JSON.stringify({ id: "inbox", html: snap.full })}\n\n`);
+      else if (delta) s.res.write(`event: rows\ndata: ${JSON.stringify({ id: "inbox", ...delta })}\n\n`);
+      return;
+    }
     const f = fragment(s.view);
     if (f) s.res.write(`event: swap\ndata: ${JSON.stringify({ id: f.id, html: f.html.text })}\n\n`);
   };
