@@ -9,9 +9,9 @@
  */
 import { CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { RbacChecker } from "../../src/approvals/decision-guard.js";
 import { loadFingerprintKey } from "../../src/approvals/fingerprint-key.js";
 import { ApprovalGate } from "../../src/approvals/gate.js";
+import type { RbacChecker } from "../../src/approvals/rbac-checker.js";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
 import { componentLogger } from "../../src/logging/logger.js";
 import { decide as decideRequest } from "../../src/plugin/commands.js";
