@@ -89,3 +89,21 @@ export function pendingProgress(ar: ApprovalRequest, now: Date, from?: string): 
     parts.push(`escalated to ${escalatedTo.join(", ")} ${ago(now.getTime() - Date.parse(escalated))}`);
   return parts.join(", ");
 }
+
+/**
+ * The request's follow-ups for people (`kubectl approvals show`, the console): "remind after 10m
+ * (sent 2026-…), escalate to pager after 30m (not yet)"; undefined when its rule sets none.
+ */
+export function followUpSummary(ar: ApprovalRequest): string | undefined {
+  const a = ar.spec.approval;
+  const parts: string[] = [];
+  if (a.remindAfter)
+    parts.push(
+      `remind after ${a.remindAfter} (${ar.status?.remindedAt ? `sent ${ar.status.remindedAt}` : "not yet"})`,
+    );
+  if (a.escalateAfter && a.escalateTo?.length)
+    parts.push(
+      `escalate to ${a.escalateTo.join(", ")} after ${a.escalateAfter} (${ar.status?.escalatedAt ? `sent ${ar.status.escalatedAt}` : "not yet"})`,
+    );
+  return parts.length ? parts.join(", ") : undefined;
+}

@@ -4,6 +4,7 @@
  * server calls again when the watch sees a change (`inboxBody`, `requestState`, `groupBody`).
  */
 import { createHash } from "node:crypto";
+import { followUpSummary } from "../approvals/follow-ups.js";
 import { BREAK_GLASS_MIN_REASON, effectivePhase, tally } from "../approvals/lifecycle.js";
 import { type ApprovalRequest, DecisionKind, Phase } from "../resources/approval-request.js";
 import type { AuditRecord } from "../resources/audit-record.js";
@@ -497,7 +498,8 @@ ${breakGlassBox(ctx, ar)}
 <dt>Policy</dt><dd>${s.policy.name}</dd><dt>Rule</dt><dd>${s.policy.rule}</dd>
 ${s.policy.message ? html`<dt>Says</dt><dd>${s.policy.message}</dd>` : ""}
 <dt>Approvers</dt><dd>${approvers.join(", ") || "none"}</dd>
-<dt>Required</dt><dd>${s.approval.requiredApprovals}</dd><dt>TTL</dt><dd>${s.approval.ttl}</dd></dl></div>
+<dt>Required</dt><dd>${s.approval.requiredApprovals}</dd><dt>TTL</dt><dd>${s.approval.ttl}</dd>
+${followUpSummary(ar) ? html`<dt>Follow-ups</dt><dd id="follow-ups">${followUpSummary(ar)}</dd>` : ""}</dl></div>
 ${
   s.gitops
     ? html`<div class="box"><h2>GitOps</h2><dl id="gitops"><dt>Tool</dt><dd>${s.gitops.tool}</dd><dt>Application</dt><dd>${s.gitops.app}</dd>

@@ -2,9 +2,11 @@
  * The kubectl plugin's commands as functions (the CLI in cli.ts parses arguments and prints).
  * Every command acts as the user of the kubeconfig; nothing here bypasses the webhook.
  */
+
 import { AuthenticationV1Api, CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
 import { kubeRaceMessage, precheckMessage } from "../approvals/decision-messages.js";
 import { checkDecision, DecisionCode, KUBECTL_VIA } from "../approvals/decisions.js";
+import { followUpSummary } from "../approvals/follow-ups.js";
 import { effectivePhase, tally } from "../approvals/lifecycle.js";
 import { decisionEntry } from "../approvals/request.js";
 import { visible } from "../approvals/visible.js";
@@ -209,6 +211,7 @@ export function formatShow(ar: ApprovalRequest, now: Date): string {
           `Break-glass: ${s.approval.breakGlass.groups.map((g) => `group ${g}`).join(", ")} (one approval with --break-glass and a reason of 20+ characters suffices)`,
         ]
       : []),
+    ...(followUpSummary(ar) ? [`Follow-ups:  ${followUpSummary(ar)}`] : []),
     `Expires:     ${s.approval.expiresAt}`,
     `Fingerprint: ${s.fingerprint}`,
   ];

@@ -4,7 +4,13 @@
  * requester's progress text, the messages, and the policy compiler's checks.
  */
 import { describe, expect, it } from "vitest";
-import { ago, FollowUp, followUpsDue, pendingProgress } from "../../src/approvals/follow-ups.js";
+import {
+  ago,
+  FollowUp,
+  followUpSummary,
+  followUpsDue,
+  pendingProgress,
+} from "../../src/approvals/follow-ups.js";
 import { nextLook } from "../../src/controller/approval-request-plan.js";
 import {
   messageFor,
@@ -138,6 +144,15 @@ describe("follow-ups: the requester's progress", () => {
   it("does not claim a reminder no route received", () => {
     const ar = pending({ remindedAt: at(600).toISOString(), notifications: [] });
     expect(pendingProgress(ar, at(1200))).toBe("0/2 approvals");
+  });
+
+  it("summarizes the follow-ups for kubectl approvals show and the console", () => {
+    expect(followUpSummary(pending({ remindedAt: at(600).toISOString() }))).toBe(
+      "remind after 10m (sent 2026-01-01T00:10:00.000Z), escalate to pager after 30m (not yet)",
+    );
+    expect(
+      followUpSummary(pending({}, { remindAfter: undefined, escalateAfter: undefined })),
+    ).toBeUndefined();
   });
 
   it("words durations for people", () => {
