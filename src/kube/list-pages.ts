@@ -14,10 +14,11 @@ export interface ListPagesArgs {
   plural: string;
   /** Omitted: every namespace (a cluster-wide LIST). */
   namespace?: string | undefined;
-  labelSelector?: string;
-  limit?: number;
+  labelSelector?: string | undefined;
+  fieldSelector?: string | undefined;
+  limit?: number | undefined;
   /** Counts what the server sent (tests and benchmarks assert on it). */
-  stats?: ListStats;
+  stats?: ListStats | undefined;
 }
 
 export interface ListStats {
@@ -31,33 +32,51 @@ export function newListStats(): ListStats {
   return { pages: 0, items: 0 };
 }
 
-/** Yields each page's items of a LIST of countersign.io objects, following continue tokens. */
-export async function* listPages<T>(api: CustomObjectsApi, args: ListPagesArgs): AsyncGenerator<T[]> {
-  const base = {
+export interface Page<T> {
+  items: T[];
+  /** Pass to the next listPage; absent on the last page. */
+  continue?: string;
+}
+
+/** One page of a LIST of countersign.io objects, from `token` (the first page without one). */
+export async function listPage<T>(
+  api: CustomObjectsApi,
+  args: ListPagesArgs,
+  token?: string | undefined,
+): Promise<Page<T>> {
+  const query = {
     group: API_GROUP,
     version: API_VERSION,
     plural: args.plural,
     limit: args.limit ?? DEFAULT_PAGE_SIZE,
     ...(args.labelSelector ? { labelSelector: args.labelSelector } : {}),
+    ...(args.fieldSelector ? { fieldSelector: args.fieldSelector } : {}),
+    ...(token ? { _continue: token } : {}),
   };
+  const page = (
+    args.namespace === undefined
+      ? await api.listClusterCustomObject(query)
+      : await api.listNamespacedCustomObject({ ...query, namespace: args.namespace })
+  ) as { items?: T[]; metadata?: { _continue?: string; continue?: string } };
+  const items = page.items ?? [];
+  if (args.stats) {
+    args.stats.pages++;
+    args.stats.items += items.length;
+  }
+  const next = page.metadata?.continue || page.metadata?._continue || undefined;
+  return { items, ...(next ? { continue: next } : {}) };
+}
+
+/**
+ * Yields each page's items of a LIST of countersign.io objects, following continue tokens:
+ * the one paging loop (the typed client in resources/client.ts pages through it too).
+ */
+export async function* listPages<T>(api: CustomObjectsApi, args: ListPagesArgs): AsyncGenerator<T[]> {
   let token: string | undefined;
   do {
-    const page = (
-      args.namespace === undefined
-        ? await api.listClusterCustomObject({ ...base, ...(token ? { _continue: token } : {}) })
-        : await api.listNamespacedCustomObject({
-            ...base,
-            namespace: args.namespace,
-            ...(token ? { _continue: token } : {}),
-          })
-    ) as { items?: T[]; metadata?: { _continue?: string; continue?: string } };
-    const items = page.items ?? [];
-    if (args.stats) {
-      args.stats.pages++;
-      args.stats.items += items.length;
-    }
-    yield items;
-    token = page.metadata?.continue || page.metadata?._continue || undefined;
+    const page = await listPage<T>(api, args, token);
+    yield page.items;
+    token = page.continue;
   } while (token);
 }
 

@@ -21,6 +21,7 @@ import {
   setHeaderOptions,
 } from "@kubernetes/client-node";
 import { isConflict, isNotFound, type KubeStatus } from "../kube/errors.js";
+import { type ListStats, listAll, listPage, listPages, type Page } from "../kube/list-pages.js";
 import type { ApprovalPolicy } from "./approval-policy.js";
 import type { ApprovalRequest, ApprovalRequestStatus, Decision } from "./approval-request.js";
 import type { AuditCheckpoint, AuditRecord } from "./audit-record.js";
@@ -44,15 +45,11 @@ export interface ListOptions {
   fieldSelector?: string;
   /** Objects per page (default 500). */
   limit?: number;
+  /** Counts the LIST calls and the objects they returned. */
+  stats?: ListStats;
 }
 
-export interface Page<T> {
-  items: T[];
-  /** Pass to the next listPage; absent on the last page. */
-  continue?: string;
-}
-
-const DEFAULT_PAGE = 500;
+export type { Page };
 
 async function orUndefined<T>(call: () => Promise<unknown>): Promise<T | undefined> {
   try {
@@ -93,36 +90,19 @@ export class NamespacedResource<T extends Stored> {
   }
 
   /** One page in `namespace` (every namespace when undefined). */
-  async listPage(
-    namespace: string | undefined,
-    opts: ListOptions & { continue?: string } = {},
-  ): Promise<Page<T>> {
-    const query = {
-      ...gvr(this.plural),
-      limit: opts.limit ?? DEFAULT_PAGE,
-      ...(opts.labelSelector ? { labelSelector: opts.labelSelector } : {}),
-      ...(opts.fieldSelector ? { fieldSelector: opts.fieldSelector } : {}),
-      ...(opts.continue ? { _continue: opts.continue } : {}),
-    };
-    const out = (
-      namespace === undefined
-        ? await this.api.listClusterCustomObject(query)
-        : await this.api.listNamespacedCustomObject({ ...query, namespace })
-    ) as { items: T[]; metadata?: { continue?: string } };
-    const next = out.metadata?.continue;
-    return { items: out.items, ...(next ? { continue: next } : {}) };
+  listPage(namespace: string | undefined, opts: ListOptions & { continue?: string } = {}): Promise<Page<T>> {
+    const { continue: token, ...rest } = opts;
+    return listPage<T>(this.api, { plural: this.plural, namespace, ...rest }, token);
   }
 
   /** Every object in `namespace` (every namespace when undefined), page by page. */
-  async list(namespace: string | undefined, opts: ListOptions = {}): Promise<T[]> {
-    const items: T[] = [];
-    let token: string | undefined;
-    do {
-      const page = await this.listPage(namespace, { ...opts, ...(token ? { continue: token } : {}) });
-      items.push(...page.items);
-      token = page.continue;
-    } while (token);
-    return items;
+  list(namespace: string | undefined, opts: ListOptions = {}): Promise<T[]> {
+    return listAll<T>(this.api, { plural: this.plural, namespace, ...opts });
+  }
+
+  /** The objects in `namespace` (every namespace when undefined) a page at a time, in bounded memory. */
+  pages(namespace: string | undefined, opts: ListOptions = {}): AsyncGenerator<T[]> {
+    return listPages<T>(this.api, { plural: this.plural, namespace, ...opts });
   }
 
   /** Whether `namespace` holds at least one object (one call, one item at most). */
@@ -232,20 +212,8 @@ export class ApprovalPolicyClient {
     return orUndefined(() => this.api.getClusterCustomObject({ ...gvr(this.plural), name }));
   }
 
-  async list(opts: ListOptions = {}): Promise<ApprovalPolicy[]> {
-    const items: ApprovalPolicy[] = [];
-    let token: string | undefined;
-    do {
-      const out = (await this.api.listClusterCustomObject({
-        ...gvr(this.plural),
-        limit: opts.limit ?? DEFAULT_PAGE,
-        ...(opts.labelSelector ? { labelSelector: opts.labelSelector } : {}),
-        ...(token ? { _continue: token } : {}),
-      })) as { items: ApprovalPolicy[]; metadata?: { continue?: string } };
-      items.push(...out.items);
-      token = out.metadata?.continue || undefined;
-    } while (token);
-    return items;
+  list(opts: ListOptions = {}): Promise<ApprovalPolicy[]> {
+    return listAll<ApprovalPolicy>(this.api, { plural: this.plural, ...opts });
   }
 
   /**
