@@ -17,7 +17,6 @@ import { createServer, type IncomingMessage, type ServerResponse } from "node:ht
 import type { AddressInfo } from "node:net";
 import {
   CoreV1Api,
-  CustomObjectsApi,
   type Informer,
   type KubeConfig,
   makeInformer,
@@ -39,7 +38,6 @@ import {
 import { type ApprovalRequest, DecisionKind } from "../resources/approval-request.js";
 import type { AuditRecord } from "../resources/audit-record.js";
 import { CountersignClient } from "../resources/client.js";
-import { API_GROUP, API_VERSION, APPROVAL_REQUEST_PLURAL } from "../resources/group.js";
 import type { Html } from "./html.js";
 import { gitopsGroups, groupOf, type InboxFilter, inboxView, keyOf, type RequestGroup } from "./inbox.js";
 import { checkLoopbackPeer, peerCheckAvailable } from "./peer-user.js";
@@ -64,7 +62,6 @@ import {
 } from "./render.js";
 import { hostAllowed, originAllowed, type Session, Sessions, sameSecret } from "./session.js";
 
-const G = { group: API_GROUP, version: API_VERSION };
 const BODY_LIMIT = 64 * 1024;
 const HEARTBEAT_MS = 15_000;
 const BROADCAST_DEBOUNCE_MS = 100;
@@ -113,10 +110,10 @@ async function scopeOf(
   kc: KubeConfig,
   fallback: string[],
 ): Promise<{ namespaces?: string[]; notes: string[] }> {
-  const custom = kc.makeApiClient(CustomObjectsApi);
+  const requests = CountersignClient.fromKubeConfig(kc).approvalRequests;
   const forbidden = (err: unknown) => kubeStatusOf(err)?.code === 403;
   try {
-    await custom.listClusterCustomObject({ ...G, plural: APPROVAL_REQUEST_PLURAL, limit: 1 });
+    await requests.listPage(undefined, { limit: 1 });
     return { notes: [] };
   } catch (err) {
     if (!forbidden(err)) throw err;
@@ -135,15 +132,13 @@ async function scopeOf(
     const batch = candidates.slice(i, i + 10);
     const ok = await Promise.all(
       batch.map((namespace) =>
-        custom
-          .listNamespacedCustomObject({ ...G, namespace, plural: APPROVAL_REQUEST_PLURAL, limit: 1 })
-          .then(
-            () => true,
-            (err: unknown) => {
-              if (forbidden(err)) return false;
-              throw err;
-            },
-          ),
+        requests.listPage(namespace, { limit: 1 }).then(
+          () => true,
+          (err: unknown) => {
+            if (forbidden(err)) return false;
+            throw err;
+          },
+        ),
       ),
     );
     allowed.push(...batch.filter((_, j) => ok[j]));
@@ -157,16 +152,8 @@ async function scopeOf(
 }
 
 function watchRequests(kc: KubeConfig, namespace: string | undefined): ArInformer {
-  const custom = kc.makeApiClient(CustomObjectsApi);
-  return namespace
-    ? makeInformer<ApprovalRequest>(
-        kc,
-        `/apis/${API_GROUP}/${API_VERSION}/namespaces/${namespace}/${APPROVAL_REQUEST_PLURAL}`,
-        () => custom.listNamespacedCustomObject({ ...G, namespace, plural: APPROVAL_REQUEST_PLURAL }),
-      )
-    : makeInformer<ApprovalRequest>(kc, `/apis/${API_GROUP}/${API_VERSION}/${APPROVAL_REQUEST_PLURAL}`, () =>
-        custom.listClusterCustomObject({ ...G, plural: APPROVAL_REQUEST_PLURAL }),
-      );
+  const source = CountersignClient.fromKubeConfig(kc).approvalRequests.informerSource(namespace);
+  return makeInformer<ApprovalRequest>(kc, source.path, source.list);
 }
 
 function readBody(req: IncomingMessage): Promise<URLSearchParams> {

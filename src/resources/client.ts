@@ -32,6 +32,7 @@ import {
   AUDIT_PLURAL,
   clusterPath,
   gvr,
+  namespacedPath,
   type Plural,
   POLICY_PLURAL,
 } from "./group.js";
@@ -84,6 +85,21 @@ export class NamespacedResource<T extends Stored> {
   /** The list call an informer over every namespace makes. */
   listForInformer = (): Promise<KubernetesListObject<T & KubernetesObject>> =>
     this.api.listClusterCustomObject(gvr(this.plural)) as Promise<KubernetesListObject<T & KubernetesObject>>;
+
+  /** What an informer over `namespace` (every namespace when undefined) watches and lists. */
+  informerSource(namespace: string | undefined): {
+    path: string;
+    list: () => Promise<KubernetesListObject<T & KubernetesObject>>;
+  } {
+    if (namespace === undefined) return { path: this.informerPath, list: this.listForInformer };
+    return {
+      path: namespacedPath(this.plural, namespace),
+      list: () =>
+        this.api.listNamespacedCustomObject({ ...gvr(this.plural), namespace }) as Promise<
+          KubernetesListObject<T & KubernetesObject>
+        >,
+    };
+  }
 
   get(namespace: string, name: string): Promise<T | undefined> {
     return orUndefined(() => this.api.getNamespacedCustomObject({ ...gvr(this.plural), namespace, name }));

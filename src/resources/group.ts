@@ -28,3 +28,8 @@ export function gvr(plural: Plural): { group: string; version: string; plural: P
 export function clusterPath(plural: Plural): string {
   return `/apis/${API_GROUP}/${API_VERSION}/${plural}`;
 }
+
+/** The URL path of one resource's collection in `namespace`. */
+export function namespacedPath(plural: Plural, namespace: string): string {
+  return `/apis/${API_GROUP}/${API_VERSION}/namespaces/${namespace}/${plural}`;
+}
