@@ -9,9 +9,10 @@
  */
 import { parse as bufParse, plan as bufPlan, run as bufRun, celEnv } from "@bufbuild/cel";
 import { strings as bufStrings } from "@bufbuild/cel/ext";
-import { getConformanceSuite, type IncrementalTestSuite } from "@bufbuild/cel-spec/testdata/tests.js";
+import { getConformanceSuite } from "@bufbuild/cel-spec/testdata/tests.js";
 import { evaluate as marcEvaluate, parse as marcParse } from "@marcbachmann/cel-js";
 import { evaluate as celJsEvaluate, parse as celJsParse } from "cel-js";
+import { conformanceCases } from "../test/support/cel-conformance.js";
 
 type Runner = (expr: string, vars: Record<string, unknown>) => unknown;
 
@@ -24,57 +25,6 @@ const libraries: Record<string, Runner> = {
     return out;
   },
 };
-
-// Suites whose tests need protobuf message types, enums or wrappers: no library here
-// takes those without a registry, so they are excluded for all three alike.
-const EXCLUDED_SUITES = new Set([
-  "proto2",
-  "proto2_ext",
-  "proto3",
-  "wrappers",
-  "enums",
-  "dynamic",
-  "type_deductions",
-  "unknowns",
-  "block_ext",
-  "namespace",
-]);
-
-interface ProtoValue {
-  kind: { case: string; value: unknown };
-}
-
-const UNSUPPORTED = Symbol("unsupported");
-
-function fromProto(v: ProtoValue): unknown {
-  const { case: c, value } = v.kind;
-  switch (c) {
-    case "nullValue":
-      return null;
-    case "boolValue":
-    case "stringValue":
-    case "doubleValue":
-      return value;
-    case "int64Value":
-      return BigInt(value as string | bigint);
-    case "listValue": {
-      const out = ((value as { values: ProtoValue[] }).values ?? []).map(fromProto);
-      return out.includes(UNSUPPORTED) ? UNSUPPORTED : out;
-    }
-    case "mapValue": {
-      const out: Record<string, unknown> = {};
-      for (const e of (value as { entries: { key: ProtoValue; value: ProtoValue }[] }).entries) {
-        const k = fromProto(e.key);
-        if (typeof k !== "string") return UNSUPPORTED;
-        out[k] = fromProto(e.value);
-        if (out[k] === UNSUPPORTED) return UNSUPPORTED;
-      }
-      return out;
-    }
-    default:
-      return UNSUPPORTED; // uint, bytes, objects, types, enums
-  }
-}
 
 /** Normalizes any library's result so that equal CEL values compare equal. */
 function norm(v: unknown): unknown {
@@ -119,62 +69,31 @@ function conformance(): { total: number; skipped: number; tallies: Record<string
   const tallies: Record<string, Tally> = Object.fromEntries(
     Object.keys(libraries).map((k) => [k, { pass: 0, fail: 0, bySuite: {} }]),
   );
-  let total = 0;
-  let skipped = 0;
-  const walk = (suite: IncrementalTestSuite, top: string) => {
-    for (const t of suite.tests) {
-      const o = t.original as unknown as {
-        expr: string;
-        container: string;
-        disableMacros: boolean;
-        checkOnly: boolean;
-        typeEnv: unknown[];
-        bindings: Record<string, { kind: { case: string; value: ProtoValue } }>;
-        resultMatcher: { case?: string; value?: ProtoValue };
-      };
-      if (o.container || o.checkOnly || o.disableMacros) {
-        skipped++;
-        continue;
+  const skippedTests = { count: 0 };
+  const all = conformanceCases(getConformanceSuite(), true, skippedTests);
+  // Only tests with an expected error or plain value count.
+  const cases = all.filter((c) => c.expected);
+  const total = cases.length;
+  const skipped = skippedTests.count + all.length - cases.length;
+  for (const c of cases) {
+    const expectError = "error" in c.expected!;
+    const expected = "value" in c.expected! ? c.expected.value : undefined;
+    for (const [lib, runner] of Object.entries(libraries)) {
+      let passed: boolean;
+      try {
+        const got = runner(c.expr, c.bindings);
+        passed = !expectError && expectedMatches(expected, got);
+      } catch {
+        passed = expectError;
       }
-      const vars: Record<string, unknown> = {};
-      let ok = true;
-      for (const [name, b] of Object.entries(o.bindings ?? {})) {
-        if (b.kind.case !== "value") ok = false;
-        else vars[name] = fromProto(b.kind.value);
-        if (vars[name] === UNSUPPORTED) ok = false;
-      }
-      const rm = o.resultMatcher;
-      let expected: unknown;
-      const expectError = rm.case === "evalError";
-      if (rm.case === "value" && rm.value) expected = fromProto(rm.value);
-      else if (!expectError) ok = false;
-      if (!ok || expected === UNSUPPORTED) {
-        skipped++;
-        continue;
-      }
-      total++;
-      for (const [lib, runner] of Object.entries(libraries)) {
-        let passed: boolean;
-        try {
-          const got = runner(o.expr, vars);
-          passed = !expectError && expectedMatches(expected, got);
-        } catch {
-          passed = expectError;
-        }
-        const tally = tallies[lib]!;
-        tally.bySuite[top] ??= { pass: 0, total: 0 };
-        tally.bySuite[top].total++;
-        if (passed) {
-          tally.pass++;
-          tally.bySuite[top].pass++;
-        } else tally.fail++;
-      }
+      const tally = tallies[lib]!;
+      tally.bySuite[c.suite] ??= { pass: 0, total: 0 };
+      tally.bySuite[c.suite]!.total++;
+      if (passed) {
+        tally.pass++;
+        tally.bySuite[c.suite]!.pass++;
+      } else tally.fail++;
     }
-    for (const s of suite.suites) walk(s, top);
-  };
-  for (const s of getConformanceSuite().suites) {
-    if (EXCLUDED_SUITES.has(s.name)) continue;
-    walk(s, s.name);
   }
   return { total, skipped, tallies };
 }

@@ -5,11 +5,7 @@
  * suite's expected value, and the lowering must cover the suites policies live in.
  */
 import { isCelError, isCelList, isCelMap, isCelUint } from "@bufbuild/cel";
-import {
-  getComprehensionSuite,
-  getConformanceSuite,
-  type IncrementalTestSuite,
-} from "@bufbuild/cel-spec/testdata/tests.js";
+import { getComprehensionSuite, getConformanceSuite } from "@bufbuild/cel-spec/testdata/tests.js";
 import { describe, expect, it } from "vitest";
 import {
   celProgram,
@@ -22,57 +18,7 @@ import {
 } from "../../src/policy/cel.js";
 import { compilePolicy } from "../../src/policy/compile.js";
 import { decide } from "../../src/policy/evaluate.js";
-
-/** Suites that need protobuf message types, enums, wrappers or containers (excluded as in bench/cel-compare.ts). */
-const EXCLUDED_SUITES = new Set([
-  "proto2",
-  "proto2_ext",
-  "proto3",
-  "wrappers",
-  "enums",
-  "dynamic",
-  "type_deductions",
-  "unknowns",
-  "block_ext",
-  "namespace",
-]);
-
-interface ProtoValue {
-  kind: { case: string; value: unknown };
-}
-
-const UNSUPPORTED = Symbol("unsupported");
-
-/** A conformance value (cel.expr.Value) as a plain binding; UNSUPPORTED for messages, types, bytes, uint. */
-function fromProto(v: ProtoValue): unknown {
-  const { case: c, value } = v.kind;
-  switch (c) {
-    case "nullValue":
-      return null;
-    case "boolValue":
-    case "stringValue":
-    case "doubleValue":
-      return value;
-    case "int64Value":
-      return BigInt(value as string | bigint);
-    case "listValue": {
-      const out = ((value as { values: ProtoValue[] }).values ?? []).map(fromProto);
-      return out.includes(UNSUPPORTED) ? UNSUPPORTED : out;
-    }
-    case "mapValue": {
-      const out: Record<string, unknown> = {};
-      for (const e of (value as { entries: { key: ProtoValue; value: ProtoValue }[] }).entries) {
-        const k = fromProto(e.key);
-        const x = fromProto(e.value);
-        if (typeof k !== "string" || x === UNSUPPORTED) return UNSUPPORTED;
-        out[k] = x;
-      }
-      return out;
-    }
-    default:
-      return UNSUPPORTED;
-  }
-}
+import { conformanceCases } from "../support/cel-conformance.js";
 
 /** A CEL value in a comparable form (errors collapse to one marker: only error-ness is compared). */
 function norm(v: unknown): unknown {
@@ -109,56 +55,8 @@ function safely(fn: () => unknown): unknown {
   }
 }
 
-interface Case {
-  suite: string;
-  name: string;
-  expr: string;
-  bindings: Record<string, unknown>;
-  expected?: { error: true } | { value: unknown };
-}
-
-function collect(root: IncrementalTestSuite, withResults: boolean): Case[] {
-  const cases: Case[] = [];
-  const walk = (suite: IncrementalTestSuite, top: string) => {
-    for (const t of suite.tests) {
-      const o = t.original as unknown as {
-        expr: string;
-        container?: string;
-        disableMacros?: boolean;
-        checkOnly?: boolean;
-        bindings?: Record<string, { kind: { case: string; value: ProtoValue } }>;
-        resultMatcher?: { case?: string; value?: ProtoValue };
-      };
-      if (o.container || o.checkOnly || o.disableMacros) continue;
-      const bindings: Record<string, unknown> = {};
-      let ok = true;
-      for (const [name, b] of Object.entries(o.bindings ?? {})) {
-        if (b.kind.case !== "value") ok = false;
-        else bindings[name] = fromProto(b.kind.value);
-        if (bindings[name] === UNSUPPORTED) ok = false;
-      }
-      if (!ok) continue;
-      let expected: Case["expected"];
-      if (withResults) {
-        const rm = o.resultMatcher;
-        if (rm?.case === "evalError") expected = { error: true };
-        else if (rm?.case === "value" && rm.value) {
-          const v = fromProto(rm.value);
-          if (v === UNSUPPORTED) expected = undefined;
-          else expected = { value: v };
-        }
-      }
-      cases.push({ suite: top, name: t.name, expr: o.expr, bindings, ...(expected ? { expected } : {}) });
-    }
-    for (const s of suite.suites) walk(s, top);
-  };
-  for (const s of root.suites) if (!EXCLUDED_SUITES.has(s.name)) walk(s, s.name);
-  walk({ ...root, suites: [] }, root.name);
-  return cases;
-}
-
 describe("CEL lowering: the cel-spec conformance suite through both paths", () => {
-  const cases = collect(getConformanceSuite(), true);
+  const cases = conformanceCases(getConformanceSuite(), true);
   const perSuite = new Map<string, { total: number; lowered: number; interp: number; low: number }>();
   const mismatches: string[] = [];
   let runnable = 0;
@@ -223,7 +121,7 @@ describe("CEL lowering: cel-go's comprehension expressions through both paths", 
   it("gives the interpreter's result (values or errors) on every expression that plans", () => {
     const mismatches: string[] = [];
     let n = 0;
-    for (const c of collect(getComprehensionSuite(), false)) {
+    for (const c of conformanceCases(getComprehensionSuite(), false)) {
       let program: ReturnType<typeof celProgram>;
       try {
         program = celProgram(c.expr, Object.keys(c.bindings));
