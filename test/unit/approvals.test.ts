@@ -11,6 +11,7 @@ import { approvalRequestName } from "../../src/approvals/request.js";
 import type { AdmissionRequest } from "../../src/resources/admission.js";
 import type { ApprovalRequest } from "../../src/resources/approval-request.js";
 import { canonicalJson } from "../../src/resources/canonical-json.js";
+import { approvalRequest } from "../fixtures/approval-request.js";
 
 const base = (over: Partial<AdmissionRequest> = {}): AdmissionRequest => ({
   uid: "u",
@@ -117,36 +118,18 @@ describe("ApprovalRequest names and state", () => {
     status: ApprovalRequest["status"],
     decisions: ApprovalRequest["spec"]["decisions"],
     required = 1,
-  ): ApprovalRequest => ({
-    apiVersion: "countersign.io/v1alpha1",
-    kind: "ApprovalRequest",
-    metadata: { name: "x", namespace: "prod" },
-    spec: {
-      fingerprint: "f".repeat(64),
-      attempt: 0,
-      requester: { username: "bot" },
-      action: {
-        operation: "DELETE",
-        group: "",
-        version: "v1",
-        resource: "secrets",
-        subResource: "",
-        namespace: "prod",
-        name: "s",
-        objectHash: "",
-        summary: "",
+  ): ApprovalRequest => {
+    const base = approvalRequest();
+    return approvalRequest(
+      {
+        fingerprint: "f".repeat(64),
+        requester: { username: "bot" },
+        approval: { ...base.spec.approval, approvers: { groups: ["g"] }, requiredApprovals: required },
+        decisions,
       },
-      policy: { name: "p", rule: "r" },
-      approval: {
-        approvers: { groups: ["g"] },
-        requiredApprovals: required,
-        ttl: "1h",
-        expiresAt: "2026-01-01T01:00:00Z",
-      },
-      decisions,
-    },
-    ...(status ? { status } : {}),
-  });
+      status,
+    );
+  };
   const now = new Date("2026-01-01T00:30:00Z");
   const fp = "f".repeat(64);
 

@@ -11,42 +11,28 @@ import { expectedAuditEvents } from "../../src/controller/approval-request-plan.
 import { type NotificationConfig, routesFor, webhookMessage } from "../../src/notify/messages.js";
 import { compilePolicy } from "../../src/policy/compile.js";
 import type { ApprovalRequest, Decision } from "../../src/resources/approval-request.js";
+import { approvalRequest, REQUESTER } from "../fixtures/approval-request.js";
 
 const NOW = new Date("2026-01-01T00:10:00Z");
 const REASON = "prod is down, customers cannot log in";
 
+/** A request for three approvals from group approvers that the group sre-oncall may break-glass. */
 function ar(decisions: Decision[], status?: ApprovalRequest["status"]): ApprovalRequest {
-  return {
-    apiVersion: "countersign.io/v1alpha1",
-    kind: "ApprovalRequest",
-    metadata: { name: "delete-secrets-db", namespace: "prod" },
-    spec: {
+  const base = approvalRequest();
+  return approvalRequest(
+    {
       fingerprint: "f".repeat(64),
-      attempt: 0,
-      requester: { username: "system:serviceaccount:ai:bot" },
-      action: {
-        operation: "DELETE",
-        group: "",
-        version: "v1",
-        resource: "secrets",
-        subResource: "",
-        namespace: "prod",
-        name: "db",
-        objectHash: "",
-        summary: "delete Secret prod/db",
-      },
-      policy: { name: "p", rule: "r" },
+      requester: { username: REQUESTER },
       approval: {
+        ...base.spec.approval,
         approvers: { groups: ["approvers"] },
         requiredApprovals: 3,
-        ttl: "1h",
-        expiresAt: "2026-01-01T01:00:00Z",
         breakGlass: { groups: ["sre-oncall"] },
       },
       decisions,
     },
-    ...(status ? { status } : {}),
-  };
+    status,
+  );
 }
 
 const glass = (over: Partial<Decision> = {}): Decision => ({

@@ -14,38 +14,21 @@ import {
 } from "../../src/notify/messages.js";
 import { verifySlackSignature } from "../../src/notify/slack-interactions.js";
 import type { ApprovalRequest } from "../../src/resources/approval-request.js";
+import { approvalRequest, decision, REQUESTER } from "../fixtures/approval-request.js";
 
-const ar = (notify: string[] = []): ApprovalRequest => ({
-  apiVersion: "countersign.io/v1alpha1",
-  kind: "ApprovalRequest",
-  metadata: { name: "delete-secrets-db-abc", namespace: "prod" },
-  spec: {
-    fingerprint: "a".repeat(64),
-    attempt: 0,
-    requester: { username: "system:serviceaccount:ai:bot" },
+const ar = (notify: string[] = []): ApprovalRequest => {
+  const base = approvalRequest();
+  return approvalRequest({
+    requester: { username: REQUESTER },
     action: {
-      operation: "DELETE",
-      group: "",
-      version: "v1",
-      resource: "secrets",
-      subResource: "",
-      namespace: "prod",
-      name: "db",
-      objectHash: "",
+      ...base.spec.action,
       summary: 'service account ai/bot wants to DELETE secrets "db" (Secret values redacted).',
     },
     agentContext: { reason: "rotate" },
-    policy: { name: "p", rule: "r" },
-    approval: {
-      approvers: { groups: ["g"] },
-      requiredApprovals: 1,
-      ttl: "1h",
-      expiresAt: "2026-01-01T01:00:00Z",
-      notify,
-    },
-    decisions: [{ approver: "alice", decision: "Deny", reason: "freeze" }],
-  },
-});
+    approval: { ...base.spec.approval, approvers: { groups: ["g"] }, notify },
+    decisions: [decision("alice", "Deny", { reason: "freeze" })],
+  });
+};
 
 describe("notification configuration", () => {
   const yaml = `
