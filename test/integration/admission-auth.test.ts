@@ -9,11 +9,10 @@
 import { execFile } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
 import { connect as http2Connect } from "node:http2";
-import { request as httpsRequest } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { CoreV1Api, CustomObjectsApi, type KubeConfig, type V1Secret } from "@kubernetes/client-node";
+import { CoreV1Api, type KubeConfig, type V1Secret } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import { startAdmissionServer } from "../../src/admission/server.js";
@@ -25,17 +24,17 @@ import { admissionUnauthenticated } from "../../src/metrics/metrics.js";
 import { issueCertificate } from "../../src/pki/certificates.js";
 import { decide } from "../../src/plugin/commands.js";
 import type { ApprovalRequest } from "../../src/resources/approval-request.js";
+import { APPROVERS_GROUP, approvalBy, deleteGuard, requireApproval } from "../fixtures/approval-policy.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import {
   approverIdentity,
   asApiServer,
   eventually,
-  grantServiceAccount,
   startTestCountersign,
   type TestCountersign,
 } from "../support/countersign.js";
+import { agentIdentity, applyPolicies, approvalRequestsIn, httpsCall } from "../support/scenario.js";
 
-const G = { group: "countersign.io", version: "v1alpha1" };
 let cp: ControlPlane;
 let cs: TestCountersign;
 let agent: KubeConfig;
@@ -46,34 +45,13 @@ const agentsNs = uniqueName("auth-agents");
 const prod = uniqueName("auth-prod");
 const policyName = uniqueName("auth-guard");
 
-function post(
+const post = (
   port: number,
   path: string,
   body: string,
   tls: { cert?: string; key?: string } = {},
   method = "POST",
-): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = httpsRequest(
-      {
-        host: "127.0.0.1",
-        port,
-        path,
-        method,
-        rejectUnauthorized: false,
-        ...tls,
-        headers: { "content-type": "application/json" },
-      },
-      (res) => {
-        let data = "";
-        res.on("data", (c) => (data += c));
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, body: data }));
-      },
-    );
-    req.on("error", reject);
-    req.end(body);
-  });
-}
+) => httpsCall(port, { path, method, body, tls, headers: { "content-type": "application/json" } });
 
 /** Several POSTs as streams of ONE HTTP/2 connection; also returns the negotiated ALPN protocol. */
 async function postHttp2(
@@ -108,15 +86,7 @@ async function postHttp2(
   }
 }
 
-async function requests(): Promise<ApprovalRequest[]> {
-  const list = (await cp
-    .adminKubeConfig()
-    .makeApiClient(CustomObjectsApi)
-    .listNamespacedCustomObject({ ...G, namespace: prod, plural: "approvalrequests" })) as {
-    items: ApprovalRequest[];
-  };
-  return list.items;
-}
+const requests = () => approvalRequestsIn(cp, prod).list();
 
 /** Polls for `ms` and fails if the condition ever holds (something appeared that must not). */
 async function never(what: string, fn: () => Promise<boolean>, ms = 2000): Promise<void> {
@@ -172,44 +142,30 @@ async function refusals(reason: string): Promise<number> {
 beforeAll(async () => {
   cp = await attachControlPlane();
   await cp.ensureNamespace(prod);
-  const id = await cp.serviceAccountIdentity(agentsNs, "ops-bot");
+  const id = await agentIdentity(cp, agentsNs, "ops-bot", {
+    target: prod,
+    resources: ["secrets"],
+    verbs: ["get", "delete"],
+  });
   agent = id.kubeConfig;
   agentUser = id.username;
-  await grantServiceAccount(
-    cp,
-    prod,
-    { namespace: agentsNs, name: "ops-bot" },
-    ["secrets"],
-    ["get", "delete"],
-  );
-  approver = await approverIdentity(cp, "alice@example.com", ["countersign:approvers"]);
+  approver = await approverIdentity(cp, "alice@example.com", [APPROVERS_GROUP]);
   // A cluster user's client certificate: valid for the API server, not for admission.
   const mallory = await issueCertificate(cp.ca, { commonName: "mallory", usage: "client" });
   userCert = { cert: mallory.certPem, key: mallory.keyPem };
   cs = await startTestCountersign(cp, { subjects: { serviceAccountNamespaces: [agentsNs] } });
-  await cp.apply([
-    {
-      apiVersion: "countersign.io/v1alpha1",
-      kind: "ApprovalPolicy",
-      metadata: { name: policyName },
-      spec: {
-        subjects: { serviceAccounts: [{ namespace: agentsNs }] },
-        match: [{ operations: ["DELETE"], apiGroups: [""], resources: ["secrets"], namespaces: [prod] }],
-        rules: [
-          {
-            name: "deletes-in-prod",
-            action: "RequireApproval",
-            approval: { approvers: { groups: ["countersign:approvers"] }, requiredApprovals: 1, ttl: "1h" },
-          },
-        ],
-      },
-    } as never,
+  await applyPolicies(cp, cs, [
+    deleteGuard(policyName, {
+      agents: agentsNs,
+      namespace: prod,
+      rules: [
+        requireApproval(
+          "deletes-in-prod",
+          approvalBy([APPROVERS_GROUP], { requiredApprovals: 1, ttl: "1h" }),
+        ),
+      ],
+    }),
   ]);
-  await eventually(
-    async () => cs.replicas[0]!.policies.list().some((p) => p.name === policyName),
-    10_000,
-    "policy compiled",
-  );
   const core = cp.adminKubeConfig().makeApiClient(CoreV1Api);
   for (const name of ["forged-target", "approved-target", "canary"]) {
     const body: V1Secret = { metadata: { name }, stringData: { password: "hunter2" } };

@@ -2,7 +2,6 @@
  * The approval HTTP API through the real API server: bearer tokens checked with TokenReview,
  * every call authorized as the caller, decisions under the same rules as kubectl approve.
  */
-import { request } from "node:https";
 import { CoreV1Api } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
@@ -15,7 +14,7 @@ import {
   startTestCountersign,
   type TestCountersign,
 } from "../support/countersign.js";
-import { agentIdentity, applyPolicies, bindApproverRole } from "../support/scenario.js";
+import { agentIdentity, applyPolicies, bindApproverRole, httpsCall } from "../support/scenario.js";
 
 const agentsNs = uniqueName("api-agents");
 const humans = uniqueName("api-humans");
@@ -27,7 +26,7 @@ let frankToken: string; // approver with RBAC
 let graceToken: string; // in the approvers' namespace, lacks RBAC approve
 let arName: string;
 
-function call(
+async function call(
   method: string,
   path: string,
   token?: string,
@@ -36,28 +35,16 @@ function call(
   status: number;
   json: { error?: { message: string; reason?: string } } & Record<string, unknown>;
 }> {
-  return new Promise((resolve, reject) => {
-    const req = request(
-      {
-        host: "127.0.0.1",
-        port: cs.replicas[0]!.apiPort,
-        path: `/api/v1${path}`,
-        method,
-        rejectUnauthorized: false,
-        headers: {
-          ...(token ? { authorization: `Bearer ${token}` } : {}),
-          ...(body !== undefined ? { "content-type": "application/json" } : {}),
-        },
-      },
-      (res) => {
-        let d = "";
-        res.on("data", (c) => (d += c));
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, json: d ? JSON.parse(d) : {} }));
-      },
-    );
-    req.on("error", reject);
-    req.end(body);
+  const res = await httpsCall(cs.replicas[0]!.apiPort, {
+    path: `/api/v1${path}`,
+    method,
+    body,
+    headers: {
+      ...(token ? { authorization: `Bearer ${token}` } : {}),
+      ...(body !== undefined ? { "content-type": "application/json" } : {}),
+    },
   });
+  return { status: res.status, json: res.body ? JSON.parse(res.body) : {} };
 }
 
 beforeAll(async () => {

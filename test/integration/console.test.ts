@@ -20,10 +20,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { groupId } from "../../src/console/render.js";
 import { type RunningConsole, startConsole } from "../../src/console/server.js";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
-import { kubeStatusOf } from "../../src/kube/errors.js";
 import { runCli } from "../../src/plugin/cli.js";
 import { decide, PluginError } from "../../src/plugin/commands.js";
-import type { ApprovalRequest } from "../../src/resources/approval-request.js";
+import { APPROVERS_GROUP, approvalBy, deleteGuard, requireApproval } from "../fixtures/approval-policy.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import {
   approverIdentity,
@@ -32,9 +31,16 @@ import {
   startTestCountersign,
   type TestCountersign,
 } from "../support/countersign.js";
+import {
+  agentIdentity,
+  applyPolicies,
+  approvalRequestsIn,
+  rejection,
+  requestNamed,
+  untilRefused,
+} from "../support/scenario.js";
 
 const CHROMIUM = "/usr/bin/chromium";
-const G = { group: "countersign.io", version: "v1alpha1" };
 const agentsNs = uniqueName("ui-agents");
 const ns = uniqueName("ui-prod");
 const policyName = uniqueName("ui-guard");
@@ -56,26 +62,10 @@ const synced: string[] = [];
 /** Any alert/confirm/prompt a page opened (an injected script would). */
 const dialogs: string[] = [];
 
-const custom = () => cp.adminKubeConfig().makeApiClient(CustomObjectsApi);
+const _custom = () => cp.adminKubeConfig().makeApiClient(CustomObjectsApi);
 const core = () => cp.adminKubeConfig().makeApiClient(CoreV1Api);
 
-async function getAr(name: string): Promise<ApprovalRequest> {
-  return (await custom().getNamespacedCustomObject({
-    ...G,
-    namespace: ns,
-    plural: "approvalrequests",
-    name,
-  })) as ApprovalRequest;
-}
-
-async function rejection(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-  } catch (err) {
-    return kubeStatusOf(err)?.message ?? String(err);
-  }
-  throw new Error("expected the API server to refuse");
-}
+const getAr = (name: string) => approvalRequestsIn(cp, ns).get(name);
 
 async function secret(
   name: string,
@@ -94,9 +84,9 @@ const agentDelete = (name: string) =>
 /** The agent tries to delete; returns the ApprovalRequest named in the denial. */
 async function denied(name: string): Promise<string> {
   const message = await rejection(agentDelete(name));
-  const m = /ApprovalRequest \S+\/(\S+) (was created|is pending)/.exec(message);
-  if (!m) throw new Error(`unexpected denial: ${message}`);
-  return m[1]!;
+  const request = requestNamed(message);
+  if (!request) throw new Error(`unexpected denial: ${message}`);
+  return request;
 }
 
 /** A raw HTTP request to the console (headers as given: what another local process could send). */
@@ -153,53 +143,34 @@ async function shot(page: Page, file: string): Promise<void> {
 beforeAll(async () => {
   cp = await attachControlPlane();
   await cp.ensureNamespace(ns);
-  const id = await cp.serviceAccountIdentity(agentsNs, "deploy-bot");
+  const id = await agentIdentity(cp, agentsNs, "deploy-bot", {
+    target: ns,
+    resources: ["secrets"],
+    verbs: ["get", "list", "delete"],
+  });
   agent = id.kubeConfig;
-  await grantServiceAccount(
-    cp,
-    ns,
-    { namespace: agentsNs, name: "deploy-bot" },
-    ["secrets"],
-    ["get", "list", "delete"],
-  );
-  alice = await approverIdentity(cp, "alice@example.com", ["countersign:approvers"]);
-  dave = await approverIdentity(cp, "dave@example.com", ["countersign:approvers"], false);
+  alice = await approverIdentity(cp, "alice@example.com", [APPROVERS_GROUP]);
+  dave = await approverIdentity(cp, "dave@example.com", [APPROVERS_GROUP], false);
   cs = await startTestCountersign(cp, {
     subjects: { serviceAccountNamespaces: [agentsNs] },
     installNamespace: uniqueName("ui-cs"),
     webhookName: "countersign-console-test",
   });
-  await cp.apply([
-    {
-      apiVersion: "countersign.io/v1alpha1",
-      kind: "ApprovalPolicy",
-      metadata: { name: policyName },
-      spec: {
-        subjects: { serviceAccounts: [{ namespace: agentsNs }] },
-        match: [{ operations: ["DELETE"], apiGroups: [""], resources: ["secrets"], namespaces: [ns] }],
-        rules: [
-          {
-            name: "secret-deletes",
-            action: "RequireApproval",
-            message: "Deleting a production Secret needs a human.",
-            approval: { approvers: { groups: ["countersign:approvers"] }, ttl: "30m" },
-          },
-        ],
-      },
-    } as never,
+  await applyPolicies(cp, cs, [
+    deleteGuard(policyName, {
+      agents: agentsNs,
+      namespace: ns,
+      rules: [
+        {
+          ...requireApproval("secret-deletes", approvalBy([APPROVERS_GROUP], { ttl: "30m" })),
+          message: "Deleting a production Secret needs a human.",
+        },
+      ],
+    }),
   ]);
   await secret("canary", {});
-  await eventually(
-    async () =>
-      /needs (a human )?approval/.test(
-        await rejection(
-          agent
-            .makeApiClient(CoreV1Api)
-            .deleteNamespacedSecret({ name: "canary", namespace: ns, dryRun: "All" }),
-        ).catch(() => ""),
-      ),
-    15_000,
-    "webhook active",
+  await untilRefused(() =>
+    agent.makeApiClient(CoreV1Api).deleteNamespacedSecret({ name: "canary", namespace: ns, dryRun: "All" }),
   );
   let t0 = Date.now();
   browser = await chromium.launch({ executablePath: CHROMIUM });

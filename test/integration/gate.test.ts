@@ -3,7 +3,6 @@
  * ApprovalRequest creation, one-time approvals, dry runs, bad input, audit annotations.
  */
 import { readFileSync } from "node:fs";
-import { request as httpsRequest } from "node:https";
 import { CoreV1Api, CustomObjectsApi, type KubeConfig, type V1Secret } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
@@ -26,7 +25,7 @@ import {
   startTestCountersign,
   type TestCountersign,
 } from "../support/countersign.js";
-import { agentIdentity, applyPolicies, approvalRequestsIn } from "../support/scenario.js";
+import { agentIdentity, applyPolicies, approvalRequestsIn, httpsCall } from "../support/scenario.js";
 
 let cp: ControlPlane;
 let cs: TestCountersign;
@@ -38,32 +37,13 @@ const prod = uniqueName("prod");
 const policyName = uniqueName("prod-guard");
 
 /** POSTs to /validate as the API server (presenting its webhook client certificate). */
-function post(
-  port: number,
-  body: string,
-  contentType = "application/json",
-): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = httpsRequest(
-      {
-        host: "127.0.0.1",
-        port,
-        path: "/validate",
-        method: "POST",
-        rejectUnauthorized: false,
-        ...asApiServer(cp),
-        headers: { "content-type": contentType },
-      },
-      (res) => {
-        let data = "";
-        res.on("data", (c) => (data += c));
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, body: data }));
-      },
-    );
-    req.on("error", reject);
-    req.end(body);
+const post = (port: number, body: string, contentType = "application/json") =>
+  httpsCall(port, {
+    path: "/validate",
+    body,
+    headers: { "content-type": contentType },
+    tls: asApiServer(cp),
   });
-}
 
 const listRequests = () => approvalRequestsIn(cp, prod).list();
 
@@ -352,12 +332,8 @@ describe("the approval gate", () => {
     );
     expect(noUid.status).toBe(400);
     expect(noUid.body).toMatch(/request.uid/);
-    const health = await new Promise<number>((resolve) =>
-      httpsRequest({ host: "127.0.0.1", port, path: "/readyz", rejectUnauthorized: false }, (res) =>
-        resolve(res.statusCode ?? 0),
-      ).end(),
-    );
-    expect(health).toBe(200);
+    const health = await httpsCall(port, { path: "/readyz", method: "GET" });
+    expect(health.status).toBe(200);
     // The real path still works after all that.
     const s: V1Secret = { metadata: { name: uniqueName("after-bad") }, stringData: { a: "b" } };
     await cp.adminKubeConfig().makeApiClient(CoreV1Api).createNamespacedSecret({ namespace: prod, body: s });

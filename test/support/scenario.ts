@@ -181,43 +181,67 @@ export interface ApiAnswer {
   json: any;
 }
 
-/** A call to replica `port`'s approval HTTP API as the bearer of `token` (POST when `body`). */
-export function approvalApi(
+export interface HttpsAnswer {
+  status: number;
+  body: string;
+}
+
+/**
+ * One HTTPS call to 127.0.0.1:`port` (a listener of a test replica: its certificate is not
+ * checked). `tls` is the client certificate to present, e.g. asApiServer(cp).
+ */
+export function httpsCall(
   port: number | undefined,
-  path: string,
-  token: string,
-  body?: object,
-): Promise<ApiAnswer> {
+  opts: {
+    path: string;
+    method?: string;
+    body?: string | undefined;
+    headers?: Record<string, string>;
+    tls?: { cert?: string; key?: string };
+  },
+): Promise<HttpsAnswer> {
   return new Promise((resolve, reject) => {
     const req = request(
       {
         host: "127.0.0.1",
         port,
-        path: `/api/v1${path}`,
-        method: body ? "POST" : "GET",
+        path: opts.path,
+        method: opts.method ?? "POST",
         rejectUnauthorized: false,
-        headers: {
-          authorization: `Bearer ${token}`,
-          ...(body ? { "content-type": "application/json" } : {}),
-        },
+        ...opts.tls,
+        headers: opts.headers ?? {},
       },
       (res) => {
-        let d = "";
-        res.on("data", (c) => (d += c));
-        res.on("end", () => {
-          const json = d ? JSON.parse(d) : {};
-          resolve({
-            status: res.statusCode ?? 0,
-            reason: json.error?.reason,
-            message: json.error?.message ?? json.message ?? "",
-            json,
-          });
-        });
+        let data = "";
+        res.on("data", (c) => (data += c));
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body: data }));
       },
     );
     req.on("error", reject);
-    req.end(body ? JSON.stringify(body) : undefined);
+    req.end(opts.body);
   });
+}
+
+/** A call to replica `port`'s approval HTTP API as the bearer of `token` (POST when `body`). */
+export async function approvalApi(
+  port: number | undefined,
+  path: string,
+  token: string,
+  body?: object,
+): Promise<ApiAnswer> {
+  const res = await httpsCall(port, {
+    path: `/api/v1${path}`,
+    method: body ? "POST" : "GET",
+    headers: { authorization: `Bearer ${token}`, ...(body ? { "content-type": "application/json" } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const json = res.body ? JSON.parse(res.body) : {};
+  return {
+    status: res.status,
+    reason: json.error?.reason,
+    message: json.error?.message ?? json.message ?? "",
+    json,
+  };
 }
 
 export interface ServerTls {
