@@ -49,10 +49,14 @@ export function followUpsDue(ar: ApprovalRequest, now: Date): { due: FollowUp[];
   if (effectivePhase(ar, now) !== Phase.Pending || computePhase(ar, now).phase !== Phase.Pending)
     return { due: [] };
   const expires = Date.parse(ar.spec.approval.expiresAt);
+  // A request still held for a burst summary (notify/bursts.ts) has not been announced yet: its
+  // reminder waits for the summary (whose status write brings the request back to the controller).
+  const held = (ar.status?.notifications ?? []).some((n) => n.event === "Requested" && n.state === "Batched");
   const due: FollowUp[] = [];
   let next: number | undefined;
   for (const f of followUpTimes(ar)) {
     if (sentAt(ar, f.event) || f.at >= expires) continue;
+    if (held && f.event === FollowUp.Reminder) continue;
     if (f.at <= now.getTime()) due.push(f.event);
     else next = next === undefined ? f.at : Math.min(next, f.at);
   }

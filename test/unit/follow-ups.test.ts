@@ -66,6 +66,13 @@ describe("follow-ups: when they are due", () => {
     expect(followUpsDue(reminded, at(1800))).toEqual({ due: [FollowUp.Escalated] });
   });
 
+  it("a reminder waits while the request is still held for a burst summary", () => {
+    const held = pending({ notifications: [{ route: "team", event: "Requested", state: "Batched" }] });
+    expect(followUpsDue(held, at(700))).toEqual({ due: [], nextAt: at(1800) });
+    const announced = pending({ notifications: [{ route: "team", event: "Requested", state: "Sent" }] });
+    expect(followUpsDue(announced, at(700)).due).toEqual([FollowUp.Reminder]);
+  });
+
   it("a controller that was down past both sends both, once", () => {
     expect(followUpsDue(pending(), at(2000)).due).toEqual([FollowUp.Reminder, FollowUp.Escalated]);
     const both = pending({ remindedAt: at(2000).toISOString(), escalatedAt: at(2000).toISOString() });
