@@ -567,7 +567,8 @@ export function groupPage(ctx: PageContext, g: RequestGroup): Html {
   const body = html`<p class="muted"><a href="/groups">Groups</a> › ${g.tool} ${g.app}</p>
 <h1>${g.tool} ${g.app}</h1>
 <p class="warning" id="group-caveat">${GROUP_CAVEAT}</p>
-<dl><dt>Requester</dt><dd>${g.requester}</dd><dt>Revision</dt><dd>${g.revision ?? "not recorded on the objects (Argo CD writes none)"}</dd></dl>
+<dl><dt>Claimed through</dt><dd id="group-markers">${[...new Set(g.requests.map((r) => r.spec.gitops?.marker ?? ""))].filter(Boolean).join(", ") || "unknown"}</dd>
+<dt>Requester</dt><dd>${g.requester}</dd><dt>Revision</dt><dd>${g.revision ?? "not recorded on the objects (Argo CD writes none)"}</dd></dl>
 <form method="post" action="${url(["groups", id, "decide"])}">
 <input type="hidden" name="csrf" value="${ctx.csrf}">
 <section id="group" aria-live="polite">${groupBody(g, ctx.now)}</section>

@@ -108,4 +108,22 @@ describe("console: a group page shows every member's diff (red team 11 F2)", () 
     }
     expect(groupPage(ctx([]), g).text).toContain("its approval covers exactly the diff shown under it");
   });
+
+  it("names the labels or annotations the members' claim rests on", () => {
+    const claimed = (ar: ApprovalRequest, marker: string): ApprovalRequest => ({
+      ...ar,
+      spec: { ...ar.spec, gitops: { tool: "argocd", app: "payments", marker } },
+    });
+    const page = groupPage(ctx([]), {
+      ...g,
+      requests: [
+        claimed(harmless, "argocd.argoproj.io/tracking-id"),
+        claimed(dangerous, "app.kubernetes.io/instance"),
+        claimed(huge, "argocd.argoproj.io/tracking-id"),
+      ],
+    }).text;
+    expect(page).toContain(
+      '<dd id="group-markers">argocd.argoproj.io/tracking-id, app.kubernetes.io/instance</dd>',
+    );
+  });
 });
