@@ -420,25 +420,28 @@ export class ApprovalRequestReconciler {
         namespace: a.namespace,
       });
     }
-    for (const t of targets) {
-      await emitEvent(
-        this.core,
-        {
-          target: t,
-          reason,
-          message: text,
-          type:
-            phase === Phase.Denied || phase === Phase.Expired || phase === Phase.Revoked || breakGlass
-              ? "Warning"
-              : "Normal",
-          component: "controller",
-          instance: this.opts.identity,
-          // Deterministic: a restarted controller re-emitting this transition finds it exists.
-          dedupeKey: `${namespace}/${name}/${phase}/${t.kind}/${t.name}`,
-          now: this.now(),
-        },
-        log,
-      );
-    }
+    // Both at once (each is one create; a failure is logged, never thrown).
+    await Promise.all(
+      targets.map((t) =>
+        emitEvent(
+          this.core,
+          {
+            target: t,
+            reason,
+            message: text,
+            type:
+              phase === Phase.Denied || phase === Phase.Expired || phase === Phase.Revoked || breakGlass
+                ? "Warning"
+                : "Normal",
+            component: "controller",
+            instance: this.opts.identity,
+            // Deterministic: a restarted controller re-emitting this transition finds it exists.
+            dedupeKey: `${namespace}/${name}/${phase}/${t.kind}/${t.name}`,
+            now: this.now(),
+          },
+          log,
+        ),
+      ),
+    );
   }
 }
