@@ -6,14 +6,16 @@
  * with N requests present, and reports each child's RSS and heap after its informers synced
  * and a full GC. Prints the ratio to the goal.
  *
- * Run: npm run bench:memory   (options: --count N, default 10000)
+ * The child runs the compiled build (bench/memory-child.mjs, no tsx: tsx alone adds ~76 MiB).
+ * Run: npm run bench:memory   (options: --count N, default 10000; --builds dist,OTHER to compare
+ * builds, e.g. `git worktree` of an older commit built with `tsc -p tsconfig.build.json --outDir`)
  */
 import { fork } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { CustomObjectsApi, KubeConfig } from "@kubernetes/client-node";
+import { CustomObjectsApi } from "@kubernetes/client-node";
 import { actionIdentity, fingerprintOf, transitionOf } from "../src/approvals/fingerprint.js";
 import { approvalRequestName, buildApprovalRequest } from "../src/approvals/request.js";
 import { ControlPlane } from "../src/controlplane/control-plane.js";
@@ -23,7 +25,11 @@ import { benchPolicies } from "./policies.js";
 
 const GOAL_MIB = 150;
 const { values } = parseArgs({
-  options: { count: { type: "string", default: "10000" }, child: { type: "string" } },
+  options: {
+    count: { type: "string", default: "10000" },
+    /** Compiled builds to compare, comma-separated directories (e.g. one built from an older commit). */
+    builds: { type: "string", default: "dist" },
+  },
 });
 
 interface Sample {
@@ -33,55 +39,11 @@ interface Sample {
   syncSeconds: number;
 }
 
-/** The child: start the webhook against the given cluster, wait for its informers, report memory. */
-async function child(kubeconfigPath: string): Promise<void> {
-  const { startCountersign } = await import("../src/app.js");
-  const { createCertificateAuthority, issueCertificate } = await import("../src/pki/certificates.js");
-  const kc = new KubeConfig();
-  kc.loadFromFile(kubeconfigPath);
-  const ca = await createCertificateAuthority("bench-memory");
-  const tls = await issueCertificate(ca, {
-    commonName: "bench",
-    ipAddresses: ["127.0.0.1"],
-    usage: "server",
-  });
-  const started = performance.now();
-  const cs = await startCountersign({
-    kubeConfig: kc,
-    installNamespace: "countersign-system",
-    replica: "bench-memory",
-    webhook: { tls, admissionPort: 0, admissionAuth: { mode: "network" }, host: "127.0.0.1" },
-  });
-  const syncSeconds = (performance.now() - started) / 1000;
-  for (let i = 0; i < 3; i++) {
-    (globalThis as { gc?: () => void }).gc?.();
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  const m = process.memoryUsage();
-  const list = await kc.makeApiClient(CustomObjectsApi).listClusterCustomObject({
-    group: API_GROUP,
-    version: API_VERSION,
-    plural: APPROVAL_REQUEST_PLURAL,
-    limit: 1,
-  });
-  const remaining = Number(
-    (list as { metadata?: { remainingItemCount?: number } }).metadata?.remainingItemCount ?? 0,
-  );
-  const sample: Sample = {
-    rssMiB: m.rss / 2 ** 20,
-    heapUsedMiB: m.heapUsed / 2 ** 20,
-    requests: remaining + ((list as { items: unknown[] }).items.length ?? 0),
-    syncSeconds,
-  };
-  process.send?.(sample);
-  await cs.stop();
-  process.exit(0);
-}
-
-function measureChild(kubeconfigPath: string): Promise<Sample> {
+/** A fresh webhook process from `build` (compiled JavaScript, as production runs it): its memory once synced. */
+function measureChild(build: string, kubeconfigPath: string): Promise<Sample> {
   return new Promise((resolve, reject) => {
-    const p = fork(new URL(import.meta.url).pathname, ["--child", kubeconfigPath], {
-      execArgv: ["--import", "tsx", "--expose-gc"],
+    const p = fork(new URL("./memory-child.mjs", import.meta.url).pathname, [build, kubeconfigPath], {
+      execArgv: ["--expose-gc"],
       env: { ...process.env, COUNTERSIGN_LOG_LEVEL: "warn" },
     });
     p.once("message", (m) => resolve(m as Sample));
@@ -146,7 +108,6 @@ function pendingRequest(i: number) {
 }
 
 async function main(): Promise<void> {
-  if (values.child) return child(values.child);
   const count = Number(values.count);
   const cp = await ControlPlane.start();
   try {
@@ -155,7 +116,9 @@ async function main(): Promise<void> {
     await cp.apply(benchPolicies(10) as never);
     const kcPath = join(tmpdir(), `countersign-bench-memory-${process.pid}.kubeconfig`);
     writeFileSync(kcPath, cp.adminKubeConfig().exportConfig(), { mode: 0o600 });
-    const empty = await measureChild(kcPath);
+    const builds = values.builds.split(",");
+    const empty = new Map<string, Sample>();
+    for (const b of builds) empty.set(b, await measureChild(b, kcPath));
     const custom = cp.adminKubeConfig().makeApiClient(CustomObjectsApi);
     const t0 = performance.now();
     let next = 0;
@@ -176,18 +139,25 @@ async function main(): Promise<void> {
     console.log(
       `created ${count} pending ApprovalRequests in ${((performance.now() - t0) / 1000).toFixed(1)} s (${JSON.stringify(sample).length} bytes of JSON each)`,
     );
-    const full = await measureChild(kcPath);
-    const row = (s: Sample) => ({
+    const row = (build: string, s: Sample) => ({
+      build,
       "ApprovalRequests in the cluster": s.requests,
       "RSS MiB": s.rssMiB.toFixed(1),
       "heap used MiB": s.heapUsedMiB.toFixed(1),
       "start + informer sync s": s.syncSeconds.toFixed(1),
     });
-    console.table([row(empty), row(full)]);
-    console.log(
-      `webhook RSS with ${full.requests} pending requests: ${full.rssMiB.toFixed(1)} MiB = ${((100 * full.rssMiB) / GOAL_MIB).toFixed(0)}% of the ${GOAL_MIB} MiB goal; ` +
-        `${(((full.rssMiB - empty.rssMiB) * 1024) / Math.max(1, full.requests - empty.requests)).toFixed(1)} KiB per request over the empty cluster's ${empty.rssMiB.toFixed(1)} MiB`,
-    );
+    const rows = [];
+    for (const b of builds) {
+      const full = await measureChild(b, kcPath);
+      const e = empty.get(b)!;
+      rows.push(row(b, e), row(b, full));
+      console.log(
+        `${b}: webhook RSS with ${full.requests} pending requests: ${full.rssMiB.toFixed(1)} MiB = ${((100 * full.rssMiB) / GOAL_MIB).toFixed(0)}% of the ${GOAL_MIB} MiB goal; ` +
+          `${(((full.rssMiB - e.rssMiB) * 1024) / Math.max(1, full.requests - e.requests)).toFixed(1)} KiB RSS and ` +
+          `${(((full.heapUsedMiB - e.heapUsedMiB) * 1024) / Math.max(1, full.requests - e.requests)).toFixed(1)} KiB heap per request over the empty cluster's ${e.rssMiB.toFixed(1)} MiB`,
+      );
+    }
+    console.table(rows);
     console.log(
       `machine: ${readFileSync("/proc/cpuinfo", "utf8").match(/model name\s*:\s*(.*)/)?.[1] ?? "?"}, node ${process.version}`,
     );

@@ -87,8 +87,15 @@ export class OpenRequestIndex {
     return this.synced;
   }
 
-  /** Records a request (from the informer, or one this process just created). */
+  /**
+   * Records a request (from the informer, or one this process just created). Its
+   * managedFields are dropped first (in the informer's copy too: the same object): nothing here
+   * reads them, they were half of a cached request's heap (5.2 -> 2.5 KiB, bench:memory), and a status write
+   * from this copy keeps the stored ones (the API server keeps managedFields a write omits).
+   */
   note(ar: ApprovalRequest): void {
+    const meta = ar.metadata as { managedFields?: unknown };
+    if (meta.managedFields) delete meta.managedFields;
     const nameKey = key(ar.metadata.namespace, ar.metadata.name);
     const known = this.byName.get(nameKey);
     if (!known || !olderThan(ar, known)) this.byName.set(nameKey, ar);
