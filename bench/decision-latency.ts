@@ -167,7 +167,7 @@ async function main(): Promise<void> {
       `decision → Approved p99 ${fmt(a.p99)} ms = ${((100 * a.p99) / GOAL_MS).toFixed(0)}% of the ${GOAL_MS} ms goal; decision → admitted p99 ${fmt(b.p99)} ms`,
     );
     console.log(
-      `machine: ${readFileSync("/proc/cpuinfo", "utf8").match(/model name\s*:\s*(.*)/)?.[1] ?? "?"}, node ${process.version}`,
+      `machine: ${readFileSync("/proc/cpuinfo", "utf8").match(/model name\s*:\s*(.*)/)?.[1] ?? "?"}, node ${process.version}; load average at the end ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")} (the machine is shared: compare runs at similar loads)`,
     );
     await cs.stop();
   } finally {

@@ -159,7 +159,7 @@ async function main(): Promise<void> {
     }
     console.table(rows);
     console.log(
-      `machine: ${readFileSync("/proc/cpuinfo", "utf8").match(/model name\s*:\s*(.*)/)?.[1] ?? "?"}, node ${process.version}`,
+      `machine: ${readFileSync("/proc/cpuinfo", "utf8").match(/model name\s*:\s*(.*)/)?.[1] ?? "?"}, node ${process.version}; load average at the end ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")} (the machine is shared: compare runs at similar loads)`,
     );
   } finally {
     await cp.stop();
