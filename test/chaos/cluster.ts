@@ -7,7 +7,7 @@
  * agent service accounts.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdirSync, openSync, readFileSync, writeFileSync } from "node:fs";
+import { cpSync, mkdirSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import { connect, createServer, type Server, type Socket } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -31,6 +31,8 @@ export const AGENT_ROLE = "chaos-agent";
 export const APPROVER_GROUP = "countersign:approvers";
 export const WEBHOOK_NAME = "countersign-chaos";
 const WORKER_START_TIMEOUT_MS = 90_000;
+/** How long heal() keeps retrying a replica that will not start. */
+const HEAL_TIMEOUT_MS = 120_000;
 /** The worker, bundled once per harness (esbuild, packages external): a restart is then node + its packages, not a TypeScript compile. */
 const WORKER_BUNDLE = resolve(HERE, "../../dist/chaos/worker.mjs");
 
@@ -349,7 +351,11 @@ export class ChaosCluster {
     };
     const out = openSync(join(this.files.logs, `${role}-${index}.log`), "a");
     const child = spawn(process.execPath, [this.files.worker], {
-      env: { ...process.env, CHAOS_WORKER: JSON.stringify(cfg), COUNTERSIGN_LOG_LEVEL: "warn" },
+      env: {
+        ...process.env,
+        CHAOS_WORKER: JSON.stringify(cfg),
+        COUNTERSIGN_LOG_LEVEL: process.env.CHAOS_WORKER_LOG_LEVEL ?? "warn",
+      },
       stdio: ["ignore", out, out, "ipc"],
     });
     r.child = child;
@@ -449,10 +455,37 @@ export class ChaosCluster {
     return ms;
   }
 
-  /** Starts every replica that is down (the end of a schedule: the system is healed). */
+  /**
+   * Starts every replica that is down (the end of a schedule: the system is healed). A start
+   * can fail while the API server is unreachable for it (another lane's fault, a restart that
+   * is still under way): it is retried for up to HEAL_TIMEOUT_MS before the heal gives up.
+   */
   async heal(): Promise<void> {
     for (const r of this.replicas) if (r.proxy?.mode !== "pass") r.proxy?.set("pass");
-    await Promise.all(this.replicas.filter((r) => !r.child).map((r) => this.startReplica(r.role, r.index)));
+    const deadline = Date.now() + HEAL_TIMEOUT_MS;
+    await Promise.all(
+      this.replicas
+        .filter((r) => !r.child)
+        .map(async (r) => {
+          for (let attempt = 1; ; attempt++) {
+            try {
+              return await this.startReplica(r.role, r.index);
+            } catch (err) {
+              if (Date.now() > deadline) throw err;
+              this.log(
+                `heal: ${r.role}-${r.index} did not start (attempt ${attempt}: ${err instanceof Error ? err.message : String(err)}); retrying`,
+              );
+              await new Promise((res) => setTimeout(res, 1000));
+            }
+          }
+        }),
+    );
+  }
+
+  /** Copies the replicas' logs to `dir` (kept after the control plane's temp dir is removed). */
+  keepLogs(dir: string): void {
+    mkdirSync(dir, { recursive: true });
+    cpSync(this.files.logs, dir, { recursive: true });
   }
 
   core(): CoreV1Api {

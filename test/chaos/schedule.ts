@@ -239,7 +239,11 @@ class Decide implements fc.AsyncCommand<Model, Real> {
   }
 }
 
-/** Both approvers approve each pending request `latencyMs` after it was created, until the commands end. */
+/**
+ * Both approvers approve each pending request `latencyMs` after it was created, until `done`:
+ * the commands have ended and every agent has stopped retrying (an approver who leaves while
+ * agents still retry would leave their late requests to expire, and fewer approvals are used).
+ */
 async function onCall(real: Real, latencyMs: number, done: () => boolean): Promise<void> {
   const decided = new Set<string>();
   while (!done()) {
@@ -404,7 +408,7 @@ const agentWrite = fc
     fc.constantFrom(...NAMES),
     fc.constantFrom(...VALUES),
     fc.integer({ min: 1, max: 3 }),
-    fc.integer({ min: 1, max: 12 }),
+    fc.integer({ min: 1, max: 20 }),
     fc.integer({ min: 150, max: 700 }),
     pause,
   )
@@ -436,10 +440,16 @@ export interface ScheduleInput {
  * apiRestartWeight: how often a command is an API server restart (per 100 other commands;
  * at most one per schedule).
  */
+/** The TTLs a schedule's policy draws from (seconds). */
+export const TTL_CHOICES = [3, 6, 10] as const;
+
 export function scheduleArbitrary(
   maxCommands: number,
   apiRestartWeight: number,
+  /** Only TTLs up to this (at least the shortest): shorter schedules, e.g. for CI. */
+  maxTtlSeconds?: number,
 ): fc.Arbitrary<ScheduleInput> {
+  const ttls = TTL_CHOICES.filter((t) => maxTtlSeconds === undefined || t <= maxTtlSeconds);
   const weighted: fc.WeightedArbitrary<fc.AsyncCommand<Model, Real>>[] = [
     { arbitrary: agentWrite, weight: 40 },
     { arbitrary: decision, weight: 30 },
@@ -469,9 +479,13 @@ export function scheduleArbitrary(
     weight: 8,
   });
   return fc.record({
-    ttlSeconds: fc.constantFrom(2, 4, 6),
+    ttlSeconds: fc.constantFrom(...(ttls.length > 0 ? ttls : [TTL_CHOICES[0]])),
     requiredApprovals: fc.constantFrom(1, 1, 2),
-    onCallMs: fc.option(fc.integer({ min: 200, max: 3000 }), { nil: undefined, freq: 1 }),
+    // Most schedules have an approver on call (random approvals alone rarely meet a retry in time).
+    onCallMs: fc.oneof(
+      { arbitrary: fc.integer({ min: 200, max: 3000 }), weight: 3 },
+      { arbitrary: fc.constant(undefined), weight: 1 },
+    ),
     commands: fc.array(fc.oneof(...weighted), {
       minLength: Math.ceil(maxCommands / 2),
       maxLength: maxCommands,
@@ -525,6 +539,7 @@ export function answerKind(a: AgentAttempt): string {
   const m = a.message ?? "";
   if (/could not be read or written right now|could not decide this request/.test(m))
     return "countersign-unavailable";
+  if (/Countersign is overloaded/.test(m)) return "countersign-overloaded";
   if (/failed calling webhook/.test(m)) return "webhook-unreachable";
   if (/ApprovalRequest|needs (a human )?approval/.test(m)) return "gate";
   if (a.code === 404 || a.code === 409) return "not-found-or-exists";
@@ -611,19 +626,21 @@ export async function runSchedule(
   // The model run: each command whose precondition holds on the model (e.g. kill only a
   // replica that is up) runs in order; agents and approvers keep going in the background.
   const ran: string[] = [];
-  let commandsDone = false;
-  if (input.onCallMs !== undefined)
-    background(
-      real,
-      onCall(real, input.onCallMs, () => commandsDone),
-    );
-  for (const c of commands) {
-    if (!c.check(model)) continue;
-    ran.push(String(c));
-    await c.run(model, real);
+  let agentsDone = false;
+  // Not in real.inflight: it runs until everything there (agents, decisions, faults) is done.
+  const approverOnCall =
+    input.onCallMs !== undefined ? onCall(real, input.onCallMs, () => agentsDone) : undefined;
+  try {
+    for (const c of commands) {
+      if (!c.check(model)) continue;
+      ran.push(String(c));
+      await c.run(model, real);
+    }
+    while (real.inflight.size > 0) await Promise.all([...real.inflight]);
+  } finally {
+    agentsDone = true;
+    await approverOnCall?.catch(() => {});
   }
-  commandsDone = true;
-  while (real.inflight.size > 0) await Promise.all([...real.inflight]);
   await cluster.heal();
   const healedAt = Date.now();
 

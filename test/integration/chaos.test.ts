@@ -27,6 +27,8 @@ describe("chaos schedules against the real API server", () => {
       runs: RUNS,
       ...(process.env.CHAOS_SEED ? { seed: Number(process.env.CHAOS_SEED) } : {}),
       maxCommands: 10,
+      // TTLs of 3 or 6 s (not 10): the suite's time; large runs use all of them.
+      maxTtlSeconds: 6,
       forceApiRestart: true,
       cluster,
       log: (m) => console.log(`[chaos] ${m}`),
