@@ -207,6 +207,36 @@ export class ChaosCluster {
   /** Milliseconds each API server restart took until it was ready again. */
   readonly apiServerRestarts: number[] = [];
   readonly etcdRestarts: number[] = [];
+  /**
+   * Every fault on this shared cluster, whichever schedule (lane) caused it: from when to when
+   * (to: undefined while it lasts). A schedule's liveness check names the ones that overlap a
+   * late request (with --parallel, another lane's faults go on after this lane's heal).
+   */
+  readonly faultLog: { what: string; from: number; to?: number }[] = [];
+  private readonly openFaults = new Map<string, { what: string; from: number; to?: number }>();
+
+  private faultBegins(key: string, what: string): void {
+    if (this.openFaults.has(key)) return;
+    const f = { what, from: Date.now() };
+    this.faultLog.push(f);
+    this.openFaults.set(key, f);
+  }
+
+  private faultEnds(key: string): void {
+    const f = this.openFaults.get(key);
+    if (f) f.to = Date.now();
+    this.openFaults.delete(key);
+  }
+
+  /** The faults (any lane's) that were on at some time in [from, to]. */
+  faultsDuring(from: number, to: number): string[] {
+    return this.faultLog
+      .filter((f) => f.from <= to && (f.to === undefined || f.to >= from))
+      .map(
+        (f) =>
+          `${f.what} ${new Date(f.from).toISOString().slice(11, 23)}–${f.to ? new Date(f.to).toISOString().slice(11, 23) : "…"}`,
+      );
+  }
 
   private constructor(
     readonly cp: ControlPlane,
@@ -390,6 +420,7 @@ export class ChaosCluster {
     try {
       const m = await Promise.race([ready, exitedEarly, timeout]);
       if (m.admissionPort) r.admissionPort = m.admissionPort;
+      this.faultEnds(`down ${role}-${index}`);
       r.startMs = Date.now() - t0;
       this.log(`${role}-${index} up in ${r.startMs} ms`);
     } catch (err) {
@@ -406,6 +437,7 @@ export class ChaosCluster {
     const child = r.child;
     if (!child) return;
     r.admissionPort = undefined; // the balancer stops routing new connections to it at once
+    this.faultBegins(`down ${role}-${index}`, `${role}-${index} down (${signal})`);
     const exited = new Promise<void>((res) => child.once("exit", () => res()));
     child.kill(signal);
     const t = setTimeout(() => child.kill("SIGKILL"), 10_000);
@@ -416,6 +448,7 @@ export class ChaosCluster {
 
   async restartApiServer(signal: NodeJS.Signals = "SIGKILL"): Promise<number> {
     const t0 = Date.now();
+    this.faultBegins("kube-apiserver", `kube-apiserver restart (${signal})`);
     await this.cp.restartProcess("kube-apiserver", signal);
     // Ready is /readyz; custom resources may still answer 429 while their storage initializes.
     const custom = this.cp.adminKubeConfig().makeApiClient(CustomObjectsApi);
@@ -435,6 +468,7 @@ export class ChaosCluster {
       }
     }
     const ms = Date.now() - t0;
+    this.faultEnds("kube-apiserver");
     this.apiServerRestarts.push(ms);
     this.log(`kube-apiserver restarted (${signal}) in ${ms} ms`);
     return ms;
@@ -443,12 +477,17 @@ export class ChaosCluster {
   /** Stalls or refuses one replica's connections to the API server ("pass" ends the fault). */
   apiFault(role: Role, index: number, mode: ApiFault): void {
     this.replica(role, index).proxy?.set(mode);
+    const key = `api ${role}-${index}`;
+    this.faultEnds(key);
+    if (mode !== "pass") this.faultBegins(key, `${role}-${index} → API server ${mode}`);
     this.log(`${role}-${index} → API server: ${mode}`);
   }
 
   async restartEtcd(signal: NodeJS.Signals = "SIGKILL"): Promise<number> {
     const t0 = Date.now();
+    this.faultBegins("etcd", `etcd restart (${signal})`);
     await this.cp.restartProcess("etcd", signal);
+    this.faultEnds("etcd");
     const ms = Date.now() - t0;
     this.etcdRestarts.push(ms);
     this.log(`etcd restarted (${signal}) in ${ms} ms`);
@@ -461,7 +500,8 @@ export class ChaosCluster {
    * is still under way): it is retried for up to HEAL_TIMEOUT_MS before the heal gives up.
    */
   async heal(): Promise<void> {
-    for (const r of this.replicas) if (r.proxy?.mode !== "pass") r.proxy?.set("pass");
+    for (const r of this.replicas)
+      if (r.proxy && r.proxy.mode !== "pass") this.apiFault(r.role, r.index, "pass");
     const deadline = Date.now() + HEAL_TIMEOUT_MS;
     await Promise.all(
       this.replicas

@@ -72,6 +72,11 @@ export interface ScheduleEvidence {
   healedAt: number;
   /** How long after max(expiry, heal) a request may take to be terminal. */
   terminalBoundMs: number;
+  /**
+   * Faults on the shared cluster (any schedule's) between two times: named on a late request,
+   * so a miss while another lane had replicas down is told from one on a healthy cluster.
+   */
+  faultsDuring?: (from: number, to: number) => string[];
   verify: { ok: boolean; report: string };
 }
 
@@ -88,6 +93,10 @@ export interface ScheduleFindings {
     maxTerminalLagMs: number;
   };
 }
+
+/** How a late request's violation says whether the shared cluster had faults on meanwhile. */
+export const DEGRADED_MARK = "while the shared cluster had faults on";
+export const HEALTHY_MARK = "no fault on the shared cluster meanwhile";
 
 export const TERMINAL_PHASES = new Set(["Consumed", "Denied", "Expired", "Revoked"]);
 const OPERATION_OF_VERB: Record<string, string> = {
@@ -253,8 +262,9 @@ export function checkSchedule(ev: ScheduleEvidence): ScheduleFindings {
     const lag = terminalAt - due;
     if (Number.isFinite(lag)) maxLag = Math.max(maxLag, lag);
     if (!(terminalAt <= due + ev.terminalBoundMs + CLOCK_SLACK_MS)) {
+      const faults = ev.faultsDuring?.(due, terminalAt) ?? [];
       violations.push(
-        `${name} became ${phase} at ${new Date(terminalAt).toISOString()}, more than ${ev.terminalBoundMs} ms after ${new Date(due).toISOString()}`,
+        `${name} became ${phase} at ${new Date(terminalAt).toISOString()}, more than ${ev.terminalBoundMs} ms after ${new Date(due).toISOString()}${faults.length ? ` (${DEGRADED_MARK}: ${faults.join(", ")})` : ` (${HEALTHY_MARK})`}`,
       );
     }
   }

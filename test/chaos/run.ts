@@ -7,6 +7,7 @@ import { appendFileSync, readFileSync } from "node:fs";
 import { cpus } from "node:os";
 import fc from "fast-check";
 import { ChaosCluster } from "./cluster.js";
+import { DEGRADED_MARK } from "./invariants.js";
 import { runSchedule, type ScheduleResult, scheduleArbitrary } from "./schedule.js";
 
 export interface ChaosOptions {
@@ -304,7 +305,7 @@ export function formatSummary(s: ChaosSummary): string {
   const sorted = [...s.scheduleMs].sort((a, b) => a - b);
   const restarts = [...s.apiServerRestarts].sort((a, b) => a - b);
   return [
-    `schedules: ${s.schedules}${s.errors.length ? ` (+${s.errors.length} the harness could not finish)` : ""}, violations: ${s.violations.reduce((n, v) => n + v.violations.length, 0)} (in ${s.violations.length} schedule(s)): ${all.filter((v) => !isLivenessViolation(v)).length} safety/records, ${all.filter(isLivenessViolation).length} liveness (terminal too late)`,
+    `schedules: ${s.schedules}${s.errors.length ? ` (+${s.errors.length} the harness could not finish)` : ""}, violations: ${s.violations.reduce((n, v) => n + v.violations.length, 0)} (in ${s.violations.length} schedule(s)): ${all.filter((v) => !isLivenessViolation(v)).length} safety/records, ${all.filter(isLivenessViolation).length} liveness (terminal too late; ${all.filter((v) => isLivenessViolation(v) && v.includes(DEGRADED_MARK)).length} of them while another schedule's faults were on)`,
     `agent writes: ${s.attempts}, admitted (API server audit log): ${s.admitted}, approval requests: ${s.requests} ${JSON.stringify(s.byPhase)}`,
     `consumed but not persisted (approval spent, nothing ran): ${s.consumedNotAdmitted}; approver actions: ${s.decisions}; faults injected: ${s.faults}`,
     `API server restarts: ${restarts.length}${restarts.length ? ` (ready again in ${restarts[0]}..${restarts[restarts.length - 1]} ms)` : ""}`,

@@ -695,6 +695,7 @@ export async function runSchedule(
     firstSeenTerminal,
     healedAt,
     terminalBoundMs: TERMINAL_BOUND_MS,
+    faultsDuring: (from, to) => cluster.faultsDuring(from, to),
     verify,
   });
   await cluster.cp

@@ -137,7 +137,24 @@ describe("chaos invariants", () => {
     const g = checkSchedule(
       evidence({ requests: [request("r1"), late], firstSeenTerminal: new Map([["r3", Date.parse(t(40))]]) }),
     );
-    expect(g.violations).toContainEqual(expect.stringMatching(/r3 became Expired .* more than 15000 ms/));
+    expect(g.violations).toContainEqual(
+      expect.stringMatching(
+        /r3 became Expired .* more than 15000 ms .*\(no fault on the shared cluster meanwhile\)$/,
+      ),
+    );
+    // Another schedule's faults on the shared cluster meanwhile are named (the miss still counts).
+    const h = checkSchedule(
+      evidence({
+        requests: [request("r1"), late],
+        firstSeenTerminal: new Map([["r3", Date.parse(t(40))]]),
+        faultsDuring: (from, to) => (from < to ? ["webhook-1 down (SIGKILL) 20:00:02.000–20:00:15.000"] : []),
+      }),
+    );
+    expect(h.violations).toContainEqual(
+      expect.stringMatching(
+        /r3 became Expired .* \(while the shared cluster had faults on: webhook-1 down \(SIGKILL\) 20:00:02.000–20:00:15.000\)$/,
+      ),
+    );
   });
 
   it("missing audit records and a failed verify are violations", () => {

@@ -30,7 +30,7 @@ const schedule = (label: string, violations: string[] = []) =>
 describe("chaos records", () => {
   it("sums up the schedules of a stopped run, skipping a line cut short", () => {
     const late =
-      "ns/a became Expired at 2026-11-25T20:00:20.000Z, more than 15000 ms after 2026-11-25T20:00:01.000Z";
+      "ns/a became Expired at 2026-11-25T20:00:20.000Z, more than 15000 ms after 2026-11-25T20:00:01.000Z (while the shared cluster had faults on: webhook-1 down (SIGKILL) 20:00:02.000–20:00:15.000)";
     const text = [
       JSON.stringify({ kind: "run", at: "2026-11-25T19:59:00.000Z", seed: 1, parallel: 2, runs: 1000 }),
       schedule("seed=1 path=0"),
@@ -49,7 +49,9 @@ describe("chaos records", () => {
     expect(s.byPhase).toEqual({ Consumed: 2, Expired: 2 });
     expect(s.errors).toEqual([{ label: "seed=1 path=1", error: "boom" }]);
     expect(s.violations).toHaveLength(1);
-    expect(formatSummary(s)).toMatch(/violations: 2 \(in 1 schedule\(s\)\): 1 safety\/records, 1 liveness/);
+    expect(formatSummary(s)).toMatch(
+      /violations: 2 \(in 1 schedule\(s\)\): 1 safety\/records, 1 liveness \(terminal too late; 1 of them while another schedule's faults were on\)/,
+    );
     expect(isLivenessViolation(late)).toBe(true);
     expect(isLivenessViolation("ns/c is still Pending (expired at 2026-11-25T20:00:00Z)")).toBe(true);
     expect(isLivenessViolation("ns/b was admitted without an approval (decision=none)")).toBe(false);
