@@ -320,8 +320,12 @@ class Start implements fc.AsyncCommand<Model, Real> {
 }
 
 class RestartApiServer implements fc.AsyncCommand<Model, Real> {
-  constructor(readonly signal: "SIGKILL" | "SIGTERM") {}
-  check = (m: Readonly<Model>) => m.apiRestarts === 0;
+  constructor(
+    readonly signal: "SIGKILL" | "SIGTERM",
+    /** The restart a run asks for (forceApiRestart): it happens even after an etcd restart. */
+    readonly forced = false,
+  ) {}
+  check = (m: Readonly<Model>) => this.forced || m.apiRestarts === 0;
   async run(m: Model, real: Real): Promise<void> {
     m.apiRestarts++;
     const at = Date.now();
@@ -620,9 +624,13 @@ export async function runSchedule(
     ),
     apiRestarts: 0,
   };
-  const commands = [...input.commands];
-  if (opts.forceApiRestart && !commands.some((c) => c instanceof RestartApiServer))
-    commands.splice(Math.floor(commands.length / 2), 0, new RestartApiServer("SIGKILL"));
+  // A forced API server restart replaces any drawn one, and runs even after an etcd restart
+  // (both draw on one restart per schedule; a drawn etcd restart first skipped the forced one).
+  const commands = opts.forceApiRestart
+    ? input.commands.filter((c) => !(c instanceof RestartApiServer))
+    : [...input.commands];
+  if (opts.forceApiRestart)
+    commands.splice(Math.floor(commands.length / 2), 0, new RestartApiServer("SIGKILL", true));
   // The model run: each command whose precondition holds on the model (e.g. kill only a
   // replica that is up) runs in order; agents and approvers keep going in the background.
   const ran: string[] = [];
