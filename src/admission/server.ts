@@ -323,6 +323,7 @@ function refuseUnauthenticated(
   // new proxy per request: key on its session, which is the connection.
   const connection: object = ("stream" in req ? req.stream.session : undefined) ?? socket;
   let check = verifiedPeers.get(connection);
+  const first = !check;
   if (!check) {
     check = checkAdmissionClient(opts.auth, {
       authorized: socket.authorized,
@@ -333,20 +334,29 @@ function refuseUnauthenticated(
   }
   if (check.ok) return false;
   admissionUnauthenticated.inc({ reason: check.code });
-  opts.logger.warn("refused an AdmissionReview from a caller that is not the API server", {
-    reason: check.code,
-    detail: check.reason,
-    remoteAddress: socket.remoteAddress,
-  });
+  // One line per refused connection (the metric counts every call): a refused HTTP/2 peer may
+  // already have sent many streams before it reads the GOAWAY below.
+  if (first)
+    opts.logger.warn("refused an AdmissionReview from a caller that is not the API server", {
+      reason: check.code,
+      detail: check.reason,
+      remoteAddress: socket.remoteAddress,
+    });
   let drained = 0;
   req.on("data", (c: Buffer) => {
     drained += c.length;
     if (drained > limit) req.destroy();
   });
   req.on("error", () => {});
-  // HTTP/1.1: close the connection after the 403 (HTTP/2 has no such header; the refused caller's
-  // connection stays subject to the idle timeout).
+  // Close the refused caller's connection after the 403, so each refusal costs it a TLS
+  // handshake again: HTTP/1.1 by its header; HTTP/2 by a GOAWAY (streams already open are
+  // answered, no new one is accepted). Left open, one HTTP/2 connection could send thousands of
+  // refused calls a second to the thread that serves the API server's reviews (red team 14).
   if (req.httpVersionMajor === 1) res.setHeader("connection", "close");
+  else if ("stream" in req) {
+    const session = req.stream.session;
+    res.once("finish", () => session?.close());
+  }
   send(
     res,
     403,
@@ -439,6 +449,11 @@ export async function startAdmissionServer(opts: AdmissionServerOptions): Promis
   // HTTP/2 sessions and HTTP/1.1 connections alike: closed after IDLE_TIMEOUT_MS without traffic.
   server.setTimeout(IDLE_TIMEOUT_MS);
   server.on("session", (session: ServerHttp2Session) => {
+    // A caller TLS did not verify gets one stream at a time (nghttp2 refuses the excess at once,
+    // whether or not the client honours the setting) and its first refusal closes the
+    // connection: one refused call per handshake, as on HTTP/1.1.
+    if (clientCert && !(session.socket as TLSSocket).authorized)
+      session.settings({ maxConcurrentStreams: 1 });
     const age = setTimeout(() => session.close(), MAX_CONNECTION_AGE_MS);
     age.unref();
     session.once("close", () => clearTimeout(age));
