@@ -56,7 +56,7 @@ const post = (
 /**
  * Several POSTs as streams of ONE HTTP/2 connection; also returns the negotiated ALPN protocol.
  * A stream the server did not serve at all (refused, or cut by its GOAWAY) answers status 0 with
- * the error's code as its body.
+ * the error's code and message as its body.
  */
 async function postHttp2(
   port: number,
@@ -71,7 +71,7 @@ async function postHttp2(
         (body) =>
           new Promise<{ status: number; body: string }>((resolve) => {
             const reject = (err: NodeJS.ErrnoException) =>
-              resolve({ status: 0, body: err.code ?? err.message });
+              resolve({ status: 0, body: `${err.code ?? ""} ${err.message}` });
             let stream: ReturnType<typeof session.request>;
             try {
               stream = session.request({
