@@ -252,13 +252,16 @@ async function answerAdmission(
       }
       // Past the in-flight cap the excess is refused before any work (hashing a large object
       // alone can take hundreds of ms); only this path is shed, everything from memory is not.
+      // One requester gets at most its share of the slots (load-shed.ts).
       const limit = deps.inFlight;
-      if (limit && !limit.tryAcquire()) {
+      const requester = req.userInfo.username ?? "";
+      if (limit && !limit.tryAcquire(requester)) {
         admissionShed.inc({ policy: decision.rule.policy });
         const shed = limit.noteShed(Date.now());
         if (shed !== undefined)
           log.warn("overloaded: gated reviews shed", { shedSinceLastLine: shed, max: limit.max });
-        return reviewResponse(req.uid, false, overloadedMessage(limit.max), {
+        const full = limit.inFlight >= limit.max;
+        return reviewResponse(req.uid, false, overloadedMessage(limit.max, full ? undefined : limit.share), {
           [AuditAnnotation.Decision]: DecisionValue.Overloaded,
           [AuditAnnotation.Policy]: decision.rule.policy,
           [AuditAnnotation.Rule]: decision.rule.rule,
@@ -267,7 +270,7 @@ async function answerAdmission(
       try {
         return await gateAction(req, deps, log, decision, answerBy);
       } finally {
-        limit?.release();
+        limit?.release(requester);
       }
     }
   }

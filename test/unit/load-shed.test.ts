@@ -27,6 +27,20 @@ describe("InFlightLimit", () => {
     expect(limit.inFlight).toBe(0);
   });
 
+  it("keeps a quarter of the slots for other requesters: one agent's flood cannot take them all", () => {
+    const limit = new InFlightLimit(8);
+    expect(limit.share).toBe(6);
+    for (let i = 0; i < 6; i++) expect(limit.tryAcquire("agent")).toBe(true);
+    expect(limit.tryAcquire("agent")).toBe(false);
+    expect(limit.tryAcquire("other")).toBe(true);
+    expect(limit.tryAcquire("third")).toBe(true);
+    expect(limit.tryAcquire("fourth")).toBe(false); // the replica's cap still holds
+    limit.release("agent");
+    expect(limit.tryAcquire("agent")).toBe(true);
+    expect(() => limit.release("nobody")).toThrow(/without a matching tryAcquire/);
+    expect(limit.inFlight).toBe(8);
+  });
+
   it("refuses a release without an acquire and a limit below 1", () => {
     expect(() => new InFlightLimit(1).release()).toThrow(/without a matching tryAcquire/);
     expect(() => new InFlightLimit(0)).toThrow(/at least 1/);
@@ -46,6 +60,9 @@ describe("InFlightLimit", () => {
     expect(overloadedMessage(128)).toMatch(
       /^Countersign is overloaded: it is already working on 128 actions that need approval.*Nothing was changed, no ApprovalRequest was opened and no approval was used\. Retry in a few seconds/,
     );
+    expect(overloadedMessage(128, 96)).toMatch(
+      /^Countersign is overloaded: it is already working on 96 of your actions that need approval, the most one requester gets at once.*Nothing was changed/,
+    );
   });
 });
 
@@ -64,7 +81,11 @@ const compiled = (() => {
   return r.policy;
 })();
 
-const review = (uid: string, namespace: string): AdmissionRequest =>
+const review = (
+  uid: string,
+  namespace: string,
+  username = "system:serviceaccount:agents:bot",
+): AdmissionRequest =>
   ({
     uid,
     kind: { group: "", version: "v1", kind: "ConfigMap" },
@@ -72,7 +93,7 @@ const review = (uid: string, namespace: string): AdmissionRequest =>
     namespace,
     name: `cm-${uid}`,
     operation: "CREATE",
-    userInfo: { username: "system:serviceaccount:agents:bot", groups: ["system:serviceaccounts"] },
+    userInfo: { username, groups: ["system:serviceaccounts"] },
     object: { apiVersion: "v1", kind: "ConfigMap", metadata: { name: `cm-${uid}`, namespace } },
   }) as never;
 
@@ -159,6 +180,24 @@ describe("the admission handler at its in-flight cap", () => {
     expect((await second).response.allowed).toBe(false);
     held.waiting[2]!.settle(true);
     await next;
+    expect(inFlight.inFlight).toBe(0);
+  });
+
+  it("one agent flooding gated actions fills only its share: another agent's gated action is still looked at", async () => {
+    const { held, inFlight, handle } = setup(4);
+    const flood = ["f1", "f2", "f3", "f4", "f5"].map((uid) => handle(review(uid, "prod")));
+    await until(() => held.waiting.length === 3);
+    // The flood's fourth and fifth are shed, fail closed, naming the requester's share.
+    const shed = await Promise.race([flood[3]!, flood[4]!]);
+    expect(shed.response.allowed).toBe(false);
+    expect(shed.response.status?.message).toBe(overloadedMessage(4, 3));
+    expect(inFlight.inFlight).toBe(3);
+    // Another agent's gated action (say, the retry of its approved change) reaches the gate.
+    const other = handle(review("o1", "prod", "system:serviceaccount:agents:other"));
+    await until(() => held.waiting.length === 4);
+    expect(held.waiting.map((w) => w.uid)).toEqual(["f1", "f2", "f3", "o1"]);
+    for (const w of held.waiting) w.settle(true);
+    await Promise.all([...flood, other]);
     expect(inFlight.inFlight).toBe(0);
   });
 });
