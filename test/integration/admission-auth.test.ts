@@ -24,7 +24,7 @@ import { admissionUnauthenticated } from "../../src/metrics/metrics.js";
 import { issueCertificate } from "../../src/pki/certificates.js";
 import { decide } from "../../src/plugin/commands.js";
 import type { ApprovalRequest } from "../../src/resources/approval-request.js";
-import { APPROVERS_GROUP, approvalBy, deleteGuard, requireApproval } from "../fixtures/approval-policy.js";
+import { APPROVERS_GROUP, deleteGuard, requireApproval } from "../fixtures/approval-policy.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import {
   approverIdentity,
@@ -172,10 +172,7 @@ beforeAll(async () => {
       agents: agentsNs,
       namespace: prod,
       rules: [
-        requireApproval(
-          "deletes-in-prod",
-          approvalBy([APPROVERS_GROUP], { requiredApprovals: 1, ttl: "1h" }),
-        ),
+        requireApproval("deletes-in-prod", { groups: [APPROVERS_GROUP], requiredApprovals: 1, ttl: "1h" }),
       ],
     }),
   ]);

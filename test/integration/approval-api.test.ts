@@ -6,7 +6,7 @@ import { CoreV1Api } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
 import { kubeStatusOf } from "../../src/kube/errors.js";
-import { approvalBy, deleteGuard, requireApproval } from "../fixtures/approval-policy.js";
+import { deleteGuard, requireApproval } from "../fixtures/approval-policy.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import {
   approverIdentity,
@@ -72,10 +72,7 @@ beforeAll(async () => {
       namespace: ns,
       // The agent itself is listed as an approver too: only the self-approval rule stops it.
       rules: [
-        requireApproval(
-          "deletes",
-          approvalBy([`system:serviceaccounts:${humans}`], { users: [agent.username] }),
-        ),
+        requireApproval("deletes", { groups: [`system:serviceaccounts:${humans}`], users: [agent.username] }),
       ],
     }),
   ]);

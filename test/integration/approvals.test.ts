@@ -19,7 +19,7 @@ import type { ApprovalRequest, Decision } from "../../src/resources/approval-req
 import type { AuditRecord } from "../../src/resources/audit-record.js";
 import { CountersignClient, isDecisionRace } from "../../src/resources/client.js";
 import { APPROVAL_REQUEST_PLURAL, AUDIT_PLURAL, gvr } from "../../src/resources/group.js";
-import { APPROVERS_GROUP, approvalBy, deleteGuard, requireApproval } from "../fixtures/approval-policy.js";
+import { APPROVERS_GROUP, deleteGuard, requireApproval } from "../fixtures/approval-policy.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import {
   approverIdentity,
@@ -114,17 +114,13 @@ beforeAll(async () => {
       rules: [
         requireApproval(
           "two-person",
-          approvalBy(approvers, { requiredApprovals: 2, ttl: "1h" }),
+          { groups: approvers, requiredApprovals: 2, ttl: "1h" },
           "request.name.startsWith('crown-')",
         ),
-        requireApproval(
-          "short-ttl",
-          approvalBy(approvers, { ttl: "3s" }),
-          "request.name.startsWith('brief-')",
-        ),
+        requireApproval("short-ttl", { groups: approvers, ttl: "3s" }, "request.name.startsWith('brief-')"),
         requireApproval(
           "deletes",
-          approvalBy(approvers, { users: [agentUser], ttl: "1h" }),
+          { groups: approvers, users: [agentUser], ttl: "1h" },
           "!request.name.startsWith('crown-') && !request.name.startsWith('brief-')",
         ),
       ],

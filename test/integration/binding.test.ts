@@ -20,7 +20,6 @@ import { decide } from "../../src/plugin/commands.js";
 import {
   APPROVERS_GROUP,
   agentsIn,
-  approvalBy,
   approvalPolicy,
   matching,
   requireApproval,
@@ -88,13 +87,11 @@ beforeAll(async () => {
         matching(["UPDATE", "DELETE"], ["namespaces"]),
       ],
       rules: [
-        requireApproval(
-          "all",
-          approvalBy([APPROVERS_GROUP, `system:serviceaccounts:${agentsNs}`], {
-            requiredApprovals: 1,
-            ttl: "1h",
-          }),
-        ),
+        requireApproval("all", {
+          groups: [APPROVERS_GROUP, `system:serviceaccounts:${agentsNs}`],
+          requiredApprovals: 1,
+          ttl: "1h",
+        }),
       ],
     }),
   ]);

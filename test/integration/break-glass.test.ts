@@ -22,7 +22,6 @@ import { gvr, POLICY_PLURAL } from "../../src/resources/group.js";
 import {
   APPROVERS_GROUP,
   agentsIn,
-  approvalBy,
   approvalPolicy,
   deletesOf,
   requireApproval,
@@ -156,14 +155,12 @@ beforeAll(async () => {
       subjects: { ...agentsIn(agentsNs), users: [danName] },
       match: [deletesOf("secrets", ns)],
       rules: [
-        requireApproval(
-          "deletes",
-          approvalBy([APPROVERS_GROUP, `system:serviceaccounts:${humansNs}`], {
-            requiredApprovals: 2,
-            notify: ["approvers"],
-            breakGlass: { groups: [oncallGroup] },
-          }),
-        ),
+        requireApproval("deletes", {
+          groups: [APPROVERS_GROUP, `system:serviceaccounts:${humansNs}`],
+          requiredApprovals: 2,
+          notify: ["approvers"],
+          breakGlass: { groups: [oncallGroup] },
+        }),
       ],
     }),
   ]);

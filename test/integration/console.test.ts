@@ -22,7 +22,7 @@ import { type RunningConsole, startConsole } from "../../src/console/server.js";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
 import { runCli } from "../../src/plugin/cli.js";
 import { decide, PluginError } from "../../src/plugin/commands.js";
-import { APPROVERS_GROUP, approvalBy, deleteGuard, requireApproval } from "../fixtures/approval-policy.js";
+import { APPROVERS_GROUP, deleteGuard, requireApproval } from "../fixtures/approval-policy.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import {
   approverIdentity,
@@ -162,7 +162,7 @@ beforeAll(async () => {
       namespace: ns,
       rules: [
         {
-          ...requireApproval("secret-deletes", approvalBy([APPROVERS_GROUP], { ttl: "30m" })),
+          ...requireApproval("secret-deletes", { groups: [APPROVERS_GROUP], ttl: "30m" }),
           message: "Deleting a production Secret needs a human.",
         },
       ],

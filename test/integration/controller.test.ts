@@ -13,7 +13,7 @@ import { kubeStatusOf } from "../../src/kube/errors.js";
 import { componentLogger } from "../../src/logging/logger.js";
 import { createCertificateAuthority, issueCertificate } from "../../src/pki/certificates.js";
 import { decide, listAuditRecords } from "../../src/plugin/commands.js";
-import { APPROVERS_GROUP, approvalBy, deleteGuard, requireApproval } from "../fixtures/approval-policy.js";
+import { APPROVERS_GROUP, deleteGuard, requireApproval } from "../fixtures/approval-policy.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import {
   approverIdentity,
@@ -119,12 +119,12 @@ beforeAll(async () => {
       rules: [
         requireApproval(
           "short",
-          approvalBy([APPROVERS_GROUP], { ttl: "2s" }),
+          { groups: [APPROVERS_GROUP], ttl: "2s" },
           "request.name.startsWith('short-')",
         ),
         requireApproval(
           "deletes",
-          approvalBy([APPROVERS_GROUP], { ttl: "1h" }),
+          { groups: [APPROVERS_GROUP], ttl: "1h" },
           "!request.name.startsWith('short-')",
         ),
       ],

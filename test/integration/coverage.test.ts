@@ -18,7 +18,16 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
 import { kubeStatusOf } from "../../src/kube/errors.js";
 import { decide as decideRequest } from "../../src/plugin/commands.js";
+import type { ApprovalPolicySpec } from "../../src/resources/approval-policy.js";
 import type { ApprovalRequest } from "../../src/resources/approval-request.js";
+import { gvr, POLICY_PLURAL } from "../../src/resources/group.js";
+import {
+  APPROVERS_GROUP,
+  agentsIn,
+  approvalPolicy,
+  matching,
+  requireApproval,
+} from "../fixtures/approval-policy.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import {
   approverIdentity,
@@ -26,9 +35,10 @@ import {
   startTestCountersign,
   type TestCountersign,
 } from "../support/countersign.js";
+import { applyPolicies, approvalRequestsIn } from "../support/scenario.js";
 
 const run = promisify(execFile);
-const G = { group: "countersign.io", version: "v1alpha1" };
+const _G = { group: "countersign.io", version: "v1alpha1" };
 const work = uniqueName("work");
 /** One agent namespace per policy shape, so the three policies are live at once. */
 const agents = {
@@ -38,7 +48,7 @@ const agents = {
   costly: uniqueName("agents-costly"),
   bystander: uniqueName("agents-bystander"),
 };
-const approvers = { approvers: { groups: ["countersign:approvers"] }, ttl: "1h" };
+const approvers = { groups: [APPROVERS_GROUP], ttl: "1h" };
 let cp: ControlPlane;
 let cs: TestCountersign;
 let approver: KubeConfig;
@@ -134,46 +144,23 @@ async function approvalRequestFor(
   subResource: string,
   name: string,
 ): Promise<ApprovalRequest> {
-  const custom = cp.adminKubeConfig().makeApiClient(CustomObjectsApi);
   return eventually(
-    async () => {
-      const list = (await custom.listNamespacedCustomObject({
-        ...G,
-        namespace: work,
-        plural: "approvalrequests",
-      })) as {
-        items: ApprovalRequest[];
-      };
-      return list.items.find(
+    async () =>
+      (await approvalRequestsIn(cp, work).list()).find(
         (ar) =>
           ar.spec.action.resource === resource &&
           ar.spec.action.subResource === subResource &&
           ar.spec.action.name === name,
-      );
-    },
+      ),
     10_000,
     `ApprovalRequest for ${resource}/${subResource} ${name}`,
   );
 }
 
-async function readRequest(name: string): Promise<ApprovalRequest> {
-  return (await cp
-    .adminKubeConfig()
-    .makeApiClient(CustomObjectsApi)
-    .getNamespacedCustomObject({
-      ...G,
-      namespace: work,
-      plural: "approvalrequests",
-      name,
-    })) as ApprovalRequest;
-}
+const readRequest = (name: string) => approvalRequestsIn(cp, work).get(name);
 
-const policy = (name: string, namespace: string, spec: Record<string, unknown>) => ({
-  apiVersion: "countersign.io/v1alpha1",
-  kind: "ApprovalPolicy",
-  metadata: { name },
-  spec: { subjects: { serviceAccounts: [{ namespace }] }, ...spec },
-});
+const policy = (name: string, namespace: string, spec: Omit<ApprovalPolicySpec, "subjects">) =>
+  approvalPolicy(name, { subjects: agentsIn(namespace), ...spec });
 
 beforeAll(async () => {
   cp = await attachControlPlane();
@@ -203,7 +190,7 @@ beforeAll(async () => {
     },
   });
   for (const pod of ["victim", "victim-pods-only", "victim-pods-sub"]) await createPod(pod);
-  approver = await approverIdentity(cp, "alice@example.com", ["countersign:approvers"]);
+  approver = await approverIdentity(cp, "alice@example.com", [APPROVERS_GROUP]);
 
   cs = await startTestCountersign(cp, {
     subjects: { serviceAccountNamespaces: Object.values(agents) },
@@ -216,16 +203,16 @@ beforeAll(async () => {
     costly: uniqueName("costly"),
     bystander: uniqueName("bystander"),
   };
-  await cp.apply([
+  await applyPolicies(cp, cs, [
     policy(names.everything, agents.everything, {
-      rules: [{ name: "everything", action: "RequireApproval", approval: approvers }],
+      rules: [requireApproval("everything", approvers)],
     }),
     policy(names.podsOnly, agents.podsOnly, {
-      match: [{ operations: ["*"], apiGroups: [""], resources: ["pods"] }],
+      match: [matching(["*"], ["pods"])],
       rules: [{ name: "pods", action: "Deny", message: "pods are off limits" }],
     }),
     policy(names.podsAndSubresources, agents.podsAndSubresources, {
-      match: [{ operations: ["*"], apiGroups: [""], resources: ["pods/*"] }],
+      match: [matching(["*"], ["pods/*"])],
       rules: [
         {
           name: "pods-and-subresources",
@@ -236,7 +223,7 @@ beforeAll(async () => {
     }),
     // Quadratic by accident: the split runs once per listed dependency, over the whole list.
     policy(names.costly, agents.costly, {
-      match: [{ operations: ["CREATE"], apiGroups: [""], resources: ["configmaps"] }],
+      match: [matching(["CREATE"], ["configmaps"])],
       rules: [
         {
           name: "declared-dependencies",
@@ -248,7 +235,7 @@ beforeAll(async () => {
       ],
     }),
     policy(names.bystander, agents.bystander, {
-      match: [{ operations: ["CREATE"], apiGroups: [""], resources: ["configmaps"] }],
+      match: [matching(["CREATE"], ["configmaps"])],
       rules: [
         {
           name: "no-forbidden",
@@ -257,12 +244,7 @@ beforeAll(async () => {
         },
       ],
     }),
-  ] as never);
-  await eventually(
-    async () => Object.values(names).every((n) => cs.replicas[0]!.policies.list().some((p) => p.name === n)),
-    10_000,
-    "policies compiled",
-  );
+  ]);
   // The API server picks up a new webhook configuration asynchronously: wait until it gates.
   await eventually(
     async () => !(await kubectl("podsOnly", "delete", "pod", "victim", "--dry-run=server")).ok,
@@ -402,8 +384,7 @@ describe("one expensive expression cannot stall admission", () => {
     let message = "";
     try {
       await custom.createClusterCustomObject({
-        ...G,
-        plural: "approvalpolicies",
+        ...gvr(POLICY_PLURAL),
         body: policy(uniqueName("quadratic"), agents.costly, {
           rules: [
             {

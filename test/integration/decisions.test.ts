@@ -19,7 +19,7 @@ import { decide, listAuditRecords, revoke, whoAmI } from "../../src/plugin/comma
 import type { Decision } from "../../src/resources/approval-request.js";
 import type { AuditRecord } from "../../src/resources/audit-record.js";
 import { CountersignClient } from "../../src/resources/client.js";
-import { APPROVERS_GROUP, approvalBy, deleteGuard, requireApproval } from "../fixtures/approval-policy.js";
+import { APPROVERS_GROUP, deleteGuard, requireApproval } from "../fixtures/approval-policy.js";
 import { serviceAccountUser } from "../fixtures/identity.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import {
@@ -165,13 +165,11 @@ beforeAll(async () => {
       agents: agentsNs,
       namespace: ns,
       rules: [
-        requireApproval(
-          "deletes",
-          approvalBy([APPROVERS_GROUP, erinGroup], {
-            users: [agentUser, serviceAccountUser(humansNs, "reviewer")],
-            ttl: "1h",
-          }),
-        ),
+        requireApproval("deletes", {
+          groups: [APPROVERS_GROUP, erinGroup],
+          users: [agentUser, serviceAccountUser(humansNs, "reviewer")],
+          ttl: "1h",
+        }),
       ],
     }),
   ]);

@@ -16,13 +16,11 @@ import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DEFAULT_BODY_LIMIT_BYTES } from "../../src/admission/server.js";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
+import { gvr, POLICY_PLURAL } from "../../src/resources/group.js";
+import { agentsIn, approvalPolicy, matching, requireApproval } from "../fixtures/approval-policy.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
-import {
-  asApiServer,
-  eventually,
-  startTestCountersign,
-  type TestCountersign,
-} from "../support/countersign.js";
+import { asApiServer, startTestCountersign, type TestCountersign } from "../support/countersign.js";
+import { applyPolicies } from "../support/scenario.js";
 
 const SIGNING = "fuzz-signing-secret";
 const agentsNs = uniqueName("fuzz-agents");
@@ -240,36 +238,13 @@ beforeAll(async () => {
     ...asApiServer(cp),
     rejectUnauthorized: false,
   });
-  await cp.apply([
-    {
-      apiVersion: "countersign.io/v1alpha1",
-      kind: "ApprovalPolicy",
-      metadata: { name: policyName },
-      spec: {
-        subjects: { serviceAccounts: [{ namespace: agentsNs }] },
-        match: [
-          {
-            operations: ["CREATE", "UPDATE", "DELETE"],
-            apiGroups: [""],
-            resources: ["configmaps"],
-            namespaces: [ns],
-          },
-        ],
-        rules: [
-          {
-            name: "all",
-            action: "RequireApproval",
-            approval: { approvers: { groups: ["fuzz-approvers"] }, ttl: "1h" },
-          },
-        ],
-      },
-    } as never,
+  await applyPolicies(cp, cs, [
+    approvalPolicy(policyName, {
+      subjects: agentsIn(agentsNs),
+      match: [matching(["CREATE", "UPDATE", "DELETE"], ["configmaps"], [ns])],
+      rules: [requireApproval("all", { groups: ["fuzz-approvers"], ttl: "1h" })],
+    }),
   ]);
-  await eventually(
-    async () => cs.replicas[0]!.policies.list().some((p) => p.name === policyName),
-    10_000,
-    "policy",
-  );
   await stillServes();
 }, 120_000);
 
@@ -282,9 +257,7 @@ afterAll(async () => {
     ?.adminKubeConfig()
     .makeApiClient(CustomObjectsApi)
     .deleteClusterCustomObject({
-      group: "countersign.io",
-      version: "v1alpha1",
-      plural: "approvalpolicies",
+      ...gvr(POLICY_PLURAL),
       name: policyName,
     })
     .catch(() => {});

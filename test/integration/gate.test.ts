@@ -12,7 +12,6 @@ import { gvr, POLICY_PLURAL } from "../../src/resources/group.js";
 import {
   APPROVERS_GROUP,
   agentsIn,
-  approvalBy,
   approvalPolicy,
   matching,
   requireApproval,
@@ -89,10 +88,11 @@ beforeAll(async () => {
       match: [matching(["DELETE", "UPDATE"], ["secrets", "configmaps"], [prod])],
       rules: [
         {
-          ...requireApproval(
-            "changes-in-prod",
-            approvalBy([APPROVERS_GROUP], { requiredApprovals: 1, ttl: "1h" }),
-          ),
+          ...requireApproval("changes-in-prod", {
+            groups: [APPROVERS_GROUP],
+            requiredApprovals: 1,
+            ttl: "1h",
+          }),
           message: "production data changes need a human",
         },
       ],

@@ -24,7 +24,6 @@ import { gvr, POLICY_PLURAL } from "../../src/resources/group.js";
 import {
   APPROVERS_GROUP,
   agentsIn,
-  approvalBy,
   approvalPolicy,
   matching,
   requireApproval,
@@ -97,7 +96,7 @@ beforeAll(async () => {
       subjects: agentsIn(agentsNs),
       match: [matching(["UPDATE"], ["configmaps"], [target])],
       rules: [
-        requireApproval("config-changes", approvalBy([APPROVERS_GROUP], { ttl: "1h", maxOpenRequests: 3 })),
+        requireApproval("config-changes", { groups: [APPROVERS_GROUP], ttl: "1h", maxOpenRequests: 3 }),
       ],
     }),
   ]);

@@ -7,7 +7,7 @@ import { CoreV1Api } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
 import { kubeStatusOf } from "../../src/kube/errors.js";
-import { approvalBy, deleteGuard, requireApproval } from "../fixtures/approval-policy.js";
+import { deleteGuard, requireApproval } from "../fixtures/approval-policy.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import { eventually, startTestCountersign, type TestCountersign } from "../support/countersign.js";
 import {
@@ -64,7 +64,7 @@ beforeAll(async () => {
       agents: agentsNs,
       resource: "configmaps",
       namespace: ns,
-      rules: [requireApproval("deletes", approvalBy([], { users: ["ops@example.com"] }))],
+      rules: [requireApproval("deletes", { users: ["ops@example.com"] })],
     }),
   ]);
 });

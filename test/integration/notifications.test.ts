@@ -17,7 +17,7 @@ import {
   REPLAY_MARKER_TTL_SECONDS,
   replayMarkerName,
 } from "../../src/notify/replay-guard.js";
-import { approvalBy, deleteGuard, requireApproval } from "../fixtures/approval-policy.js";
+import { deleteGuard, requireApproval } from "../fixtures/approval-policy.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import {
   approverIdentity,
@@ -145,7 +145,7 @@ beforeAll(async () => {
       agents: agentsNs,
       resource: "configmaps",
       namespace: ns,
-      rules: [requireApproval("deletes", approvalBy(["notify-approvers"]))],
+      rules: [requireApproval("deletes", { groups: ["notify-approvers"] })],
     }),
   ]);
   agentDelete = async (name: string) => {

@@ -8,10 +8,12 @@ import type { ControlPlane } from "../../src/controlplane/control-plane.js";
 import { componentLogger } from "../../src/logging/logger.js";
 import { PolicyCache } from "../../src/policy/policy-cache.js";
 import type { ApprovalPolicy } from "../../src/resources/approval-policy.js";
+import { gvr, POLICY_PLURAL } from "../../src/resources/group.js";
+import { approvalPolicy } from "../fixtures/approval-policy.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import { eventually } from "../support/countersign.js";
 
-const G = { group: "countersign.io", version: "v1alpha1", plural: "approvalpolicies" };
+const G = gvr(POLICY_PLURAL);
 let cp: ControlPlane;
 let cache: PolicyCache;
 const name = uniqueName("status-policy");
@@ -41,15 +43,10 @@ describe("policy status", () => {
     const custom = cp.adminKubeConfig().makeApiClient(CustomObjectsApi);
     await custom.createClusterCustomObject({
       ...G,
-      body: {
-        apiVersion: "countersign.io/v1alpha1",
-        kind: "ApprovalPolicy",
-        metadata: { name },
-        spec: {
-          subjects: { users: ["bot"] },
-          rules: [{ name: "r", action: "Deny", condition: "request.nmae == 'x'" }],
-        },
-      },
+      body: approvalPolicy(name, {
+        subjects: { users: ["bot"] },
+        rules: [{ name: "r", action: "Deny", condition: "request.nmae == 'x'" }],
+      }),
     });
     const get = async () => (await custom.getClusterCustomObject({ ...G, name })) as ApprovalPolicy;
     const invalid = await eventually(

@@ -8,6 +8,7 @@ import { CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ControlPlane } from "../../src/controlplane/control-plane.js";
 import { kubeStatusOf } from "../../src/kube/errors.js";
+import { APPROVERS_GROUP, approvalPolicy, requireApproval } from "../fixtures/approval-policy.js";
 import { attachControlPlane, uniqueName } from "../support/control-plane.js";
 import {
   eventually,
@@ -15,6 +16,7 @@ import {
   startTestCountersign,
   type TestCountersign,
 } from "../support/countersign.js";
+import { applyPolicies } from "../support/scenario.js";
 
 const GATED = "agents.example.com/gated";
 const agentsNs = uniqueName("relabel-agents");
@@ -75,24 +77,13 @@ beforeAll(async () => {
     installNamespace,
     webhookName: uniqueName("relabel-webhook"),
   });
-  await cp.apply([
-    {
-      apiVersion: "countersign.io/v1alpha1",
-      kind: "ApprovalPolicy",
-      metadata: { name: policy },
-      spec: {
-        subjects: { serviceAccountSelector: { matchLabels: { [GATED]: "true" } } },
-        // Scoped to the work namespace: the policy itself does not look at serviceaccounts.
-        matchConditions: [{ name: "work-ns", expression: `request.namespace == '${work}'` }],
-        rules: [
-          {
-            name: "all",
-            action: "RequireApproval",
-            approval: { approvers: { groups: ["countersign:approvers"] }, ttl: "1h" },
-          },
-        ],
-      },
-    } as never,
+  await applyPolicies(cp, cs, [
+    approvalPolicy(policy, {
+      subjects: { serviceAccountSelector: { matchLabels: { [GATED]: "true" } } },
+      // Scoped to the work namespace: the policy itself does not look at serviceaccounts.
+      matchConditions: [{ name: "work-ns", expression: `request.namespace == '${work}'` }],
+      rules: [requireApproval("all", { groups: [APPROVERS_GROUP], ttl: "1h" })],
+    }),
   ]);
   await eventually(
     async () =>

@@ -27,7 +27,6 @@ import { APPROVAL_REQUEST_PLURAL, gvr } from "../../src/resources/group.js";
 import {
   APPROVERS_GROUP,
   agentsIn,
-  approvalBy,
   approvalPolicy,
   matching,
   requireApproval,
@@ -162,9 +161,7 @@ beforeAll(async () => {
         matching(["UPDATE"], ["certificatesigningrequests/approval"], undefined, ["certificates.k8s.io"]),
         matching(["CREATE"], ["blobs"], [prod], [deepGroup]),
       ],
-      rules: [
-        requireApproval("countersign", approvalBy([APPROVERS_GROUP], { requiredApprovals: 1, ttl: "1h" })),
-      ],
+      rules: [requireApproval("countersign", { groups: [APPROVERS_GROUP], requiredApprovals: 1, ttl: "1h" })],
     }),
   ]);
   const adminCore = admin().makeApiClient(CoreV1Api);

@@ -11,6 +11,7 @@ import { expectedAuditEvents } from "../../src/controller/approval-request-plan.
 import { type NotificationConfig, routesFor, webhookMessage } from "../../src/notify/messages.js";
 import { compilePolicy } from "../../src/policy/compile.js";
 import type { ApprovalRequest, Decision } from "../../src/resources/approval-request.js";
+import { approvalPolicy, requireApproval } from "../fixtures/approval-policy.js";
 import { approvalRequest, REQUESTER } from "../fixtures/approval-request.js";
 
 const NOW = new Date("2026-01-01T00:10:00Z");
@@ -90,21 +91,16 @@ describe("break-glass in the lifecycle", () => {
 
   it("a policy cannot make machines or everyone a break-glass group", () => {
     const policy = (groups: string[]) =>
-      compilePolicy({
-        apiVersion: "countersign.io/v1alpha1",
-        kind: "ApprovalPolicy",
-        metadata: { name: "p", generation: 1 },
-        spec: {
-          subjects: { groups: ["agents"] },
-          rules: [
-            {
-              name: "r",
-              action: "RequireApproval",
-              approval: { approvers: { groups: ["approvers"] }, breakGlass: { groups } },
-            },
-          ],
-        },
-      } as never);
+      compilePolicy(
+        approvalPolicy(
+          "p",
+          {
+            subjects: { groups: ["agents"] },
+            rules: [requireApproval("r", { groups: ["approvers"], breakGlass: { groups } })],
+          },
+          1,
+        ),
+      );
     expect(policy(["sre-oncall"])).toMatchObject({ ok: true });
     for (const g of ["system:authenticated", "system:serviceaccounts:ai", "system:masters"])
       expect(policy([g])).toMatchObject({ ok: false });

@@ -17,6 +17,7 @@ import { formatDoctor, whoOf } from "../../src/plugin/doctor.js";
 import { compilePolicy } from "../../src/policy/compile.js";
 import type { AdmissionRequest } from "../../src/resources/admission.js";
 import type { ApprovalRequest } from "../../src/resources/approval-request.js";
+import { approvalPolicy, requireApproval } from "../fixtures/approval-policy.js";
 
 const bot = serviceAccountWho("agents", "bot");
 const rbac: RbacSnapshot = {
@@ -242,21 +243,13 @@ describe("flood cap", () => {
   });
 
   it("validates maxOpenRequests and defaults it to 10", () => {
-    const policy = (max?: number) => ({
-      apiVersion: "countersign.io/v1alpha1" as const,
-      kind: "ApprovalPolicy" as const,
-      metadata: { name: "p" },
-      spec: {
+    const policy = (max?: number) =>
+      approvalPolicy("p", {
         subjects: { users: ["u"] },
         rules: [
-          {
-            name: "r",
-            action: "RequireApproval" as const,
-            approval: { approvers: { users: ["a"] }, ...(max !== undefined ? { maxOpenRequests: max } : {}) },
-          },
+          requireApproval("r", { users: ["a"], ...(max !== undefined ? { maxOpenRequests: max } : {}) }),
         ],
-      },
-    });
+      });
     const ok = compilePolicy(policy());
     expect(ok.ok && ok.policy.rules[0]!.approval!.maxOpenRequests).toBe(10);
     const bad = compilePolicy(policy(0));

@@ -4,13 +4,10 @@ import { type CompiledPolicy, compilePolicy, parseDurationSeconds } from "../../
 import { decide, resourcePatternMatches } from "../../src/policy/evaluate.js";
 import type { AdmissionRequest } from "../../src/resources/admission.js";
 import type { ApprovalPolicy, ApprovalPolicySpec } from "../../src/resources/approval-policy.js";
+import { agentsIn, approvalPolicy } from "../fixtures/approval-policy.js";
 
-const policy = (name: string, spec: Partial<ApprovalPolicySpec>): ApprovalPolicy => ({
-  apiVersion: "countersign.io/v1alpha1",
-  kind: "ApprovalPolicy",
-  metadata: { name, generation: 1 },
-  spec: { subjects: { serviceAccounts: [{ namespace: "ai-agents" }] }, rules: [], ...spec },
-});
+const policy = (name: string, spec: Partial<ApprovalPolicySpec>): ApprovalPolicy =>
+  approvalPolicy(name, { subjects: agentsIn("ai-agents"), rules: [], ...spec }, 1);
 
 function compiled(p: ApprovalPolicy): CompiledPolicy {
   const r = compilePolicy(p);

@@ -4,16 +4,12 @@ import { PolicySet } from "../../src/policy/policy-set.js";
 import { coverageLostBy, isServiceAccountWrite } from "../../src/policy/subject-relabel.js";
 import type { AdmissionRequest } from "../../src/resources/admission.js";
 import type { ApprovalPolicySpec } from "../../src/resources/approval-policy.js";
+import { approvalPolicy } from "../fixtures/approval-policy.js";
 
 const GATED = "agents.example.com/gated";
 
 function compiled(name: string, subjects: ApprovalPolicySpec["subjects"]): CompiledPolicy {
-  const r = compilePolicy({
-    apiVersion: "countersign.io/v1alpha1",
-    kind: "ApprovalPolicy",
-    metadata: { name, generation: 1 },
-    spec: { subjects, rules: [{ name: "all", action: "Deny" }] },
-  });
+  const r = compilePolicy(approvalPolicy(name, { subjects, rules: [{ name: "all", action: "Deny" }] }, 1));
   if (!r.ok) throw new Error(JSON.stringify(r.errors));
   return r.policy;
 }
