@@ -32,8 +32,8 @@ import {
   applyPolicies,
   approvalRequestsIn,
   bindApproverRole,
+  deniedRequest,
   rejection,
-  requestNamed,
   untilRefused,
 } from "../support/scenario.js";
 
@@ -76,14 +76,7 @@ const agentDelete = (name: string, dryRun = false) =>
     .deleteNamespacedSecret({ name, namespace: ns, ...(dryRun ? { dryRun: "All" } : {}) });
 
 /** The agent tries to delete a secret; returns the ApprovalRequest name from the denial. */
-async function requestDelete(secret: string): Promise<string> {
-  const message = await rejection(agentDelete(secret));
-  const name = requestNamed(message);
-  if (!name) throw new Error(`unexpected denial: ${message}`);
-  // Let the reconciler write its first status, so attacks below race with nothing.
-  await eventually(async () => (await phaseOf(name)) !== undefined, 10_000, "first status");
-  return name;
-}
+const requestDelete = (secret: string) => deniedRequest(cp, ns, () => agentDelete(secret));
 
 beforeAll(async () => {
   cp = await attachControlPlane();

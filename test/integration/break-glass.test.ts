@@ -39,10 +39,10 @@ import {
   approvalApi,
   approvalRequestsIn,
   bindApproverRole,
+  deniedRequest,
   type Receiver,
   receiverTls,
   rejection,
-  requestNamed,
   startReceiver,
 } from "../support/scenario.js";
 
@@ -89,13 +89,9 @@ async function requestDelete(who: KubeConfig, secretName: string): Promise<strin
     namespace: ns,
     body: { metadata: { name: secretName }, stringData: { password: "never-logged" } },
   });
-  const message = await rejection(
+  return deniedRequest(cp, ns, () =>
     who.makeApiClient(CoreV1Api).deleteNamespacedSecret({ name: secretName, namespace: ns }),
   );
-  const name = requestNamed(message);
-  if (!name) throw new Error(`unexpected denial: ${message}`);
-  await eventually(async () => (await getAr(name)).status?.phase, 10_000, "first status");
-  return name;
 }
 
 const api = (path: string, token: string, body: object) =>

@@ -35,11 +35,11 @@ import {
   approvalApi,
   approvalRequestsIn,
   bindApproverRole,
+  deniedRequest,
   outcome,
   type Receiver,
   receiverTls,
   rejection,
-  requestNamed,
   startReceiver,
   untilRefused,
 } from "../support/scenario.js";
@@ -99,13 +99,7 @@ const agentDelete = (name: string, dryRun = false) =>
     .deleteNamespacedSecret({ name, namespace: ns, ...(dryRun ? { dryRun: "All" } : {}) });
 
 /** The agent tries to delete a secret; returns the ApprovalRequest name from the denial. */
-async function requestDelete(secretName: string): Promise<string> {
-  const message = await rejection(agentDelete(secretName));
-  const name = requestNamed(message);
-  if (!name) throw new Error(`unexpected denial: ${message}`);
-  await eventually(async () => (await getAr(name)).status?.phase, 10_000, "first status");
-  return name;
-}
+const requestDelete = (secretName: string) => deniedRequest(cp, ns, () => agentDelete(secretName));
 
 async function approved(name: string, by: KubeConfig = alice): Promise<void> {
   expect(await decide(by, ns, name, "Approve", "fine")).toMatch(/approved/);

@@ -90,6 +90,26 @@ export function untilRequestCreated(write: () => Promise<unknown>, timeoutMs = 1
   );
 }
 
+/**
+ * `write` (an agent's call) is denied by the gate: the ApprovalRequest the denial names (created
+ * or pending), once the reconciler has written its first status, so what follows races with nothing.
+ */
+export async function deniedRequest(
+  cp: ControlPlane,
+  namespace: string,
+  write: () => Promise<unknown>,
+): Promise<string> {
+  const message = await rejection(write());
+  const name = requestNamed(message);
+  if (!name) throw new Error(`unexpected denial: ${message}`);
+  await eventually(
+    async () => (await approvalRequestsIn(cp, namespace).phase(name)) !== undefined,
+    10_000,
+    "first status",
+  );
+  return name;
+}
+
 /** Reads ApprovalRequests of `namespace` as the admin; `get` throws when the request does not exist. */
 export function approvalRequestsIn(cp: ControlPlane, namespace: string) {
   const client = CountersignClient.fromKubeConfig(cp.adminKubeConfig()).approvalRequests;
