@@ -396,7 +396,7 @@ export class ApprovalGate {
     const why: string[] = [];
     const counted = tally(ar.spec).approvals.filter((d) => {
       if (!isBreakGlass(ar.spec, d)) return true;
-      const lapse = breakGlassLapse(d, approval.breakGlass?.groups, now);
+      const lapse = breakGlassLapse(d, approval.breakGlass?.groups, now, ar.status?.decidedAt);
       if (!lapse) return true;
       lapsed.push(d.approver);
       why.push(`the break-glass approval by ${d.approver} no longer stands: ${lapse}`);

@@ -157,12 +157,19 @@ export function breakGlassLapse(
   d: Decision,
   groups: readonly string[] | undefined,
   now: Date,
+  /**
+   * status.decidedAt: when the controller recorded the request Approved (its clock, never before
+   * the decision). A decider writes its own `time`, up to DECISION_CLOCK_SKEW_SECONDS ahead; the
+   * window counts from the earlier of the two, so a future-dated time does not stretch it.
+   */
+  approvedAt?: string,
 ): string | undefined {
   if (!groups?.length) return "the policy's rule no longer offers break-glass";
   const had = (d.groups ?? []).filter((g) => groups.includes(g));
   if (had.length === 0)
     return `the policy's rule no longer names a break-glass group ${d.approver} was in when deciding (it names ${groups.join(", ")})`;
-  const at = Date.parse(d.time ?? "");
+  const recorded = Date.parse(approvedAt ?? "");
+  const at = Math.min(Date.parse(d.time ?? ""), Number.isNaN(recorded) ? Number.POSITIVE_INFINITY : recorded);
   if (Number.isNaN(at) || now.getTime() - at >= BREAK_GLASS_USE_SECONDS * 1000)
     return `it was given at ${d.time ?? "an unknown time"}, and a break-glass approval is usable for ${BREAK_GLASS_USE_SECONDS / 60} minutes only (group membership is checked only when it is given)`;
   return undefined;

@@ -37,4 +37,15 @@ describe("break-glass approval at use time", () => {
     const { time: _t, ...untimed } = given;
     expect(breakGlassLapse(untimed, ["sre-oncall"], at(60))).toMatch(/an unknown time/);
   });
+
+  it("counts from when the controller recorded it Approved when the decider dated it later (red team 14)", () => {
+    // Dated 2 minutes ahead (the guard's clock-skew allowance), recorded Approved at 0.
+    const ahead = { ...given, time: at(120).toISOString() };
+    const approvedAt = at(0).toISOString();
+    expect(breakGlassLapse(ahead, ["sre-oncall"], at(BREAK_GLASS_USE_SECONDS + 60))).toBeUndefined();
+    expect(breakGlassLapse(ahead, ["sre-oncall"], at(BREAK_GLASS_USE_SECONDS), approvedAt)).toMatch(
+      /usable for 15 minutes only/,
+    );
+    expect(breakGlassLapse(given, ["sre-oncall"], at(60), approvedAt)).toBeUndefined();
+  });
 });
