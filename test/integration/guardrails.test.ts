@@ -174,38 +174,38 @@ describe("Countersign's own configuration", () => {
       },
     });
     const api = agent.makeApiClient(CustomObjectsApi);
-    const refusal = async (fn: () => Promise<unknown>) => {
-      try {
-        await fn();
-        return "allowed";
-      } catch (err) {
-        return kubeStatusOf(err)?.message ?? String(err);
-      }
-    };
+    type Policy = { spec: { rules: { approval: { approvers: { groups: string[] } } }[] } };
+    const readPolicy = async () =>
+      (await api.getClusterCustomObject({ ...gvr(POLICY_PLURAL), name: policyName })) as Policy;
+    // What the API server answered the agent's write. The controller writes the policy's status
+    // meanwhile, so a write carrying the resourceVersion just read can meet a 409 Conflict before
+    // admission runs: that is no answer from Countersign, so re-read and write again.
+    const refusal = async (write: (policy: Policy) => Promise<unknown>) =>
+      eventually(
+        async () => {
+          const policy = await readPolicy();
+          policy.spec.rules[0]!.approval.approvers.groups = ["system:serviceaccounts"]; // approve itself
+          try {
+            await write(policy);
+            return "allowed";
+          } catch (err) {
+            const status = kubeStatusOf(err);
+            if (status?.code === 409) return undefined;
+            return status?.message ?? String(err);
+          }
+        },
+        20_000,
+        "an answer other than a resourceVersion conflict",
+      );
     // RBAC is in place (the agent can read), so only Countersign stands between it and the policy.
-    await eventually(
-      async () => api.getClusterCustomObject({ ...gvr(POLICY_PLURAL), name: policyName }),
-      5000,
-      "RBAC for the agent",
-    );
-    const policy = (await api.getClusterCustomObject({
-      ...gvr(POLICY_PLURAL),
-      name: policyName,
-    })) as {
-      spec: { rules: { approval: { approvers: { groups: string[] } } }[] };
-    };
-    policy.spec.rules[0]!.approval.approvers.groups = ["system:serviceaccounts"]; // approve itself
-    const update = await refusal(() =>
-      api.replaceClusterCustomObject({ ...gvr(POLICY_PLURAL), name: policyName, body: policy }),
+    await eventually(readPolicy, 5000, "RBAC for the agent");
+    const update = await refusal((body) =>
+      api.replaceClusterCustomObject({ ...gvr(POLICY_PLURAL), name: policyName, body }),
     );
     expect(update).toMatch(new RegExp(`${agentUser} is covered by ApprovalPolicy ${policyName}`));
     expect(update).toMatch(/may not update ApprovalPolicies/);
-    const status = await refusal(() =>
-      api.replaceClusterCustomObjectStatus({
-        ...gvr(POLICY_PLURAL),
-        name: policyName,
-        body: policy,
-      }),
+    const status = await refusal((body) =>
+      api.replaceClusterCustomObjectStatus({ ...gvr(POLICY_PLURAL), name: policyName, body }),
     );
     expect(status).toMatch(/may not update the status of ApprovalPolicies/);
     const del = await refusal(() =>
