@@ -3,16 +3,14 @@
  * AuditCheckpoint (the chain head: sequence, hash). Safe for several writers in different
  * processes (controller replicas, a stale ex-leader, webhook replicas):
  *
- *   1. read the checkpoint (or use the one this writer last wrote: a stale copy fails step 2's
- *      precondition and is read again); if it holds a `pending` append, complete that first;
- *   2. claim: store the full record as `pending` (sequence head + 1, previousHash = head hash)
+ *   1. read the checkpoint; if it holds a `pending` append, complete that first;
+ *   2. if the record exists (deterministic name), it was written already: done;
+ *   3. claim: store the full record as `pending` (sequence head + 1, previousHash = head hash)
  *      with the checkpoint's resourceVersion as precondition; of racing writers exactly one
  *      claims, the others re-read and go again;
- *   3. create the record; if one of that name (deterministic per event) exists, it was written
- *      already and is in the chain: the claim is dropped and that record returned;
- *   4. advance the head and clear `pending` (resourceVersion precondition).
+ *   4. create the record; 5. advance the head and clear `pending` (resourceVersion precondition).
  *
- * A crash after 2 or 3 leaves `pending`, which the next append (by any writer) completes from
+ * A crash after 3 or 4 leaves `pending`, which the next append (by any writer) completes from
  * the checkpoint alone, so the chain never forks, and a record the checkpoint does not cover is
  * never left behind (it would read as tampering). The SIEM line is written by whoever creates
  * the record.
@@ -213,77 +211,6 @@ function logRecord(siem: Logger | undefined, chain: string, record: AuditRecord)
 }
 
 /**
- * Creates the record the checkpoint's pending append claimed, unless it exists; returns the
- * record of that name as stored (its own, or another one that was there already).
- * `createFirst`: the caller just claimed, so the record is normally absent: try the create
- * first and read only if it exists (one call instead of two).
- */
-async function createPendingRecord(
-  api: CustomObjectsApi,
-  siem: Logger | undefined,
-  cp: AuditCheckpoint,
-  createFirst = false,
-): Promise<AuditRecord | undefined> {
-  const p = cp.spec.pending!;
-  const ns = cp.metadata.namespace;
-  const record = createFirst ? undefined : await readRecord(api, ns, p.record);
-  if (record) return record;
-  const body: AuditRecord = {
-    apiVersion: API_GROUP_VERSION,
-    kind: "AuditRecord",
-    metadata: { name: p.record, namespace: ns, ...(p.labels ? { labels: p.labels } : {}) },
-    spec: p.spec,
-  };
-  try {
-    const created = (await api.createNamespacedCustomObject({
-      ...G,
-      namespace: ns,
-      plural: AUDIT_PLURAL,
-      body,
-    })) as AuditRecord;
-    logRecord(siem, cp.spec.chain, created);
-    return created;
-  } catch (err) {
-    if (!isAlreadyExists(err)) throw err;
-    return readRecord(api, ns, p.record);
-  }
-}
-
-/** Whether `record` is the one the checkpoint's pending append claimed (so the head may move to it). */
-function landed(cp: AuditCheckpoint, record: AuditRecord | undefined): boolean {
-  const p = cp.spec.pending!;
-  return (
-    record !== undefined &&
-    record.spec.hash === p.hash &&
-    record.spec.sequence === cp.spec.head.sequence + 1 &&
-    record.spec.previousHash === cp.spec.head.hash
-  );
-}
-
-/**
- * Ends the checkpoint's pending append: advances the head to its record if that landed, else
- * (a different record of that name existed) drops the claim. Undefined when another writer
- * changed the checkpoint first.
- */
-function settlePending(
-  api: CustomObjectsApi,
-  cp: AuditCheckpoint,
-  record: AuditRecord | undefined,
-): Promise<AuditCheckpoint | undefined> {
-  const p = cp.spec.pending!;
-  const { pending: _done, ...rest } = cp.spec;
-  return replaceCheckpoint(api, {
-    ...cp,
-    spec: landed(cp, record)
-      ? {
-          ...rest,
-          head: { sequence: p.spec.sequence, hash: p.hash, record: p.record, time: p.spec.time },
-        }
-      : rest,
-  });
-}
-
-/**
  * Completes the checkpoint's pending append: creates the claimed record if it is missing,
  * then advances the head to it (or, if a different record of that name exists, drops the
  * claim). Undefined when another writer changed the checkpoint first.
@@ -293,54 +220,72 @@ async function completePending(
   siem: Logger | undefined,
   cp: AuditCheckpoint,
 ): Promise<AuditCheckpoint | undefined> {
-  return settlePending(api, cp, await createPendingRecord(api, siem, cp));
-}
-
-/**
- * After losing a race for the checkpoint to another writer: a short random pause growing with
- * the attempts, so writers appending at once take turns instead of invalidating each other's
- * claims round after round (a claim is 3 calls; writers retrying in lockstep can lose all 30).
- */
-function contended(attempt: number): Promise<void> {
-  const ms = Math.random() * Math.min(100, 5 * (attempt + 1));
-  return new Promise((r) => setTimeout(r, ms));
+  const p = cp.spec.pending!;
+  const ns = cp.metadata.namespace;
+  let record = await readRecord(api, ns, p.record);
+  if (!record) {
+    const body: AuditRecord = {
+      apiVersion: API_GROUP_VERSION,
+      kind: "AuditRecord",
+      metadata: { name: p.record, namespace: ns, ...(p.labels ? { labels: p.labels } : {}) },
+      spec: p.spec,
+    };
+    try {
+      record = (await api.createNamespacedCustomObject({
+        ...G,
+        namespace: ns,
+        plural: AUDIT_PLURAL,
+        body,
+      })) as AuditRecord;
+      logRecord(siem, cp.spec.chain, record);
+    } catch (err) {
+      if (!isAlreadyExists(err)) throw err;
+      record = await readRecord(api, ns, p.record);
+    }
+  }
+  const landed =
+    record !== undefined &&
+    record.spec.hash === p.hash &&
+    record.spec.sequence === cp.spec.head.sequence + 1 &&
+    record.spec.previousHash === cp.spec.head.hash;
+  const { pending: _done, ...rest } = cp.spec;
+  return replaceCheckpoint(api, {
+    ...cp,
+    spec: landed
+      ? {
+          ...rest,
+          head: { sequence: p.spec.sequence, hash: p.hash, record: p.record, time: p.spec.time },
+        }
+      : rest,
+  });
 }
 
 /**
  * Appends one record to `namespace`'s audit chain: the one way any component (controller,
  * webhook) writes an AuditRecord. Idempotent by `name`; safe against concurrent writers in
  * other processes (see the protocol at the top of this file); logs the SIEM line. Throws only
- * on API errors (the caller retries); returns the record as stored, and the checkpoint as this
- * call left it when it wrote it last (a hint for the next append: see `known`).
- *
- * Three API calls in the usual case (claim, create, advance): `known`, the checkpoint as this
- * process last wrote it, saves reading it (a stale one fails the claim's resourceVersion
- * precondition and is read again), and whether the record exists already is learnt from the
- * create (a record of that name is always in the chain: records are only created from a
- * claim, and a claim that finds one is dropped).
+ * on API errors (the caller retries); returns the record as stored.
  */
 export async function appendAuditRecord(
   api: CustomObjectsApi,
   siem: Logger | undefined,
   args: AppendArgs,
-  known?: AuditCheckpoint,
-): Promise<AppendResult & { checkpoint?: AuditCheckpoint }> {
+): Promise<AppendResult> {
   const { namespace, name } = args;
   // Every record carries the labels that identify its target (audit --for selects on them).
   const labels = { ...targetLabels(args.content.action), ...(args.labels ?? {}) };
-  let hint = known?.spec.pending ? undefined : known;
   for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-    let cp = hint ?? (await readCheckpoint(api, namespace));
-    hint = undefined;
+    let cp = await readCheckpoint(api, namespace);
     if (!cp) {
       cp = await createCheckpoint(api, namespace);
       if (!cp) continue;
     }
     if (cp.spec.pending) {
       await completePending(api, siem, cp);
-      await contended(attempt);
       continue; // re-read: the head moved (or someone else moved it)
     }
+    const existing = await readRecord(api, namespace, name);
+    if (existing) return { record: existing, created: false };
     const content: Omit<AuditRecordSpec, "hash"> = {
       ...args.content,
       sequence: cp.spec.head.sequence + 1,
@@ -354,18 +299,10 @@ export async function appendAuditRecord(
         pending: { record: name, hash: spec.hash, spec, labels },
       },
     });
-    if (!claimed) {
-      // another writer appended first (or a stale hint): go again on the new head
-      if (known === undefined || attempt > 0) await contended(attempt);
-      continue;
-    }
-    const record = await createPendingRecord(api, siem, claimed, true);
-    // Advance the head, or drop the claim if a record of this name was there already; undefined:
-    // another writer completed it for us.
-    const settled = await settlePending(api, claimed, record);
-    if (record && landed(claimed, record))
-      return { record, created: true, ...(settled ? { checkpoint: settled } : {}) };
-    if (record) return { record, created: false, ...(settled ? { checkpoint: settled } : {}) };
+    if (!claimed) continue; // another writer appended first: go again on the new head
+    await completePending(api, siem, claimed); // undefined: another writer completed it for us
+    const record = await readRecord(api, namespace, name);
+    if (record) return { record, created: record.spec.hash === spec.hash };
   }
   throw new Error(
     `could not append audit record ${namespace}/${name}: the chain kept changing (${MAX_ATTEMPTS} attempts)`,
@@ -382,8 +319,6 @@ export interface AuditRef {
 export class AuditWriter {
   private readonly api: CustomObjectsApi;
   private readonly locks = new Map<string, Promise<unknown>>();
-  /** Each namespace's checkpoint as this writer last wrote it (saves a read per append). */
-  private readonly checkpoints = new Map<string, AuditCheckpoint>();
 
   constructor(
     kc: KubeConfig,
@@ -405,14 +340,10 @@ export class AuditWriter {
   /** appendAuditRecord, one at a time per namespace within this process (fewer conflicts). */
   append(args: AppendArgs): Promise<AppendResult> {
     const ns = args.namespace;
-    const once = async (): Promise<AppendResult> => {
-      const known = this.checkpoints.get(ns);
-      this.checkpoints.delete(ns);
-      const { checkpoint, ...result } = await appendAuditRecord(this.api, this.siem, args, known);
-      if (checkpoint) this.checkpoints.set(ns, checkpoint);
-      return result;
-    };
-    const run = (this.locks.get(ns) ?? Promise.resolve()).then(once, once);
+    const run = (this.locks.get(ns) ?? Promise.resolve()).then(
+      () => appendAuditRecord(this.api, this.siem, args),
+      () => appendAuditRecord(this.api, this.siem, args),
+    );
     this.locks.set(
       ns,
       run.catch(() => undefined),
